@@ -1,0 +1,1 @@
+//! Protocol checks: HTTP sanity, protocol detection, TLS ClientHello parsing.

@@ -1,0 +1,1 @@
+//! Token-bucket rate limits whose buckets live in a compare-and-swap store (proxy-wasm shared data).
