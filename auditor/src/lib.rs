@@ -1,6 +1,20 @@
 //! egress-auditor: finds every way a pod can go around the Istio sidecar.
 //!
-//! Sources (files, cluster, node network namespaces) build a snapshot of objects; checks are pure
-//! functions from objects to [`finding::Finding`]s; sinks render findings.
+//! Sources (files, cluster, node network namespaces) build a [`snapshot::Snapshot`]; checks are
+//! pure functions from the snapshot to [`finding::Finding`]s ([`checks::check_all`]); sinks render
+//! findings. [`capture::CaptureConfig`] is the one model of what Istio's injection implies for a
+//! pod's traffic capture, shared by the pod checks and the netfilter judge.
 
+#![forbid(unsafe_code)]
+
+pub mod capture;
+pub mod checks;
+pub mod cli;
 pub mod finding;
+pub mod istio;
+pub mod netfilter;
+pub mod node;
+pub mod sinks;
+pub mod snapshot;
+pub mod sources;
+pub mod watch;

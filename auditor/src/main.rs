@@ -1,1 +1,43 @@
-fn main() {}
+//! The `egress-auditor` binary: parses the command line and hands each subcommand to its handler
+//! in `egress_auditor::cli`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use egress_auditor::cli;
+
+#[derive(Parser)]
+#[command(name = "egress-auditor", version, about = "Finds every way a pod can go around the Istio sidecar")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Audit Kubernetes manifests (files or directories) for sidecar bypasses.
+    Scan(cli::scan::ScanArgs),
+    /// Judge saved iptables/nftables dumps against one pod's capture settings.
+    Rules(egress_auditor::netfilter::command::RulesArgs),
+    /// Inspect the rules in every pod network namespace on this node (privileged, hostPID).
+    Node(egress_auditor::node::command::NodeArgs),
+    /// Watch the cluster and re-judge on every change; serves /healthz, /readyz and /metrics.
+    Watch(cli::watch::WatchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Scan(args) => cli::scan::run(args),
+        Command::Rules(args) => egress_auditor::netfilter::command::run(args),
+        Command::Node(args) => egress_auditor::node::command::run(args),
+        Command::Watch(args) => cli::watch::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(cli::EXIT_BAD_INPUT)
+        }
+    }
+}

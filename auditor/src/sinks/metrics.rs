@@ -1,0 +1,236 @@
+//! Prometheus metrics: findings by rule and severity, scans, API errors and sink failures.
+//!
+//! The watch controller serves them on `/metrics`; a one-shot scan can write them to a file for
+//! node_exporter's textfile collector (`--sink metrics=PATH`).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::finding::Finding;
+
+/// Content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct FindingLabels {
+    rule: String,
+    severity: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiErrorLabels {
+    resource: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
+}
+
+struct Inner {
+    registry: Registry,
+    findings: Family<FindingLabels, Gauge>,
+    /// Label sets ever set, so a fixed rule drops to 0 instead of vanishing (a vanished series
+    /// looks like missing data, not like "fixed").
+    seen: Mutex<BTreeSet<FindingLabels>>,
+    scans: Family<ResultLabels, Counter>,
+    api_errors: Family<ApiErrorLabels, Counter>,
+    sink_failures: Family<SinkLabels, Counter>,
+    last_scan: Gauge<f64, AtomicU64>,
+    scan_duration: Gauge<f64, AtomicU64>,
+    objects: Gauge,
+}
+
+/// Cheap to clone; all clones share the same series.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("egress_auditor");
+        let findings = Family::<FindingLabels, Gauge>::default();
+        registry.register("findings", "Current findings by rule and severity", findings.clone());
+        let scans = Family::<ResultLabels, Counter>::default();
+        registry.register("scans", "Judgements of the whole snapshot, by result", scans.clone());
+        let api_errors = Family::<ApiErrorLabels, Counter>::default();
+        registry.register(
+            "api_errors",
+            "Failed Kubernetes API calls (each attempt), by resource and HTTP code",
+            api_errors.clone(),
+        );
+        let sink_failures = Family::<SinkLabels, Counter>::default();
+        registry.register("sink_failures", "Sink deliveries that failed, by sink", sink_failures.clone());
+        let last_scan = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "last_scan_timestamp_seconds",
+            "Unix time of the last completed judgement",
+            last_scan.clone(),
+        );
+        let scan_duration = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "last_scan_duration_seconds",
+            "How long the last judgement took",
+            scan_duration.clone(),
+        );
+        let objects = Gauge::default();
+        registry.register("judged_workloads", "Pods and pod templates in the last judgement", objects.clone());
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                findings,
+                seen: Mutex::new(BTreeSet::new()),
+                scans,
+                api_errors,
+                sink_failures,
+                last_scan,
+                scan_duration,
+                objects,
+            }),
+        }
+    }
+
+    /// Replaces the finding counts with those of `findings`.
+    pub fn set_findings(&self, findings: &[Finding]) {
+        let mut counts = std::collections::BTreeMap::<FindingLabels, i64>::new();
+        for f in findings {
+            *counts
+                .entry(FindingLabels {
+                    rule: f.rule.clone(),
+                    severity: f.severity.as_str().to_string(),
+                })
+                .or_default() += 1;
+        }
+        let mut seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
+        for labels in seen.iter() {
+            if !counts.contains_key(labels) {
+                self.inner.findings.get_or_create(labels).set(0);
+            }
+        }
+        for (labels, n) in counts {
+            self.inner.findings.get_or_create(&labels).set(n);
+            seen.insert(labels);
+        }
+    }
+
+    /// Records one judgement.
+    pub fn scan_done(&self, ok: bool, workloads: usize, duration: std::time::Duration) {
+        let result = if ok { "success" } else { "error" };
+        self.inner
+            .scans
+            .get_or_create(&ResultLabels { result: result.into() })
+            .inc();
+        self.inner.scan_duration.set(duration.as_secs_f64());
+        self.inner.objects.set(i64::try_from(workloads).unwrap_or(i64::MAX));
+        let now = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
+        self.inner.last_scan.set(now);
+    }
+
+    pub fn api_error(&self, resource: &str, code: &str) {
+        self.inner
+            .api_errors
+            .get_or_create(&ApiErrorLabels {
+                resource: resource.to_string(),
+                code: code.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn sink_failure(&self, sink: &str) {
+        self.inner
+            .sink_failures
+            .get_or_create(&SinkLabels { sink: sink.to_string() })
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
+        out
+    }
+
+    /// Writes the exposition to `path` atomically (temporary file, then rename), so a collector
+    /// never reads half a file.
+    pub fn write_to(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("prom.tmp");
+        std::fs::write(&tmp, self.encode())?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finding::Severity;
+
+    fn finding(rule: &str, severity: Severity) -> Finding {
+        Finding {
+            rule: rule.into(),
+            severity,
+            kind: "Pod".into(),
+            namespace: Some("ns".into()),
+            name: "p".into(),
+            container: None,
+            message: String::new(),
+            evidence: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn findings_are_counted_and_fixed_ones_drop_to_zero() {
+        let m = Metrics::new();
+        m.set_findings(&[
+            finding("host-network", Severity::High),
+            finding("host-network", Severity::High),
+            finding("privileged", Severity::Critical),
+        ]);
+        let text = m.encode();
+        assert!(text.contains(r#"egress_auditor_findings{rule="host-network",severity="high"} 2"#), "{text}");
+        assert!(text.contains(r#"egress_auditor_findings{rule="privileged",severity="critical"} 1"#), "{text}");
+        m.set_findings(&[finding("privileged", Severity::Critical)]);
+        let text = m.encode();
+        assert!(text.contains(r#"egress_auditor_findings{rule="host-network",severity="high"} 0"#), "{text}");
+    }
+
+    #[test]
+    fn counters_render_with_total_suffix() {
+        let m = Metrics::new();
+        m.api_error("pods", "429");
+        m.sink_failure("webhook");
+        m.scan_done(true, 3, std::time::Duration::from_millis(5));
+        let text = m.encode();
+        assert!(text.contains(r#"egress_auditor_api_errors_total{resource="pods",code="429"} 1"#), "{text}");
+        assert!(text.contains(r#"egress_auditor_sink_failures_total{sink="webhook"} 1"#), "{text}");
+        assert!(text.contains(r#"egress_auditor_scans_total{result="success"} 1"#), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

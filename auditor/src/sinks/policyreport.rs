@@ -1,0 +1,408 @@
+//! `--sink policyreport`: findings as `wgpolicyk8s.io/v1alpha2` PolicyReports (one per namespace,
+//! named `egress-auditor`) and one ClusterPolicyReport for cluster-scoped findings.
+//!
+//! Each run writes the whole current state: a report is created, or replaced when its results
+//! changed, so fixed findings disappear. A result that was already in the report keeps its
+//! original timestamp (when it was first found). Namespaces judged clean get an empty report, so
+//! "checked and clean" is visible and distinct from "never checked".
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
+use serde_json::{json, Value};
+
+use super::delivery::ScanScope;
+use super::events::{api_version_of, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::checks::rules::{rule, SCAN_INCOMPLETE};
+use crate::finding::Finding;
+use crate::sources::cluster::api::{ApiContext, ClusterError};
+
+pub const REPORT_NAME: &str = "egress-auditor";
+pub const GROUP: &str = "wgpolicyk8s.io";
+pub const VERSION: &str = "v1alpha2";
+/// `source` of every result.
+pub const SOURCE: &str = "egress-auditor";
+/// `policy` of every result; `rule` carries the rule id.
+pub const POLICY: &str = "egress-bypass";
+pub const CATEGORY: &str = "Egress bypass";
+
+pub fn policy_report_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, "PolicyReport"), "policyreports")
+}
+
+pub fn cluster_policy_report_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(GROUP, VERSION, "ClusterPolicyReport"),
+        "clusterpolicyreports",
+    )
+}
+
+/// One report result for a finding.
+pub fn result(f: &Finding, now: jiff::Timestamp) -> Value {
+    let mut resource = json!({"apiVersion": api_version_of(&f.kind), "kind": f.kind, "name": f.name});
+    if let Some(ns) = &f.namespace {
+        resource["namespace"] = json!(ns);
+    }
+    let mut properties = serde_json::Map::new();
+    if let Some(c) = &f.container {
+        properties.insert("container".into(), json!(c));
+    }
+    if !f.evidence.is_null() {
+        properties.insert("evidence".into(), json!(f.evidence.to_string()));
+    }
+    if let Some(info) = rule(&f.rule) {
+        properties.insert("fix".into(), json!(info.fix));
+    }
+    let mut r = json!({
+        "source": SOURCE,
+        "policy": POLICY,
+        "rule": f.rule,
+        "category": CATEGORY,
+        "severity": f.severity.as_str(),
+        // A scan that could not read something could not evaluate it.
+        "result": if f.rule == SCAN_INCOMPLETE { "error" } else { "fail" },
+        "scored": true,
+        "timestamp": {"seconds": now.as_second(), "nanos": now.subsec_nanosecond()},
+        "message": f.message,
+        "properties": properties,
+    });
+    if f.kind != "Cluster" {
+        r["resources"] = json!([resource]);
+    }
+    r
+}
+
+/// What makes two results "the same finding" across runs (everything but the timestamp).
+fn result_key(r: &Value) -> String {
+    let mut r = r.clone();
+    if let Some(o) = r.as_object_mut() {
+        o.remove("timestamp");
+    }
+    r.to_string()
+}
+
+/// The results for `findings`, keeping the timestamp a result already had in `previous`.
+fn results_with_history(findings: &[&Finding], previous: Option<&Value>, now: jiff::Timestamp) -> Vec<Value> {
+    let known: BTreeMap<String, Value> = previous
+        .and_then(|p| p["results"].as_array())
+        .map(|rs| rs.iter().map(|r| (result_key(r), r["timestamp"].clone())).collect())
+        .unwrap_or_default();
+    findings
+        .iter()
+        .map(|f| {
+            let mut r = result(f, now);
+            if let Some(ts) = known.get(&result_key(&r)) {
+                if ts.is_object() {
+                    r["timestamp"] = ts.clone();
+                }
+            }
+            r
+        })
+        .collect()
+}
+
+fn summary(results: &[Value]) -> Value {
+    let count = |kind: &str| results.iter().filter(|r| r["result"] == kind).count();
+    json!({"pass": count("pass"), "fail": count("fail"), "warn": count("warn"), "error": count("error"), "skip": count("skip")})
+}
+
+fn report(kind: &str, namespace: Option<&str>, results: Vec<Value>) -> Value {
+    let mut metadata = json!({"name": REPORT_NAME, "labels": {MANAGED_BY_LABEL: MANAGED_BY}});
+    if let Some(ns) = namespace {
+        metadata["namespace"] = json!(ns);
+    }
+    json!({
+        "apiVersion": format!("{GROUP}/{VERSION}"),
+        "kind": kind,
+        "metadata": metadata,
+        "summary": summary(&results),
+        "results": results,
+    })
+}
+
+/// The PolicyReport of one namespace.
+pub fn namespace_report(namespace: &str, findings: &[&Finding], previous: Option<&Value>, now: jiff::Timestamp) -> Value {
+    report(
+        "PolicyReport",
+        Some(namespace),
+        results_with_history(findings, previous, now),
+    )
+}
+
+/// The namespace a cluster-report result is about (for a Namespace finding), if any.
+fn cluster_result_namespace(r: &Value) -> Option<&str> {
+    let res = &r["resources"][0];
+    (res["kind"] == "Namespace").then(|| res["name"].as_str()).flatten()
+}
+
+/// The ClusterPolicyReport. When only part of the cluster was judged, results about namespaces
+/// outside the scope are kept from `previous` (this run knows nothing new about them).
+pub fn cluster_report(findings: &[&Finding], scope: &ScanScope, previous: Option<&Value>, now: jiff::Timestamp) -> Value {
+    let mut results = results_with_history(findings, previous, now);
+    if !scope.covers_cluster() {
+        let kept = previous
+            .and_then(|p| p["results"].as_array())
+            .into_iter()
+            .flatten()
+            .filter(|r| cluster_result_namespace(r).is_none_or(|ns| !scope.covers_namespace(ns)))
+            .cloned();
+        let new_keys: BTreeSet<String> = results.iter().map(result_key).collect();
+        let kept: Vec<Value> = kept.filter(|r| !new_keys.contains(&result_key(r))).collect();
+        results.extend(kept);
+    }
+    report("ClusterPolicyReport", None, results)
+}
+
+/// Every report this run should write, keyed by namespace (`None`: the cluster report).
+pub fn desired_reports(
+    findings: &[Finding],
+    scope: &ScanScope,
+    previous: &BTreeMap<Option<String>, Value>,
+    now: jiff::Timestamp,
+) -> BTreeMap<Option<String>, Value> {
+    let mut by_ns: BTreeMap<&str, Vec<&Finding>> = BTreeMap::new();
+    let mut cluster = Vec::new();
+    for ns in &scope.namespaces {
+        by_ns.entry(ns.as_str()).or_default();
+    }
+    for f in findings {
+        match &f.namespace {
+            Some(ns) => by_ns.entry(ns.as_str()).or_default().push(f),
+            None => cluster.push(f),
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (ns, fs) in by_ns {
+        let key = Some(ns.to_string());
+        let report = namespace_report(ns, &fs, previous.get(&key), now);
+        out.insert(key, report);
+    }
+    if scope.covers_cluster() || !cluster.is_empty() || previous.contains_key(&None) {
+        out.insert(None, cluster_report(&cluster, scope, previous.get(&None), now));
+    }
+    out
+}
+
+/// Whether `desired` differs from what is stored (results and summary; metadata is the server's).
+fn changed(desired: &Value, stored: &Value) -> bool {
+    desired["results"] != stored["results"] || desired["summary"] != stored["summary"]
+}
+
+/// What one delivery did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReportStats {
+    pub created: usize,
+    pub replaced: usize,
+    pub unchanged: usize,
+}
+
+fn explain(e: ClusterError) -> String {
+    if e.is_not_found() {
+        format!("{e} (is the wgpolicyk8s.io PolicyReport CRD installed?)")
+    } else {
+        e.to_string()
+    }
+}
+
+/// Writes the reports: creates the missing ones, replaces the changed ones.
+pub async fn publish(
+    api: &ApiContext,
+    findings: &[Finding],
+    scope: &ScanScope,
+    now: jiff::Timestamp,
+) -> Result<ReportStats, String> {
+    let namespaced = policy_report_resource();
+    let clustered = cluster_policy_report_resource();
+    let params = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+
+    // What is stored now.
+    let mut stored: BTreeMap<Option<String>, Value> = BTreeMap::new();
+    let keep_ours = |o: DynamicObject| {
+        (o.metadata.name.as_deref() == Some(REPORT_NAME)).then(|| serde_json::to_value(&o).unwrap_or(Value::Null))
+    };
+    let mut namespaces: BTreeSet<String> = scope.namespaces.clone();
+    namespaces.extend(findings.iter().filter_map(|f| f.namespace.clone()));
+    if scope.all_namespaces {
+        let all: Api<DynamicObject> = Api::all_with(api.client.clone(), &namespaced);
+        for r in api
+            .list_all(&all, &params, 500, "list policyreports", "policyreports", keep_ours)
+            .await
+            .map_err(explain)?
+        {
+            stored.insert(r["metadata"]["namespace"].as_str().map(str::to_string), r);
+        }
+    } else {
+        for ns in &namespaces {
+            let in_ns: Api<DynamicObject> = Api::namespaced_with(api.client.clone(), ns, &namespaced);
+            for r in api
+                .list_all(&in_ns, &params, 500, &format!("list policyreports in {ns}"), "policyreports", keep_ours)
+                .await
+                .map_err(explain)?
+            {
+                stored.insert(Some(ns.clone()), r);
+            }
+        }
+    }
+    let cluster_api: Api<DynamicObject> = Api::all_with(api.client.clone(), &clustered);
+    if let Some(r) = api
+        .list_all(&cluster_api, &params, 500, "list clusterpolicyreports", "clusterpolicyreports", keep_ours)
+        .await
+        .map_err(explain)?
+        .into_iter()
+        .next()
+    {
+        stored.insert(None, r);
+    }
+
+    let desired = desired_reports(findings, scope, &stored, now);
+    let mut stats = ReportStats::default();
+    let mut errors = Vec::new();
+    for (ns, report) in desired {
+        let target: Api<DynamicObject> = match &ns {
+            Some(ns) => Api::namespaced_with(api.client.clone(), ns, &namespaced),
+            None => cluster_api.clone(),
+        };
+        let place = ns.clone().unwrap_or_else(|| "cluster".to_string());
+        let outcome = match stored.get(&ns) {
+            Some(current) if !changed(&report, current) => {
+                stats.unchanged += 1;
+                continue;
+            }
+            Some(current) => replace(api, &target, report, current, &place).await.map(|_| stats.replaced += 1),
+            None => create(api, &target, &report, &place).await.map(|_| stats.created += 1),
+        };
+        if let Err(e) = outcome {
+            errors.push(e);
+        }
+    }
+    if errors.is_empty() {
+        Ok(stats)
+    } else {
+        Err(format!("{} report(s) not written; first error: {}", errors.len(), errors[0]))
+    }
+}
+
+fn to_dynamic(v: &Value) -> Result<DynamicObject, String> {
+    serde_json::from_value(v.clone()).map_err(|e| format!("report is not a Kubernetes object: {e}"))
+}
+
+async fn create(api: &ApiContext, target: &Api<DynamicObject>, report: &Value, place: &str) -> Result<(), String> {
+    let obj = to_dynamic(report)?;
+    let params = PostParams::default();
+    api.call(&format!("create policy report {place}"), "policyreports", || target.create(&params, &obj))
+    .await
+    .map(|_| ())
+    .map_err(explain)
+}
+
+/// Replaces with optimistic concurrency; on a conflict (someone wrote in between) re-reads once.
+async fn replace(
+    api: &ApiContext,
+    target: &Api<DynamicObject>,
+    mut report: Value,
+    current: &Value,
+    place: &str,
+) -> Result<(), String> {
+    let what = format!("replace policy report {place}");
+    let params = PostParams::default();
+    report["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+    let obj = to_dynamic(&report)?;
+    match api
+        .call(&what, "policyreports", || target.replace(REPORT_NAME, &params, &obj))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some(409) => {
+            let fresh = api
+                .call(&what, "policyreports", || target.get(REPORT_NAME))
+                .await
+                .map_err(explain)?;
+            report["metadata"]["resourceVersion"] = json!(fresh.metadata.resource_version);
+            let obj = to_dynamic(&report)?;
+            api.call(&what, "policyreports", || target.replace(REPORT_NAME, &params, &obj))
+                .await
+                .map(|_| ())
+                .map_err(explain)
+        }
+        Err(e) => Err(explain(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finding::Severity;
+
+    fn finding(rule: &str, ns: Option<&str>, kind: &str, name: &str) -> Finding {
+        Finding {
+            rule: rule.into(),
+            severity: Severity::High,
+            kind: kind.into(),
+            namespace: ns.map(str::to_string),
+            name: name.into(),
+            container: Some("app".into()),
+            message: format!("{rule} on {name}"),
+            evidence: json!({"k": 1}),
+        }
+    }
+
+    fn scope(all: bool, ns: &[&str]) -> ScanScope {
+        ScanScope {
+            all_namespaces: all,
+            namespaces: ns.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn reports_per_namespace_and_cluster() {
+        let now: jiff::Timestamp = "2025-06-01T12:00:00.5Z".parse().unwrap();
+        let fs = vec![
+            finding("host-network", Some("a"), "Pod", "p1"),
+            finding("privileged", Some("a"), "Pod", "p2"),
+            finding("egress-networkpolicy-missing", None, "Namespace", "a"),
+        ];
+        let out = desired_reports(&fs, &scope(true, &["a", "b"]), &BTreeMap::new(), now);
+        let a = &out[&Some("a".to_string())];
+        assert_eq!(a["kind"], "PolicyReport");
+        assert_eq!(a["metadata"]["namespace"], "a");
+        assert_eq!(a["summary"]["fail"], 2);
+        assert_eq!(a["results"][0]["timestamp"], json!({"seconds": now.as_second(), "nanos": 500_000_000}));
+        assert_eq!(a["results"][0]["resources"][0]["kind"], "Pod");
+        assert_eq!(a["results"][0]["properties"]["container"], "app");
+        let b = &out[&Some("b".to_string())];
+        assert_eq!(b["results"], json!([]));
+        let c = &out[&None];
+        assert_eq!(c["kind"], "ClusterPolicyReport");
+        assert_eq!(c["results"][0]["resources"][0]["name"], "a");
+    }
+
+    #[test]
+    fn known_results_keep_their_first_timestamp() {
+        let t1: jiff::Timestamp = "2025-06-01T12:00:00Z".parse().unwrap();
+        let t2: jiff::Timestamp = "2025-06-01T13:00:00Z".parse().unwrap();
+        let fs = vec![finding("host-network", Some("a"), "Pod", "p1")];
+        let first = desired_reports(&fs, &scope(true, &["a"]), &BTreeMap::new(), t1);
+        let second = desired_reports(&fs, &scope(true, &["a"]), &first, t2);
+        let key = Some("a".to_string());
+        assert!(!changed(&second[&key], &first[&key]));
+        let more = vec![fs[0].clone(), finding("privileged", Some("a"), "Pod", "p1")];
+        let third = desired_reports(&more, &scope(true, &["a"]), &first, t2);
+        assert_eq!(third[&key]["results"][0]["timestamp"]["seconds"], t1.as_second());
+        assert_eq!(third[&key]["results"][1]["timestamp"]["seconds"], t2.as_second());
+    }
+
+    #[test]
+    fn partial_scope_keeps_other_namespaces_in_the_cluster_report() {
+        let now: jiff::Timestamp = "2025-06-01T12:00:00Z".parse().unwrap();
+        let all = vec![
+            finding("egress-networkpolicy-missing", None, "Namespace", "a"),
+            finding("egress-networkpolicy-missing", None, "Namespace", "b"),
+        ];
+        let before = desired_reports(&all, &scope(true, &["a", "b"]), &BTreeMap::new(), now);
+        // Namespace a was fixed and only a was scanned: b's result stays.
+        let after = desired_reports(&[], &scope(false, &["a"]), &before, now);
+        let results = after[&None]["results"].as_array().unwrap().clone();
+        assert_eq!(results.len(), 1);
+        assert_eq!(results[0]["resources"][0]["name"], "b");
+    }
+}

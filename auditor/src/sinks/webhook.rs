@@ -1,0 +1,11 @@
+//! `--sink webhook=URL`: POSTs the JSON findings document (the same document `--format json`
+//! prints) to a URL, retrying throttling, server errors and timeouts.
+
+use serde_json::Value;
+
+use super::delivery::post_json;
+use crate::sources::cluster::api::RetryPolicy;
+
+pub async fn publish(http: &reqwest::Client, url: &str, document: &Value, retry: &RetryPolicy) -> Result<(), String> {
+    post_json(http, url, document, retry).await.map(|_| ())
+}

@@ -1,0 +1,377 @@
+//! Reads a live cluster into a [`Snapshot`]: Namespaces, Pods, NetworkPolicies, the mesh
+//! ConfigMap, and Istio WasmPlugins/EnvoyFilters (through the dynamic API, so the auditor does
+//! not need Istio's types).
+//!
+//! Nothing is silently skipped: what the ServiceAccount may not read becomes an [`Unreadable`]
+//! entry, reported as a `scan-incomplete` finding.
+
+pub mod api;
+mod rbac;
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+pub use api::{connect, ApiContext, ApiStats, ClusterError, ConnectOptions, RetryPolicy};
+pub use rbac::{ApiCall, API_CALLS};
+
+use crate::checks::live::{check_live, LiveCheckOptions};
+use crate::checks::rules::SCAN_INCOMPLETE;
+use crate::checks::{check_all, sort_findings, CheckOptions};
+use crate::finding::{Finding, Severity};
+use crate::sinks::delivery::ScanScope;
+use crate::snapshot::{MeshConfig, Snapshot, Workload, WorkloadKind, MESH_CONFIG_NAME, MESH_CONFIG_NAMESPACE};
+
+/// The Istio kinds read through the dynamic API.
+pub fn wasm_plugin_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("extensions.istio.io", "v1alpha1", "WasmPlugin"), "wasmplugins")
+}
+
+pub fn envoy_filter_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.istio.io", "v1alpha3", "EnvoyFilter"),
+        "envoyfilters",
+    )
+}
+
+/// What to read.
+#[derive(Debug, Clone)]
+pub struct ClusterScanOptions {
+    /// Only these namespaces; empty means all.
+    pub namespaces: Vec<String>,
+    /// Objects per list page.
+    pub page_size: u32,
+}
+
+impl Default for ClusterScanOptions {
+    fn default() -> Self {
+        ClusterScanOptions {
+            namespaces: Vec::new(),
+            page_size: 500,
+        }
+    }
+}
+
+/// Something the scan could not read, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unreadable {
+    /// Plural resource name, e.g. `pods`.
+    pub resource: String,
+    /// `None` for a cluster-wide read.
+    pub namespace: Option<String>,
+    /// HTTP status, when the API server answered.
+    pub code: Option<u16>,
+    pub message: String,
+}
+
+impl Unreadable {
+    fn from_error(resource: &str, namespace: Option<&str>, e: &ClusterError) -> Unreadable {
+        Unreadable {
+            resource: resource.to_string(),
+            namespace: namespace.map(str::to_string),
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+
+    /// The `scan-incomplete` finding that reports it.
+    pub fn to_finding(&self) -> Finding {
+        let (kind, name, place) = match &self.namespace {
+            Some(ns) => ("Namespace", ns.clone(), format!("in namespace {ns}")),
+            None => ("Cluster", "cluster".to_string(), "cluster-wide".to_string()),
+        };
+        Finding {
+            rule: SCAN_INCOMPLETE.to_string(),
+            severity: Severity::High,
+            kind: kind.to_string(),
+            namespace: None,
+            name,
+            container: None,
+            message: format!(
+                "{} {place} could not be read, so they were not judged: {}",
+                self.resource, self.message
+            ),
+            evidence: json!({"resource": self.resource, "namespace": self.namespace, "httpStatus": self.code}),
+        }
+    }
+}
+
+/// A cluster read into a snapshot.
+#[derive(Debug, Clone)]
+pub struct ClusterSnapshot {
+    pub snapshot: Snapshot,
+    pub unreadable: Vec<Unreadable>,
+    pub scope: ScanScope,
+}
+
+/// The result of `scan --cluster`.
+#[derive(Debug, Clone)]
+pub struct ClusterScan {
+    /// File-mode checks, live-only checks and `scan-incomplete` entries, sorted.
+    pub findings: Vec<Finding>,
+    pub unreadable: Vec<Unreadable>,
+    pub scope: ScanScope,
+    pub workloads: usize,
+}
+
+/// Reads the cluster and judges it.
+pub async fn scan(
+    ctx: &ApiContext,
+    opts: &ClusterScanOptions,
+    checks: &CheckOptions,
+    live: &LiveCheckOptions,
+) -> Result<ClusterScan, ClusterError> {
+    let read = read_snapshot(ctx, opts).await?;
+    Ok(judge(&read.snapshot, &read.unreadable, read.scope, checks, live))
+}
+
+/// Runs every check (file-mode and live-only) and adds the unreadable entries.
+pub fn judge(
+    snapshot: &Snapshot,
+    unreadable: &[Unreadable],
+    scope: ScanScope,
+    checks: &CheckOptions,
+    live: &LiveCheckOptions,
+) -> ClusterScan {
+    let mut findings = check_all(snapshot, checks);
+    findings.extend(check_live(snapshot, live));
+    findings.extend(unreadable.iter().map(Unreadable::to_finding));
+    sort_findings(&mut findings);
+    ClusterScan {
+        findings,
+        unreadable: unreadable.to_vec(),
+        scope,
+        workloads: snapshot.workloads.len(),
+    }
+}
+
+/// Managed fields are large and never judged: drop them as objects arrive.
+fn strip<K: kube::Resource>(mut obj: K) -> K {
+    obj.meta_mut().managed_fields = None;
+    obj
+}
+
+/// A Pod as a [`Workload`], moving its parts rather than copying them.
+pub fn pod_workload(pod: Pod) -> Option<Workload> {
+    let mut pod = strip(pod);
+    let spec = pod.spec.take()?;
+    let namespace = pod
+        .metadata
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| crate::snapshot::DEFAULT_NAMESPACE.to_string());
+    Some(Workload {
+        kind: WorkloadKind::Pod,
+        namespace,
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        meta: pod.metadata,
+        spec,
+        status: pod.status,
+    })
+}
+
+/// A dynamic object as the JSON the checks read (`apiVersion` and `kind` always set).
+pub fn dynamic_json(mut obj: DynamicObject, ar: &ApiResource) -> Value {
+    obj.metadata.managed_fields = None;
+    if obj.types.is_none() {
+        obj.types = Some(kube::api::TypeMeta {
+            api_version: ar.api_version.clone(),
+            kind: ar.kind.clone(),
+        });
+    }
+    serde_json::to_value(&obj).unwrap_or(Value::Null)
+}
+
+/// Reads everything the checks need.
+pub async fn read_snapshot(ctx: &ApiContext, opts: &ClusterScanOptions) -> Result<ClusterSnapshot, ClusterError> {
+    let mut unreadable = Vec::new();
+    let client = ctx.client.clone();
+    let page = opts.page_size.max(1);
+    let all = opts.namespaces.is_empty();
+
+    let namespaces: Vec<Namespace> = if all {
+        let api: Api<Namespace> = Api::all(client.clone());
+        match ctx
+            .list_all(&api, &ListParams::default(), page, "list namespaces", "namespaces", |n| Some(strip(n)))
+            .await
+        {
+            Ok(v) => v,
+            Err(e) if e.is_forbidden() => {
+                unreadable.push(Unreadable::from_error("namespaces", None, &e));
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        let api: Api<Namespace> = Api::all(client.clone());
+        let mut out = Vec::new();
+        for ns in &opts.namespaces {
+            let params = ListParams::default().fields(&format!("metadata.name={ns}"));
+            match ctx
+                .list_all(&api, &params, page, &format!("read namespace {ns}"), "namespaces", |n| Some(strip(n)))
+                .await
+            {
+                Ok(v) if v.is_empty() => unreadable.push(Unreadable {
+                    resource: "namespaces".into(),
+                    namespace: Some(ns.clone()),
+                    code: Some(404),
+                    message: format!("namespace {ns} does not exist"),
+                }),
+                Ok(v) => out.extend(v),
+                Err(e) if e.is_forbidden() => unreadable.push(Unreadable::from_error("namespaces", Some(ns), &e)),
+                Err(e) => return Err(e),
+            }
+        }
+        out
+    };
+    let scope_namespaces: Vec<String> = if all {
+        namespaces.iter().filter_map(|n| n.metadata.name.clone()).collect()
+    } else {
+        opts.namespaces.clone()
+    };
+    let reader = NamespacedReader {
+        ctx,
+        all,
+        namespaces: &scope_namespaces,
+        page,
+    };
+
+    let workloads = reader
+        .read("pods", false, &mut unreadable, |ns| match ns {
+            Some(ns) => Api::<Pod>::namespaced(client.clone(), ns),
+            None => Api::<Pod>::all(client.clone()),
+        }, pod_workload)
+        .await?;
+    let network_policies = reader
+        .read("networkpolicies", false, &mut unreadable, |ns| match ns {
+            Some(ns) => Api::<NetworkPolicy>::namespaced(client.clone(), ns),
+            None => Api::<NetworkPolicy>::all(client.clone()),
+        }, |np| Some(strip(np)))
+        .await?;
+    let mut extra = Vec::new();
+    for ar in [wasm_plugin_resource(), envoy_filter_resource()] {
+        let objects = reader
+            .read(&ar.plural.clone(), true, &mut unreadable, |ns| match ns {
+                Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
+                None => Api::<DynamicObject>::all_with(client.clone(), &ar),
+            }, |o| Some(dynamic_json(o, &ar)))
+            .await?;
+        extra.extend(objects);
+    }
+
+    let mut snapshot = Snapshot::new();
+    for ns in namespaces {
+        snapshot.add_namespace(ns);
+    }
+    for np in network_policies {
+        snapshot.add_network_policy(np);
+    }
+    snapshot.workloads = workloads;
+    snapshot.extra = extra;
+    match read_mesh_config(ctx, page).await {
+        Ok(mesh) => snapshot.mesh = mesh,
+        Err(u) => unreadable.push(u),
+    }
+
+    let scope = ScanScope {
+        all_namespaces: all,
+        namespaces: scope_namespaces.into_iter().collect::<BTreeSet<_>>(),
+    };
+    Ok(ClusterSnapshot {
+        snapshot,
+        unreadable,
+        scope,
+    })
+}
+
+/// The mesh ConfigMap (`istio` in `istio-system`), read with a list + field selector so the same
+/// `list`/`watch` permission serves scan and watch modes. `Ok(None)` when it does not exist.
+async fn read_mesh_config(ctx: &ApiContext, page: u32) -> Result<Option<MeshConfig>, Unreadable> {
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), MESH_CONFIG_NAMESPACE);
+    let params = ListParams::default().fields(&format!("metadata.name={MESH_CONFIG_NAME}"));
+    let maps = ctx
+        .list_all(&api, &params, page, "read the mesh ConfigMap", "configmaps", Some)
+        .await
+        .map_err(|e| Unreadable::from_error("configmaps", Some(MESH_CONFIG_NAMESPACE), &e))?;
+    match maps.first() {
+        None => Ok(None),
+        Some(cm) => MeshConfig::from_config_map(cm).map(Some).map_err(|e| Unreadable {
+            resource: "configmaps".into(),
+            namespace: Some(MESH_CONFIG_NAMESPACE.into()),
+            code: None,
+            message: format!("mesh config {MESH_CONFIG_NAMESPACE}/{MESH_CONFIG_NAME}: {e}"),
+        }),
+    }
+}
+
+/// Lists a namespaced kind cluster-wide, or per namespace when the scan is restricted or the
+/// ServiceAccount may not list cluster-wide.
+struct NamespacedReader<'a> {
+    ctx: &'a ApiContext,
+    all: bool,
+    namespaces: &'a [String],
+    page: u32,
+}
+
+impl NamespacedReader<'_> {
+    /// `optional`: the kind is a CRD that may not be installed (404 means "none").
+    async fn read<K, T>(
+        &self,
+        resource: &str,
+        optional: bool,
+        unreadable: &mut Vec<Unreadable>,
+        api: impl Fn(Option<&str>) -> Api<K>,
+        mut convert: impl FnMut(K) -> Option<T>,
+    ) -> Result<Vec<T>, ClusterError>
+    where
+        K: Clone + DeserializeOwned + Debug,
+    {
+        let params = ListParams::default();
+        if self.all {
+            let what = format!("list {resource} in all namespaces");
+            match self
+                .ctx
+                .list_all(&api(None), &params, self.page, &what, resource, &mut convert)
+                .await
+            {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_not_found() && optional => return Ok(Vec::new()),
+                // Permission may exist per namespace (RoleBindings): try each one below, so the
+                // namespaces that are readable are still judged and the others are named.
+                Err(e) if e.is_forbidden() => {
+                    tracing::info!(resource, "cluster-wide list forbidden, listing namespace by namespace");
+                    if self.namespaces.is_empty() {
+                        unreadable.push(Unreadable::from_error(resource, None, &e));
+                        return Ok(Vec::new());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut out = Vec::new();
+        for ns in self.namespaces {
+            let what = format!("list {resource} in namespace {ns}");
+            match self
+                .ctx
+                .list_all(&api(Some(ns)), &params, self.page, &what, resource, &mut convert)
+                .await
+            {
+                Ok(v) => out.extend(v),
+                Err(e) if e.is_not_found() && optional => {}
+                Err(e) if e.is_forbidden() || e.is_not_found() => {
+                    unreadable.push(Unreadable::from_error(resource, Some(ns), &e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+}

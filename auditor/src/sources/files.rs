@@ -1,0 +1,852 @@
+//! Reads Kubernetes manifests from files and directories into a [`Snapshot`].
+//!
+//! Accepts multi-document YAML, JSON (one value or a stream), `kind: List` and `kubectl get -o
+//! yaml|json` output. Pods and the pod templates of Deployment, StatefulSet, DaemonSet, ReplicaSet,
+//! ReplicationController, Job and CronJob become [`Workload`]s; Namespaces, NetworkPolicies and the
+//! mesh ConfigMap (`istio` in `istio-system`, key `mesh`) are kept; Istio extension objects
+//! (WasmPlugin, EnvoyFilter) go to [`Snapshot::extra`]; anything else is skipped and counted.
+//!
+//! Only the parts the checks judge are deserialized into `k8s-openapi` types, so a wrong type there
+//! is an error naming the file, document, line and field; the rest of an object is not read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Namespace, PodSpec, PodStatus, PodTemplateSpec};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::snapshot::{
+    is_mesh_config_map, json_type, MeshConfig, Snapshot, Workload, WorkloadKind, DEFAULT_NAMESPACE,
+    MESH_CONFIG_KEY,
+};
+
+/// What the inputs held, for the scan summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InputSummary {
+    pub files: usize,
+    pub documents: usize,
+    /// Objects read, by kind (list wrappers not counted, their items are).
+    pub objects_by_kind: BTreeMap<String, usize>,
+    /// Objects skipped because their kind is not judged, by kind (`apiVersion/kind` when the
+    /// apiVersion is not the group this kind belongs to).
+    pub skipped_kinds: BTreeMap<String, usize>,
+    pub skipped: usize,
+    pub workloads: usize,
+    pub mesh_config: bool,
+}
+
+/// Where in the input something is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub path: PathBuf,
+    /// 1-based document index in the file.
+    pub document: usize,
+    /// 1-based line (the document's first line when nothing more precise is known).
+    pub line: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: document {}",
+            self.path.display(),
+            self.line,
+            self.document
+        )
+    }
+}
+
+/// Input that cannot be read. Every variant names the file; parse and object errors also the
+/// document and line.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: no .yaml, .yml or .json files found", path.display())]
+    NoManifests { path: PathBuf },
+    #[error("{}: not UTF-8 text", path.display())]
+    NotText { path: PathBuf },
+    #[error("{at}: {message}")]
+    Syntax { at: Location, message: String },
+    #[error("{at}: {object}: {field}: {message}")]
+    Object {
+        at: Location,
+        /// `Kind namespace/name` of the object (or of the list item).
+        object: String,
+        /// Dotted path of the offending field inside the object.
+        field: String,
+        message: String,
+    },
+}
+
+impl InputError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            InputError::Io { path, .. }
+            | InputError::NoManifests { path }
+            | InputError::NotText { path } => path,
+            InputError::Syntax { at, .. } | InputError::Object { at, .. } => &at.path,
+        }
+    }
+}
+
+/// The result of reading the inputs.
+#[derive(Debug, Default)]
+pub struct LoadedInput {
+    pub snapshot: Snapshot,
+    pub summary: InputSummary,
+    /// Where each judged object was read, keyed by [`origin_key`].
+    pub origins: BTreeMap<String, Location>,
+}
+
+impl LoadedInput {
+    /// The location of the object a finding is about.
+    pub fn origin_of(&self, finding: &crate::finding::Finding) -> Option<&Location> {
+        self.origins.get(&origin_key(
+            &finding.kind,
+            finding.namespace.as_deref(),
+            &finding.name,
+        ))
+    }
+}
+
+/// Key of an object in [`LoadedInput::origins`]: kind, namespace (empty for cluster-scoped) and name.
+pub fn origin_key(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    format!("{kind}|{}|{name}", namespace.unwrap_or(""))
+}
+
+/// Reads every path (files, or directories walked recursively for `.yaml`, `.yml`, `.json`;
+/// `-` is standard input). All errors are collected, so a directory with several bad files names
+/// each of them; with any error nothing is returned.
+pub fn load_paths(paths: &[PathBuf]) -> Result<LoadedInput, Vec<InputError>> {
+    read_paths(paths, None)
+}
+
+/// Like [`load_paths`], but hands each workload to `on_workload` as soon as it is read instead of
+/// keeping it: the returned snapshot holds everything except workloads. Lets a scan judge any
+/// number of pods in bounded memory. On error, workloads already handed over are to be discarded.
+pub fn stream_paths(
+    paths: &[PathBuf],
+    on_workload: &mut dyn FnMut(Workload),
+) -> Result<LoadedInput, Vec<InputError>> {
+    read_paths(paths, Some(on_workload))
+}
+
+fn read_paths(
+    paths: &[PathBuf],
+    mut on_workload: Option<&mut dyn FnMut(Workload)>,
+) -> Result<LoadedInput, Vec<InputError>> {
+    let mut errors = Vec::new();
+    let mut files = Vec::new();
+    for p in paths {
+        if let Err(e) = collect_files(p, &mut files) {
+            errors.push(e);
+        }
+    }
+    let mut out = LoadedInput::default();
+    for file in &files {
+        let text = match read_file(file) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let sink: Option<&mut dyn FnMut(Workload)> = match on_workload.as_mut() {
+            Some(f) => Some(&mut **f),
+            None => None,
+        };
+        ManifestReader::new(file, &mut out, &mut errors, sink).read_text(&text);
+        out.summary.files += 1;
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+fn read_file(file: &Path) -> Result<String, InputError> {
+    if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|source| {
+            InputError::Io {
+                path: file.to_path_buf(),
+                source,
+            }
+        })?;
+        return Ok(s);
+    }
+    let bytes = std::fs::read(file).map_err(|source| InputError::Io {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|_| InputError::NotText {
+        path: file.to_path_buf(),
+    })
+}
+
+/// Reads manifests from a string, as if it were the file `name`.
+pub fn load_str(name: &str, text: &str) -> Result<LoadedInput, Vec<InputError>> {
+    let mut out = LoadedInput::default();
+    let mut errors = Vec::new();
+    let path = PathBuf::from(name);
+    ManifestReader::new(&path, &mut out, &mut errors, None).read_text(text);
+    out.summary.files = 1;
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+fn is_manifest_name(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
+}
+
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), InputError> {
+    if path.as_os_str() == "-" {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    let meta = std::fs::metadata(path).map_err(|source| InputError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        // A file named on the command line is read whatever its extension.
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    let before = out.len();
+    let mut visited = BTreeSet::new();
+    walk(path, out, &mut visited)?;
+    if out.len() == before {
+        return Err(InputError::NoManifests {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>, visited: &mut BTreeSet<PathBuf>) -> Result<(), InputError> {
+    let io = |source| InputError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    // Symlinked directories are followed once.
+    let canonical = std::fs::canonicalize(dir).map_err(io)?;
+    if !visited.insert(canonical) {
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(io)?;
+    entries.sort();
+    for entry in entries {
+        let meta = std::fs::metadata(&entry).map_err(|source| InputError::Io {
+            path: entry.clone(),
+            source,
+        })?;
+        if meta.is_dir() {
+            walk(&entry, out, visited)?;
+        } else if is_manifest_name(&entry) {
+            out.push(entry);
+        }
+    }
+    Ok(())
+}
+
+/// Splits YAML text into documents at `---` lines (column 0), dropping `...` end markers.
+/// Returns each document's text with its 1-based first line. A `---` at column 0 always starts a
+/// document in valid YAML (block scalars are indented, and markers are not allowed in flow style).
+pub fn split_yaml_documents(text: &str) -> Vec<(usize, &str)> {
+    let mut docs = Vec::new();
+    let mut start = 0usize;
+    let mut start_line = 1usize;
+    let mut offset = 0usize;
+    let mut in_doc = true;
+    for (idx, line) in text.split_inclusive('\n').enumerate() {
+        let line_no = idx + 1;
+        let body = line.trim_end_matches(['\n', '\r']);
+        let is_start = body == "---" || body.starts_with("--- ") || body.starts_with("---\t");
+        let is_end = body == "..." || body.starts_with("... ");
+        if is_start || is_end {
+            if in_doc && offset > start {
+                docs.push((start_line, &text[start..offset]));
+            }
+            if is_start {
+                // Content may follow the marker on the same line.
+                start = offset + 3;
+                start_line = line_no;
+                in_doc = true;
+            } else {
+                start = offset + line.len();
+                start_line = line_no + 1;
+                in_doc = false;
+            }
+        } else if !in_doc && !body.trim().is_empty() && !body.trim_start().starts_with('#') {
+            // Content after `...` without a new `---` starts an implicit document.
+            start = offset;
+            start_line = line_no;
+            in_doc = true;
+        }
+        offset += line.len();
+    }
+    if in_doc && text.len() > start {
+        docs.push((start_line, &text[start..]));
+    }
+    docs
+}
+
+fn yaml_options() -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    // The caller reports the location; a source snippet would only repeat the document.
+    options.with_snippet = false;
+    // kubectl reads only `true`/`false` as booleans.
+    options.strict_booleans = true;
+    options
+}
+
+struct ManifestReader<'a> {
+    path: &'a Path,
+    snapshot: &'a mut Snapshot,
+    summary: &'a mut InputSummary,
+    origins: &'a mut BTreeMap<String, Location>,
+    errors: &'a mut Vec<InputError>,
+    /// Receives workloads instead of the snapshot, when streaming.
+    on_workload: Option<&'a mut dyn FnMut(Workload)>,
+}
+
+/// Position of the object being read.
+struct Here<'p> {
+    at: Location,
+    /// Path of the object inside the document (`items[3].`), empty at top level.
+    prefix: &'p str,
+}
+
+impl<'a> ManifestReader<'a> {
+    fn new(
+        path: &'a Path,
+        out: &'a mut LoadedInput,
+        errors: &'a mut Vec<InputError>,
+        on_workload: Option<&'a mut dyn FnMut(Workload)>,
+    ) -> Self {
+        ManifestReader {
+            path,
+            snapshot: &mut out.snapshot,
+            summary: &mut out.summary,
+            origins: &mut out.origins,
+            errors,
+            on_workload,
+        }
+    }
+
+    fn remember(&mut self, kind: &str, namespace: Option<&str>, name: &str, here: &Here<'_>) {
+        self.origins
+            .insert(origin_key(kind, namespace, name), here.at.clone());
+    }
+
+    fn location(&self, document: usize, line: usize) -> Location {
+        Location {
+            path: self.path.to_path_buf(),
+            document,
+            line,
+        }
+    }
+
+    fn read_text(&mut self, text: &str) {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let looks_json = self.path.extension().and_then(|e| e.to_str()) == Some("json")
+            || text.trim_start().starts_with(['{', '[']);
+        if looks_json {
+            self.read_json(text);
+        } else {
+            self.read_yaml(text);
+        }
+    }
+
+    fn read_json(&mut self, text: &str) {
+        let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+        let mut document = 0;
+        loop {
+            let offset = stream.byte_offset();
+            let line = line_at(text, offset);
+            match stream.next() {
+                None => break,
+                Some(Ok(value)) => {
+                    document += 1;
+                    self.summary.documents += 1;
+                    let here = Here {
+                        at: self.location(document, line),
+                        prefix: "",
+                    };
+                    self.read_object(value, &here);
+                }
+                Some(Err(e)) => {
+                    self.errors.push(InputError::Syntax {
+                        at: self.location(document + 1, e.line()),
+                        message: format!("invalid JSON at column {}: {e}", e.column()),
+                    });
+                    break;
+                }
+            }
+        }
+    }
+
+    fn read_yaml(&mut self, text: &str) {
+        for (index, (start_line, doc)) in split_yaml_documents(text).into_iter().enumerate() {
+            let document = index + 1;
+            if doc.lines().all(|l| {
+                let t = l.trim();
+                t.is_empty() || t.starts_with('#')
+            }) {
+                continue;
+            }
+            match serde_saphyr::from_str_with_options::<Value>(doc, yaml_options()) {
+                Ok(Value::Null) => continue,
+                Ok(value) => {
+                    self.summary.documents += 1;
+                    let here = Here {
+                        at: self.location(document, start_line),
+                        prefix: "",
+                    };
+                    self.read_object(value, &here);
+                }
+                Err(e) => {
+                    let line = e
+                        .location()
+                        .map(|l| start_line + (l.line() as usize).saturating_sub(1))
+                        .unwrap_or(start_line);
+                    let column = e.location().map(|l| l.column());
+                    let message = match column {
+                        Some(c) => format!("invalid YAML at column {c}: {}", yaml_message(&e)),
+                        None => format!("invalid YAML: {}", yaml_message(&e)),
+                    };
+                    self.errors.push(InputError::Syntax {
+                        at: self.location(document, line),
+                        message,
+                    });
+                }
+            }
+        }
+    }
+
+    fn object_error(&mut self, here: &Here<'_>, object: &str, field: &str, message: String) {
+        self.errors.push(InputError::Object {
+            at: here.at.clone(),
+            object: object.to_string(),
+            field: format!("{}{}", here.prefix, field),
+            message,
+        });
+    }
+
+    fn skip(&mut self, what: String) {
+        self.summary.skipped += 1;
+        *self.summary.skipped_kinds.entry(what).or_default() += 1;
+    }
+
+    fn count(&mut self, kind: &str) {
+        *self.summary.objects_by_kind.entry(kind.to_string()).or_default() += 1;
+    }
+
+    fn read_object(&mut self, value: Value, here: &Here<'_>) {
+        let Value::Object(mut obj) = value else {
+            let found = json_type(&value);
+            self.object_error(
+                here,
+                "document",
+                "(root)",
+                format!("expected a Kubernetes object (a mapping with kind), found {found}"),
+            );
+            return;
+        };
+        let kind = match obj.get("kind") {
+            None | Some(Value::Null) => {
+                self.skip("(no kind)".to_string());
+                return;
+            }
+            Some(Value::String(k)) => k.clone(),
+            Some(other) => {
+                let found = json_type(other);
+                self.object_error(here, "object", "kind", format!("expected a string, found {found}"));
+                return;
+            }
+        };
+        let api_version = match obj.get("apiVersion") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(v)) => Some(v.clone()),
+            Some(other) => {
+                let found = json_type(other);
+                self.object_error(here, &kind, "apiVersion", format!("expected a string, found {found}"));
+                return;
+            }
+        };
+
+        if kind == "List" || (kind.ends_with("List") && obj.contains_key("items")) {
+            self.read_list(&kind, obj.remove("items"), here);
+            return;
+        }
+
+        let group = api_version.as_deref().map(api_group);
+        let group_ok = |allowed: &[&str]| group.is_none_or(|g| allowed.contains(&g));
+
+        let meta = match self.metadata(&mut obj, here, &kind) {
+            Some(m) => m,
+            None => return,
+        };
+        let label = object_label(&kind, &meta);
+
+        if let Some(wk) = WorkloadKind::from_kind(&kind) {
+            let allowed: &[&str] = match wk {
+                WorkloadKind::Pod | WorkloadKind::ReplicationController => &[""],
+                WorkloadKind::Job | WorkloadKind::CronJob => &["batch"],
+                _ => &["apps", "extensions"],
+            };
+            if !group_ok(allowed) {
+                self.skip(format!("{}/{kind}", api_version.unwrap_or_default()));
+                return;
+            }
+            self.count(&kind);
+            self.read_workload(wk, meta, obj, here, &label);
+            return;
+        }
+
+        match kind.as_str() {
+            "Namespace" if group_ok(&[""]) => {
+                self.count(&kind);
+                let name = meta.name.clone().unwrap_or_default();
+                self.remember("Namespace", None, &name, here);
+                self.snapshot.add_namespace(Namespace {
+                    metadata: meta,
+                    spec: None,
+                    status: None,
+                });
+            }
+            "NetworkPolicy" if group_ok(&["networking.k8s.io", "extensions"]) => {
+                let spec = match obj.remove("spec") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => match typed::<NetworkPolicySpec>(v) {
+                        Ok(s) => Some(s),
+                        Err((field, msg)) => {
+                            self.object_error(here, &label, &format!("spec.{field}"), msg);
+                            return;
+                        }
+                    },
+                };
+                self.count(&kind);
+                self.snapshot.add_network_policy(NetworkPolicy {
+                    metadata: meta,
+                    spec,
+                });
+            }
+            "ConfigMap" if group_ok(&[""]) => {
+                if !is_mesh_config_map(meta.namespace.as_deref(), meta.name.as_deref()) {
+                    self.skip(kind);
+                    return;
+                }
+                self.read_mesh_config(&label, obj, here);
+            }
+            "WasmPlugin" | "EnvoyFilter"
+                if group.is_some_and(|g| g.ends_with("istio.io")) =>
+            {
+                self.count(&kind);
+                obj.insert("metadata".into(), serde_json::to_value(&meta).unwrap_or(Value::Null));
+                self.snapshot.extra.push(Value::Object(obj));
+            }
+            _ => {
+                let what = match (&api_version, kind.as_str()) {
+                    (Some(v), "Namespace" | "NetworkPolicy" | "ConfigMap") => format!("{v}/{kind}"),
+                    _ => kind,
+                };
+                self.skip(what);
+            }
+        }
+    }
+
+    fn read_list(&mut self, kind: &str, items: Option<Value>, here: &Here<'_>) {
+        match items {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    let prefix = format!("{}items[{i}].", here.prefix);
+                    let inner = Here {
+                        at: here.at.clone(),
+                        prefix: &prefix,
+                    };
+                    self.read_object(item, &inner);
+                }
+            }
+            Some(other) => {
+                let found = json_type(&other);
+                self.object_error(here, kind, "items", format!("expected a list, found {found}"));
+            }
+        }
+    }
+
+    fn metadata(&mut self, obj: &mut Map<String, Value>, here: &Here<'_>, kind: &str) -> Option<ObjectMeta> {
+        match obj.remove("metadata") {
+            None | Some(Value::Null) => Some(ObjectMeta::default()),
+            Some(v) => match typed::<ObjectMeta>(v) {
+                Ok(m) => Some(m),
+                Err((field, msg)) => {
+                    self.object_error(here, kind, &format!("metadata.{field}"), msg);
+                    None
+                }
+            },
+        }
+    }
+
+    fn read_mesh_config(&mut self, label: &str, mut obj: Map<String, Value>, here: &Here<'_>) {
+        let data = obj.remove("data");
+        let text = match data.as_ref().and_then(|d| d.get(MESH_CONFIG_KEY)) {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => {
+                let found = json_type(other);
+                self.object_error(here, label, "data.mesh", format!("expected a string, found {found}"));
+                return;
+            }
+            None => {
+                self.object_error(
+                    here,
+                    label,
+                    "data.mesh",
+                    "the mesh ConfigMap has no `mesh` key".to_string(),
+                );
+                return;
+            }
+        };
+        match MeshConfig::from_yaml(label, &text) {
+            Ok(mesh) => {
+                self.count("ConfigMap");
+                self.remember(
+                    "ConfigMap",
+                    Some(crate::snapshot::MESH_CONFIG_NAMESPACE),
+                    crate::snapshot::MESH_CONFIG_NAME,
+                    here,
+                );
+                self.summary.mesh_config = true;
+                self.snapshot.mesh = Some(mesh);
+            }
+            Err(e) => self.object_error(here, label, "data.mesh", e.to_string()),
+        }
+    }
+
+    fn read_workload(
+        &mut self,
+        kind: WorkloadKind,
+        meta: ObjectMeta,
+        mut obj: Map<String, Value>,
+        here: &Here<'_>,
+        label: &str,
+    ) {
+        let namespace = meta
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        let name = meta.name.clone().unwrap_or_default();
+        let spec = match obj.remove("spec") {
+            None | Some(Value::Null) => {
+                self.object_error(here, label, "spec", format!("{kind} has no spec"));
+                return;
+            }
+            Some(v) => v,
+        };
+        let workload = if kind == WorkloadKind::Pod {
+            let spec = match typed::<PodSpec>(spec) {
+                Ok(s) => s,
+                Err((field, msg)) => {
+                    self.object_error(here, label, &format!("spec.{field}"), msg);
+                    return;
+                }
+            };
+            let status = match obj.remove("status") {
+                None | Some(Value::Null) => None,
+                Some(v) => match typed::<PodStatus>(v) {
+                    Ok(s) => Some(s),
+                    Err((field, msg)) => {
+                        self.object_error(here, label, &format!("status.{field}"), msg);
+                        return;
+                    }
+                },
+            };
+            Workload {
+                kind,
+                namespace,
+                name,
+                meta,
+                spec,
+                status,
+            }
+        } else {
+            let (template, path) = match template_of(kind, spec) {
+                Ok(t) => t,
+                Err((field, msg)) => {
+                    self.object_error(here, label, &field, msg);
+                    return;
+                }
+            };
+            let template = match typed::<PodTemplateSpec>(template) {
+                Ok(t) => t,
+                Err((field, msg)) => {
+                    self.object_error(here, label, &format!("{path}.{field}"), msg);
+                    return;
+                }
+            };
+            let Some(pod_spec) = template.spec else {
+                self.object_error(here, label, &format!("{path}.spec"), "pod template has no spec".to_string());
+                return;
+            };
+            Workload {
+                kind,
+                namespace,
+                name,
+                meta: template.metadata.unwrap_or_default(),
+                spec: pod_spec,
+                status: None,
+            }
+        };
+        self.summary.workloads += 1;
+        self.remember(kind.as_str(), Some(&workload.namespace), &workload.name, here);
+        match self.on_workload.as_mut() {
+            Some(sink) => sink(workload),
+            None => self.snapshot.add_workload(workload),
+        }
+    }
+}
+
+/// Digs the pod template out of a controller's spec; returns it with its dotted path.
+fn template_of(kind: WorkloadKind, spec: Value) -> Result<(Value, &'static str), (String, String)> {
+    let take = |v: Value, key: &str, at: &str| -> Result<Value, (String, String)> {
+        match v {
+            Value::Object(mut m) => match m.remove(key) {
+                None | Some(Value::Null) => Err((format!("{at}.{key}"), format!("{kind} has no {at}.{key}"))),
+                Some(inner) => Ok(inner),
+            },
+            other => Err((at.to_string(), format!("expected a mapping, found {}", json_type(&other)))),
+        }
+    };
+    if kind == WorkloadKind::CronJob {
+        let job_template = take(spec, "jobTemplate", "spec")?;
+        let job_spec = take(job_template, "spec", "spec.jobTemplate")?;
+        let template = take(job_spec, "template", "spec.jobTemplate.spec")?;
+        Ok((template, "spec.jobTemplate.spec.template"))
+    } else {
+        Ok((take(spec, "template", "spec")?, "spec.template"))
+    }
+}
+
+/// Deserializes a typed value, returning the failing field path and message on error.
+fn typed<T: DeserializeOwned>(v: Value) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { "(root)".to_string() } else { path };
+        (path, e.into_inner().to_string())
+    })
+}
+
+/// `apps/v1` -> `apps`, `v1` -> `` (the core group).
+fn api_group(api_version: &str) -> &str {
+    match api_version.split_once('/') {
+        Some((group, _)) => group,
+        None => "",
+    }
+}
+
+fn object_label(kind: &str, meta: &ObjectMeta) -> String {
+    let name = meta.name.as_deref().unwrap_or("(unnamed)");
+    match meta.namespace.as_deref() {
+        Some(ns) if !ns.is_empty() => format!("{kind} {ns}/{name}"),
+        _ => format!("{kind} {name}"),
+    }
+}
+
+fn line_at(text: &str, offset: usize) -> usize {
+    let offset = offset.min(text.len());
+    // Skip leading whitespace so the line is where the value starts.
+    let rest = &text[offset..];
+    let skipped = rest.len() - rest.trim_start().len();
+    text[..offset + skipped].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+/// The parser's message without its own location suffix (the caller reports the location).
+fn yaml_message(e: &serde_saphyr::Error) -> String {
+    let s = e.to_string();
+    match s.find(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_documents_with_lines() {
+        let text = "a: 1\n---\nb: 2\n--- \nc: 3\n...\n# comment\n---\nd: 4\n";
+        let docs = split_yaml_documents(text);
+        let lines: Vec<usize> = docs.iter().map(|(l, _)| *l).collect();
+        assert_eq!(lines, vec![1, 2, 4, 8]);
+        assert_eq!(docs[0].1, "a: 1\n");
+        assert!(docs[1].1.contains("b: 2"));
+        assert!(docs[3].1.contains("d: 4"));
+    }
+
+    #[test]
+    fn leading_marker_and_trailing_marker() {
+        let docs = split_yaml_documents("---\na: 1\n---\n");
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].0, 1);
+        assert!(docs[0].1.contains("a: 1"));
+        assert!(docs[1].1.trim().is_empty());
+    }
+
+    #[test]
+    fn reads_list_and_counts_unknown() {
+        let text = r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: p, namespace: a}
+  spec:
+    containers: [{name: c, image: x}]
+- apiVersion: v1
+  kind: Service
+  metadata: {name: s}
+"#;
+        let loaded = load_str("t.yaml", text).unwrap();
+        assert_eq!(loaded.snapshot.workloads.len(), 1);
+        assert_eq!(loaded.snapshot.workloads[0].namespace, "a");
+        assert_eq!(loaded.summary.skipped_kinds.get("Service"), Some(&1));
+    }
+
+    #[test]
+    fn wrong_type_is_located() {
+        let text = "kind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    securityContext:\n      runAsUser: root\n";
+        let errs = load_str("bad.yaml", text).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        let msg = errs[0].to_string();
+        assert!(msg.starts_with("bad.yaml:4: document 2: Pod p: spec.containers[0].securityContext.runAsUser:"), "{msg}");
+    }
+}

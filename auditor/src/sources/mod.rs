@@ -1,0 +1,4 @@
+//! Sources: where objects come from. Each builds a [`crate::snapshot::Snapshot`]; none judges.
+
+pub mod cluster;
+pub mod files;

@@ -1,0 +1,345 @@
+//! Gathers [`Attributes`] from what the proxy reports, through a small trait so the logic (and
+//! every way it can fail) runs natively in tests; the proxy-wasm layer implements the trait.
+//!
+//! Property values use Envoy's encoding: strings as raw bytes, integers as 8-byte little-endian,
+//! booleans as one byte. An absent property is unknown; a failed read or a malformed value makes
+//! the whole stream unevaluable, and the caller denies it.
+
+use crate::attributes::{
+    canonical_ip, namespace_of, parse_socket_address, principal_from_uri_san, AttributeError,
+    Attributes, HttpAttributes, RequestHead,
+};
+use crate::matchers::host::normalize_sni;
+
+/// Header name and value bytes, as the proxy lists them.
+pub type HeaderPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A host call failure other than "not found", with the ABI status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostStatus(pub u32);
+
+pub trait ProxyFacts {
+    /// `Ok(None)` when the property does not exist for this stream.
+    fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostStatus>;
+    /// All request headers, in order, repeated names included.
+    fn request_headers(&self) -> Result<HeaderPairs, HostStatus>;
+}
+
+fn read(facts: &impl ProxyFacts, path: &[&str]) -> Result<Option<Vec<u8>>, AttributeError> {
+    facts
+        .property(path)
+        .map_err(|status| AttributeError::Host(path.join("."), format!("status {}", status.0)))
+}
+
+fn read_string(facts: &impl ProxyFacts, path: &[&str], what: &'static str) -> Result<Option<String>, AttributeError> {
+    match read(facts, path)? {
+        None => Ok(None),
+        Some(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| AttributeError::NotUtf8(what)),
+    }
+}
+
+fn read_int(facts: &impl ProxyFacts, path: &[&str], what: &'static str) -> Result<Option<i64>, AttributeError> {
+    match read(facts, path)? {
+        None => Ok(None),
+        Some(bytes) => {
+            let raw: [u8; 8] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| AttributeError::Malformed(what, format!("{} bytes", bytes.len())))?;
+            Ok(Some(i64::from_le_bytes(raw)))
+        }
+    }
+}
+
+fn read_bool(facts: &impl ProxyFacts, path: &[&str], what: &'static str) -> Result<Option<bool>, AttributeError> {
+    match read(facts, path)?.as_deref() {
+        None => Ok(None),
+        Some([0]) => Ok(Some(false)),
+        Some([1]) => Ok(Some(true)),
+        Some(other) => Err(AttributeError::Malformed(what, format!("{} bytes", other.len()))),
+    }
+}
+
+fn read_port(facts: &impl ProxyFacts, path: &[&str], what: &'static str) -> Result<Option<u16>, AttributeError> {
+    match read_int(facts, path, what)? {
+        None => Ok(None),
+        Some(n) => u16::try_from(n)
+            .map(Some)
+            .map_err(|_| AttributeError::Malformed(what, n.to_string())),
+    }
+}
+
+/// Connection-level attributes (all a TCP connection has).
+pub fn gather_connection(facts: &impl ProxyFacts) -> Result<Attributes, AttributeError> {
+    let mut attrs = Attributes {
+        mtls: read_bool(facts, &["connection", "mtls"], "connection.mtls")?,
+        ..Attributes::default()
+    };
+    let san = read_string(
+        facts,
+        &["connection", "uri_san_peer_certificate"],
+        "connection.uri_san_peer_certificate",
+    )?;
+    // A certificate SAN without mTLS would be a host inconsistency; trust only an mTLS peer.
+    if attrs.mtls != Some(false) {
+        if let Some(principal) = san.as_deref().and_then(principal_from_uri_san) {
+            attrs.source_namespace = namespace_of(principal).map(str::to_string);
+            attrs.source_principal = Some(principal.to_string());
+        }
+    }
+
+    if let Some(address) = read_string(facts, &["source", "address"], "source.address")? {
+        let (ip, port) = parse_socket_address(&address)?;
+        attrs.source_ip = Some(ip);
+        attrs.source_port = port;
+    }
+    if let Some(port) = read_port(facts, &["source", "port"], "source.port")? {
+        attrs.source_port = Some(port);
+    }
+    // Envoy's downstream remote address already reflects the gateway's trusted-proxy settings
+    // (XFF hops, PROXY protocol); the filter never trusts x-forwarded-for on its own.
+    attrs.remote_ip = attrs.source_ip.map(canonical_ip);
+
+    if let Some(address) = read_string(facts, &["destination", "address"], "destination.address")? {
+        let (ip, port) = parse_socket_address(&address)?;
+        attrs.destination_ip = Some(ip);
+        attrs.destination_port = port;
+    }
+    if let Some(port) = read_port(facts, &["destination", "port"], "destination.port")? {
+        attrs.destination_port = Some(port);
+    }
+
+    if let Some(sni) = read_string(
+        facts,
+        &["connection", "requested_server_name"],
+        "connection.requested_server_name",
+    )? {
+        attrs.sni = normalize_sni(&sni);
+    }
+    Ok(attrs)
+}
+
+/// Connection plus request attributes. `wanted_headers` (lower case) are the headers rules read.
+pub fn gather_http(facts: &impl ProxyFacts, wanted_headers: &[String]) -> Result<Attributes, AttributeError> {
+    let mut attrs = gather_connection(facts)?;
+    let protocol = read_string(facts, &["request", "protocol"], "request.protocol")?;
+    let raw_headers = facts
+        .request_headers()
+        .map_err(|status| AttributeError::Host("request headers".into(), format!("status {}", status.0)))?;
+
+    let mut headers: Vec<(String, String)> = Vec::with_capacity(raw_headers.len());
+    for (name, value) in raw_headers {
+        let name = String::from_utf8(name).map_err(|_| AttributeError::NotUtf8("header name"))?;
+        let value = match String::from_utf8(value) {
+            Ok(value) => value,
+            // Pseudo-headers decide host and path matching: refuse rather than guess.
+            Err(_) if name.starts_with(':') => return Err(AttributeError::NotUtf8("pseudo-header")),
+            Err(err) => String::from_utf8_lossy(err.as_bytes()).into_owned(),
+        };
+        headers.push((name, value));
+    }
+    let first = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let head = RequestHead {
+        authority: first(":authority").or_else(|| first("host")),
+        method: first(":method"),
+        path: first(":path"),
+        scheme: first(":scheme"),
+        protocol: protocol.as_deref(),
+        headers: &pairs,
+    };
+    attrs.http = Some(HttpAttributes::from_request(&head, wanted_headers)?);
+    Ok(attrs)
+}
+
+/// Decodes a proxy-wasm header map (`u32` count, then `u32` key and value lengths, then each key
+/// and value followed by a NUL), refusing anything inconsistent instead of panicking.
+pub fn decode_header_map(bytes: &[u8]) -> Option<HeaderPairs> {
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    let u32_at = |at: usize| -> Option<usize> {
+        let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(raw)).ok()
+    };
+    let count = u32_at(0)?;
+    let mut data = count.checked_mul(8)?.checked_add(4)?;
+    if data > bytes.len() {
+        return None;
+    }
+    let mut pairs = Vec::with_capacity(count);
+    for i in 0..count {
+        let key_len = u32_at(4 + i * 8)?;
+        let value_len = u32_at(8 + i * 8)?;
+        let key = bytes.get(data..data.checked_add(key_len)?)?.to_vec();
+        data = data.checked_add(key_len)?;
+        if bytes.get(data) != Some(&0) {
+            return None;
+        }
+        data += 1;
+        let value = bytes.get(data..data.checked_add(value_len)?)?.to_vec();
+        data = data.checked_add(value_len)?;
+        if bytes.get(data) != Some(&0) {
+            return None;
+        }
+        data += 1;
+        pairs.push((key, value));
+    }
+    Some(pairs)
+}
+
+/// Encodes a header map the same way (for local replies).
+pub fn encode_header_map(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (name, value) in pairs {
+        bytes.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    }
+    for (name, value) in pairs {
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(value.as_bytes());
+        bytes.push(0);
+    }
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct FakeProxy {
+        properties: HashMap<String, Result<Vec<u8>, HostStatus>>,
+        headers: Vec<(Vec<u8>, Vec<u8>)>,
+    }
+
+    impl FakeProxy {
+        fn string(mut self, path: &str, value: &str) -> Self {
+            self.properties.insert(path.into(), Ok(value.as_bytes().to_vec()));
+            self
+        }
+        fn int(mut self, path: &str, value: i64) -> Self {
+            self.properties.insert(path.into(), Ok(value.to_le_bytes().to_vec()));
+            self
+        }
+        fn raw(mut self, path: &str, value: Result<Vec<u8>, HostStatus>) -> Self {
+            self.properties.insert(path.into(), value);
+            self
+        }
+        fn header(mut self, name: &str, value: &[u8]) -> Self {
+            self.headers.push((name.as_bytes().to_vec(), value.to_vec()));
+            self
+        }
+    }
+
+    impl ProxyFacts for FakeProxy {
+        fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostStatus> {
+            self.properties.get(&path.join(".")).cloned().transpose()
+        }
+        fn request_headers(&self) -> Result<HeaderPairs, HostStatus> {
+            Ok(self.headers.clone())
+        }
+    }
+
+    fn connection() -> FakeProxy {
+        FakeProxy::default()
+            .string("connection.uri_san_peer_certificate", "spiffe://cluster.local/ns/dev/sa/app")
+            .raw("connection.mtls", Ok(vec![1]))
+            .string("source.address", "10.1.2.3:51000")
+            .int("source.port", 51000)
+            .string("destination.address", "[2001:db8::1]:8443")
+            .int("destination.port", 443)
+            .string("connection.requested_server_name", "API.example.com.")
+    }
+
+    #[test]
+    fn gathers_connection_attributes() {
+        let attrs = gather_connection(&connection()).unwrap();
+        assert_eq!(attrs.source_principal.as_deref(), Some("cluster.local/ns/dev/sa/app"));
+        assert_eq!(attrs.source_namespace.as_deref(), Some("dev"));
+        assert_eq!(attrs.source_ip, Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(attrs.remote_ip, attrs.source_ip);
+        assert_eq!(attrs.source_port, Some(51000));
+        assert_eq!(attrs.destination_ip, Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(attrs.destination_port, Some(443));
+        assert_eq!(attrs.sni.as_deref(), Some("api.example.com"));
+        assert!(attrs.http.is_none());
+    }
+
+    #[test]
+    fn absent_properties_are_unknown() {
+        let attrs = gather_connection(&FakeProxy::default()).unwrap();
+        assert_eq!(attrs, Attributes::default());
+    }
+
+    #[test]
+    fn no_principal_without_mtls() {
+        let proxy = connection().raw("connection.mtls", Ok(vec![0]));
+        assert_eq!(gather_connection(&proxy).unwrap().source_principal, None);
+    }
+
+    #[test]
+    fn failures_make_the_stream_unevaluable() {
+        let cases = [
+            connection().raw("source.address", Err(HostStatus(3))),
+            connection().raw("destination.port", Ok(vec![1, 2, 3])),
+            connection().int("destination.port", 70000),
+            connection().raw("connection.mtls", Ok(vec![2])),
+            connection().string("source.address", "not-an-address"),
+            connection().raw("connection.uri_san_peer_certificate", Ok(vec![0xff, 0xfe])),
+        ];
+        for proxy in cases {
+            assert!(gather_connection(&proxy).is_err());
+        }
+    }
+
+    #[test]
+    fn gathers_http_attributes() {
+        let proxy = connection()
+            .string("request.protocol", "HTTP/1.1")
+            .header(":authority", b"EVIL.example:443")
+            .header(":method", b"GET")
+            .header(":path", b"/public/%2e%2e/admin?x=1")
+            .header(":scheme", b"https")
+            .header("x-team", b"a")
+            .header("X-Team", b"b\xff");
+        let attrs = gather_http(&proxy, &["x-team".to_string()]).unwrap();
+        assert_eq!(attrs.host(), Some("evil.example"));
+        assert_eq!(attrs.path(), Some("/admin"));
+        assert_eq!(attrs.method(), Some("GET"));
+        assert_eq!(attrs.header("x-team"), Some("a,b\u{fffd}"));
+        assert_eq!(attrs.http.as_ref().unwrap().protocol.as_deref(), Some("HTTP/1.1"));
+
+        let bad = connection().header(":path", b"/a\xff");
+        assert!(gather_http(&bad, &[]).is_err());
+        let bad = connection().header(":authority", b"a b");
+        assert!(gather_http(&bad, &[]).is_err());
+        let bad = connection().header(":path", b"/a%00");
+        assert!(gather_http(&bad, &[]).is_err());
+    }
+
+    #[test]
+    fn header_map_round_trip() {
+        let pairs = [(":method", "GET"), ("x", "")];
+        let bytes = encode_header_map(&pairs);
+        // count=2 | (7,3) (1,0) | ":method\0GET\0" "x\0\0"
+        assert_eq!(&bytes[..4], &[2, 0, 0, 0]);
+        assert_eq!(&bytes[4..12], &[7, 0, 0, 0, 3, 0, 0, 0]);
+        assert_eq!(&bytes[20..], b":method\0GET\0x\0\0");
+        let decoded = decode_header_map(&bytes).unwrap();
+        assert_eq!(decoded, vec![(b":method".to_vec(), b"GET".to_vec()), (b"x".to_vec(), vec![])]);
+        assert!(decode_header_map(&bytes[..bytes.len() - 1]).is_none());
+        assert!(decode_header_map(&[255, 255, 255, 255]).is_none());
+        assert_eq!(decode_header_map(&[]), Some(vec![]));
+    }
+}

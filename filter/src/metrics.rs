@@ -1,0 +1,63 @@
+//! Counter names exported through the proxy-wasm metrics ABI.
+//!
+//! The ABI has no labels, so labels are encoded in dotted names the way Envoy names its own
+//! stats; Envoy prefixes them with `wasmcustom.` and tag-extraction regexes can turn the parts
+//! into Prometheus labels (see docs/config.md):
+//! - `egress_filter.decision.<http|tcp>.<allow|deny>`: every decision;
+//! - `egress_filter.reason.<reason code>`: every decision, by reason;
+//! - `egress_filter.policy.<name>.<allow|deny|audit>`: decisions (and audit hits) per policy;
+//! - `egress_filter.policy.<name>.dry_run.<allow|deny|audit>`: dry-run outcomes per policy.
+//!
+//! Names come only from the configuration (policy names are restricted to `[A-Za-z0-9_-]`), so
+//! their number is bounded by it.
+
+use crate::attributes::TrafficKind;
+use crate::policy::{PolicyAction, PolicyInfo, Reason, Verdict, WouldBe};
+
+pub const PREFIX: &str = "egress_filter";
+
+pub fn decision_counter(kind: TrafficKind, verdict: Verdict) -> String {
+    format!("{PREFIX}.decision.{}.{}", kind.as_str(), verdict.as_str())
+}
+
+pub fn reason_counter(code: &str) -> String {
+    format!("{PREFIX}.reason.{code}")
+}
+
+pub fn policy_counter(policy: &str, outcome: &str) -> String {
+    format!("{PREFIX}.policy.{policy}.{outcome}")
+}
+
+/// The per-policy outcome counted for an enforced policy of this action.
+pub fn policy_outcome(action: PolicyAction) -> &'static str {
+    match action {
+        PolicyAction::Allow => "allow",
+        PolicyAction::Deny => "deny",
+        PolicyAction::Audit => "audit",
+    }
+}
+
+pub fn dry_run_counter(policy: &str, would_be: WouldBe) -> String {
+    format!("{PREFIX}.policy.{policy}.dry_run.{}", would_be.as_str())
+}
+
+/// Every counter name a configuration can produce, for defining them at configure time.
+pub fn all_counter_names(policies: &[PolicyInfo]) -> Vec<String> {
+    let mut names = Vec::new();
+    for kind in [TrafficKind::Http, TrafficKind::Tcp] {
+        for verdict in [Verdict::Allow, Verdict::Deny] {
+            names.push(decision_counter(kind, verdict));
+        }
+    }
+    names.extend(Reason::CODES.iter().map(|code| reason_counter(code)));
+    for policy in policies {
+        if policy.dry_run {
+            for would_be in [WouldBe::Allow, WouldBe::Deny, WouldBe::Audit] {
+                names.push(dry_run_counter(&policy.name, would_be));
+            }
+        } else {
+            names.push(policy_counter(&policy.name, policy_outcome(policy.action)));
+        }
+    }
+    names
+}

@@ -1,0 +1,144 @@
+//! Path normalisation as Istio's default `BASE` option does it, applied inside the filter too so a
+//! gateway whose own normalisation is off is not fooled by `/public/%2e%2e/admin`.
+//!
+//! Steps: strip the query and fragment; refuse encoded or raw NUL; decode `%XX` escapes of
+//! unreserved characters (`A-Z a-z 0-9 - . _ ~`) once, upper-case the hex digits of the escapes
+//! that stay and encode a stray `%` as `%25`; turn `\` into `/`; resolve `.` and `..` segments
+//! (RFC 3986 section 5.2.4). Slashes are not merged and `%2F`/`%5C` stay encoded, as with `BASE`.
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path contains an encoded or raw NUL byte")]
+    Nul,
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex_digit_upper(n: u8) -> u8 {
+    if n < 10 {
+        b'0' + n
+    } else {
+        b'A' + (n - 10)
+    }
+}
+
+/// Normalises a request path (`:path`, query allowed) into the form rules are matched against.
+pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+    let end = raw.find(['?', '#']).unwrap_or(raw.len());
+    let path = raw.get(..end).unwrap_or(raw).as_bytes();
+
+    let mut decoded: Vec<u8> = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while let Some(&b) = path.get(i) {
+        match b {
+            0 => return Err(PathError::Nul),
+            b'%' => {
+                let hi = path.get(i + 1).copied().and_then(hex_value);
+                let lo = path.get(i + 2).copied().and_then(hex_value);
+                match (hi, lo) {
+                    (Some(0), Some(0)) => return Err(PathError::Nul),
+                    (Some(hi), Some(lo)) => {
+                        let value = hi * 16 + lo;
+                        if is_unreserved(value) {
+                            decoded.push(value);
+                        } else {
+                            decoded.push(b'%');
+                            decoded.push(hex_digit_upper(hi));
+                            decoded.push(hex_digit_upper(lo));
+                        }
+                        i += 3;
+                        continue;
+                    }
+                    // A `%` that starts no escape is itself encoded, so a second pass is a no-op.
+                    _ => decoded.extend_from_slice(b"%25"),
+                }
+            }
+            b'\\' => decoded.push(b'/'),
+            _ => decoded.push(b),
+        }
+        i += 1;
+    }
+    // Only ASCII bytes were replaced or inserted, so the text is still UTF-8.
+    let decoded = String::from_utf8(decoded).unwrap_or_default();
+    if !decoded.starts_with('/') {
+        return Ok(decoded);
+    }
+    Ok(remove_dot_segments(&decoded))
+}
+
+/// RFC 3986 5.2.4 for an absolute path; empty segments (`//`) are kept.
+fn remove_dot_segments(path: &str) -> String {
+    let body = path.strip_prefix('/').unwrap_or(path);
+    let segments: Vec<&str> = body.split('/').collect();
+    let last = segments.len().saturating_sub(1);
+    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
+    for (i, segment) in segments.iter().enumerate() {
+        match *segment {
+            "." => {
+                if i == last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                out.pop();
+                if i == last {
+                    out.push("");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    let mut result = String::with_capacity(path.len());
+    result.push('/');
+    result.push_str(&out.join("/"));
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(p: &str) -> String {
+        normalize_path(p).unwrap()
+    }
+
+    #[test]
+    fn base_normalisation() {
+        assert_eq!(n("/public/%2e%2e/admin"), "/admin");
+        assert_eq!(n("/public/%2E%2e/admin?x=1"), "/admin");
+        assert_eq!(n("/a/b/c/./../../g"), "/a/g");
+        assert_eq!(n("/a/b/.."), "/a/");
+        assert_eq!(n("/a/b/."), "/a/b/");
+        assert_eq!(n("/.."), "/");
+        assert_eq!(n("/../../etc"), "/etc");
+        assert_eq!(n("/a//b"), "/a//b");
+        assert_eq!(n("\\..\\admin"), "/admin");
+        assert_eq!(n("/a\\b"), "/a/b");
+        assert_eq!(n("/%41%7e%2D"), "/A~-");
+        assert_eq!(n("/a%2fb"), "/a%2Fb");
+        assert_eq!(n("/a%5c..%5cb"), "/a%5C..%5Cb");
+        assert_eq!(n("/100%"), "/100%25");
+        assert_eq!(n("/x#frag"), "/x");
+        assert_eq!(n(""), "");
+        assert_eq!(n("*"), "*");
+        assert_eq!(n("/"), "/");
+    }
+
+    #[test]
+    fn nul_is_refused() {
+        assert_eq!(normalize_path("/a%00b"), Err(PathError::Nul));
+        assert_eq!(normalize_path("/a\0b"), Err(PathError::Nul));
+        assert!(normalize_path("/a?%00").is_ok());
+    }
+}

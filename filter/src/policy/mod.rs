@@ -1,0 +1,406 @@
+//! Istio AuthorizationPolicy semantics over compiled rules.
+//!
+//! Order: any matching DENY policy denies; otherwise, if ALLOW policies exist, one must match;
+//! AUDIT policies never change the decision; dry-run policies are evaluated and reported only.
+//! HTTP requests and TCP connections each have their own compiled variant of every rule (see
+//! [`HttpOnlyOnTcp`]).
+
+mod decision;
+mod rule;
+
+pub use decision::{Decision, DryRunHit, PolicyAction, Reason, Verdict, WouldBe};
+pub use rule::{compile_rule, Check, CompiledRule, FieldMatcher, HttpOnlyOnTcp, RuleMatcher};
+
+use crate::attributes::{Attributes, TrafficKind};
+use crate::config::{ConfigError, ConfigErrorKind, ConfigPath, PolicySpec};
+use crate::matchers::host::{HostTable, HostTableBuilder};
+use crate::matchers::{fast_set, HostPattern};
+use crate::text::sort_by;
+
+/// Below this many rules in a tier, scanning them is as fast as consulting an index.
+const INDEX_MIN_RULES: usize = 8;
+
+#[derive(Debug, Clone)]
+pub struct PolicyInfo {
+    pub name: String,
+    pub action: PolicyAction,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone)]
+struct RuleEntry {
+    policy: u32,
+    rule: u32,
+    matcher: RuleMatcher,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum IndexKey {
+    Host,
+    Sni,
+}
+
+/// Rules narrowed down by host (HTTP) or SNI (TCP) before they are evaluated one by one.
+#[derive(Debug, Clone)]
+struct RuleIndex {
+    key: IndexKey,
+    table: HostTable<u32>,
+    /// Rules without a host requirement: always candidates.
+    unindexed: Vec<u32>,
+}
+
+/// The rules of one kind of policy (DENY, ALLOW, ...), in configuration order.
+#[derive(Debug, Clone, Default)]
+struct RuleList {
+    entries: Vec<RuleEntry>,
+    index: Option<RuleIndex>,
+}
+
+#[derive(Default)]
+struct RuleListBuilder {
+    entries: Vec<RuleEntry>,
+    keys: Vec<Option<Vec<HostPattern>>>,
+}
+
+impl RuleListBuilder {
+    fn push(&mut self, entry: RuleEntry, keys: Option<Vec<HostPattern>>) {
+        self.entries.push(entry);
+        self.keys.push(keys);
+    }
+
+    fn build(self, key: IndexKey) -> RuleList {
+        let indexed = self.keys.iter().filter(|k| k.is_some()).count();
+        if self.entries.len() < INDEX_MIN_RULES || indexed * 2 < self.entries.len() {
+            return RuleList {
+                entries: self.entries,
+                index: None,
+            };
+        }
+        let mut table = HostTableBuilder::default();
+        let mut unindexed = Vec::new();
+        for (i, keys) in self.keys.iter().enumerate() {
+            let id = i as u32;
+            match keys {
+                Some(patterns) => patterns.iter().for_each(|p| table.insert(p, id)),
+                None => unindexed.push(id),
+            }
+        }
+        RuleList {
+            entries: self.entries,
+            index: Some(RuleIndex {
+                key,
+                table: table.build(),
+                unindexed,
+            }),
+        }
+    }
+}
+
+impl RuleList {
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Visits the entries that match, in order; stops when `f` returns true.
+    fn each_match<'a>(&'a self, attrs: &Attributes, mut f: impl FnMut(&'a RuleEntry) -> bool) {
+        match &self.index {
+            None => {
+                for entry in &self.entries {
+                    if entry.matcher.matches(attrs) && f(entry) {
+                        return;
+                    }
+                }
+            }
+            Some(index) => {
+                let mut candidates = index.unindexed.clone();
+                let value = match index.key {
+                    IndexKey::Host => attrs.host(),
+                    IndexKey::Sni => attrs.sni.as_deref(),
+                };
+                if let Some(value) = value {
+                    index.table.for_each_match(value, |id| {
+                        candidates.push(*id);
+                        false
+                    });
+                }
+                sort_by(&mut candidates, |a, b| a < b);
+                candidates.dedup();
+                for id in candidates {
+                    let Some(entry) = self.entries.get(id as usize) else {
+                        continue;
+                    };
+                    if entry.matcher.matches(attrs) && f(entry) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn first_match(&self, attrs: &Attributes) -> Option<&RuleEntry> {
+        let mut found = None;
+        self.each_match(attrs, |entry| {
+            found = Some(entry);
+            true
+        });
+        found
+    }
+
+    /// The first matching rule of every policy that has one.
+    fn matches_per_policy(&self, attrs: &Attributes) -> Vec<(u32, u32)> {
+        let mut hits: Vec<(u32, u32)> = Vec::new();
+        self.each_match(attrs, |entry| {
+            if hits.last().map(|h| h.0) != Some(entry.policy) {
+                hits.push((entry.policy, entry.rule));
+            }
+            false
+        });
+        hits
+    }
+}
+
+/// The policies compiled for one kind of traffic.
+#[derive(Debug, Clone, Default)]
+struct Tier {
+    deny: RuleList,
+    allow: RuleList,
+    audit: RuleList,
+    dry_run: RuleList,
+}
+
+#[derive(Default)]
+struct TierBuilder {
+    deny: RuleListBuilder,
+    allow: RuleListBuilder,
+    audit: RuleListBuilder,
+    dry_run: RuleListBuilder,
+}
+
+impl TierBuilder {
+    fn list(&mut self, info: &PolicyInfo) -> &mut RuleListBuilder {
+        if info.dry_run {
+            return &mut self.dry_run;
+        }
+        match info.action {
+            PolicyAction::Deny => &mut self.deny,
+            PolicyAction::Allow => &mut self.allow,
+            PolicyAction::Audit => &mut self.audit,
+        }
+    }
+
+    fn build(self, key: IndexKey) -> Tier {
+        Tier {
+            deny: self.deny.build(key),
+            allow: self.allow.build(key),
+            audit: self.audit.build(key),
+            dry_run: self.dry_run.build(key),
+        }
+    }
+}
+
+/// All policies, compiled once per configuration and shared by every stream.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledPolicy {
+    policies: Vec<PolicyInfo>,
+    http: Tier,
+    tcp: Tier,
+    /// An enforced ALLOW policy exists (even one without rules): requests must match one.
+    enforced_allow: bool,
+    dry_run_allow: Vec<u32>,
+    header_names: Vec<String>,
+}
+
+fn validate_name(name: &str, path: &ConfigPath) -> Result<(), ConfigError> {
+    if name.is_empty() {
+        return Err(ConfigError::new(path.clone(), ConfigErrorKind::EmptyName));
+    }
+    let valid = name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(ConfigError::new(
+            path.clone(),
+            ConfigErrorKind::InvalidName(name.to_string()),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_action(action: Option<&str>, path: &ConfigPath) -> Result<PolicyAction, ConfigError> {
+    match action {
+        None | Some("ALLOW") => Ok(PolicyAction::Allow),
+        Some("DENY") => Ok(PolicyAction::Deny),
+        Some("AUDIT") => Ok(PolicyAction::Audit),
+        Some(other @ "CUSTOM") => Err(ConfigError::new(
+            path.clone(),
+            ConfigErrorKind::UnsupportedAction(other.to_string()),
+        )),
+        Some(other) => Err(ConfigError::new(
+            path.clone(),
+            ConfigErrorKind::InvalidAction(other.to_string()),
+        )),
+    }
+}
+
+impl CompiledPolicy {
+    /// Validates and compiles `policies` found at `path` in the configuration document.
+    pub fn compile(specs: &[PolicySpec], path: &ConfigPath) -> Result<Self, ConfigError> {
+        let mut policies = Vec::with_capacity(specs.len());
+        let mut names = fast_set::<&str>();
+        let mut http = TierBuilder::default();
+        let mut tcp = TierBuilder::default();
+        let mut header_names: Vec<String> = Vec::new();
+
+        for (p, spec) in specs.iter().enumerate() {
+            let path = path.index(p);
+            validate_name(&spec.name, &path.field("name"))?;
+            if !names.insert(spec.name.as_str()) {
+                return Err(ConfigError::new(
+                    path.field("name"),
+                    ConfigErrorKind::DuplicateName(spec.name.clone()),
+                ));
+            }
+            let action = parse_action(spec.action.as_deref(), &path.field("action"))?;
+            // Istio's validation refuses this: it would look like a deny-all but never matches.
+            if action == PolicyAction::Deny && spec.rules.as_ref().is_none_or(Vec::is_empty) {
+                return Err(ConfigError::new(path.clone(), ConfigErrorKind::DenyWithoutRules));
+            }
+            let info = PolicyInfo {
+                name: spec.name.clone(),
+                action,
+                dry_run: spec.dry_run,
+            };
+            let on_tcp = match action {
+                PolicyAction::Allow => HttpOnlyOnTcp::DropRule,
+                PolicyAction::Deny | PolicyAction::Audit => HttpOnlyOnTcp::IgnoreField,
+            };
+            for (r, rule_spec) in spec.rules.iter().flatten().enumerate() {
+                let rule = compile_rule(rule_spec, &path.field("rules").index(r), on_tcp)?;
+                for name in rule.http.header_names() {
+                    if !header_names.iter().any(|h| h == name) {
+                        header_names.push(name.to_string());
+                    }
+                }
+                let (policy, rule_index) = (p as u32, r as u32);
+                if let Some(tcp_matcher) = rule.tcp {
+                    let entry = RuleEntry { policy, rule: rule_index, matcher: tcp_matcher };
+                    tcp.list(&info).push(entry, rule.sni_keys.clone());
+                }
+                let entry = RuleEntry { policy, rule: rule_index, matcher: rule.http };
+                http.list(&info).push(entry, rule.host_keys);
+            }
+            policies.push(info);
+        }
+
+        let enforced_allow = policies
+            .iter()
+            .any(|p| !p.dry_run && p.action == PolicyAction::Allow);
+        let dry_run_allow = policies
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.dry_run && p.action == PolicyAction::Allow)
+            .map(|(i, _)| i as u32)
+            .collect();
+        sort_by(&mut header_names, |a, b| a < b);
+        Ok(Self {
+            policies,
+            http: http.build(IndexKey::Host),
+            tcp: tcp.build(IndexKey::Sni),
+            enforced_allow,
+            dry_run_allow,
+            header_names,
+        })
+    }
+
+    pub fn policies(&self) -> &[PolicyInfo] {
+        &self.policies
+    }
+
+    /// Lower-case names of the request headers some rule reads (the only ones gathered).
+    pub fn header_names(&self) -> &[String] {
+        &self.header_names
+    }
+
+    fn name(&self, policy: u32) -> &str {
+        self.policies
+            .get(policy as usize)
+            .map_or("", |p| p.name.as_str())
+    }
+
+    fn action(&self, policy: u32) -> Option<PolicyAction> {
+        self.policies.get(policy as usize).map(|p| p.action)
+    }
+
+    pub fn evaluate(&self, attrs: &Attributes) -> Decision<'_> {
+        let tier = match attrs.kind() {
+            TrafficKind::Http => &self.http,
+            TrafficKind::Tcp => &self.tcp,
+        };
+
+        let audit = tier
+            .audit
+            .matches_per_policy(attrs)
+            .into_iter()
+            .map(|(p, _)| self.name(p))
+            .collect();
+
+        let mut decision = Decision {
+            verdict: Verdict::Deny,
+            policy: None,
+            rule: None,
+            action: None,
+            reason: Reason::NoAllowPolicyMatched,
+            audit,
+            dry_run: Vec::new(),
+        };
+        if let Some(entry) = tier.deny.first_match(attrs) {
+            decision.policy = Some(self.name(entry.policy));
+            decision.rule = Some(entry.rule as usize);
+            decision.action = Some(PolicyAction::Deny);
+            decision.reason = Reason::DeniedByPolicy;
+        } else if !self.enforced_allow {
+            decision.verdict = Verdict::Allow;
+            decision.reason = Reason::NoAllowPolicies;
+        } else if let Some(entry) = tier.allow.first_match(attrs) {
+            decision.verdict = Verdict::Allow;
+            decision.policy = Some(self.name(entry.policy));
+            decision.rule = Some(entry.rule as usize);
+            decision.action = Some(PolicyAction::Allow);
+            decision.reason = Reason::AllowedByPolicy;
+        }
+
+        if !tier.dry_run.is_empty() || !self.dry_run_allow.is_empty() {
+            decision.dry_run = self.dry_run_hits(tier, attrs, &decision);
+        }
+        decision
+    }
+
+    fn dry_run_hits<'p>(&'p self, tier: &Tier, attrs: &Attributes, actual: &Decision<'_>) -> Vec<DryRunHit<'p>> {
+        let denied_by_policy = actual.reason == Reason::DeniedByPolicy;
+        let matched = tier.dry_run.matches_per_policy(attrs);
+        let mut hits: Vec<(u32, DryRunHit<'p>)> = matched
+            .iter()
+            .filter_map(|&(p, r)| {
+                let would_be = match self.action(p)? {
+                    PolicyAction::Deny => WouldBe::Deny,
+                    PolicyAction::Audit => WouldBe::Audit,
+                    PolicyAction::Allow if denied_by_policy => WouldBe::Deny,
+                    PolicyAction::Allow => WouldBe::Allow,
+                };
+                Some((p, DryRunHit { policy: self.name(p), rule: Some(r as usize), would_be }))
+            })
+            .collect();
+        // An ALLOW policy that does not match would deny a request allowed only because no
+        // ALLOW policy is enforced yet.
+        if actual.reason == Reason::NoAllowPolicies {
+            for &p in &self.dry_run_allow {
+                if !matched.iter().any(|(m, _)| *m == p) {
+                    hits.push((p, DryRunHit { policy: self.name(p), rule: None, would_be: WouldBe::Deny }));
+                }
+            }
+            sort_by(&mut hits, |a, b| a.0 < b.0);
+        }
+        hits.into_iter().map(|(_, hit)| hit).collect()
+    }
+}

@@ -1,0 +1,471 @@
+//! One rule (`from`/`to`/`when`) compiled into matchers, for HTTP requests and TCP connections.
+
+use crate::attributes::Attributes;
+use crate::config::{
+    ConditionSpec, ConfigError, ConfigErrorKind, ConfigPath, OperationSpec, RuleSpec, Scalar,
+    SourceSpec,
+};
+use crate::matchers::{
+    parse_port, CidrSet, HostMatcher, HostPattern, IpBlock, PathMatcher, PathPattern, PortSet,
+    StringMatcher, StringPattern,
+};
+
+/// What a rule does with HTTP-only fields (hosts, methods, paths, request headers) when the
+/// traffic is a TCP connection, following Istio: in ALLOW policies the whole rule never matches
+/// (fewer connections allowed); in DENY and AUDIT policies only that field is ignored (the rule
+/// matches more widely).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpOnlyOnTcp {
+    DropRule,
+    IgnoreField,
+}
+
+/// The attribute a check looks at, with its compiled matcher.
+#[derive(Debug, Clone)]
+pub enum FieldMatcher {
+    Principal(StringMatcher),
+    Namespace(StringMatcher),
+    SourceIp(CidrSet),
+    RemoteIp(CidrSet),
+    DestinationIp(CidrSet),
+    DestinationPort(PortSet),
+    Sni(HostMatcher),
+    Host(HostMatcher),
+    Method(StringMatcher),
+    Path(PathMatcher),
+    Header(Box<str>, StringMatcher),
+}
+
+impl FieldMatcher {
+    pub fn is_http_only(&self) -> bool {
+        matches!(
+            self,
+            Self::Host(_) | Self::Method(_) | Self::Path(_) | Self::Header(..)
+        )
+    }
+
+    /// `None` when the attribute is unknown for this request.
+    fn matches(&self, attrs: &Attributes) -> Option<bool> {
+        Some(match self {
+            Self::Principal(m) => m.matches(attrs.source_principal.as_deref()?),
+            Self::Namespace(m) => m.matches(attrs.source_namespace.as_deref()?),
+            Self::SourceIp(m) => m.contains(attrs.source_ip?),
+            Self::RemoteIp(m) => m.contains(attrs.remote_ip?),
+            Self::DestinationIp(m) => m.contains(attrs.destination_ip?),
+            Self::DestinationPort(m) => m.contains(attrs.destination_port?),
+            Self::Sni(m) => m.matches(attrs.sni.as_deref()?),
+            Self::Host(m) => m.matches(attrs.host()?),
+            Self::Method(m) => m.matches(attrs.method()?),
+            Self::Path(m) => m.matches(attrs.path()?),
+            Self::Header(name, m) => m.matches(attrs.header(name)?),
+        })
+    }
+}
+
+/// One field of a source, operation or condition: `principals` (positive) or `notPrincipals`
+/// (negated). A negated check on an unknown attribute passes, as Envoy's `not_id` does.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub field: FieldMatcher,
+    pub negated: bool,
+}
+
+impl Check {
+    pub fn matches(&self, attrs: &Attributes) -> bool {
+        match self.field.matches(attrs) {
+            Some(matched) => matched != self.negated,
+            None => self.negated,
+        }
+    }
+}
+
+fn all(checks: &[Check], attrs: &Attributes) -> bool {
+    checks.iter().all(|c| c.matches(attrs))
+}
+
+/// A compiled rule: some `from` entry, some `to` entry and every `when` condition must match;
+/// an empty list matches anything.
+#[derive(Debug, Clone, Default)]
+pub struct RuleMatcher {
+    from: Vec<Vec<Check>>,
+    to: Vec<Vec<Check>>,
+    when: Vec<Check>,
+}
+
+impl RuleMatcher {
+    pub fn matches(&self, attrs: &Attributes) -> bool {
+        (self.from.is_empty() || self.from.iter().any(|s| all(s, attrs)))
+            && (self.to.is_empty() || self.to.iter().any(|o| all(o, attrs)))
+            && all(&self.when, attrs)
+    }
+
+    fn has_http_only(&self) -> bool {
+        self.from
+            .iter()
+            .chain(self.to.iter())
+            .flatten()
+            .chain(self.when.iter())
+            .any(|c| c.field.is_http_only())
+    }
+
+    fn without_http_only(&self) -> Self {
+        let keep = |checks: &Vec<Check>| -> Vec<Check> {
+            checks
+                .iter()
+                .filter(|c| !c.field.is_http_only())
+                .cloned()
+                .collect()
+        };
+        Self {
+            from: self.from.iter().map(keep).collect(),
+            to: self.to.iter().map(keep).collect(),
+            when: keep(&self.when),
+        }
+    }
+
+    /// Names (lower case) of the request headers this rule reads.
+    pub fn header_names(&self) -> impl Iterator<Item = &str> {
+        self.from
+            .iter()
+            .chain(self.to.iter())
+            .flatten()
+            .chain(self.when.iter())
+            .filter_map(|c| match &c.field {
+                FieldMatcher::Header(name, _) => Some(name.as_ref()),
+                _ => None,
+            })
+    }
+}
+
+/// A rule compiled for both kinds of traffic, plus the host names that can serve as an index
+/// key (every request the rule matches has one of them).
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    pub http: RuleMatcher,
+    /// `None`: the rule never matches TCP connections.
+    pub tcp: Option<RuleMatcher>,
+    /// Set when every `to` operation requires one of these hosts.
+    pub host_keys: Option<Vec<HostPattern>>,
+    /// Set when a `when` condition requires one of these SNI values.
+    pub sni_keys: Option<Vec<HostPattern>>,
+}
+
+fn invalid(path: ConfigPath, message: impl ToString) -> ConfigError {
+    ConfigError::new(path, ConfigErrorKind::InvalidValue(message.to_string()))
+}
+
+/// Parses a list field; an absent or empty list is `None` (Istio treats both as unset).
+fn parse_list<T, E: ToString>(
+    values: &Option<Vec<String>>,
+    path: &ConfigPath,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<Option<Vec<T>>, ConfigError> {
+    let Some(values) = values.as_ref().filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let mut parsed = Vec::with_capacity(values.len());
+    for (i, value) in values.iter().enumerate() {
+        if value.is_empty() {
+            return Err(ConfigError::new(path.index(i), ConfigErrorKind::EmptyValue));
+        }
+        parsed.push(parse(value).map_err(|e| invalid(path.index(i), e))?);
+    }
+    Ok(Some(parsed))
+}
+
+fn parse_ports(values: &Option<Vec<Scalar>>, path: &ConfigPath) -> Result<Option<Vec<u16>>, ConfigError> {
+    let Some(values) = values.as_ref().filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let mut ports = Vec::with_capacity(values.len());
+    for (i, value) in values.iter().enumerate() {
+        if value.text.is_empty() {
+            return Err(ConfigError::new(path.index(i), ConfigErrorKind::EmptyValue));
+        }
+        let port = parse_port(&value.text).map_err(|_| {
+            ConfigError::new(
+                path.index(i),
+                ConfigErrorKind::InvalidPort(format!("{} is not a port", value.quoted())),
+            )
+        })?;
+        ports.push(port);
+    }
+    Ok(Some(ports))
+}
+
+fn string_check(
+    values: &Option<Vec<String>>,
+    path: &ConfigPath,
+    negated: bool,
+    make: impl Fn(StringMatcher) -> FieldMatcher,
+) -> Result<Option<Check>, ConfigError> {
+    Ok(parse_list(values, path, StringPattern::parse)?.map(|patterns| Check {
+        field: make(StringMatcher::new(&patterns)),
+        negated,
+    }))
+}
+
+fn cidr_check(
+    values: &Option<Vec<String>>,
+    path: &ConfigPath,
+    negated: bool,
+    make: impl Fn(CidrSet) -> FieldMatcher,
+) -> Result<Option<Check>, ConfigError> {
+    Ok(parse_list(values, path, IpBlock::parse)?.map(|blocks| Check {
+        field: make(CidrSet::new(&blocks)),
+        negated,
+    }))
+}
+
+fn compile_source(spec: &SourceSpec, path: &ConfigPath) -> Result<Vec<Check>, ConfigError> {
+    let unsupported = [
+        ("requestPrincipals", &spec.request_principals),
+        ("notRequestPrincipals", &spec.not_request_principals),
+        ("serviceAccounts", &spec.service_accounts),
+        ("notServiceAccounts", &spec.not_service_accounts),
+        ("trustDomains", &spec.trust_domains),
+        ("notTrustDomains", &spec.not_trust_domains),
+    ];
+    for (name, value) in unsupported {
+        if value.is_some() {
+            return Err(ConfigError::new(
+                path.field(name),
+                ConfigErrorKind::Unsupported(name.to_string()),
+            ));
+        }
+    }
+    let checks = [
+        string_check(&spec.principals, &path.field("principals"), false, FieldMatcher::Principal)?,
+        string_check(&spec.not_principals, &path.field("notPrincipals"), true, FieldMatcher::Principal)?,
+        string_check(&spec.namespaces, &path.field("namespaces"), false, FieldMatcher::Namespace)?,
+        string_check(&spec.not_namespaces, &path.field("notNamespaces"), true, FieldMatcher::Namespace)?,
+        cidr_check(&spec.ip_blocks, &path.field("ipBlocks"), false, FieldMatcher::SourceIp)?,
+        cidr_check(&spec.not_ip_blocks, &path.field("notIpBlocks"), true, FieldMatcher::SourceIp)?,
+        cidr_check(&spec.remote_ip_blocks, &path.field("remoteIpBlocks"), false, FieldMatcher::RemoteIp)?,
+        cidr_check(&spec.not_remote_ip_blocks, &path.field("notRemoteIpBlocks"), true, FieldMatcher::RemoteIp)?,
+    ];
+    let checks: Vec<Check> = checks.into_iter().flatten().collect();
+    if checks.is_empty() {
+        return Err(ConfigError::new(path.clone(), ConfigErrorKind::EmptyObject("from.source")));
+    }
+    Ok(checks)
+}
+
+fn compile_operation(
+    spec: &OperationSpec,
+    path: &ConfigPath,
+    host_keys: &mut Option<Vec<HostPattern>>,
+) -> Result<Vec<Check>, ConfigError> {
+    let hosts = parse_list(&spec.hosts, &path.field("hosts"), HostPattern::parse)?;
+    let not_hosts = parse_list(&spec.not_hosts, &path.field("notHosts"), HostPattern::parse)?;
+    let ports = parse_ports(&spec.ports, &path.field("ports"))?;
+    let not_ports = parse_ports(&spec.not_ports, &path.field("notPorts"))?;
+    let paths = parse_list(&spec.paths, &path.field("paths"), PathPattern::parse)?;
+    let not_paths = parse_list(&spec.not_paths, &path.field("notPaths"), PathPattern::parse)?;
+
+    let mut checks = Vec::new();
+    match (&hosts, host_keys.as_mut()) {
+        (Some(hosts), Some(keys)) => keys.extend(hosts.iter().cloned()),
+        _ => *host_keys = None,
+    }
+    if let Some(hosts) = &hosts {
+        checks.push(Check { field: FieldMatcher::Host(HostMatcher::new(hosts)), negated: false });
+    }
+    if let Some(hosts) = &not_hosts {
+        checks.push(Check { field: FieldMatcher::Host(HostMatcher::new(hosts)), negated: true });
+    }
+    if let Some(ports) = ports {
+        checks.push(Check { field: FieldMatcher::DestinationPort(PortSet::new(ports)), negated: false });
+    }
+    if let Some(ports) = not_ports {
+        checks.push(Check { field: FieldMatcher::DestinationPort(PortSet::new(ports)), negated: true });
+    }
+    checks.extend(string_check(&spec.methods, &path.field("methods"), false, FieldMatcher::Method)?);
+    checks.extend(string_check(&spec.not_methods, &path.field("notMethods"), true, FieldMatcher::Method)?);
+    if let Some(paths) = &paths {
+        checks.push(Check { field: FieldMatcher::Path(PathMatcher::new(paths)), negated: false });
+    }
+    if let Some(paths) = &not_paths {
+        checks.push(Check { field: FieldMatcher::Path(PathMatcher::new(paths)), negated: true });
+    }
+    if checks.is_empty() {
+        return Err(ConfigError::new(path.clone(), ConfigErrorKind::EmptyObject("to.operation")));
+    }
+    Ok(checks)
+}
+
+/// The `when` keys the filter understands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum WhenKey {
+    Header(String),
+    SourceIp,
+    RemoteIp,
+    SourceNamespace,
+    SourcePrincipal,
+    DestinationIp,
+    DestinationPort,
+    Sni,
+}
+
+fn is_header_name_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn parse_when_key(key: &str, path: &ConfigPath) -> Result<WhenKey, ConfigError> {
+    let at = || path.field("key");
+    Ok(match key {
+        "source.ip" => WhenKey::SourceIp,
+        "remote.ip" => WhenKey::RemoteIp,
+        "source.namespace" => WhenKey::SourceNamespace,
+        "source.principal" => WhenKey::SourcePrincipal,
+        "destination.ip" => WhenKey::DestinationIp,
+        "destination.port" => WhenKey::DestinationPort,
+        "connection.sni" => WhenKey::Sni,
+        "" => return Err(ConfigError::new(at(), ConfigErrorKind::EmptyValue)),
+        _ if key.starts_with("request.headers") => {
+            let name = key
+                .strip_prefix("request.headers[")
+                .and_then(|rest| rest.strip_suffix(']'))
+                .filter(|name| {
+                    let bare = name.strip_prefix(':').unwrap_or(name);
+                    !bare.is_empty() && bare.bytes().all(is_header_name_char)
+                })
+                .ok_or_else(|| ConfigError::new(at(), ConfigErrorKind::BadHeaderKey(key.to_string())))?;
+            WhenKey::Header(name.to_ascii_lowercase())
+        }
+        _ if key.starts_with("request.auth.")
+            || key.starts_with("experimental.")
+            || key == "source.serviceAccount"
+            || key == "source.trustDomain" =>
+        {
+            return Err(ConfigError::new(at(), ConfigErrorKind::Unsupported(key.to_string())));
+        }
+        _ => return Err(ConfigError::new(at(), ConfigErrorKind::UnknownWhenKey(key.to_string()))),
+    })
+}
+
+fn scalar_texts(values: &Option<Vec<Scalar>>) -> Option<Vec<String>> {
+    values
+        .as_ref()
+        .map(|v| v.iter().map(|s| s.text.clone()).collect())
+}
+
+fn condition_checks(
+    key: &WhenKey,
+    values: &Option<Vec<Scalar>>,
+    path: &ConfigPath,
+    negated: bool,
+) -> Result<(Option<Check>, Option<Vec<HostPattern>>), ConfigError> {
+    let texts = scalar_texts(values);
+    let check = match key {
+        WhenKey::Header(name) => {
+            let name: Box<str> = name.as_str().into();
+            string_check(&texts, path, negated, |m| FieldMatcher::Header(name.clone(), m))?
+        }
+        WhenKey::SourceNamespace => string_check(&texts, path, negated, FieldMatcher::Namespace)?,
+        WhenKey::SourcePrincipal => string_check(&texts, path, negated, FieldMatcher::Principal)?,
+        WhenKey::SourceIp => cidr_check(&texts, path, negated, FieldMatcher::SourceIp)?,
+        WhenKey::RemoteIp => cidr_check(&texts, path, negated, FieldMatcher::RemoteIp)?,
+        WhenKey::DestinationIp => cidr_check(&texts, path, negated, FieldMatcher::DestinationIp)?,
+        WhenKey::DestinationPort => parse_ports(values, path)?.map(|ports| Check {
+            field: FieldMatcher::DestinationPort(PortSet::new(ports)),
+            negated,
+        }),
+        WhenKey::Sni => {
+            let patterns = parse_list(&texts, path, HostPattern::parse)?;
+            let check = patterns.as_ref().map(|p| Check {
+                field: FieldMatcher::Sni(HostMatcher::new(p)),
+                negated,
+            });
+            return Ok((check, if negated { None } else { patterns }));
+        }
+    };
+    Ok((check, None))
+}
+
+fn compile_condition(
+    spec: &ConditionSpec,
+    path: &ConfigPath,
+    sni_keys: &mut Option<Vec<HostPattern>>,
+) -> Result<Vec<Check>, ConfigError> {
+    let key = parse_when_key(&spec.key, path)?;
+    let has = |v: &Option<Vec<Scalar>>| v.as_ref().is_some_and(|v| !v.is_empty());
+    if !has(&spec.values) && !has(&spec.not_values) {
+        return Err(ConfigError::new(
+            path.clone(),
+            ConfigErrorKind::WhenWithoutValues(spec.key.clone()),
+        ));
+    }
+    let (positive, keys) = condition_checks(&key, &spec.values, &path.field("values"), false)?;
+    let (negative, _) = condition_checks(&key, &spec.not_values, &path.field("notValues"), true)?;
+    if sni_keys.is_none() {
+        *sni_keys = keys;
+    }
+    Ok(positive.into_iter().chain(negative).collect())
+}
+
+/// Compiles and validates one rule at `path` (e.g. `policies[0].rules[1]`).
+pub fn compile_rule(
+    spec: &RuleSpec,
+    path: &ConfigPath,
+    on_tcp: HttpOnlyOnTcp,
+) -> Result<CompiledRule, ConfigError> {
+    let mut rule = RuleMatcher::default();
+
+    if let Some(from) = &spec.from {
+        let path = path.field("from");
+        if from.is_empty() {
+            return Err(ConfigError::new(path, ConfigErrorKind::EmptyList("from")));
+        }
+        for (i, entry) in from.iter().enumerate() {
+            let path = path.index(i);
+            let source = entry
+                .source
+                .as_ref()
+                .ok_or_else(|| ConfigError::new(path.clone(), ConfigErrorKind::Missing("from.source")))?;
+            rule.from.push(compile_source(source, &path.field("source"))?);
+        }
+    }
+
+    let mut host_keys = None;
+    if let Some(to) = &spec.to {
+        let path = path.field("to");
+        if to.is_empty() {
+            return Err(ConfigError::new(path, ConfigErrorKind::EmptyList("to")));
+        }
+        host_keys = Some(Vec::new());
+        for (i, entry) in to.iter().enumerate() {
+            let path = path.index(i);
+            let operation = entry
+                .operation
+                .as_ref()
+                .ok_or_else(|| ConfigError::new(path.clone(), ConfigErrorKind::Missing("to.operation")))?;
+            rule.to.push(compile_operation(operation, &path.field("operation"), &mut host_keys)?);
+        }
+    }
+
+    let mut sni_keys = None;
+    if let Some(when) = &spec.when {
+        // Unlike `from` and `to`, Istio accepts an empty `when`: no conditions.
+        let path = path.field("when");
+        for (i, condition) in when.iter().enumerate() {
+            rule.when
+                .extend(compile_condition(condition, &path.index(i), &mut sni_keys)?);
+        }
+    }
+
+    let tcp = if !rule.has_http_only() {
+        Some(rule.clone())
+    } else {
+        match on_tcp {
+            HttpOnlyOnTcp::DropRule => None,
+            HttpOnlyOnTcp::IgnoreField => Some(rule.without_http_only()),
+        }
+    };
+    Ok(CompiledRule {
+        http: rule,
+        tcp,
+        host_keys,
+        sni_keys,
+    })
+}

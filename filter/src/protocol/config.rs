@@ -1,0 +1,369 @@
+//! The `protocol` configuration key: its JSON shape, defaults and validation.
+
+use serde::{Deserialize, Serialize};
+
+use super::http::{is_tchar, HttpChecks, HTTP_VERSIONS};
+use super::tcp::TcpChecks;
+use super::tls::TlsVersion;
+pub use crate::ratelimit::ConfigError;
+
+/// `protocol`: `{"http": {...}, "tcp": {...}}`. A missing section (or a missing `protocol` key,
+/// through `ProtocolConfig::default()`) means that section's defaults, which are on: the checks
+/// are cheap and their defaults only refuse what a well-behaved egress client never sends.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProtocolConfig {
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub tcp: TcpConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct HttpConfig {
+    /// Methods allowed; absent: any method token except CONNECT.
+    pub allowed_methods: Option<Vec<String>>,
+    pub allow_connect: bool,
+    pub require_authority: bool,
+    pub require_sni_match: bool,
+    pub allowed_versions: Vec<String>,
+    pub max_headers: u32,
+    pub max_header_bytes: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        let d = HttpChecks::default();
+        HttpConfig {
+            allowed_methods: d.allowed_methods,
+            allow_connect: d.allow_connect,
+            require_authority: d.require_authority,
+            require_sni_match: d.require_sni_match,
+            allowed_versions: d.allowed_versions,
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct TcpConfig {
+    /// Ports on which only TLS is accepted. Integers, validated to 1..=65535.
+    pub tls_ports: Vec<u32>,
+    pub min_tls_version: String,
+    /// ALPN protocols allowed; absent: any.
+    pub allowed_alpn: Option<Vec<String>>,
+    pub require_alpn: bool,
+    pub require_sni: bool,
+    pub allow_ech: bool,
+    pub max_client_hello_bytes: u32,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            tls_ports: Vec::new(),
+            min_tls_version: "1.2".into(),
+            allowed_alpn: None,
+            require_alpn: false,
+            require_sni: true,
+            allow_ech: false,
+            max_client_hello_bytes: 16 * 1024,
+        }
+    }
+}
+
+pub const MAX_HEADERS_RANGE: (u32, u32) = (1, 10_000);
+pub const MAX_HEADER_BYTES_RANGE: (u32, u32) = (256, 8 * 1024 * 1024);
+pub const MAX_CLIENT_HELLO_BYTES_RANGE: (u32, u32) = (512, 64 * 1024);
+
+/// The validated checks, ready for the hot path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProtocolChecks {
+    pub http: HttpChecks,
+    pub tcp: TcpChecks,
+}
+
+fn in_range(value: u32, (min, max): (u32, u32), path: String) -> Result<u32, ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::new(
+            path,
+            format!("{value} is outside {min}..={max}"),
+        ));
+    }
+    Ok(value)
+}
+
+impl ProtocolConfig {
+    /// Validates; `path` locates this object (normally `protocol`).
+    pub fn validate(&self, path: &str) -> Result<ProtocolChecks, ConfigError> {
+        Ok(ProtocolChecks {
+            http: self.http.validate(&format!("{path}.http"))?,
+            tcp: self.tcp.validate(&format!("{path}.tcp"))?,
+        })
+    }
+}
+
+impl HttpConfig {
+    pub fn validate(&self, path: &str) -> Result<HttpChecks, ConfigError> {
+        let at = |field: &str| format!("{path}.{field}");
+        if let Some(methods) = &self.allowed_methods {
+            if methods.is_empty() {
+                return Err(ConfigError::new(
+                    at("allowedMethods"),
+                    "an empty list refuses every request; omit the field to allow any method",
+                ));
+            }
+            for (i, method) in methods.iter().enumerate() {
+                let here = at(&format!("allowedMethods[{i}]"));
+                if method.is_empty() || !method.bytes().all(is_tchar) {
+                    return Err(ConfigError::new(
+                        here,
+                        format!("{method:?} is not a method token"),
+                    ));
+                }
+                if method == "CONNECT" && !self.allow_connect {
+                    return Err(ConfigError::new(
+                        here,
+                        "CONNECT is governed by allowConnect; set \"allowConnect\": true instead",
+                    ));
+                }
+                if methods
+                    .get(..i)
+                    .is_some_and(|before| before.contains(method))
+                {
+                    return Err(ConfigError::new(
+                        here,
+                        format!("{method:?} is listed twice"),
+                    ));
+                }
+            }
+        }
+        if self.allowed_versions.is_empty() {
+            return Err(ConfigError::new(
+                at("allowedVersions"),
+                "an empty list refuses every request",
+            ));
+        }
+        for (i, version) in self.allowed_versions.iter().enumerate() {
+            if !HTTP_VERSIONS.contains(&version.as_str()) {
+                return Err(ConfigError::new(
+                    at(&format!("allowedVersions[{i}]")),
+                    format!("{version:?} is not one of {}", HTTP_VERSIONS.join(", ")),
+                ));
+            }
+        }
+        let max_headers = in_range(self.max_headers, MAX_HEADERS_RANGE, at("maxHeaders"))?;
+        let max_header_bytes = in_range(
+            self.max_header_bytes,
+            MAX_HEADER_BYTES_RANGE,
+            at("maxHeaderBytes"),
+        )?;
+        Ok(HttpChecks {
+            allowed_methods: self.allowed_methods.clone(),
+            allow_connect: self.allow_connect,
+            require_authority: self.require_authority,
+            require_sni_match: self.require_sni_match,
+            allowed_versions: self.allowed_versions.clone(),
+            max_headers: max_headers as usize,
+            max_header_bytes: max_header_bytes as usize,
+        })
+    }
+}
+
+impl TcpConfig {
+    pub fn validate(&self, path: &str) -> Result<TcpChecks, ConfigError> {
+        let at = |field: &str| format!("{path}.{field}");
+        let mut tls_ports = Vec::with_capacity(self.tls_ports.len());
+        for (i, &port) in self.tls_ports.iter().enumerate() {
+            let here = at(&format!("tlsPorts[{i}]"));
+            let port = u16::try_from(port)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| {
+                    ConfigError::new(here.clone(), format!("{port} is not a port (1..=65535)"))
+                })?;
+            if tls_ports.contains(&port) {
+                return Err(ConfigError::new(here, format!("{port} is listed twice")));
+            }
+            tls_ports.push(port);
+        }
+        let min_tls_version = TlsVersion::parse(&self.min_tls_version).ok_or_else(|| {
+            ConfigError::new(
+                at("minTlsVersion"),
+                format!(
+                    "{:?} is not one of \"1.0\", \"1.1\", \"1.2\", \"1.3\"",
+                    self.min_tls_version
+                ),
+            )
+        })?;
+        if let Some(alpn) = &self.allowed_alpn {
+            if alpn.is_empty() {
+                return Err(ConfigError::new(
+                    at("allowedAlpn"),
+                    "an empty list refuses every client that sends ALPN; omit the field to allow any",
+                ));
+            }
+            for (i, name) in alpn.iter().enumerate() {
+                if name.is_empty() || name.len() > 255 {
+                    return Err(ConfigError::new(
+                        at(&format!("allowedAlpn[{i}]")),
+                        "an ALPN protocol name has 1 to 255 bytes",
+                    ));
+                }
+            }
+        }
+        let max_client_hello_bytes = in_range(
+            self.max_client_hello_bytes,
+            MAX_CLIENT_HELLO_BYTES_RANGE,
+            at("maxClientHelloBytes"),
+        )?;
+        Ok(TcpChecks {
+            tls_ports,
+            min_tls_version,
+            allowed_alpn: self.allowed_alpn.clone(),
+            require_alpn: self.require_alpn,
+            require_sni: self.require_sni,
+            allow_ech: self.allow_ech,
+            max_client_hello_bytes: max_client_hello_bytes as usize,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn validate(value: serde_json::Value) -> Result<ProtocolChecks, ConfigError> {
+        serde_json::from_value::<ProtocolConfig>(value)
+            .expect("test config parses")
+            .validate("protocol")
+    }
+
+    #[test]
+    fn empty_object_gives_the_documented_defaults() {
+        let checks = validate(json!({})).unwrap();
+        assert_eq!(checks, ProtocolChecks::default());
+        assert_eq!(checks.http.max_headers, 100);
+        assert_eq!(checks.http.max_header_bytes, 65536);
+        assert!(!checks.http.allow_connect);
+        assert!(checks.http.require_authority && checks.http.require_sni_match);
+        assert_eq!(checks.http.allowed_versions, ["HTTP/1.1", "HTTP/2"]);
+        assert_eq!(checks.tcp.min_tls_version, TlsVersion::TLS12);
+        assert!(checks.tcp.require_sni && !checks.tcp.allow_ech && !checks.tcp.require_alpn);
+        assert_eq!(checks.tcp.max_client_hello_bytes, 16384);
+        assert!(checks.tcp.tls_ports.is_empty());
+    }
+
+    #[test]
+    fn full_example_validates() {
+        let checks = validate(json!({
+            "http": {"allowedMethods": ["GET", "POST"], "allowConnect": false, "requireAuthority": true,
+                     "requireSniMatch": true, "allowedVersions": ["HTTP/1.1", "HTTP/2"],
+                     "maxHeaders": 100, "maxHeaderBytes": 65536},
+            "tcp": {"tlsPorts": [443, 8443], "minTlsVersion": "1.3", "allowedAlpn": ["h2", "http/1.1"],
+                    "requireSni": true, "allowEch": false, "maxClientHelloBytes": 16384}
+        }))
+        .unwrap();
+        assert_eq!(
+            checks.http.allowed_methods,
+            Some(vec!["GET".into(), "POST".into()])
+        );
+        assert_eq!(checks.tcp.tls_ports, [443, 8443]);
+        assert_eq!(checks.tcp.min_tls_version, TlsVersion::TLS13);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        for value in [
+            json!({"udp": {}}),
+            json!({"http": {"allowedMethod": ["GET"]}}),
+            json!({"tcp": {"tlsPort": 443}}),
+        ] {
+            assert!(serde_json::from_value::<ProtocolConfig>(value).is_err());
+        }
+    }
+
+    #[test]
+    fn errors_carry_the_json_path() {
+        let cases = [
+            (
+                json!({"http": {"allowedMethods": []}}),
+                "protocol.http.allowedMethods",
+            ),
+            (
+                json!({"http": {"allowedMethods": ["GET", "BAD METHOD"]}}),
+                "protocol.http.allowedMethods[1]",
+            ),
+            (
+                json!({"http": {"allowedMethods": ["GET", "CONNECT"]}}),
+                "protocol.http.allowedMethods[1]",
+            ),
+            (
+                json!({"http": {"allowedMethods": ["GET", "GET"]}}),
+                "protocol.http.allowedMethods[1]",
+            ),
+            (
+                json!({"http": {"allowedVersions": []}}),
+                "protocol.http.allowedVersions",
+            ),
+            (
+                json!({"http": {"allowedVersions": ["HTTP/1.1", "HTTP/2.0"]}}),
+                "protocol.http.allowedVersions[1]",
+            ),
+            (
+                json!({"http": {"maxHeaders": 0}}),
+                "protocol.http.maxHeaders",
+            ),
+            (
+                json!({"http": {"maxHeaderBytes": 10}}),
+                "protocol.http.maxHeaderBytes",
+            ),
+            (
+                json!({"tcp": {"tlsPorts": [443, 0]}}),
+                "protocol.tcp.tlsPorts[1]",
+            ),
+            (
+                json!({"tcp": {"tlsPorts": [443, 70000]}}),
+                "protocol.tcp.tlsPorts[1]",
+            ),
+            (
+                json!({"tcp": {"tlsPorts": [443, 443]}}),
+                "protocol.tcp.tlsPorts[1]",
+            ),
+            (
+                json!({"tcp": {"minTlsVersion": "TLSv1.2"}}),
+                "protocol.tcp.minTlsVersion",
+            ),
+            (
+                json!({"tcp": {"allowedAlpn": []}}),
+                "protocol.tcp.allowedAlpn",
+            ),
+            (
+                json!({"tcp": {"allowedAlpn": ["h2", ""]}}),
+                "protocol.tcp.allowedAlpn[1]",
+            ),
+            (
+                json!({"tcp": {"maxClientHelloBytes": 100}}),
+                "protocol.tcp.maxClientHelloBytes",
+            ),
+        ];
+        for (value, path) in cases {
+            let err = validate(value.clone()).unwrap_err();
+            assert_eq!(err.path, path, "{value}: {err}");
+        }
+        let err = validate(json!({"http": {"allowedMethods": ["GET", "CONNECT"]}})).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "protocol.http.allowedMethods[1]: CONNECT is governed by allowConnect; set \"allowConnect\": true instead"
+        );
+        // With allowConnect, listing CONNECT is consistent.
+        assert!(
+            validate(json!({"http": {"allowConnect": true, "allowedMethods": ["CONNECT"]}}))
+                .is_ok()
+        );
+    }
+}

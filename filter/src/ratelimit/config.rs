@@ -1,0 +1,465 @@
+//! `rateLimits` entries: the JSON shape, its validation, and the compiled form the limiter uses.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration error located by its JSON path, e.g.
+/// `rateLimits[1].fillInterval: "10ms" is below the 50ms minimum`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Envoy's local_ratelimit refuses fill intervals below 50ms; so do we.
+pub const MIN_FILL_INTERVAL_NS: u64 = 50 * NANOS_PER_MILLI;
+/// Upper bound that keeps all bucket arithmetic far from overflow; longer windows are not
+/// what a token bucket on a gateway is for.
+pub const MAX_FILL_INTERVAL_NS: u64 = 24 * 3600 * NANOS_PER_SEC;
+pub const DEFAULT_MAX_KEYS: u32 = 10_000;
+/// Every bucket set is one shared-data value that lives until the VM is gone; this bounds the
+/// memory one limit can pin in the gateway.
+pub const MAX_MAX_KEYS: u32 = 1_000_000;
+const MAX_NAME_LEN: usize = 64;
+
+pub(crate) const NANOS_PER_MILLI: u64 = 1_000_000;
+pub(crate) const NANOS_PER_SEC: u64 = 1_000_000_000;
+
+fn default_tokens_per_fill() -> u32 {
+    1
+}
+
+fn default_max_keys() -> u32 {
+    DEFAULT_MAX_KEYS
+}
+
+/// One entry of `rateLimits`. `M` is the shape of `match`, which the policy engine parses and
+/// compiles with its own rule matchers; it defaults to raw JSON.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RateLimitConfig<M = serde_json::Value> {
+    pub name: String,
+    /// Which traffic the limit applies to (`from`/`to`/`when`, as a policy rule). Absent: all.
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    pub match_rule: Option<M>,
+    /// Attributes whose values split the traffic into buckets; empty: one bucket.
+    #[serde(default)]
+    pub key: Vec<String>,
+    pub max_tokens: u32,
+    #[serde(default = "default_tokens_per_fill")]
+    pub tokens_per_fill: u32,
+    pub fill_interval: String,
+    #[serde(default = "default_max_keys")]
+    pub max_keys: u32,
+}
+
+/// An attribute that splits buckets.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KeyAttribute {
+    SourcePrincipal,
+    SourceNamespace,
+    SourceIp,
+    DestinationHost,
+    DestinationPort,
+    ConnectionSni,
+    /// `request.headers[<name>]`; the name is stored lower-cased (header names are
+    /// case-insensitive and Envoy hands them over lower-cased).
+    RequestHeader(String),
+}
+
+impl KeyAttribute {
+    pub fn parse(text: &str) -> Result<KeyAttribute, String> {
+        Ok(match text {
+            "source.principal" => KeyAttribute::SourcePrincipal,
+            "source.namespace" => KeyAttribute::SourceNamespace,
+            "source.ip" => KeyAttribute::SourceIp,
+            "destination.host" => KeyAttribute::DestinationHost,
+            "destination.port" => KeyAttribute::DestinationPort,
+            "connection.sni" => KeyAttribute::ConnectionSni,
+            _ => {
+                let name = text
+                    .strip_prefix("request.headers[")
+                    .and_then(|rest| rest.strip_suffix(']'))
+                    .ok_or_else(|| {
+                        format!(
+                            "unknown key attribute {text:?}; expected one of source.principal, \
+                             source.namespace, source.ip, destination.host, destination.port, \
+                             connection.sni, request.headers[<name>]"
+                        )
+                    })?;
+                if name.is_empty() || !name.bytes().all(crate::protocol::is_tchar) {
+                    return Err(format!("{text:?}: {name:?} is not a valid header name"));
+                }
+                KeyAttribute::RequestHeader(name.to_ascii_lowercase())
+            }
+        })
+    }
+}
+
+impl fmt::Display for KeyAttribute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyAttribute::SourcePrincipal => f.write_str("source.principal"),
+            KeyAttribute::SourceNamespace => f.write_str("source.namespace"),
+            KeyAttribute::SourceIp => f.write_str("source.ip"),
+            KeyAttribute::DestinationHost => f.write_str("destination.host"),
+            KeyAttribute::DestinationPort => f.write_str("destination.port"),
+            KeyAttribute::ConnectionSni => f.write_str("connection.sni"),
+            KeyAttribute::RequestHeader(name) => write!(f, "request.headers[{name}]"),
+        }
+    }
+}
+
+/// Token-bucket parameters, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketParams {
+    pub max_tokens: u32,
+    pub tokens_per_fill: u32,
+    pub fill_interval_ns: u64,
+}
+
+/// A validated `rateLimits` entry (without its `match`, which the engine compiles).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitSpec {
+    pub name: String,
+    pub key: Vec<KeyAttribute>,
+    pub params: BucketParams,
+    pub max_keys: u32,
+}
+
+impl<M> RateLimitConfig<M> {
+    /// Checks every field; `path` locates this entry (e.g. `rateLimits[1]`).
+    pub fn validate(&self, path: &str) -> Result<RateLimitSpec, ConfigError> {
+        let at = |field: &str| format!("{path}.{field}");
+        validate_name(&self.name).map_err(|m| ConfigError::new(at("name"), m))?;
+
+        let mut key = Vec::with_capacity(self.key.len());
+        for (i, text) in self.key.iter().enumerate() {
+            let attr = KeyAttribute::parse(text)
+                .map_err(|m| ConfigError::new(at(&format!("key[{i}]")), m))?;
+            if key.contains(&attr) {
+                return Err(ConfigError::new(
+                    at(&format!("key[{i}]")),
+                    format!("{text:?} is listed twice"),
+                ));
+            }
+            key.push(attr);
+        }
+
+        if self.max_tokens == 0 {
+            return Err(ConfigError::new(at("maxTokens"), "must be at least 1"));
+        }
+        if self.tokens_per_fill == 0 {
+            return Err(ConfigError::new(at("tokensPerFill"), "must be at least 1"));
+        }
+        let fill_interval_ns = parse_duration(&self.fill_interval)
+            .map_err(|m| ConfigError::new(at("fillInterval"), m))?;
+        if fill_interval_ns < MIN_FILL_INTERVAL_NS {
+            return Err(ConfigError::new(
+                at("fillInterval"),
+                format!("{:?} is below the 50ms minimum", self.fill_interval),
+            ));
+        }
+        if fill_interval_ns > MAX_FILL_INTERVAL_NS {
+            return Err(ConfigError::new(
+                at("fillInterval"),
+                format!("{:?} is above the 24h maximum", self.fill_interval),
+            ));
+        }
+        if self.max_keys == 0 || self.max_keys > MAX_MAX_KEYS {
+            return Err(ConfigError::new(
+                at("maxKeys"),
+                format!("{} is outside 1..={MAX_MAX_KEYS}", self.max_keys),
+            ));
+        }
+        Ok(RateLimitSpec {
+            name: self.name.clone(),
+            key,
+            params: BucketParams {
+                max_tokens: self.max_tokens,
+                tokens_per_fill: self.tokens_per_fill,
+                fill_interval_ns,
+            },
+            max_keys: self.max_keys,
+        })
+    }
+}
+
+/// Validates a whole `rateLimits` list: each entry, then that names are unique (names key the
+/// shared data, so two limits with one name would share buckets).
+pub fn validate_rate_limits<M>(
+    limits: &[RateLimitConfig<M>],
+    path: &str,
+) -> Result<Vec<RateLimitSpec>, ConfigError> {
+    let mut specs: Vec<RateLimitSpec> = Vec::with_capacity(limits.len());
+    for (i, limit) in limits.iter().enumerate() {
+        let entry_path = format!("{path}[{i}]");
+        let spec = limit.validate(&entry_path)?;
+        if let Some(first) = specs.iter().position(|s| s.name == spec.name) {
+            return Err(ConfigError::new(
+                format!("{entry_path}.name"),
+                format!("{:?} is already used by {path}[{first}]", spec.name),
+            ));
+        }
+        specs.push(spec);
+    }
+    Ok(specs)
+}
+
+fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!("longer than {MAX_NAME_LEN} characters"));
+    }
+    // The name becomes part of shared-data keys, metric names and log lines.
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(format!(
+            "{name:?} may contain only letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a duration such as `"1s"`, `"500ms"`, `"1m"`, `"1.5s"` or `"1m30s"` into nanoseconds.
+/// Units: `ms`, `s`, `m`, `h`. Errors name the input.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let bad = || format!("{text:?} is not a duration (examples: \"500ms\", \"1s\", \"1m30s\")");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    let bytes = text.as_bytes();
+    let mut pos = 0usize;
+    let mut total: u128 = 0;
+    while pos < bytes.len() {
+        let int_start = pos;
+        while bytes.get(pos).is_some_and(u8::is_ascii_digit) {
+            pos += 1;
+        }
+        let int_part = text.get(int_start..pos).ok_or_else(bad)?;
+        let mut frac_part = "";
+        if bytes.get(pos) == Some(&b'.') {
+            pos += 1;
+            let frac_start = pos;
+            while bytes.get(pos).is_some_and(u8::is_ascii_digit) {
+                pos += 1;
+            }
+            frac_part = text.get(frac_start..pos).ok_or_else(bad)?;
+            if frac_part.is_empty() {
+                return Err(bad());
+            }
+        }
+        if int_part.is_empty() && frac_part.is_empty() {
+            return Err(bad());
+        }
+        let unit_start = pos;
+        while bytes.get(pos).is_some_and(u8::is_ascii_alphabetic) {
+            pos += 1;
+        }
+        let unit_ns: u128 = match text.get(unit_start..pos).ok_or_else(bad)? {
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "" => return Err(format!("{text:?} has no unit (use ms, s, m or h)")),
+            other => {
+                return Err(format!(
+                    "{text:?}: unknown unit {other:?} (use ms, s, m or h)"
+                ))
+            }
+        };
+        // Long digit strings would overflow; nothing sensible needs more than 12 digits.
+        if int_part.len() > 12 || frac_part.len() > 9 {
+            return Err(format!("{text:?} is too long"));
+        }
+        let int_value: u128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().map_err(|_| bad())?
+        };
+        let mut part = int_value * unit_ns;
+        if !frac_part.is_empty() {
+            let frac_value: u128 = frac_part.parse().map_err(|_| bad())?;
+            let scale = 10u128.pow(frac_part.len() as u32);
+            part += frac_value * unit_ns / scale;
+        }
+        total = total.saturating_add(part);
+    }
+    u64::try_from(total).map_err(|_| format!("{text:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(value: serde_json::Value) -> RateLimitConfig {
+        serde_json::from_value(value).expect("test config parses")
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1s"), Ok(1_000_000_000));
+        assert_eq!(parse_duration("500ms"), Ok(500_000_000));
+        assert_eq!(parse_duration("1m"), Ok(60_000_000_000));
+        assert_eq!(parse_duration("2h"), Ok(7_200_000_000_000));
+        assert_eq!(parse_duration("1.5s"), Ok(1_500_000_000));
+        assert_eq!(parse_duration("1m30s"), Ok(90_000_000_000));
+        assert_eq!(parse_duration(".25s"), Ok(250_000_000));
+        for bad in [
+            "",
+            "1",
+            "s",
+            "1x",
+            "1.s",
+            "-1s",
+            "1 s",
+            "1s ",
+            "9999999999999s",
+            "1ns",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn full_entry_validates_with_defaults() {
+        let spec = config(json!({
+            "name": "per-principal",
+            "match": {"to": [{"operation": {"hosts": ["api.example.com"]}}]},
+            "key": ["source.principal", "request.headers[X-Tenant]"],
+            "maxTokens": 20,
+            "tokensPerFill": 10,
+            "fillInterval": "1s"
+        }))
+        .validate("rateLimits[0]")
+        .unwrap();
+        assert_eq!(spec.name, "per-principal");
+        assert_eq!(
+            spec.key,
+            vec![
+                KeyAttribute::SourcePrincipal,
+                KeyAttribute::RequestHeader("x-tenant".into())
+            ]
+        );
+        assert_eq!(
+            spec.params,
+            BucketParams {
+                max_tokens: 20,
+                tokens_per_fill: 10,
+                fill_interval_ns: 1_000_000_000
+            }
+        );
+        assert_eq!(spec.max_keys, DEFAULT_MAX_KEYS);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_value::<RateLimitConfig>(json!({
+            "name": "a", "maxTokens": 1, "fillInterval": "1s", "burst": 3
+        }))
+        .unwrap_err();
+        assert!(err.to_string().contains("burst"), "{err}");
+    }
+
+    #[test]
+    fn errors_carry_the_json_path() {
+        let cases = [
+            (
+                json!({"name": "a", "maxTokens": 1, "fillInterval": "10ms"}),
+                "rateLimits[1].fillInterval: \"10ms\" is below the 50ms minimum",
+            ),
+            (
+                json!({"name": "a", "maxTokens": 0, "fillInterval": "1s"}),
+                "rateLimits[1].maxTokens: must be at least 1",
+            ),
+            (
+                json!({"name": "a", "maxTokens": 1, "tokensPerFill": 0, "fillInterval": "1s"}),
+                "rateLimits[1].tokensPerFill: must be at least 1",
+            ),
+            (
+                json!({"name": "a b", "maxTokens": 1, "fillInterval": "1s"}),
+                "rateLimits[1].name: \"a b\" may contain only letters, digits, '-', '_' and '.'",
+            ),
+            (
+                json!({"name": "a", "maxTokens": 1, "fillInterval": "1s", "key": ["source.ip", "source.ip"]}),
+                "rateLimits[1].key[1]: \"source.ip\" is listed twice",
+            ),
+            (
+                json!({"name": "a", "maxTokens": 1, "fillInterval": "1s", "maxKeys": 0}),
+                "rateLimits[1].maxKeys: 0 is outside 1..=1000000",
+            ),
+            (
+                json!({"name": "a", "maxTokens": 1, "fillInterval": "25h"}),
+                "rateLimits[1].fillInterval: \"25h\" is above the 24h maximum",
+            ),
+        ];
+        for (value, expected) in cases {
+            let err = config(value).validate("rateLimits[1]").unwrap_err();
+            assert_eq!(err.to_string(), expected);
+        }
+        let err = config(json!({"name": "a", "maxTokens": 1, "fillInterval": "1s",
+                                "key": ["source.user"]}))
+        .validate("rateLimits[0]")
+        .unwrap_err();
+        assert_eq!(err.path, "rateLimits[0].key[0]");
+        assert!(err
+            .message
+            .contains("unknown key attribute \"source.user\""));
+        let err = config(json!({"name": "a", "maxTokens": 1, "fillInterval": "1s",
+                                "key": ["request.headers[bad header]"]}))
+        .validate("rateLimits[0]")
+        .unwrap_err();
+        assert_eq!(err.path, "rateLimits[0].key[0]");
+    }
+
+    #[test]
+    fn names_must_be_unique() {
+        let limits = vec![
+            config(json!({"name": "a", "maxTokens": 1, "fillInterval": "1s"})),
+            config(json!({"name": "b", "maxTokens": 1, "fillInterval": "1s"})),
+            config(json!({"name": "a", "maxTokens": 2, "fillInterval": "1s"})),
+        ];
+        let err = validate_rate_limits(&limits, "rateLimits").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "rateLimits[2].name: \"a\" is already used by rateLimits[0]"
+        );
+        assert_eq!(
+            validate_rate_limits(&limits[..2], "rateLimits")
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn key_attributes_round_trip_through_display() {
+        for text in [
+            "source.principal",
+            "source.namespace",
+            "source.ip",
+            "destination.host",
+            "destination.port",
+            "connection.sni",
+            "request.headers[x-api-key]",
+        ] {
+            assert_eq!(KeyAttribute::parse(text).unwrap().to_string(), text);
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Small text helpers kept out of the formatting machinery (`{:?}` on strings pulls Unicode
+//! tables into the `.wasm`) and out of the standard sorts (one large copy per element type).
+
+/// `value` in double quotes, with quotes, backslashes and control characters escaped as in JSON.
+pub fn quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let code = c as u32;
+                out.push_str("\\u00");
+                out.push(hex_digit(code >> 4));
+                out.push(hex_digit(code & 0xf));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn hex_digit(n: u32) -> char {
+    char::from_digit(n, 16).unwrap_or('0')
+}
+
+/// Sorts in place by `less` (heapsort: small code, no allocation, not stable).
+pub fn sort_by<T>(v: &mut [T], less: impl Fn(&T, &T) -> bool) {
+    let len = v.len();
+    for start in (0..len / 2).rev() {
+        sift_down(v, start, len, &less);
+    }
+    for end in (1..len).rev() {
+        v.swap(0, end);
+        sift_down(v, 0, end, &less);
+    }
+}
+
+fn sift_down<T>(v: &mut [T], mut node: usize, end: usize, less: &impl Fn(&T, &T) -> bool) {
+    loop {
+        let left = 2 * node + 1;
+        if left >= end {
+            return;
+        }
+        let right = left + 1;
+        let mut child = left;
+        if right < end {
+            if let (Some(l), Some(r)) = (v.get(left), v.get(right)) {
+                if less(l, r) {
+                    child = right;
+                }
+            }
+        }
+        match (v.get(node), v.get(child)) {
+            (Some(n), Some(c)) if less(n, c) => v.swap(node, child),
+            _ => return,
+        }
+        node = child;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_like_json() {
+        assert_eq!(quote("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+        assert_eq!(quote("é"), "\"é\"");
+    }
+
+    #[test]
+    fn sorts() {
+        let mut v = vec![5, 3, 9, 1, 1, 0, 7, 2];
+        sort_by(&mut v, |a, b| a < b);
+        assert_eq!(v, vec![0, 1, 1, 2, 3, 5, 7, 9]);
+        let mut empty: Vec<u8> = vec![];
+        sort_by(&mut empty, |a, b| a < b);
+        let mut one = vec![1];
+        sort_by(&mut one, |a, b| a < b);
+        assert_eq!(one, vec![1]);
+    }
+}

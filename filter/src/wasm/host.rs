@@ -1,0 +1,184 @@
+//! The proxy-wasm host calls the filter makes, without the SDK wrappers that panic on an
+//! unexpected status or on non-UTF-8 bytes: a panic would kill the VM, a failure here must only
+//! deny the stream.
+#![allow(unsafe_code)]
+
+use std::ptr::null_mut;
+
+use crate::gather::{decode_header_map, encode_header_map, HeaderPairs, HostStatus, ProxyFacts};
+
+const STATUS_OK: u32 = 0;
+const STATUS_NOT_FOUND: u32 = 1;
+
+const MAP_HTTP_REQUEST_HEADERS: u32 = 0;
+const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
+const STREAM_DOWNSTREAM: u32 = 2;
+const METRIC_COUNTER: u32 = 0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Info = 2,
+    Warn = 3,
+    Error = 4,
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> u32;
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+    fn proxy_close_stream(stream_type: u32) -> u32;
+    fn proxy_define_metric(
+        metric_type: u32,
+        name_data: *const u8,
+        name_size: usize,
+        return_metric_id: *mut u32,
+    ) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+}
+
+/// Takes ownership of a buffer the host filled through `proxy_on_memory_allocate`.
+fn take_buffer(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() || size == 0 {
+        return Vec::new();
+    }
+    // SAFETY: the host allocated exactly `size` bytes through the SDK's allocator, which hands
+    // out boxed slices of that length; ownership passes to us.
+    unsafe { Vec::from_raw_parts(data, size, size) }
+}
+
+pub fn log(level: LogLevel, message: &str) {
+    // SAFETY: pointer and length describe a live string for the duration of the call.
+    unsafe {
+        proxy_log(level as u32, message.as_ptr(), message.len());
+    }
+}
+
+pub fn get_property(path: &[&str]) -> Result<Option<Vec<u8>>, HostStatus> {
+    let serialized = path.join("\0");
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: in-pointers describe live memory; out-pointers are valid locals.
+    let status = unsafe { proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size) };
+    match status {
+        STATUS_OK => Ok(Some(take_buffer(data, size))),
+        STATUS_NOT_FOUND => Ok(None),
+        other => Err(HostStatus(other)),
+    }
+}
+
+pub fn get_request_headers() -> Result<HeaderPairs, HostStatus> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: out-pointers are valid locals.
+    let status = unsafe { proxy_get_header_map_pairs(MAP_HTTP_REQUEST_HEADERS, &mut data, &mut size) };
+    if status != STATUS_OK {
+        return Err(HostStatus(status));
+    }
+    // A map that does not decode is reported with the ABI's SerializationFailure code.
+    decode_header_map(&take_buffer(data, size)).ok_or(HostStatus(3))
+}
+
+pub fn get_plugin_configuration() -> Result<Vec<u8>, HostStatus> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: out-pointers are valid locals.
+    let status = unsafe {
+        proxy_get_buffer_bytes(BUFFER_PLUGIN_CONFIGURATION, 0, usize::MAX, &mut data, &mut size)
+    };
+    match status {
+        STATUS_OK => Ok(take_buffer(data, size)),
+        STATUS_NOT_FOUND => Ok(Vec::new()),
+        other => Err(HostStatus(other)),
+    }
+}
+
+pub fn send_local_response(status_code: u32, headers: &[(&str, &str)], body: &str) -> Result<(), HostStatus> {
+    let headers = encode_header_map(headers);
+    let details = "egress_denied";
+    // SAFETY: every pointer/length pair describes live memory for the duration of the call.
+    let status = unsafe {
+        proxy_send_local_response(
+            status_code,
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            headers.as_ptr(),
+            headers.len(),
+            -1,
+        )
+    };
+    if status == STATUS_OK {
+        Ok(())
+    } else {
+        Err(HostStatus(status))
+    }
+}
+
+pub fn close_downstream() -> Result<(), HostStatus> {
+    // SAFETY: plain value arguments.
+    let status = unsafe { proxy_close_stream(STREAM_DOWNSTREAM) };
+    if status == STATUS_OK {
+        Ok(())
+    } else {
+        Err(HostStatus(status))
+    }
+}
+
+pub fn define_counter(name: &str) -> Result<u32, HostStatus> {
+    let mut id: u32 = 0;
+    // SAFETY: the name is live for the call; the out-pointer is a valid local.
+    let status = unsafe { proxy_define_metric(METRIC_COUNTER, name.as_ptr(), name.len(), &mut id) };
+    if status == STATUS_OK {
+        Ok(id)
+    } else {
+        Err(HostStatus(status))
+    }
+}
+
+pub fn increment_counter(id: u32) {
+    // SAFETY: plain value arguments. A failed increment only loses a count.
+    unsafe {
+        proxy_increment_metric(id, 1);
+    }
+}
+
+/// Attribute gathering against the live host.
+pub struct Host;
+
+impl ProxyFacts for Host {
+    fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostStatus> {
+        get_property(path)
+    }
+
+    fn request_headers(&self) -> Result<HeaderPairs, HostStatus> {
+        get_request_headers()
+    }
+}

@@ -1,0 +1,147 @@
+//! What the caller configures: the VM (Envoy `VmConfig`), the plugins loaded into it (Envoy
+//! `PluginConfig`, Istio `WasmPlugin`) and host options.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::abi::{LogLevel, Status};
+
+/// Envoy `VmConfig`: one VM per worker is created from it; shared data and queues are scoped by
+/// its `vm_id`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmConfig {
+    /// Istio leaves it empty for WasmPlugins, so every plugin of the same module shares data.
+    pub vm_id: String,
+    /// Bytes handed to `proxy_on_vm_start` (buffer `VM_CONFIGURATION`).
+    pub configuration: Vec<u8>,
+    /// Environment variables the module sees through WASI (Istio `vmConfig.env`).
+    pub environment: Vec<(String, String)>,
+}
+
+/// Whether Envoy loads the plugin as an HTTP filter or as a network (L4) filter
+/// (Istio `WasmPlugin.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PluginKind {
+    Http,
+    Network,
+}
+
+/// What happens to traffic when the VM has failed (Istio `failStrategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum FailurePolicy {
+    /// Requests fail: HTTP gets 503, connections are closed (Istio `FAIL_CLOSE`, the default).
+    #[default]
+    FailClose,
+    /// The filter is skipped (Istio `FAIL_OPEN`).
+    FailOpen,
+    /// A new VM is created for the next stream after a runtime error; until then, and for other
+    /// failures, as `FailClose` (Istio `FAIL_RELOAD`).
+    FailReload,
+}
+
+impl fmt::Display for FailurePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FailurePolicy::FailClose => "FAIL_CLOSE",
+            FailurePolicy::FailOpen => "FAIL_OPEN",
+            FailurePolicy::FailReload => "FAIL_RELOAD",
+        })
+    }
+}
+
+/// One plugin: a root context in every VM, configured with `configuration`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginConfig {
+    /// Envoy plugin name (Istio: `<namespace>.<WasmPlugin name>`); the `plugin_name` property.
+    pub name: String,
+    /// Selects the root context in the module (Istio `pluginName`); the `plugin_root_id`
+    /// property.
+    pub root_id: String,
+    pub kind: PluginKind,
+    /// Bytes handed to `proxy_on_configure` (Istio `pluginConfig` as JSON).
+    pub configuration: Vec<u8>,
+    pub failure_policy: FailurePolicy,
+}
+
+impl PluginConfig {
+    pub fn http(name: &str, root_id: &str, configuration: impl Into<Vec<u8>>) -> PluginConfig {
+        PluginConfig {
+            name: name.to_string(),
+            root_id: root_id.to_string(),
+            kind: PluginKind::Http,
+            configuration: configuration.into(),
+            failure_policy: FailurePolicy::FailClose,
+        }
+    }
+
+    pub fn network(name: &str, root_id: &str, configuration: impl Into<Vec<u8>>) -> PluginConfig {
+        PluginConfig {
+            kind: PluginKind::Network,
+            ..PluginConfig::http(name, root_id, configuration)
+        }
+    }
+
+    pub fn with_failure_policy(mut self, policy: FailurePolicy) -> PluginConfig {
+        self.failure_policy = policy;
+        self
+    }
+}
+
+/// A host-provided function the module can call with `proxy_call_foreign_function`.
+pub type ForeignFunction = Arc<dyn Fn(&[u8]) -> Result<Vec<u8>, Status> + Send + Sync>;
+
+/// Host behaviour that Envoy takes from its own configuration.
+#[derive(Clone)]
+pub struct HostOptions {
+    /// Envoy's log level for the `wasm` logger: `proxy_get_log_level` returns it and lower
+    /// messages are dropped.
+    pub log_level: LogLevel,
+    /// Upstream clusters known to the host: `proxy_http_call`/`proxy_grpc_*` to other names fail
+    /// as they do in Envoy.
+    pub clusters: Vec<String>,
+    /// Seed for `random_get`, so runs are reproducible.
+    pub random_seed: u64,
+    /// The gateway's own identity (`connection.uri_san_local_certificate` on mTLS connections).
+    pub local_principal: String,
+    /// Add the request headers Envoy's HTTP connection manager adds before any filter runs
+    /// (`x-forwarded-proto`, `x-request-id`) when the request lacks them.
+    pub connection_manager_headers: bool,
+    /// Minimum time between two VM reloads under `FailReload` (Envoy `ReloadConfig.backoff`,
+    /// 1 s by default).
+    pub reload_backoff: Duration,
+    /// Foreign functions by name. `clear_route_cache` is always present.
+    pub foreign_functions: HashMap<String, ForeignFunction>,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            log_level: LogLevel::Info,
+            clusters: Vec::new(),
+            random_seed: 0x5eed,
+            local_principal: "cluster.local/ns/istio-system/sa/istio-egressgateway-service-account"
+                .to_string(),
+            connection_manager_headers: true,
+            reload_backoff: Duration::from_secs(1),
+            foreign_functions: HashMap::new(),
+        }
+    }
+}
+
+impl fmt::Debug for HostOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut foreign: Vec<&String> = self.foreign_functions.keys().collect();
+        foreign.sort();
+        f.debug_struct("HostOptions")
+            .field("log_level", &self.log_level)
+            .field("clusters", &self.clusters)
+            .field("random_seed", &self.random_seed)
+            .field("local_principal", &self.local_principal)
+            .field("connection_manager_headers", &self.connection_manager_headers)
+            .field("reload_backoff", &self.reload_backoff)
+            .field("foreign_functions", &foreign)
+            .finish()
+    }
+}

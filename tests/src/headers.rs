@@ -1,0 +1,186 @@
+//! An HTTP header map that behaves like Envoy's `HeaderMapImpl` as seen through proxy-wasm.
+//!
+//! - Keys are stored lower-cased; look-ups, adds, replaces and removes lower-case the key.
+//! - Pseudo headers (`:authority`, `:path`, ...) are kept before all other headers.
+//! - In request headers `host` is another name for `:authority` (Envoy's static look-up table
+//!   maps the legacy `host` key onto the inline `:authority` entry).
+//! - A repeated header is kept as separate entries; `get` returns only the first value, as
+//!   `proxy_get_header_map_value` does in Envoy.
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderMap {
+    entries: Vec<(String, Vec<u8>)>,
+    /// Whether `host` aliases `:authority` (request headers only).
+    host_is_authority: bool,
+}
+
+impl HeaderMap {
+    /// A map for request headers, where `host` and `:authority` are one header.
+    pub fn request() -> HeaderMap {
+        HeaderMap {
+            entries: Vec::new(),
+            host_is_authority: true,
+        }
+    }
+
+    /// A map for any other header block (response headers, trailers, metadata).
+    pub fn other() -> HeaderMap {
+        HeaderMap::default()
+    }
+
+    fn canonical_key(&self, key: &[u8]) -> String {
+        let lower = String::from_utf8_lossy(key).to_ascii_lowercase();
+        if self.host_is_authority && lower == "host" {
+            ":authority".to_string()
+        } else {
+            lower
+        }
+    }
+
+    /// Appends a value (Envoy `addCopy`), keeping pseudo headers first.
+    pub fn add(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        let key = self.canonical_key(key.as_ref());
+        let value = value.as_ref().to_vec();
+        if key.starts_with(':') {
+            let at = self
+                .entries
+                .iter()
+                .position(|(k, _)| !k.starts_with(':'))
+                .unwrap_or(self.entries.len());
+            self.entries.insert(at, (key, value));
+        } else {
+            self.entries.push((key, value));
+        }
+    }
+
+    /// Sets a header to one value (Envoy `setCopy`): the first entry keeps its place and takes
+    /// the value, later duplicates are dropped; an absent header is appended.
+    pub fn replace(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        let key = self.canonical_key(key.as_ref());
+        match self.entries.iter().position(|(k, _)| *k == key) {
+            Some(first) => {
+                self.entries[first].1 = value.as_ref().to_vec();
+                let mut index = 0;
+                self.entries.retain(|(k, _)| {
+                    let keep = index <= first || *k != key;
+                    index += 1;
+                    keep
+                });
+            }
+            None => self.add(key, value),
+        }
+    }
+
+    /// Removes every entry of a header.
+    pub fn remove(&mut self, key: impl AsRef<[u8]>) {
+        let key = self.canonical_key(key.as_ref());
+        self.entries.retain(|(k, _)| *k != key);
+    }
+
+    /// The first value of a header.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Option<&[u8]> {
+        let key = self.canonical_key(key.as_ref());
+        self.entries
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The first value of a header as text (lossy).
+    pub fn get_str(&self, key: impl AsRef<[u8]>) -> Option<String> {
+        self.get(key).map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// All values of a header joined with "," (Envoy `getAllOfHeaderAsString`, used by the
+    /// `request.headers` property).
+    pub fn get_joined(&self, key: impl AsRef<[u8]>) -> Option<Vec<u8>> {
+        let key = self.canonical_key(key.as_ref());
+        let mut values = self.entries.iter().filter(|(k, _)| *k == key);
+        let mut joined = values.next()?.1.clone();
+        for (_, v) in values {
+            joined.push(b',');
+            joined.extend_from_slice(v);
+        }
+        Some(joined)
+    }
+
+    /// Replaces all entries (`proxy_set_header_map_pairs`).
+    pub fn set_all(&mut self, pairs: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) {
+        self.entries.clear();
+        for (k, v) in pairs {
+            self.add(k, v);
+        }
+    }
+
+    /// Entries in order, as `proxy_get_header_map_pairs` lists them.
+    pub fn entries(&self) -> &[(String, Vec<u8>)] {
+        &self.entries
+    }
+
+    /// Distinct keys in order of first appearance.
+    pub fn keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = Vec::new();
+        for (k, _) in &self.entries {
+            if !keys.contains(&k.as_str()) {
+                keys.push(k);
+            }
+        }
+        keys
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Sum of key and value lengths (Envoy `byteSize`, returned by `proxy_get_header_map_size`).
+    pub fn byte_size(&self) -> usize {
+        self.entries.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+
+    /// The ABI serialisation of all entries.
+    pub fn serialize(&self) -> Vec<u8> {
+        crate::pairs::encode(&self.entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudo_headers_stay_first_and_host_is_authority() {
+        let mut h = HeaderMap::request();
+        h.add("User-Agent", "curl");
+        h.add(":path", "/");
+        h.add("Host", "example.com");
+        assert_eq!(h.keys(), vec![":path", ":authority", "user-agent"]);
+        assert_eq!(h.get("host"), Some(&b"example.com"[..]));
+        assert_eq!(h.get(":AUTHORITY"), Some(&b"example.com"[..]));
+    }
+
+    #[test]
+    fn replace_keeps_position_and_drops_duplicates() {
+        let mut h = HeaderMap::other();
+        h.add("a", "1");
+        h.add("b", "2");
+        h.add("a", "3");
+        h.replace("A", "9");
+        assert_eq!(h.entries(), &[("a".into(), b"9".to_vec()), ("b".into(), b"2".to_vec())]);
+        h.replace("c", "4");
+        assert_eq!(h.keys(), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn repeated_headers_join_with_comma() {
+        let mut h = HeaderMap::other();
+        h.add("x", "1");
+        h.add("x", "2");
+        assert_eq!(h.get("x"), Some(&b"1"[..]));
+        assert_eq!(h.get_joined("x"), Some(b"1,2".to_vec()));
+        assert_eq!(h.byte_size(), 4);
+    }
+}

@@ -1,0 +1,347 @@
+//! `proxy_get_property` / `proxy_set_property` as Envoy answers them.
+//!
+//! Paths are segments joined by NUL. The first segment is a top-level name; below it Envoy
+//! walks maps by key. Values are encoded as Envoy's `serializeValue` does: strings and bytes
+//! raw, integers (int64/uint64), timestamps and durations as 8 little-endian bytes, booleans as
+//! one byte, maps in the ABI pairs encoding. Reading a whole attribute group (`request`,
+//! `connection`, ...) fails with `SerializationFailure`, as its keys cannot be listed in Envoy.
+//!
+//! Covered: `request.{path,url_path,host,scheme,method,headers,referer,useragent,id,query,
+//! protocol,time,size}`, `response.{code,code_details,headers}` once a response exists,
+//! `connection.{id,mtls,requested_server_name,tls_version,uri_san_peer_certificate,
+//! subject_peer_certificate,uri_san_local_certificate}`, `source.{address,port}`,
+//! `destination.{address,port}`, `connection_id`, `plugin_name`, `plugin_root_id`,
+//! `plugin_vm_id`, `filter_state.<key>`, `metadata`, and values set with `proxy_set_property`.
+//! Everything else (e.g. `upstream.*`, `xds.*`) is `NotFound`.
+
+use std::net::SocketAddr;
+
+use crate::abi::Status;
+use crate::headers::HeaderMap;
+use crate::state::{Context, ContextKind, HttpStreamState, StreamProtocol, StreamState};
+
+/// A property value before encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PropertyValue {
+    /// A string or bytes value.
+    Bytes(Vec<u8>),
+    Int(i64),
+    Uint(u64),
+    Bool(bool),
+    /// Unix nanoseconds.
+    Timestamp(i64),
+    /// A map, as (key, value) pairs of already-encoded values.
+    Map(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
+impl PropertyValue {
+    pub fn string(s: impl AsRef<str>) -> PropertyValue {
+        PropertyValue::Bytes(s.as_ref().as_bytes().to_vec())
+    }
+
+    /// The bytes the module receives.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            PropertyValue::Bytes(b) => b.clone(),
+            PropertyValue::Int(i) | PropertyValue::Timestamp(i) => i.to_le_bytes().to_vec(),
+            PropertyValue::Uint(u) => u.to_le_bytes().to_vec(),
+            PropertyValue::Bool(b) => vec![u8::from(*b)],
+            PropertyValue::Map(pairs) => crate::pairs::encode(pairs),
+        }
+    }
+}
+
+/// Splits a path as Envoy's `Context::getProperty` does: NUL-separated, a trailing NUL adds no
+/// empty segment.
+pub fn split_path(path: &[u8]) -> Vec<&[u8]> {
+    let mut segments = Vec::new();
+    let mut start = 0;
+    while start < path.len() {
+        let end = path[start..]
+            .iter()
+            .position(|&b| b == 0)
+            .map_or(path.len(), |i| start + i);
+        segments.push(&path[start..end]);
+        start = end + 1;
+    }
+    segments
+}
+
+/// What the property look-up needs from the VM besides the context.
+pub(crate) struct PropertyEnv<'a> {
+    pub vm_id: &'a str,
+    pub local_principal: &'a str,
+}
+
+/// Looks a property up for a context.
+pub(crate) fn get(ctx: &Context, env: &PropertyEnv<'_>, path: &[u8]) -> Result<Vec<u8>, Status> {
+    let segments = split_path(path);
+    let Some((top, rest)) = segments.split_first() else {
+        // Envoy serialises the empty (null) value it starts from: a serialisation failure.
+        return Err(Status::SerializationFailure);
+    };
+    match *top {
+        b"plugin_name" => match &ctx.plugin {
+            Some(plugin) => leaf(rest, PropertyValue::string(&plugin.name)),
+            None => Err(Status::NotFound),
+        },
+        b"plugin_root_id" => leaf(
+            rest,
+            PropertyValue::string(ctx.plugin.as_ref().map_or("", |p| p.root_id.as_str())),
+        ),
+        b"plugin_vm_id" => leaf(rest, PropertyValue::string(env.vm_id)),
+        _ => {
+            // Everything else needs stream info, which only stream contexts have.
+            let ContextKind::Stream(stream) = &ctx.kind else {
+                return Err(Status::NotFound);
+            };
+            stream_property(stream, env, top, rest)
+        }
+    }
+}
+
+fn stream_property(
+    stream: &StreamState,
+    env: &PropertyEnv<'_>,
+    top: &[u8],
+    rest: &[&[u8]],
+) -> Result<Vec<u8>, Status> {
+    let http = match &stream.protocol {
+        StreamProtocol::Http(h) => Some(h),
+        StreamProtocol::Tcp(_) => None,
+    };
+    match top {
+        b"connection_id" => leaf(rest, PropertyValue::Uint(stream.connection_id)),
+        b"request" => group(rest, |field, rest| request_field(stream, http, field, rest)),
+        b"response" => group(rest, |field, rest| response_field(http, field, rest)),
+        b"connection" => group(rest, |field, rest| {
+            leaf(rest, connection_field(stream, env, field)?)
+        }),
+        b"source" => group(rest, |field, rest| {
+            leaf(rest, address_field(stream.connection.source, field)?)
+        }),
+        b"destination" => group(rest, |field, rest| {
+            leaf(rest, address_field(stream.connection.destination, field)?)
+        }),
+        // No upstream is connected while the filter decides.
+        b"upstream" => group(rest, |_, _| Err(Status::NotFound)),
+        // Dynamic metadata: an empty protobuf message, which serialises to no bytes.
+        b"metadata" if rest.is_empty() => Ok(Vec::new()),
+        b"metadata" => Err(Status::NotFound),
+        b"filter_state" => group(rest, |key, rest| {
+            let value = filter_state_value(stream, key).ok_or(Status::NotFound)?;
+            leaf(rest, PropertyValue::Bytes(value.to_vec()))
+        }),
+        _ => {
+            // Unknown names are looked up in filter state as "wasm.<name>", where
+            // proxy_set_property puts values.
+            let mut key = b"wasm.".to_vec();
+            key.extend_from_slice(top);
+            let value = filter_state_value(stream, &key).ok_or(Status::NotFound)?;
+            leaf(rest, PropertyValue::Bytes(value.to_vec()))
+        }
+    }
+}
+
+fn filter_state_value<'a>(stream: &'a StreamState, key: &[u8]) -> Option<&'a [u8]> {
+    stream
+        .filter_state
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_slice())
+}
+
+/// A scalar: the path must end here.
+fn leaf(rest: &[&[u8]], value: PropertyValue) -> Result<Vec<u8>, Status> {
+    if rest.is_empty() {
+        Ok(value.encode())
+    } else {
+        Err(Status::NotFound)
+    }
+}
+
+/// An attribute group whose keys Envoy cannot list: readable only field by field.
+fn group(
+    rest: &[&[u8]],
+    field: impl FnOnce(&[u8], &[&[u8]]) -> Result<Vec<u8>, Status>,
+) -> Result<Vec<u8>, Status> {
+    match rest.split_first() {
+        None => Err(Status::SerializationFailure),
+        Some((name, rest)) => field(name, rest),
+    }
+}
+
+fn request_field(
+    stream: &StreamState,
+    http: Option<&HttpStreamState>,
+    field: &[u8],
+    rest: &[&[u8]],
+) -> Result<Vec<u8>, Status> {
+    // Fields that come from the stream info exist for TCP too.
+    match field {
+        b"time" => {
+            return leaf(
+                rest,
+                PropertyValue::Timestamp(i64::try_from(stream.start_unix_nanos).unwrap_or(i64::MAX)),
+            )
+        }
+        b"protocol" => {
+            let http = http.ok_or(Status::NotFound)?;
+            return leaf(rest, PropertyValue::string(&http.protocol));
+        }
+        _ => {}
+    }
+    let http = http.ok_or(Status::NotFound)?;
+    let headers = visible_request_headers(http).ok_or(Status::NotFound)?;
+    let header = |name: &str| headers.get(name).map(|v| PropertyValue::Bytes(v.to_vec()));
+    let value = match field {
+        b"path" => header(":path"),
+        b"url_path" => headers
+            .get(":path")
+            .map(|p| PropertyValue::Bytes(p.split(|&b| b == b'?').next().unwrap_or(p).to_vec())),
+        b"query" => headers.get(":path").map(|p| {
+            PropertyValue::Bytes(match p.iter().position(|&b| b == b'?') {
+                Some(i) => p[i + 1..].to_vec(),
+                None => Vec::new(),
+            })
+        }),
+        b"host" => header(":authority"),
+        b"scheme" => header(":scheme"),
+        b"method" => header(":method"),
+        b"referer" => header("referer"),
+        b"useragent" => header("user-agent"),
+        b"id" => header("x-request-id"),
+        b"size" => Some(PropertyValue::Int(request_size(headers, http))),
+        b"headers" => return header_map_property(headers, rest),
+        _ => None,
+    };
+    leaf(rest, value.ok_or(Status::NotFound)?)
+}
+
+/// Envoy uses content-length when present, else the body bytes received.
+fn request_size(headers: &HeaderMap, http: &HttpStreamState) -> i64 {
+    headers
+        .get_str("content-length")
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(http.request_body.len() as i64)
+}
+
+fn visible_request_headers(http: &HttpStreamState) -> Option<&HeaderMap> {
+    (http.request_headers_live || http.access_log_phase).then_some(&http.request_headers)
+}
+
+fn response_field(
+    http: Option<&HttpStreamState>,
+    field: &[u8],
+    rest: &[&[u8]],
+) -> Result<Vec<u8>, Status> {
+    let http = http.ok_or(Status::NotFound)?;
+    let headers = http.response_headers.as_ref().ok_or(Status::NotFound)?;
+    match field {
+        b"code" => {
+            let code = headers
+                .get_str(":status")
+                .and_then(|s| s.parse::<i64>().ok())
+                .ok_or(Status::NotFound)?;
+            leaf(rest, PropertyValue::Int(code))
+        }
+        b"code_details" => {
+            let details = http.response_details.as_ref().ok_or(Status::NotFound)?;
+            leaf(rest, PropertyValue::string(details))
+        }
+        b"headers" if http.response_headers_live || http.access_log_phase => {
+            header_map_property(headers, rest)
+        }
+        _ => Err(Status::NotFound),
+    }
+}
+
+/// `request.headers` / `response.headers`: a listable map of lower-cased names to all values
+/// joined with ",", or one header.
+fn header_map_property(headers: &HeaderMap, rest: &[&[u8]]) -> Result<Vec<u8>, Status> {
+    match rest {
+        [] => {
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> = headers
+                .keys()
+                .into_iter()
+                .map(|k| (k.as_bytes().to_vec(), headers.get_joined(k).unwrap_or_default()))
+                .collect();
+            Ok(PropertyValue::Map(pairs).encode())
+        }
+        [name, rest @ ..] => {
+            let value = headers.get_joined(name).ok_or(Status::NotFound)?;
+            leaf(rest, PropertyValue::Bytes(value))
+        }
+    }
+}
+
+fn connection_field(
+    stream: &StreamState,
+    env: &PropertyEnv<'_>,
+    field: &[u8],
+) -> Result<PropertyValue, Status> {
+    let conn = &stream.connection;
+    let tls_terminated = conn.mtls();
+    Ok(match field {
+        b"id" => PropertyValue::Uint(stream.connection_id),
+        b"mtls" => PropertyValue::Bool(conn.mtls()),
+        b"requested_server_name" => PropertyValue::string(conn.sni.as_deref().unwrap_or("")),
+        b"tls_version" if tls_terminated => PropertyValue::string("TLSv1.3"),
+        b"uri_san_peer_certificate" => match &conn.principal {
+            Some(principal) => PropertyValue::string(format!("spiffe://{principal}")),
+            None => return Err(Status::NotFound),
+        },
+        // Istio workload certificates carry an empty subject.
+        b"subject_peer_certificate" | b"subject_local_certificate" if tls_terminated => {
+            PropertyValue::string("")
+        }
+        b"uri_san_local_certificate" if tls_terminated => {
+            PropertyValue::string(format!("spiffe://{}", env.local_principal))
+        }
+        _ => return Err(Status::NotFound),
+    })
+}
+
+fn address_field(addr: SocketAddr, field: &[u8]) -> Result<PropertyValue, Status> {
+    match field {
+        // IPv4 "ip:port", IPv6 "[ip]:port", as Envoy's address `asString`.
+        b"address" => Ok(PropertyValue::string(addr.to_string())),
+        b"port" => Ok(PropertyValue::Int(i64::from(addr.port()))),
+        _ => Err(Status::NotFound),
+    }
+}
+
+/// `proxy_set_property`: stores the value in the stream's filter state under "wasm." + path.
+/// Contexts without stream info (root, VM) get `NotFound`, as in Envoy.
+pub(crate) fn set(ctx: &mut Context, path: &[u8], value: &[u8]) -> Result<(), Status> {
+    let stream = ctx.stream_mut().ok_or(Status::NotFound)?;
+    let mut key = b"wasm.".to_vec();
+    key.extend_from_slice(path);
+    match stream.filter_state.iter_mut().find(|(k, _)| *k == key) {
+        Some(entry) => entry.1 = value.to_vec(),
+        None => stream.filter_state.push((key, value.to_vec())),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_splitting_matches_envoy() {
+        assert_eq!(split_path(b"a\0b"), vec![&b"a"[..], &b"b"[..]]);
+        assert_eq!(split_path(b"a\0"), vec![&b"a"[..]]);
+        assert_eq!(split_path(b"\0a"), vec![&b""[..], &b"a"[..]]);
+        assert!(split_path(b"").is_empty());
+    }
+
+    #[test]
+    fn scalar_encodings() {
+        assert_eq!(PropertyValue::Int(443).encode(), vec![0xbb, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(PropertyValue::Bool(true).encode(), vec![1]);
+        assert_eq!(PropertyValue::Bool(false).encode(), vec![0]);
+        assert_eq!(PropertyValue::string("ab").encode(), b"ab".to_vec());
+        assert_eq!(PropertyValue::Uint(u64::MAX).encode(), vec![0xff; 8]);
+    }
+}
