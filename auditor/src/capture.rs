@@ -82,6 +82,10 @@ pub enum CaptureSource {
     InterceptionDisabled,
     /// A gateway pod (`proxy router`): the pod is the proxy, there is nothing to capture.
     Gateway,
+    /// Not injected yet: what Istio's injection template will write, read from the pod's
+    /// annotations and from any `istio-init`/`istio-proxy` fields the pod sets itself (the
+    /// injector merges those over its own), assuming the default install (istio-init, no CNI).
+    Predicted,
 }
 
 /// An IPv4 or IPv6 network, stored masked (as iptables prints it: `10.96.0.2/24` is `10.96.0.0/24`).
@@ -438,6 +442,38 @@ impl CaptureConfig {
         flags.into_config(container)
     }
 
+    /// What Istio's injection will write for a pod that is not injected yet (no
+    /// `sidecar.istio.io/status`), assuming the default install (istio-init, no CNI):
+    /// the `traffic.sidecar.istio.io/*` and interception-mode annotations over the template's
+    /// defaults, an `istio-init` container the pod brings itself parsed as the args the injector
+    /// will keep, and the proxy UID from an `istio-proxy` container the pod brings (the template
+    /// writes `-u` from it; `-g` then defaults to the same).
+    pub fn predict(spec: &PodSpec, meta: &ObjectMeta) -> Result<CaptureConfig, CaptureError> {
+        let own_init = istio::find_init_container(spec, istio::INIT_CONTAINER)
+            .filter(|c| c.args.as_ref().is_some_and(|a| !a.is_empty()) || c.command.is_some());
+        let mut cfg = match own_init {
+            Some(init) => parse_init_container(init)?,
+            None => from_annotations(meta, CaptureSource::Predicted, false)?,
+        };
+        cfg.source = CaptureSource::Predicted;
+        if own_init.is_none() {
+            let own_proxy_uid = spec
+                .containers
+                .iter()
+                .chain(istio::init_containers(spec))
+                .find(|c| c.name == istio::PROXY_CONTAINER)
+                .and_then(|c| c.security_context.as_ref())
+                .and_then(|s| s.run_as_user);
+            let uid = own_proxy_uid.unwrap_or(DEFAULT_PROXY_UID);
+            cfg.proxy_uids = vec![uid];
+            cfg.proxy_gids = vec![uid];
+        }
+        if cfg.interception_mode == InterceptionMode::None {
+            cfg.rules_applied = false;
+        }
+        Ok(cfg)
+    }
+
     fn defaults(source: CaptureSource, cni: bool, role: ProxyRole) -> CaptureConfig {
         CaptureConfig {
             source,
@@ -578,19 +614,7 @@ fn validation_runs(container: &Container) -> bool {
 /// from the `istio-proxy` container's own security context (0 or unset means 1337), DNS capture
 /// from the proxy's `ISTIO_META_DNS_CAPTURE`.
 fn from_cni_annotations(meta: &ObjectMeta, proxy: &Container) -> Result<CaptureConfig, CaptureError> {
-    let mut cfg = CaptureConfig::defaults(CaptureSource::CniAnnotations, true, ProxyRole::Sidecar);
-    let get = |key: &str| istio::annotation(meta, key);
-    let bad = |key: &str, value: &str, reason: String| CaptureError::BadAnnotation {
-        key: key.to_string(),
-        value: value.to_string(),
-        reason,
-    };
-
-    if let Some(mode) = get(istio::INTERCEPTION_MODE_ANNOTATION) {
-        cfg.interception_mode = mode
-            .parse()
-            .map_err(|e| bad(istio::INTERCEPTION_MODE_ANNOTATION, mode, e))?;
-    }
+    let mut cfg = from_annotations(meta, CaptureSource::CniAnnotations, true)?;
     let sc = proxy.security_context.as_ref();
     cfg.proxy_uids = vec![sc
         .and_then(|s| s.run_as_user)
@@ -600,46 +624,6 @@ fn from_cni_annotations(meta: &ObjectMeta, proxy: &Container) -> Result<CaptureC
         .and_then(|s| s.run_as_group)
         .filter(|g| *g != 0)
         .unwrap_or(DEFAULT_PROXY_UID)];
-
-    if let Some(v) = get(traffic::INCLUDE_OUTBOUND_IP_RANGES) {
-        cfg.include_outbound_ip_ranges =
-            parse_ip_ranges(v).map_err(|e| bad(traffic::INCLUDE_OUTBOUND_IP_RANGES, v, e))?;
-    }
-    if let Some(v) = get(traffic::EXCLUDE_OUTBOUND_IP_RANGES) {
-        cfg.exclude_outbound_ip_ranges =
-            parse_cidrs(v).map_err(|e| bad(traffic::EXCLUDE_OUTBOUND_IP_RANGES, v, e))?;
-    }
-    // istio-cni excludes the status port from outbound capture unless told otherwise.
-    cfg.exclude_outbound_ports = match get(traffic::EXCLUDE_OUTBOUND_PORTS) {
-        Some(v) => parse_ports_or_wildcard(v).map_err(|e| bad(traffic::EXCLUDE_OUTBOUND_PORTS, v, e))?,
-        None => vec![PROXY_STATUS_PORT],
-    };
-    if let Some(v) = get(traffic::INCLUDE_OUTBOUND_PORTS) {
-        cfg.include_outbound_ports =
-            parse_ports_or_wildcard(v).map_err(|e| bad(traffic::INCLUDE_OUTBOUND_PORTS, v, e))?;
-    }
-    if let Some(v) = get(traffic::INCLUDE_INBOUND_PORTS) {
-        cfg.include_inbound_ports =
-            parse_port_selection(v).map_err(|e| bad(traffic::INCLUDE_INBOUND_PORTS, v, e))?;
-    }
-    let mut inbound_excluded = match get(traffic::EXCLUDE_INBOUND_PORTS) {
-        Some(v) => parse_ports_or_wildcard(v).map_err(|e| bad(traffic::EXCLUDE_INBOUND_PORTS, v, e))?,
-        None => vec![PROXY_STATUS_PORT],
-    };
-    // The CNI plugin always adds the proxy's own ports.
-    for p in [15020, 15021, 15090] {
-        if !inbound_excluded.contains(&p) {
-            inbound_excluded.push(p);
-        }
-    }
-    cfg.exclude_inbound_ports = inbound_excluded;
-    if let Some(v) = get(traffic::EXCLUDE_INTERFACES) {
-        cfg.exclude_interfaces = split_list(v);
-    }
-    cfg.reroute_virtual_interfaces = match get(traffic::REROUTE_VIRTUAL_INTERFACES) {
-        Some(v) => split_list(v),
-        None => get(traffic::KUBEVIRT_INTERFACES).map(split_list).unwrap_or_default(),
-    };
     let proxy_env = |name: &str| {
         proxy
             .env
@@ -653,6 +637,65 @@ fn from_cni_annotations(meta: &ObjectMeta, proxy: &Container) -> Result<CaptureC
     cfg.dns_capture = proxy_env("ISTIO_META_DNS_CAPTURE").unwrap_or(false);
     cfg.dual_stack = proxy_env("ISTIO_DUAL_STACK").unwrap_or(false);
     cfg.drop_invalid = proxy_env("INVALID_DROP").unwrap_or(false);
+    Ok(cfg)
+}
+
+/// The `traffic.sidecar.istio.io/*` and interception-mode annotations over Istio's defaults.
+/// `cni` selects istio-cni's defaults (status port 15020 excluded from outbound capture).
+fn from_annotations(meta: &ObjectMeta, source: CaptureSource, cni: bool) -> Result<CaptureConfig, CaptureError> {
+    let mut cfg = CaptureConfig::defaults(source, cni, ProxyRole::Sidecar);
+    let get = |key: &str| istio::annotation(meta, key);
+    let bad = |key: &str, value: &str, reason: String| CaptureError::BadAnnotation {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+
+    if let Some(mode) = get(istio::INTERCEPTION_MODE_ANNOTATION) {
+        cfg.interception_mode = mode
+            .parse()
+            .map_err(|e| bad(istio::INTERCEPTION_MODE_ANNOTATION, mode, e))?;
+    }
+    if let Some(v) = get(traffic::INCLUDE_OUTBOUND_IP_RANGES) {
+        cfg.include_outbound_ip_ranges =
+            parse_ip_ranges(v).map_err(|e| bad(traffic::INCLUDE_OUTBOUND_IP_RANGES, v, e))?;
+    }
+    if let Some(v) = get(traffic::EXCLUDE_OUTBOUND_IP_RANGES) {
+        cfg.exclude_outbound_ip_ranges =
+            parse_cidrs(v).map_err(|e| bad(traffic::EXCLUDE_OUTBOUND_IP_RANGES, v, e))?;
+    }
+    // istio-cni excludes the status port from outbound capture unless told otherwise.
+    cfg.exclude_outbound_ports = match get(traffic::EXCLUDE_OUTBOUND_PORTS) {
+        Some(v) => parse_ports_or_wildcard(v).map_err(|e| bad(traffic::EXCLUDE_OUTBOUND_PORTS, v, e))?,
+        None if cni => vec![PROXY_STATUS_PORT],
+        None => Vec::new(),
+    };
+    if let Some(v) = get(traffic::INCLUDE_OUTBOUND_PORTS) {
+        cfg.include_outbound_ports =
+            parse_ports_or_wildcard(v).map_err(|e| bad(traffic::INCLUDE_OUTBOUND_PORTS, v, e))?;
+    }
+    if let Some(v) = get(traffic::INCLUDE_INBOUND_PORTS) {
+        cfg.include_inbound_ports =
+            parse_port_selection(v).map_err(|e| bad(traffic::INCLUDE_INBOUND_PORTS, v, e))?;
+    }
+    let mut inbound_excluded = match get(traffic::EXCLUDE_INBOUND_PORTS) {
+        Some(v) => parse_ports_or_wildcard(v).map_err(|e| bad(traffic::EXCLUDE_INBOUND_PORTS, v, e))?,
+        None => vec![PROXY_STATUS_PORT],
+    };
+    // Both the CNI plugin and the injection template always exclude the proxy's own ports.
+    for p in [15020, 15021, 15090] {
+        if !inbound_excluded.contains(&p) {
+            inbound_excluded.push(p);
+        }
+    }
+    cfg.exclude_inbound_ports = inbound_excluded;
+    if let Some(v) = get(traffic::EXCLUDE_INTERFACES) {
+        cfg.exclude_interfaces = split_list(v);
+    }
+    cfg.reroute_virtual_interfaces = match get(traffic::REROUTE_VIRTUAL_INTERFACES) {
+        Some(v) => split_list(v),
+        None => get(traffic::KUBEVIRT_INTERFACES).map(split_list).unwrap_or_default(),
+    };
     Ok(cfg)
 }
 

@@ -171,6 +171,17 @@ impl Workload {
     pub fn host_network(&self) -> bool {
         self.spec.host_network.unwrap_or(false)
     }
+
+    /// A Pod the API server has admitted (it carries a uid, creation time, resource version or
+    /// status, as `kubectl get` output does). Admission is when Istio injects; anything else (a Pod
+    /// manifest, any controller's pod template) has not met the injector yet.
+    pub fn is_admitted_pod(&self) -> bool {
+        self.kind == WorkloadKind::Pod
+            && (self.status.is_some()
+                || self.meta.uid.is_some()
+                || self.meta.creation_timestamp.is_some()
+                || self.meta.resource_version.is_some())
+    }
 }
 
 fn namespace_of(meta: &ObjectMeta) -> String {
@@ -355,9 +366,14 @@ impl Snapshot {
         self.namespaces.insert(name, ns);
     }
 
+    /// Adds a NetworkPolicy, replacing one of the same name in the same namespace.
     pub fn add_network_policy(&mut self, np: NetworkPolicy) {
         let ns = namespace_of(&np.metadata);
-        self.network_policies.entry(ns).or_default().push(np);
+        let list = self.network_policies.entry(ns).or_default();
+        match list.iter_mut().find(|p| p.metadata.name == np.metadata.name) {
+            Some(existing) => *existing = np,
+            None => list.push(np),
+        }
     }
 
     pub fn add_workload(&mut self, w: Workload) {

@@ -208,6 +208,7 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 }
 
 /// Parses Envoy's `ip:port` / `[ipv6]:port` address form (a bare IP is accepted too).
+#[inline(never)]
 pub fn parse_socket_address(text: &str) -> Result<(IpAddr, Option<u16>), AttributeError> {
     let malformed = || AttributeError::Malformed("address", text.to_string());
     if let Some(rest) = text.strip_prefix('[') {

@@ -25,12 +25,14 @@ pub trait ProxyFacts {
     fn request_headers(&self) -> Result<HeaderPairs, HostStatus>;
 }
 
+#[inline(never)]
 fn read(facts: &impl ProxyFacts, path: &[&str]) -> Result<Option<Vec<u8>>, AttributeError> {
     facts
         .property(path)
         .map_err(|status| AttributeError::Host(path.join("."), format!("status {}", status.0)))
 }
 
+#[inline(never)]
 fn read_string(facts: &impl ProxyFacts, path: &[&str], what: &'static str) -> Result<Option<String>, AttributeError> {
     match read(facts, path)? {
         None => Ok(None),
@@ -53,6 +55,7 @@ fn read_int(facts: &impl ProxyFacts, path: &[&str], what: &'static str) -> Resul
     }
 }
 
+#[inline(never)]
 fn read_bool(facts: &impl ProxyFacts, path: &[&str], what: &'static str) -> Result<Option<bool>, AttributeError> {
     match read(facts, path)?.as_deref() {
         None => Ok(None),
@@ -62,6 +65,7 @@ fn read_bool(facts: &impl ProxyFacts, path: &[&str], what: &'static str) -> Resu
     }
 }
 
+#[inline(never)]
 fn read_port(facts: &impl ProxyFacts, path: &[&str], what: &'static str) -> Result<Option<u16>, AttributeError> {
     match read_int(facts, path, what)? {
         None => Ok(None),

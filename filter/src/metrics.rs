@@ -16,14 +16,17 @@ use crate::policy::{PolicyAction, PolicyInfo, Reason, Verdict, WouldBe};
 
 pub const PREFIX: &str = "egress_filter";
 
+#[inline(never)]
 pub fn decision_counter(kind: TrafficKind, verdict: Verdict) -> String {
     format!("{PREFIX}.decision.{}.{}", kind.as_str(), verdict.as_str())
 }
 
+#[inline(never)]
 pub fn reason_counter(code: &str) -> String {
     format!("{PREFIX}.reason.{code}")
 }
 
+#[inline(never)]
 pub fn policy_counter(policy: &str, outcome: &str) -> String {
     format!("{PREFIX}.policy.{policy}.{outcome}")
 }
@@ -37,6 +40,7 @@ pub fn policy_outcome(action: PolicyAction) -> &'static str {
     }
 }
 
+#[inline(never)]
 pub fn dry_run_counter(policy: &str, would_be: WouldBe) -> String {
     format!("{PREFIX}.policy.{policy}.dry_run.{}", would_be.as_str())
 }

@@ -2,6 +2,7 @@
 //! tables into the `.wasm`) and out of the standard sorts (one large copy per element type).
 
 /// `value` in double quotes, with quotes, backslashes and control characters escaped as in JSON.
+#[inline(never)]
 pub fn quote(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('"');

@@ -1,1 +1,184 @@
-fn main() {}
+//! Cost of one request through the host: the no-op filter (the floor: host plus SDK dispatch)
+//! and egress_filter with 1, 1,000 and 100,000 hosts in its configuration, then the ratio of
+//! each to the floor.
+//!
+//! Both modules must be built first:
+//! `cargo build --release --target wasm32-wasip1 -p noop-filter -p egress-filter`
+//! then `cargo bench -p egress-sim --bench host_overhead`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion};
+use egress_sim::{
+    Connection, Host, HostOptions, HttpRequest, PluginConfig, StreamResult, TcpStream, VmConfig,
+    Worker,
+};
+
+const HOST_COUNTS: [usize; 3] = [1, 1_000, 100_000];
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+fn module(name: &str) -> PathBuf {
+    let path = target_dir().join(format!("wasm32-wasip1/release/{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} not found: build it with `cargo build --release --target wasm32-wasip1 -p {}`",
+        path.display(),
+        name.replace('_', "-")
+    );
+    path
+}
+
+/// One ALLOW policy listing `hosts` hosts for mTLS callers of the `ci` namespace, plus a DENY
+/// policy, as a gateway configuration grows.
+fn config(hosts: usize) -> Vec<u8> {
+    let list: Vec<String> = (0..hosts)
+        .map(|i| format!("\"host-{i}.example.com\""))
+        .collect();
+    format!(
+        r#"{{"policies":[
+          {{"name":"deny-metadata","action":"DENY","rules":[{{"to":[{{"operation":{{"hosts":["169.254.169.254"]}}}}]}}]}},
+          {{"name":"allow-listed","action":"ALLOW","rules":[{{
+            "from":[{{"source":{{"namespaces":["ci"]}}}}],
+            "to":[{{"operation":{{"hosts":[{}],"methods":["GET","POST"]}}}}]}}]}}
+        ]}}"#,
+        list.join(",")
+    )
+    .into_bytes()
+}
+
+fn worker(wasm: &Path, configuration: Vec<u8>) -> Worker {
+    let host = Host::from_file(wasm, VmConfig::default(), HostOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let plugins = vec![
+        PluginConfig::http("bench", "bench", configuration.clone()),
+        PluginConfig::network("bench-tcp", "bench-tcp", configuration),
+    ];
+    host.start(plugins, 1)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", e.logs()))
+        .into_workers()
+        .remove(0)
+}
+
+fn request(authority: &str) -> HttpRequest {
+    HttpRequest {
+        connection: Connection {
+            principal: Some("cluster.local/ns/ci/sa/runner".into()),
+            ..Connection::default()
+        },
+        headers: vec![
+            ("user-agent".into(), "curl/8.5.0".into()),
+            ("accept".into(), "*/*".into()),
+        ],
+        ..HttpRequest::get(authority, "/v1/items?page=2")
+    }
+}
+
+fn tcp() -> TcpStream {
+    TcpStream {
+        connection: Connection {
+            sni: Some("host-0.example.com".into()),
+            ..Connection::default()
+        },
+        downstream: vec![vec![0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5]],
+        upstream: Vec::new(),
+    }
+}
+
+fn bench_http(c: &mut Criterion) {
+    let mut group = c.benchmark_group("http_request");
+    let mut noop = worker(&module("noop_filter"), b"{}".to_vec());
+    let allowed = request("host-0.example.com");
+    group.bench_function("noop", |b| b.iter(|| noop.http(&allowed).unwrap()));
+
+    let egress = module("egress_filter");
+    for hosts in HOST_COUNTS {
+        let mut worker = worker(&egress, config(hosts));
+        // The request matches the last listed host: the worst case for a list scan.
+        let allowed = request(&format!("host-{}.example.com", hosts - 1));
+        let denied = request("not-listed.example.org");
+        assert_eq!(
+            worker.http(&allowed).unwrap().result,
+            StreamResult::Continued
+        );
+        assert_eq!(worker.http(&denied).unwrap().status(), Some(403));
+        group.bench_with_input(
+            BenchmarkId::new("egress_filter_allow", hosts),
+            &allowed,
+            |b, r| b.iter(|| worker.http(r).unwrap()),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("egress_filter_deny", hosts),
+            &denied,
+            |b, r| b.iter(|| worker.http(r).unwrap()),
+        );
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("tcp_connection");
+    let connection = tcp();
+    group.bench_function("noop", |b| b.iter(|| noop.tcp(&connection).unwrap()));
+    let mut worker = worker(&egress, config(1_000));
+    group.bench_function("egress_filter/1000", |b| {
+        b.iter(|| worker.tcp(&connection).unwrap())
+    });
+    group.finish();
+}
+
+/// Mean time per iteration criterion measured for a benchmark, in nanoseconds.
+fn mean_nanos(id: &str) -> Option<f64> {
+    let home = std::env::var_os("CRITERION_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("criterion"));
+    let text = std::fs::read_to_string(home.join(id).join("new/estimates.json")).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json["mean"]["point_estimate"].as_f64()
+}
+
+fn print_ratios() {
+    let Some(floor) = mean_nanos("http_request/noop") else {
+        return;
+    };
+    println!(
+        "\nper request, relative to the no-op floor ({:.2} µs):",
+        floor / 1000.0
+    );
+    for kind in ["egress_filter_allow", "egress_filter_deny"] {
+        for hosts in HOST_COUNTS {
+            if let Some(mean) = mean_nanos(&format!("http_request/{kind}/{hosts}")) {
+                println!(
+                    "  {kind:<20} {hosts:>7} hosts: {:>8.2} µs  {:>5.2}x",
+                    mean / 1000.0,
+                    mean / floor
+                );
+            }
+        }
+    }
+    if let (Some(floor), Some(mean)) = (
+        mean_nanos("tcp_connection/noop"),
+        mean_nanos("tcp_connection/egress_filter/1000"),
+    ) {
+        println!(
+            "  tcp connection, 1000 hosts: {:.2} µs vs no-op {:.2} µs: {:.2}x",
+            mean / 1000.0,
+            floor / 1000.0,
+            mean / floor
+        );
+    }
+}
+
+fn main() {
+    let mut criterion = Criterion::default()
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    bench_http(&mut criterion);
+    criterion.final_summary();
+    print_ratios();
+}

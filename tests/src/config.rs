@@ -139,7 +139,10 @@ impl fmt::Debug for HostOptions {
             .field("clusters", &self.clusters)
             .field("random_seed", &self.random_seed)
             .field("local_principal", &self.local_principal)
-            .field("connection_manager_headers", &self.connection_manager_headers)
+            .field(
+                "connection_manager_headers",
+                &self.connection_manager_headers,
+            )
             .field("reload_backoff", &self.reload_backoff)
             .field("foreign_functions", &foreign)
             .finish()

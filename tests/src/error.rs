@@ -48,11 +48,17 @@ pub enum HostError {
     Initialize(String),
 
     #[error("plugin {plugin}: proxy_on_vm_start returned false")]
-    VmStartFailed { plugin: String, logs: Vec<LogRecord> },
+    VmStartFailed {
+        plugin: String,
+        logs: Vec<LogRecord>,
+    },
 
     /// `proxy_on_configure` returned false: Envoy rejects the configuration.
     #[error("plugin {plugin}: the configuration was rejected (proxy_on_configure returned false)")]
-    ConfigRejected { plugin: String, logs: Vec<LogRecord> },
+    ConfigRejected {
+        plugin: String,
+        logs: Vec<LogRecord>,
+    },
 
     #[error("plugin {plugin}: {trap}")]
     StartTrap {

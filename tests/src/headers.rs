@@ -88,7 +88,8 @@ impl HeaderMap {
 
     /// The first value of a header as text (lossy).
     pub fn get_str(&self, key: impl AsRef<[u8]>) -> Option<String> {
-        self.get(key).map(|v| String::from_utf8_lossy(v).into_owned())
+        self.get(key)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     }
 
     /// All values of a header joined with "," (Envoy `getAllOfHeaderAsString`, used by the
@@ -169,7 +170,10 @@ mod tests {
         h.add("b", "2");
         h.add("a", "3");
         h.replace("A", "9");
-        assert_eq!(h.entries(), &[("a".into(), b"9".to_vec()), ("b".into(), b"2".to_vec())]);
+        assert_eq!(
+            h.entries(),
+            &[("a".into(), b"9".to_vec()), ("b".into(), b"2".to_vec())]
+        );
         h.replace("c", "4");
         assert_eq!(h.keys(), vec!["a", "b", "c"]);
     }

@@ -28,15 +28,10 @@ fn compile(bytes: &[u8]) -> Result<Module, HostError> {
     type Cache = Mutex<HashMap<Vec<u8>, Module>>;
     static MODULES: OnceLock<Cache> = OnceLock::new();
     let cache = MODULES.get_or_init(Default::default);
-    if let Some(module) = cache
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(bytes)
-    {
+    if let Some(module) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(bytes) {
         return Ok(module.clone());
     }
-    let module =
-        Module::new(engine(), bytes).map_err(|e| HostError::Compile(format!("{e:#}")))?;
+    let module = Module::new(engine(), bytes).map_err(|e| HostError::Compile(format!("{e:#}")))?;
     cache
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -94,7 +89,11 @@ pub struct CanaryReport {
 
 impl Host {
     /// Loads a module from a file. A missing file says how to build it.
-    pub fn from_file(path: &Path, vm_config: VmConfig, options: HostOptions) -> Result<Host, HostError> {
+    pub fn from_file(
+        path: &Path,
+        vm_config: VmConfig,
+        options: HostOptions,
+    ) -> Result<Host, HostError> {
         let bytes = std::fs::read(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 HostError::WasmNotFound {
@@ -117,8 +116,8 @@ impl Host {
         let module = compile(wasm)?;
         check_abi_version(&module)?;
         let mut linker = Linker::new(engine());
-        let defined = crate::hostcalls::link(&mut linker)
-            .map_err(|e| HostError::Link(format!("{e:#}")))?;
+        let defined =
+            crate::hostcalls::link(&mut linker).map_err(|e| HostError::Link(format!("{e:#}")))?;
         check_imports(&module, &defined)?;
         let pre = linker
             .instantiate_pre(&module)
@@ -167,7 +166,11 @@ impl Host {
 
     /// Starts like Envoy: a canary per plugin, then `workers` VMs, each with every plugin
     /// started and configured.
-    pub fn start(&self, plugins: Vec<PluginConfig>, workers: usize) -> Result<Deployment, HostError> {
+    pub fn start(
+        &self,
+        plugins: Vec<PluginConfig>,
+        workers: usize,
+    ) -> Result<Deployment, HostError> {
         if workers == 0 {
             return Err(HostError::NoWorkers);
         }

@@ -14,14 +14,11 @@ use std::collections::HashSet;
 
 use wasmtime::{Caller, Linker};
 
-use crate::abi::{
-    errno, BufferType, LogLevel, MapType, MetricType, Status, StreamType,
-};
+use crate::abi::{errno, BufferType, LogLevel, MapType, MetricType, Status, StreamType};
 use crate::headers::HeaderMap;
 use crate::properties;
 use crate::state::{
-    LocalReplyRequest, PendingGrpcCall, PendingHttpCall, StreamProtocol, Timer,
-    VmState,
+    LocalReplyRequest, PendingGrpcCall, PendingHttpCall, StreamProtocol, Timer, VmState,
 };
 use crate::worker::{GrpcCallout, HttpCallout};
 
@@ -110,7 +107,12 @@ fn allocate(caller: &mut Ctx<'_>, size: usize) -> wasmtime::Result<Option<u32>> 
 
 /// proxy-wasm-cpp-host `copyToPointerSize`: hands `bytes` to the module in newly allocated
 /// memory and writes the pointer and size. Returns false on a memory error.
-fn copy_out(caller: &mut Ctx<'_>, bytes: &[u8], ptr_ptr: i32, size_ptr: i32) -> wasmtime::Result<bool> {
+fn copy_out(
+    caller: &mut Ctx<'_>,
+    bytes: &[u8],
+    ptr_ptr: i32,
+    size_ptr: i32,
+) -> wasmtime::Result<bool> {
     let mut pointer = 0u32;
     if !bytes.is_empty() {
         let Some(p) = allocate(caller, bytes.len())? else {
@@ -203,7 +205,9 @@ fn buffer_view(state: &VmState, buffer: BufferType) -> Option<&[u8]> {
                 &tcp.upstream
             })
         }
-        BufferType::HttpCallResponseBody => root?.http_call_response.as_ref().map(|r| r.body.as_slice()),
+        BufferType::HttpCallResponseBody => {
+            root?.http_call_response.as_ref().map(|r| r.body.as_slice())
+        }
         BufferType::GrpcReceiveBuffer => Some(root.map_or(&[][..], |r| &r.grpc_message)),
     }
 }
@@ -250,7 +254,12 @@ fn proxy_get_buffer_bytes(
     ok()
 }
 
-fn proxy_get_buffer_status(mut caller: Ctx<'_>, buffer: i32, size_ptr: i32, flags_ptr: i32) -> HostResult {
+fn proxy_get_buffer_status(
+    mut caller: Ctx<'_>,
+    buffer: i32,
+    size_ptr: i32,
+    flags_ptr: i32,
+) -> HostResult {
     let Some(buffer) = BufferType::from_raw(buffer as u32) else {
         return status(Status::BadArgument);
     };
@@ -336,9 +345,7 @@ fn map_view(state: &VmState, map: MapType) -> Option<&HeaderMap> {
         MapType::GrpcReceiveInitialMetadata => root?.grpc_initial_metadata.as_ref(),
         MapType::GrpcReceiveTrailingMetadata => root?.grpc_trailing_metadata.as_ref(),
         MapType::HttpCallResponseHeaders => root?.http_call_response.as_ref().map(|r| &r.headers),
-        MapType::HttpCallResponseTrailers => {
-            root?.http_call_response.as_ref().map(|r| &r.trailers)
-        }
+        MapType::HttpCallResponseTrailers => root?.http_call_response.as_ref().map(|r| &r.trailers),
     }
 }
 
@@ -411,7 +418,12 @@ fn proxy_get_header_map_value(
     ok()
 }
 
-fn proxy_get_header_map_pairs(mut caller: Ctx<'_>, map: i32, ptr_ptr: i32, size_ptr: i32) -> HostResult {
+fn proxy_get_header_map_pairs(
+    mut caller: Ctx<'_>,
+    map: i32,
+    ptr_ptr: i32,
+    size_ptr: i32,
+) -> HostResult {
     let Some(map) = map_type(map) else {
         return status(Status::BadArgument);
     };
@@ -495,9 +507,14 @@ fn proxy_add_header_map_value(
     value_ptr: i32,
     value_size: i32,
 ) -> HostResult {
-    edit_header_map(caller, map, key_ptr, key_size, Some((value_ptr, value_size)), |h, k, v| {
-        h.add(k, v)
-    })
+    edit_header_map(
+        caller,
+        map,
+        key_ptr,
+        key_size,
+        Some((value_ptr, value_size)),
+        |h, k, v| h.add(k, v),
+    )
 }
 
 fn proxy_replace_header_map_value(
@@ -508,12 +525,22 @@ fn proxy_replace_header_map_value(
     value_ptr: i32,
     value_size: i32,
 ) -> HostResult {
-    edit_header_map(caller, map, key_ptr, key_size, Some((value_ptr, value_size)), |h, k, v| {
-        h.replace(k, v)
-    })
+    edit_header_map(
+        caller,
+        map,
+        key_ptr,
+        key_size,
+        Some((value_ptr, value_size)),
+        |h, k, v| h.replace(k, v),
+    )
 }
 
-fn proxy_remove_header_map_value(caller: Ctx<'_>, map: i32, key_ptr: i32, key_size: i32) -> HostResult {
+fn proxy_remove_header_map_value(
+    caller: Ctx<'_>,
+    map: i32,
+    key_ptr: i32,
+    key_size: i32,
+) -> HostResult {
     edit_header_map(caller, map, key_ptr, key_size, None, |h, k, _| h.remove(k))
 }
 
@@ -553,10 +580,17 @@ fn proxy_set_property(
     value_ptr: i32,
     value_size: i32,
 ) -> HostResult {
-    let (Some(path), Some(value)) = (read(&caller, path_ptr, path_size), read(&caller, value_ptr, value_size)) else {
+    let (Some(path), Some(value)) = (
+        read(&caller, path_ptr, path_size),
+        read(&caller, value_ptr, value_size),
+    ) else {
         return status(Status::InvalidMemoryAccess);
     };
-    from_result(properties::set(caller.data_mut().active_mut(), &path, &value))
+    from_result(properties::set(
+        caller.data_mut().active_mut(),
+        &path,
+        &value,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -605,7 +639,8 @@ fn proxy_close_stream(mut caller: Ctx<'_>, stream: i32) -> HostResult {
     if applies && s.requests.close.is_none() {
         s.requests.close = Some(stream);
         if let StreamProtocol::Http(h) = &mut s.protocol {
-            h.response_details.get_or_insert_with(|| "wasm_close_stream".to_string());
+            h.response_details
+                .get_or_insert_with(|| "wasm_close_stream".to_string());
         }
     }
     ok()
@@ -678,7 +713,12 @@ fn proxy_done(mut caller: Ctx<'_>) -> HostResult {
     }
 }
 
-fn proxy_get_status(mut caller: Ctx<'_>, code_ptr: i32, msg_ptr_ptr: i32, msg_size_ptr: i32) -> HostResult {
+fn proxy_get_status(
+    mut caller: Ctx<'_>,
+    code_ptr: i32,
+    msg_ptr_ptr: i32,
+    msg_size_ptr: i32,
+) -> HostResult {
     let state = caller.data();
     let (code, message) = state
         .contexts
@@ -715,7 +755,9 @@ fn proxy_get_shared_data(
         Ok(found) => found,
         Err(s) => return status(s),
     };
-    if !copy_out(&mut caller, &value, value_ptr_ptr, value_size_ptr)? || !write_u32(&mut caller, cas_ptr, cas) {
+    if !copy_out(&mut caller, &value, value_ptr_ptr, value_size_ptr)?
+        || !write_u32(&mut caller, cas_ptr, cas)
+    {
         return status(Status::InvalidMemoryAccess);
     }
     ok()
@@ -729,14 +771,27 @@ fn proxy_set_shared_data(
     value_size: i32,
     cas: i32,
 ) -> HostResult {
-    let (Some(key), Some(value)) = (read(&caller, key_ptr, key_size), read(&caller, value_ptr, value_size)) else {
+    let (Some(key), Some(value)) = (
+        read(&caller, key_ptr, key_size),
+        read(&caller, value_ptr, value_size),
+    ) else {
         return status(Status::InvalidMemoryAccess);
     };
     let state = caller.data();
-    from_result(state.shared.data.set(&state.vm_config.vm_id, &key, &value, cas as u32))
+    from_result(
+        state
+            .shared
+            .data
+            .set(&state.vm_config.vm_id, &key, &value, cas as u32),
+    )
 }
 
-fn proxy_register_shared_queue(mut caller: Ctx<'_>, name_ptr: i32, name_size: i32, token_ptr: i32) -> HostResult {
+fn proxy_register_shared_queue(
+    mut caller: Ctx<'_>,
+    name_ptr: i32,
+    name_size: i32,
+    token_ptr: i32,
+) -> HostResult {
     let Some(name) = read(&caller, name_ptr, name_size) else {
         return status(Status::InvalidMemoryAccess);
     };
@@ -746,7 +801,10 @@ fn proxy_register_shared_queue(mut caller: Ctx<'_>, name_ptr: i32, name_size: i3
         vm_instance: state.vm_instance,
         root_context_id: state.active_root_id(),
     };
-    let token = state.shared.queues.register(&state.vm_config.vm_id, &name, owner);
+    let token = state
+        .shared
+        .queues
+        .register(&state.vm_config.vm_id, &name, owner);
     if !write_u32(&mut caller, token_ptr, token) {
         return status(Status::InvalidMemoryAccess);
     }
@@ -761,7 +819,10 @@ fn proxy_resolve_shared_queue(
     name_size: i32,
     token_ptr: i32,
 ) -> HostResult {
-    let (Some(vm_id), Some(name)) = (read(&caller, vm_id_ptr, vm_id_size), read(&caller, name_ptr, name_size)) else {
+    let (Some(vm_id), Some(name)) = (
+        read(&caller, vm_id_ptr, vm_id_size),
+        read(&caller, name_ptr, name_size),
+    ) else {
         return status(Status::InvalidMemoryAccess);
     };
     let Some(token) = caller.data().shared.queues.resolve(&lossy(&vm_id), &name) else {
@@ -773,14 +834,24 @@ fn proxy_resolve_shared_queue(
     ok()
 }
 
-fn proxy_enqueue_shared_queue(caller: Ctx<'_>, token: i32, value_ptr: i32, value_size: i32) -> HostResult {
+fn proxy_enqueue_shared_queue(
+    caller: Ctx<'_>,
+    token: i32,
+    value_ptr: i32,
+    value_size: i32,
+) -> HostResult {
     let Some(value) = read(&caller, value_ptr, value_size) else {
         return status(Status::InvalidMemoryAccess);
     };
     from_result(caller.data().shared.queues.enqueue(token as u32, &value))
 }
 
-fn proxy_dequeue_shared_queue(mut caller: Ctx<'_>, token: i32, ptr_ptr: i32, size_ptr: i32) -> HostResult {
+fn proxy_dequeue_shared_queue(
+    mut caller: Ctx<'_>,
+    token: i32,
+    ptr_ptr: i32,
+    size_ptr: i32,
+) -> HostResult {
     let value = match caller.data().shared.queues.dequeue(token as u32) {
         Ok(v) => v,
         Err(s) => return status(s),
@@ -800,7 +871,13 @@ fn metric_kind_of_id(id: u32) -> Option<MetricType> {
     MetricType::from_raw(id & 0x3)
 }
 
-fn proxy_define_metric(mut caller: Ctx<'_>, kind: i32, name_ptr: i32, name_size: i32, id_ptr: i32) -> HostResult {
+fn proxy_define_metric(
+    mut caller: Ctx<'_>,
+    kind: i32,
+    name_ptr: i32,
+    name_size: i32,
+    id_ptr: i32,
+) -> HostResult {
     let Some(name) = read(&caller, name_ptr, name_size) else {
         return status(Status::InvalidMemoryAccess);
     };
@@ -1054,7 +1131,13 @@ fn proxy_grpc_stream(
     )
 }
 
-fn proxy_grpc_send(mut caller: Ctx<'_>, token: i32, message_ptr: i32, message_size: i32, end_stream: i32) -> HostResult {
+fn proxy_grpc_send(
+    mut caller: Ctx<'_>,
+    token: i32,
+    message_ptr: i32,
+    message_size: i32,
+    end_stream: i32,
+) -> HostResult {
     let Some(message) = read(&caller, message_ptr, message_size) else {
         return status(Status::InvalidMemoryAccess);
     };
@@ -1141,7 +1224,13 @@ fn proxy_call_foreign_function(
 // ---------------------------------------------------------------------------------------------
 
 /// stdout logs at info, stderr at error; a trailing newline is dropped (cpp-host `writevImpl`).
-fn wasi_fd_write(mut caller: Ctx<'_>, fd: i32, iovs: i32, iovs_len: i32, nwritten_ptr: i32) -> HostResult {
+fn wasi_fd_write(
+    mut caller: Ctx<'_>,
+    fd: i32,
+    iovs: i32,
+    iovs_len: i32,
+    nwritten_ptr: i32,
+) -> HostResult {
     let level = match fd {
         1 => LogLevel::Info,
         2 => LogLevel::Error,
@@ -1244,7 +1333,9 @@ fn environment(state: &VmState) -> Vec<Vec<u8>> {
 fn wasi_environ_sizes_get(mut caller: Ctx<'_>, count_ptr: i32, size_ptr: i32) -> HostResult {
     let env = environment(caller.data());
     let size: usize = env.iter().map(Vec::len).sum();
-    if !write_u32(&mut caller, count_ptr, env.len() as u32) || !write_u32(&mut caller, size_ptr, size as u32) {
+    if !write_u32(&mut caller, count_ptr, env.len() as u32)
+        || !write_u32(&mut caller, size_ptr, size as u32)
+    {
         return Ok(errno::FAULT);
     }
     Ok(errno::SUCCESS)
@@ -1274,7 +1365,12 @@ fn wasi_args_get(_caller: Ctx<'_>, _argv: i32, _buf: i32) -> HostResult {
     Ok(errno::SUCCESS)
 }
 
-fn wasi_clock_time_get(mut caller: Ctx<'_>, clock_id: i32, _precision: i64, time_ptr: i32) -> HostResult {
+fn wasi_clock_time_get(
+    mut caller: Ctx<'_>,
+    clock_id: i32,
+    _precision: i64,
+    time_ptr: i32,
+) -> HostResult {
     let clock = &caller.data().clock;
     let now = match clock_id {
         0 => clock.realtime_nanos(),

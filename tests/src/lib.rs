@@ -16,8 +16,8 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod headers;
-mod hostcalls;
 mod host;
+mod hostcalls;
 pub mod pairs;
 pub mod properties;
 pub mod replay;
@@ -38,6 +38,4 @@ pub use stream::{
     StreamResult, TcpStream,
 };
 pub use vm::Trap;
-pub use worker::{
-    CalloutResponse, GrpcCallout, GrpcResponse, HttpCallout, StreamHandle, Worker,
-};
+pub use worker::{CalloutResponse, GrpcCallout, GrpcResponse, HttpCallout, StreamHandle, Worker};

@@ -148,7 +148,11 @@ fn check_config(args: &ModuleArgs) -> ExitCode {
     for plugin in &plugins {
         match host.canary(plugin) {
             Ok(_) => {}
-            Err(error @ (HostError::ConfigRejected { .. } | HostError::VmStartFailed { .. } | HostError::StartTrap { .. })) => {
+            Err(
+                error @ (HostError::ConfigRejected { .. }
+                | HostError::VmStartFailed { .. }
+                | HostError::StartTrap { .. }),
+            ) => {
                 let reason = rejection_reason(error.logs());
                 if reason.is_empty() {
                     println!("{error}");
@@ -181,7 +185,9 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     };
     let text = read_requests(&args.requests)?;
     let items = replay::parse_requests(&text).map_err(|e| match e {
-        ReplayError::Input { .. } => anyhow::Error::new(e).context(format!("reading {}", args.requests)),
+        ReplayError::Input { .. } => {
+            anyhow::Error::new(e).context(format!("reading {}", args.requests))
+        }
         other => anyhow::Error::new(other),
     })?;
     let mut deployment = host
@@ -190,13 +196,18 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     let results = replay::run(&mut deployment, &items)?;
 
     let mut stdout = std::io::stdout().lock();
-    if args.summary {
-        write!(stdout, "{}", replay::summary(&items, &results))?;
+    let written = if args.summary {
+        write!(stdout, "{}", replay::summary(&items, &results))
     } else {
-        for result in &results {
+        results.iter().try_for_each(|result| {
             serde_json::to_writer(&mut stdout, result)?;
-            writeln!(stdout)?;
-        }
+            writeln!(stdout)
+        })
+    };
+    match written {
+        // A reader that stops early (e.g. `| head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+        other => other?,
     }
     if args.verbose {
         let mut stderr = std::io::stderr().lock();
@@ -267,7 +278,8 @@ fn plugins(args: &ModuleArgs, policy: FailurePolicy) -> anyhow::Result<Vec<Plugi
     let http_root = args.root_id.clone();
     let tcp_root = format!("{}-tcp", args.root_id);
     Ok(vec![
-        PluginConfig::http(&http_root, &http_root, configuration.clone()).with_failure_policy(policy),
+        PluginConfig::http(&http_root, &http_root, configuration.clone())
+            .with_failure_policy(policy),
         PluginConfig::network(&tcp_root, &tcp_root, configuration).with_failure_policy(policy),
     ])
 }

@@ -68,10 +68,13 @@ mod tests {
     fn spec_example_round_trips() {
         // The spec's example map {"a": "1", "b": "22"}.
         let bytes = encode(&[("a", "1"), ("b", "22")]);
-        assert_eq!(decode(&bytes).unwrap(), vec![
-            (b"a".to_vec(), b"1".to_vec()),
-            (b"b".to_vec(), b"22".to_vec())
-        ]);
+        assert_eq!(
+            decode(&bytes).unwrap(),
+            vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"b".to_vec(), b"22".to_vec())
+            ]
+        );
     }
 
     #[test]

@@ -182,7 +182,9 @@ fn request_field(
         b"time" => {
             return leaf(
                 rest,
-                PropertyValue::Timestamp(i64::try_from(stream.start_unix_nanos).unwrap_or(i64::MAX)),
+                PropertyValue::Timestamp(
+                    i64::try_from(stream.start_unix_nanos).unwrap_or(i64::MAX),
+                ),
             )
         }
         b"protocol" => {
@@ -264,7 +266,12 @@ fn header_map_property(headers: &HeaderMap, rest: &[&[u8]]) -> Result<Vec<u8>, S
             let pairs: Vec<(Vec<u8>, Vec<u8>)> = headers
                 .keys()
                 .into_iter()
-                .map(|k| (k.as_bytes().to_vec(), headers.get_joined(k).unwrap_or_default()))
+                .map(|k| {
+                    (
+                        k.as_bytes().to_vec(),
+                        headers.get_joined(k).unwrap_or_default(),
+                    )
+                })
                 .collect();
             Ok(PropertyValue::Map(pairs).encode())
         }
@@ -338,7 +345,10 @@ mod tests {
 
     #[test]
     fn scalar_encodings() {
-        assert_eq!(PropertyValue::Int(443).encode(), vec![0xbb, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            PropertyValue::Int(443).encode(),
+            vec![0xbb, 1, 0, 0, 0, 0, 0, 0]
+        );
         assert_eq!(PropertyValue::Bool(true).encode(), vec![1]);
         assert_eq!(PropertyValue::Bool(false).encode(), vec![0]);
         assert_eq!(PropertyValue::string("ab").encode(), b"ab".to_vec());

@@ -233,7 +233,9 @@ fn connection(
             source.port.unwrap_or(50000),
         ),
         destination: SocketAddr::new(
-            destination.ip.unwrap_or(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))),
+            destination
+                .ip
+                .unwrap_or(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))),
             destination.port.unwrap_or(default_port),
         ),
         principal: source.principal,
@@ -257,7 +259,11 @@ fn http_request(
             PROTOCOLS.join(", ")
         ));
     }
-    let default_port = if sni.is_some() || scheme == "https" { 443 } else { 80 };
+    let default_port = if sni.is_some() || scheme == "https" {
+        443
+    } else {
+        80
+    };
     let body = http
         .body_base64
         .map(|b| decode_base64("http.body_base64", &b))
@@ -385,6 +391,9 @@ pub struct ReplayResult {
     pub status: Option<u32>,
     /// Headers of the local reply (repeated headers joined with ",").
     pub headers: BTreeMap<String, String>,
+    /// Body of the local reply (lossy UTF-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
     pub logs: Vec<LogLine>,
     /// Envoy's response code details, when a reply or reset happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -418,6 +427,7 @@ pub fn to_result(id: &str, outcome: &StreamOutcome) -> ReplayResult {
         decision: Decision::Allow,
         status: None,
         headers: BTreeMap::new(),
+        body: None,
         logs,
         details: None,
         error: None,
@@ -443,6 +453,7 @@ pub fn to_result(id: &str, outcome: &StreamOutcome) -> ReplayResult {
                     .or_insert_with(|| v.clone());
             }
             result.details = (!reply.details.is_empty()).then(|| reply.details.clone());
+            result.body = Some(String::from_utf8_lossy(&reply.body).into_owned());
         }
         StreamResult::Reset => {
             result.decision = Decision::Deny;
@@ -450,7 +461,11 @@ pub fn to_result(id: &str, outcome: &StreamOutcome) -> ReplayResult {
         }
         StreamResult::Closed => {
             let ratelimited = decision_log(&result.logs)
-                .and_then(|d| d.get("decision").and_then(|v| v.as_str()).map(|s| s == "ratelimited"))
+                .and_then(|d| {
+                    d.get("decision")
+                        .and_then(|v| v.as_str())
+                        .map(|s| s == "ratelimited")
+                })
                 .unwrap_or(false);
             result.decision = if ratelimited {
                 Decision::Ratelimited
@@ -482,7 +497,10 @@ pub fn to_result(id: &str, outcome: &StreamOutcome) -> ReplayResult {
 }
 
 /// Runs the requests in order, each on its worker, and reports each.
-pub fn run(deployment: &mut Deployment, items: &[ReplayItem]) -> Result<Vec<ReplayResult>, ReplayError> {
+pub fn run(
+    deployment: &mut Deployment,
+    items: &[ReplayItem],
+) -> Result<Vec<ReplayResult>, ReplayError> {
     let mut results = Vec::with_capacity(items.len());
     for (n, item) in items.iter().enumerate() {
         if let Some(at) = item.at {
@@ -546,7 +564,11 @@ pub fn summary(items: &[ReplayItem], results: &[ReplayResult]) -> String {
             result.decision.to_string(),
             result.status.map_or_else(|| "-".into(), |s| s.to_string()),
             field("policy").unwrap_or_else(|| "-".into()),
-            if reason.is_empty() { "-".into() } else { reason },
+            if reason.is_empty() {
+                "-".into()
+            } else {
+                reason
+            },
         ]);
     }
     let widths: Vec<usize> = (0..5)
@@ -587,11 +609,14 @@ mod tests {
         };
         assert_eq!(req.scheme.as_deref(), Some("https"));
         assert_eq!(req.connection.destination.port(), 443);
-        assert_eq!(req.headers, vec![
-            ("b".to_string(), "1".to_string()),
-            ("a".to_string(), "2".to_string()),
-            ("a".to_string(), "3".to_string())
-        ]);
+        assert_eq!(
+            req.headers,
+            vec![
+                ("b".to_string(), "1".to_string()),
+                ("a".to_string(), "2".to_string()),
+                ("a".to_string(), "3".to_string())
+            ]
+        );
     }
 
     #[test]
@@ -602,7 +627,8 @@ mod tests {
         assert!(text.contains("htp"), "{text}");
         let err = parse_requests(r#"{"id":"a","tcp":{"data_base64":"!!"}}"#).unwrap_err();
         assert!(err.to_string().contains("tcp.data_base64"), "{err}");
-        let err = parse_requests("{\"id\":\"a\",\"at_ms\":5}\n{\"id\":\"b\",\"at_ms\":4}").unwrap_err();
+        let err =
+            parse_requests("{\"id\":\"a\",\"at_ms\":5}\n{\"id\":\"b\",\"at_ms\":4}").unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
         let err = parse_requests(r#"{"id":"a","http":{"protocol":"HTTP/9"}}"#).unwrap_err();
         assert!(err.to_string().contains("http.protocol"), "{err}");

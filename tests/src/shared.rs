@@ -10,7 +10,9 @@ use crate::abi::{MetricType, Status};
 /// Locks a mutex, taking the data even if another thread panicked while holding it: the maps
 /// stay consistent because every update is a single insert or remove.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// All process-wide state.
@@ -364,7 +366,11 @@ impl Metrics {
                 }
             })
             .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.kind.as_str().cmp(b.kind.as_str())));
+        out.sort_by(|a, b| {
+            a.name
+                .cmp(&b.name)
+                .then(a.kind.as_str().cmp(b.kind.as_str()))
+        });
         out
     }
 }
@@ -381,7 +387,10 @@ mod tests {
         data.set("vm", b"k", b"1", 77).unwrap();
         let (v, cas) = data.get("vm", b"k").unwrap();
         assert_eq!((v.as_slice(), cas), (&b"1"[..], 1));
-        assert_eq!(data.set("vm", b"k", b"2", cas + 1), Err(Status::CasMismatch));
+        assert_eq!(
+            data.set("vm", b"k", b"2", cas + 1),
+            Err(Status::CasMismatch)
+        );
         data.set("vm", b"k", b"2", cas).unwrap();
         assert_eq!(data.get("vm", b"k").unwrap().1, 2);
         // cas 0 overwrites unconditionally

@@ -110,7 +110,11 @@ impl Vm {
             on_response_headers: typed(s, i, "proxy_on_response_headers")?,
             on_response_body: typed(s, i, "proxy_on_response_body")?,
             on_http_call_response: typed(s, i, "proxy_on_http_call_response")?,
-            on_grpc_receive_initial_metadata: typed(s, i, "proxy_on_grpc_receive_initial_metadata")?,
+            on_grpc_receive_initial_metadata: typed(
+                s,
+                i,
+                "proxy_on_grpc_receive_initial_metadata",
+            )?,
             on_grpc_receive: typed(s, i, "proxy_on_grpc_receive")?,
             on_grpc_receive_trailing_metadata: typed(
                 s,
@@ -186,7 +190,12 @@ impl Vm {
     }
 
     /// Creates a context id and registers the context (no module call yet).
-    pub fn new_context(&mut self, root_id: Option<u32>, plugin: Arc<PluginConfig>, kind: ContextKind) -> u32 {
+    pub fn new_context(
+        &mut self,
+        root_id: Option<u32>,
+        plugin: Arc<PluginConfig>,
+        kind: ContextKind,
+    ) -> u32 {
         let state = self.store.data_mut();
         let id = state.next_context_id;
         state.next_context_id += 1;
@@ -204,7 +213,12 @@ impl Vm {
     /// `proxy_on_context_create`.
     pub fn context_create(&mut self, id: u32, parent: u32) -> Result<(), Trap> {
         match self.cb.on_context_create.clone() {
-            Some(f) => self.call(id, "proxy_on_context_create", &f, (id as i32, parent as i32)),
+            Some(f) => self.call(
+                id,
+                "proxy_on_context_create",
+                &f,
+                (id as i32, parent as i32),
+            ),
             None => Ok(()),
         }
     }

@@ -276,7 +276,13 @@ impl Worker {
             downstream: Vec::new(),
             upstream: Vec::new(),
         });
-        let handle = self.open(plugin, StreamKind::Tcp, &connection.connection, state, driver);
+        let handle = self.open(
+            plugin,
+            StreamKind::Tcp,
+            &connection.connection,
+            state,
+            driver,
+        );
         self.advance(handle.0);
         Ok(handle)
     }
@@ -350,16 +356,22 @@ impl Worker {
                 }
             }
         }
-        let ready = self.host.shared.queues.take_ready(self.vm.state().vm_instance);
+        let ready = self
+            .host
+            .shared
+            .queues
+            .take_ready(self.vm.state().vm_instance);
         for (root, token) in ready {
             if !self.vm.state().contexts.contains_key(&root) {
                 continue;
             }
             if let Some(f) = self.vm.cb.on_queue_ready.clone() {
-                if let Err(trap) =
-                    self.vm
-                        .call(root, "proxy_on_queue_ready", &f, (root as i32, token as i32))
-                {
+                if let Err(trap) = self.vm.call(
+                    root,
+                    "proxy_on_queue_ready",
+                    &f,
+                    (root as i32, token as i32),
+                ) {
                     self.fail_vm(trap);
                     return;
                 }
@@ -445,7 +457,11 @@ impl Worker {
     }
 
     /// Answers a gRPC callout: initial metadata, messages, trailing metadata, then close.
-    pub fn respond_grpc_callout(&mut self, token: u32, response: GrpcResponse) -> Result<(), HostError> {
+    pub fn respond_grpc_callout(
+        &mut self,
+        token: u32,
+        response: GrpcResponse,
+    ) -> Result<(), HostError> {
         self.check_alive()?;
         let pending = self
             .vm
@@ -474,7 +490,12 @@ impl Worker {
             }
             if let Some(f) = self.vm.cb.on_grpc_receive_initial_metadata.clone() {
                 let n = response.initial_metadata.len() as i32;
-                self.vm.call(root, "proxy_on_grpc_receive_initial_metadata", &f, (id, tok, n))?;
+                self.vm.call(
+                    root,
+                    "proxy_on_grpc_receive_initial_metadata",
+                    &f,
+                    (id, tok, n),
+                )?;
             }
             if let Some(r) = self.root_state(root) {
                 r.grpc_initial_metadata = None;
@@ -486,7 +507,8 @@ impl Worker {
                 r.grpc_message = message;
             }
             if let Some(f) = self.vm.cb.on_grpc_receive.clone() {
-                self.vm.call(root, "proxy_on_grpc_receive", &f, (id, tok, len))?;
+                self.vm
+                    .call(root, "proxy_on_grpc_receive", &f, (id, tok, len))?;
             }
         }
         if let Some(r) = self.root_state(root) {
@@ -498,7 +520,12 @@ impl Worker {
             }
             if let Some(f) = self.vm.cb.on_grpc_receive_trailing_metadata.clone() {
                 let n = response.trailing_metadata.len() as i32;
-                self.vm.call(root, "proxy_on_grpc_receive_trailing_metadata", &f, (id, tok, n))?;
+                self.vm.call(
+                    root,
+                    "proxy_on_grpc_receive_trailing_metadata",
+                    &f,
+                    (id, tok, n),
+                )?;
             }
             if let Some(r) = self.root_state(root) {
                 r.grpc_trailing_metadata = None;
@@ -509,8 +536,12 @@ impl Worker {
                 r.status = (response.status, response.status_message.into_bytes());
             }
             if let Some(f) = self.vm.cb.on_grpc_close.clone() {
-                self.vm
-                    .call(root, "proxy_on_grpc_close", &f, (id, tok, response.status as i32))?;
+                self.vm.call(
+                    root,
+                    "proxy_on_grpc_close",
+                    &f,
+                    (id, tok, response.status as i32),
+                )?;
             }
         }
         Ok(())
@@ -730,7 +761,10 @@ impl Worker {
                 s.next_context_id - 1
             }
         };
-        let result = self.failure.as_ref().map(|f| failure_result(policy, &f.error));
+        let result = self
+            .failure
+            .as_ref()
+            .map(|f| failure_result(policy, &f.error));
         let mut driver = driver;
         if result.is_some() {
             match &mut driver {
@@ -766,7 +800,8 @@ impl Worker {
             return;
         }
         self.last_reload_nanos = Some(self.host.clock.monotonic_nanos());
-        let configs: Vec<Arc<PluginConfig>> = self.plugins.iter().map(|p| p.config.clone()).collect();
+        let configs: Vec<Arc<PluginConfig>> =
+            self.plugins.iter().map(|p| p.config.clone()).collect();
         match build_vm(&self.host, &configs) {
             Ok((vm, roots)) => {
                 let old = std::mem::replace(&mut self.vm, vm);
@@ -916,7 +951,12 @@ impl Worker {
         match f {
             Some(f) => self
                 .vm
-                .call(id, name, &f, (id as i32, size as i32, i32::from(end_of_stream)))
+                .call(
+                    id,
+                    name,
+                    &f,
+                    (id as i32, size as i32, i32::from(end_of_stream)),
+                )
                 .map(|r| Action::from_raw(r as u32)),
             None => Ok(Action::Continue),
         }
@@ -1042,7 +1082,9 @@ impl Worker {
                 if let Some(h) = self.http_state(id) {
                     h.access_log_phase = false;
                 }
-                let result = result.and_then(|()| self.vm.done(id)).and_then(|_| self.vm.delete_context(id));
+                let result = result
+                    .and_then(|()| self.vm.done(id))
+                    .and_then(|_| self.vm.delete_context(id));
                 if let Err(trap) = result {
                     self.fail_stream(id, trap);
                 }
@@ -1305,7 +1347,11 @@ impl Worker {
             }
             TcpStep::Close => {
                 let closed = self.tcp_driver(id).closed;
-                let peer = if closed { PeerType::Local } else { PeerType::Remote };
+                let peer = if closed {
+                    PeerType::Local
+                } else {
+                    PeerType::Remote
+                };
                 let result = match self.vm.cb.on_downstream_connection_close.clone() {
                     Some(f) => self.vm.call(
                         id,
@@ -1370,7 +1416,9 @@ fn failure_result(policy: FailurePolicy, error: &str) -> StreamResult {
     let error = error.to_string();
     match policy {
         FailurePolicy::FailOpen => StreamResult::FailedOpen { error },
-        FailurePolicy::FailClose | FailurePolicy::FailReload => StreamResult::FailedClosed { error },
+        FailurePolicy::FailClose | FailurePolicy::FailReload => {
+            StreamResult::FailedClosed { error }
+        }
     }
 }
 

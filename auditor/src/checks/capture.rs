@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::rules::CAPTURE_EXCLUSION;
 use super::workload_finding;
-use crate::capture::{CaptureConfig, CaptureSource, Cidr, Narrowing};
+use crate::capture::{CaptureConfig, CaptureError, CaptureSource, Cidr, Narrowing};
 use crate::finding::{Finding, Severity};
 use crate::snapshot::Workload;
 
@@ -122,14 +122,21 @@ fn range_severity(c: &Cidr) -> Severity {
     }
 }
 
+/// Comma-joined, each value once (two CIDRs can mask to the same network).
 fn join<T: ToString>(items: &[T]) -> String {
-    items.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    let mut seen = Vec::new();
+    for s in items.iter().map(ToString::to_string) {
+        if !seen.contains(&s) {
+            seen.push(s);
+        }
+    }
+    seen.join(",")
 }
 
 fn source_description(cfg: &CaptureConfig) -> (Option<String>, String) {
     match &cfg.source {
         CaptureSource::InitContainer { container } => {
-            (Some(container.clone()), format!("{container} args"))
+            (Some(container.clone()), format!("{container} (istio-iptables args and environment)"))
         }
         CaptureSource::CniAnnotations => (None, "traffic.sidecar.istio.io annotations (istio-cni)".to_string()),
         CaptureSource::InterceptionDisabled => (
@@ -137,20 +144,44 @@ fn source_description(cfg: &CaptureConfig) -> (Option<String>, String) {
             "annotation sidecar.istio.io/interceptionMode: NONE".to_string(),
         ),
         CaptureSource::Gateway => (None, "gateway".to_string()),
+        CaptureSource::Predicted => (
+            None,
+            "the pod's traffic.sidecar.istio.io annotations (or its own istio-init args)".to_string(),
+        ),
     }
 }
 
 pub fn capture_exclusion(w: &Workload) -> Option<Finding> {
-    match CaptureConfig::from_pod(&w.spec, &w.meta) {
+    capture_exclusion_from(w, CaptureConfig::from_pod(&w.spec, &w.meta))
+}
+
+/// capture-exclusion on the pod Istio will make of a pod it has not injected yet.
+pub fn predicted_capture_exclusion(w: &Workload) -> Option<Finding> {
+    capture_exclusion_from(w, CaptureConfig::predict(&w.spec, &w.meta).map(Some))
+}
+
+fn capture_exclusion_from(
+    w: &Workload,
+    capture: Result<Option<CaptureConfig>, CaptureError>,
+) -> Option<Finding> {
+    let predicted = matches!(&capture, Ok(Some(c)) if c.source == CaptureSource::Predicted);
+    match capture {
         Ok(None) => None,
-        Err(e) => Some(workload_finding(
-            CAPTURE_EXCLUSION,
-            Severity::High,
-            w,
-            e.container(),
-            format!("capture settings cannot be read, so what the sidecar sees is unknown: {e}"),
-            json!({"unparsable": true, "error": e.to_string()}),
-        )),
+        Err(e) => {
+            let what = if matches!(e, CaptureError::BadAnnotation { .. }) {
+                "capture annotations are invalid (the injector and istio-cni reject them)"
+            } else {
+                "capture settings cannot be read, so what the sidecar sees is unknown"
+            };
+            Some(workload_finding(
+                CAPTURE_EXCLUSION,
+                Severity::High,
+                w,
+                e.container(),
+                format!("{what}: {e}"),
+                json!({"unparsable": true, "error": e.to_string()}),
+            ))
+        }
         Ok(Some(cfg)) => {
             let narrowings = cfg.outbound_narrowings();
             if narrowings.is_empty() {
@@ -160,7 +191,12 @@ pub fn capture_exclusion(w: &Workload) -> Option<Finding> {
             let severity = graded.iter().map(|(s, _)| *s).max().unwrap_or(Severity::Low);
             let (container, from) = source_description(&cfg);
             let message = format!(
-                "outbound capture is narrowed by {from}: {}",
+                "{} by {from}: {}",
+                if predicted {
+                    "once injected, outbound capture will be narrowed"
+                } else {
+                    "outbound capture is narrowed"
+                },
                 graded.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; ")
             );
             let detail: Vec<serde_json::Value> = narrowings

@@ -69,11 +69,36 @@ pub fn proxy_uid(w: &Workload) -> Vec<Finding> {
             )
         }
     };
+    proxy_uid_with(w, &uids, &gids, &derived_from, false)
+}
+
+/// proxy-uid on the pod Istio will make of a pod it has not injected yet.
+pub fn predicted_proxy_uid(w: &Workload) -> Vec<Finding> {
+    match CaptureConfig::predict(&w.spec, &w.meta) {
+        Ok(cfg) if cfg.captures_outbound() => proxy_uid_with(
+            w,
+            &cfg.proxy_uids,
+            &cfg.proxy_gids,
+            "the injection template (-u from the pod's own istio-proxy runAsUser, else 1337; -g defaulting to -u)",
+            true,
+        ),
+        _ => Vec::new(),
+    }
+}
+
+fn proxy_uid_with(w: &Workload, uids: &[i64], gids: &[i64], derived_from: &str, predicted: bool) -> Vec<Finding> {
     let pod_sc = w.spec.security_context.as_ref();
     let severity = rule(PROXY_UID).map(|r| r.severity).unwrap_or(Severity::Critical);
     let mut out = Vec::new();
     for c in all_containers(&w.spec) {
-        if istio::is_istio_container(&w.meta, c.name) {
+        // Istio's own containers run as the proxy by design; before injection, the injector
+        // replaces or merges containers with Istio's names.
+        let istio_own = if predicted {
+            matches!(c.name, istio::PROXY_CONTAINER | istio::INIT_CONTAINER | istio::VALIDATION_CONTAINER)
+        } else {
+            istio::is_istio_container(&w.meta, c.name)
+        };
+        if istio_own {
             continue;
         }
         let (uid, uid_from) = match c.security_context.and_then(|s| s.run_as_user) {
@@ -116,6 +141,7 @@ pub fn proxy_uid(w: &Workload) -> Vec<Finding> {
                 "excludedUids": uids,
                 "excludedGids": gids,
                 "excludedIdentityFrom": derived_from,
+                "predicted": predicted,
             }),
         ));
     }

@@ -30,16 +30,22 @@ pub struct LiveCheckOptions {
     /// A proxy that started less than this long ago may still be warming up: not yet reported
     /// as not ready.
     pub startup_grace: std::time::Duration,
+    /// Whether "no egress gateway pod at all" is a finding. Off when the scan did not look where
+    /// the gateway runs (a scan restricted to other namespaces).
+    pub report_absent_gateway: bool,
     pub now: jiff::Timestamp,
 }
 
 impl Default for LiveCheckOptions {
     fn default() -> Self {
         LiveCheckOptions {
-            egress_gateway_selector: [("istio".to_string(), "egressgateway".to_string())].into_iter().collect(),
+            egress_gateway_selector: [("istio".to_string(), "egressgateway".to_string())]
+                .into_iter()
+                .collect(),
             root_namespace: MESH_CONFIG_NAMESPACE.to_string(),
             filter_markers: vec!["egress-filter".into(), "egress_filter".into()],
             startup_grace: std::time::Duration::from_secs(60),
+            report_absent_gateway: true,
             now: jiff::Timestamp::now(),
         }
     }
@@ -74,8 +80,15 @@ pub fn check_live(snapshot: &Snapshot, opts: &LiveCheckOptions) -> Vec<Finding> 
     out
 }
 
-fn container_status<'a>(statuses: &'a Option<Vec<ContainerStatus>>, name: &str) -> Option<&'a ContainerStatus> {
-    statuses.as_deref().unwrap_or(&[]).iter().find(|s| s.name == name)
+fn container_status<'a>(
+    statuses: &'a Option<Vec<ContainerStatus>>,
+    name: &str,
+) -> Option<&'a ContainerStatus> {
+    statuses
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .find(|s| s.name == name)
 }
 
 fn is_running(s: &ContainerStatus) -> bool {
@@ -94,7 +107,9 @@ pub fn sidecar_not_running(w: &Workload, opts: &LiveCheckOptions) -> Option<Find
     }
     let proxy = istio::find_proxy(&w.spec)?;
     // Gateways are the proxy itself; there is no application to run around it.
-    if proxy.role == Some(ProxyRole::Gateway) || istio::annotation(&w.meta, istio::STATUS_ANNOTATION).is_none() {
+    if proxy.role == Some(ProxyRole::Gateway)
+        || istio::annotation(&w.meta, istio::STATUS_ANNOTATION).is_none()
+    {
         return None;
     }
     let running_apps: Vec<&str> = status
@@ -102,7 +117,9 @@ pub fn sidecar_not_running(w: &Workload, opts: &LiveCheckOptions) -> Option<Find
         .as_deref()
         .unwrap_or(&[])
         .iter()
-        .filter(|s| !istio::is_istio_container(&w.meta, &s.name) && s.name != istio::PROXY_CONTAINER)
+        .filter(|s| {
+            !istio::is_istio_container(&w.meta, &s.name) && s.name != istio::PROXY_CONTAINER
+        })
         .filter(|s| is_running(s))
         .map(|s| s.name.as_str())
         .collect();
@@ -134,7 +151,10 @@ pub fn sidecar_not_running(w: &Workload, opts: &LiveCheckOptions) -> Option<Find
                     format!(
                         "is terminated (exit code {}{})",
                         t.exit_code,
-                        t.reason.as_deref().map(|r| format!(", {r}")).unwrap_or_default()
+                        t.reason
+                            .as_deref()
+                            .map(|r| format!(", {r}"))
+                            .unwrap_or_default()
                     ),
                     evidence,
                 )
@@ -143,7 +163,10 @@ pub fn sidecar_not_running(w: &Workload, opts: &LiveCheckOptions) -> Option<Find
                     Severity::High,
                     format!(
                         "is waiting{} after {} restart(s)",
-                        wt.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+                        wt.reason
+                            .as_deref()
+                            .map(|r| format!(" ({r})"))
+                            .unwrap_or_default(),
                         ps.restart_count
                     ),
                     evidence,
@@ -203,7 +226,9 @@ impl FilterLoader<'_> {
 }
 
 fn contains_marker(text: &str, markers: &[String]) -> bool {
-    markers.iter().any(|m| !m.is_empty() && text.contains(m.as_str()))
+    markers
+        .iter()
+        .any(|m| !m.is_empty() && text.contains(m.as_str()))
 }
 
 /// Whether any string anywhere in `v` contains a marker.
@@ -211,7 +236,9 @@ fn mentions_marker(v: &Value, markers: &[String]) -> bool {
     match v {
         Value::String(s) => contains_marker(s, markers),
         Value::Array(a) => a.iter().any(|x| mentions_marker(x, markers)),
-        Value::Object(o) => o.iter().any(|(k, x)| contains_marker(k, markers) || mentions_marker(x, markers)),
+        Value::Object(o) => o
+            .iter()
+            .any(|(k, x)| contains_marker(k, markers) || mentions_marker(x, markers)),
         _ => false,
     }
 }
@@ -223,7 +250,8 @@ fn envoy_fail_open(v: &Value) -> bool {
         Value::Array(a) => a.iter().any(envoy_fail_open),
         Value::Object(o) => o.iter().any(|(k, x)| {
             (matches!(k.as_str(), "fail_open" | "failOpen") && x.as_bool() == Some(true))
-                || (matches!(k.as_str(), "failure_policy" | "failurePolicy") && x.as_str() == Some("FAIL_OPEN"))
+                || (matches!(k.as_str(), "failure_policy" | "failurePolicy")
+                    && x.as_str() == Some("FAIL_OPEN"))
                 || envoy_fail_open(x)
         }),
         _ => false,
@@ -233,7 +261,10 @@ fn envoy_fail_open(v: &Value) -> bool {
 fn labels_subset(want: &Value, labels: &BTreeMap<String, String>) -> bool {
     match want.as_object() {
         None => true,
-        Some(m) => m.iter().all(|(k, v)| v.as_str().is_some_and(|v| labels.get(k).map(String::as_str) == Some(v))),
+        Some(m) => m.iter().all(|(k, v)| {
+            v.as_str()
+                .is_some_and(|v| labels.get(k).map(String::as_str) == Some(v))
+        }),
     }
 }
 
@@ -249,13 +280,17 @@ fn loaders<'a>(snapshot: &'a Snapshot, opts: &LiveCheckOptions) -> Vec<FilterLoa
                 let url = spec["url"].as_str().unwrap_or("");
                 let plugin = spec["pluginName"].as_str().unwrap_or("");
                 (
-                    contains_marker(url, &opts.filter_markers) || contains_marker(plugin, &opts.filter_markers),
+                    contains_marker(url, &opts.filter_markers)
+                        || contains_marker(plugin, &opts.filter_markers),
                     spec["failStrategy"].as_str() == Some("FAIL_OPEN"),
                 )
             }
             "EnvoyFilter" => {
                 let patches = &spec["configPatches"];
-                (mentions_marker(patches, &opts.filter_markers), envoy_fail_open(patches))
+                (
+                    mentions_marker(patches, &opts.filter_markers),
+                    envoy_fail_open(patches),
+                )
             }
             _ => continue,
         };
@@ -283,7 +318,10 @@ fn selects(loader: &FilterLoader<'_>, w: &Workload, root_namespace: &str) -> boo
     let labels = w.labels();
     match loader.kind {
         "WasmPlugin" => {
-            let mut refs: Vec<&Value> = spec["targetRefs"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+            let mut refs: Vec<&Value> = spec["targetRefs"]
+                .as_array()
+                .map(|a| a.iter().collect())
+                .unwrap_or_default();
             if spec["targetRef"].is_object() {
                 refs.push(&spec["targetRef"]);
             }
@@ -292,7 +330,9 @@ fn selects(loader: &FilterLoader<'_>, w: &Workload, root_namespace: &str) -> boo
                 return same_ns
                     && refs.iter().any(|r| {
                         r["kind"].as_str() == Some("Gateway")
-                            && r["name"].as_str().is_some_and(|n| labels.get(GATEWAY_NAME_LABEL).map(String::as_str) == Some(n))
+                            && r["name"].as_str().is_some_and(|n| {
+                                labels.get(GATEWAY_NAME_LABEL).map(String::as_str) == Some(n)
+                            })
                     });
             }
             labels_subset(&spec["selector"]["matchLabels"], labels)
@@ -330,6 +370,9 @@ pub fn egress_filter_missing(snapshot: &Snapshot, opts: &LiveCheckOptions) -> Ve
         })
         .collect();
     if gateways.is_empty() {
+        if !opts.report_absent_gateway {
+            return Vec::new();
+        }
         return vec![Finding {
             rule: EGRESS_FILTER_MISSING.to_string(),
             severity: Severity::High,
@@ -348,7 +391,10 @@ pub fn egress_filter_missing(snapshot: &Snapshot, opts: &LiveCheckOptions) -> Ve
     }
     let mut out = Vec::new();
     for gw in gateways {
-        let selecting: Vec<&FilterLoader<'_>> = loaders.iter().filter(|l| selects(l, gw, &opts.root_namespace)).collect();
+        let selecting: Vec<&FilterLoader<'_>> = loaders
+            .iter()
+            .filter(|l| selects(l, gw, &opts.root_namespace))
+            .collect();
         let refs: Vec<String> = selecting.iter().map(|l| l.reference()).collect();
         if selecting.is_empty() {
             out.push(workload_finding(
@@ -383,7 +429,9 @@ pub fn egress_filter_missing(snapshot: &Snapshot, opts: &LiveCheckOptions) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{Container, ContainerState, ContainerStateRunning, ContainerStateWaiting, PodSpec};
+    use k8s_openapi::api::core::v1::{
+        Container, ContainerState, ContainerStateRunning, ContainerStateWaiting, PodSpec,
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
     fn opts() -> LiveCheckOptions {
@@ -427,18 +475,33 @@ mod tests {
             meta: ObjectMeta {
                 name: Some("web".into()),
                 namespace: Some("shop".into()),
-                labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
-                annotations: Some([(istio::STATUS_ANNOTATION.to_string(), "{}".to_string())].into_iter().collect()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                annotations: Some(
+                    [(istio::STATUS_ANNOTATION.to_string(), "{}".to_string())]
+                        .into_iter()
+                        .collect(),
+                ),
                 ..ObjectMeta::default()
             },
             spec: PodSpec {
-                containers: vec![container("app", &[]), container("istio-proxy", &["proxy", "sidecar"])],
+                containers: vec![
+                    container("app", &[]),
+                    container("istio-proxy", &["proxy", "sidecar"]),
+                ],
                 init_containers: Some(vec![container("istio-init", &["istio-iptables"])]),
                 ..PodSpec::default()
             },
             status: Some(PodStatus {
                 phase: Some("Running".into()),
-                container_statuses: Some(vec![status("app", true, running("2025-06-01T10:00:00Z")), proxy]),
+                container_statuses: Some(vec![
+                    status("app", true, running("2025-06-01T10:00:00Z")),
+                    proxy,
+                ]),
                 ..PodStatus::default()
             }),
         }
@@ -446,7 +509,10 @@ mod tests {
 
     #[test]
     fn ready_proxy_is_fine() {
-        let w = injected_pod(status("istio-proxy", true, running("2025-06-01T10:00:00Z")), &[]);
+        let w = injected_pod(
+            status("istio-proxy", true, running("2025-06-01T10:00:00Z")),
+            &[],
+        );
         assert!(sidecar_not_running(&w, &opts()).is_none());
     }
 
@@ -471,16 +537,25 @@ mod tests {
 
     #[test]
     fn not_ready_proxy_gets_a_startup_grace() {
-        let fresh = injected_pod(status("istio-proxy", false, running("2025-06-01T11:59:30Z")), &[]);
+        let fresh = injected_pod(
+            status("istio-proxy", false, running("2025-06-01T11:59:30Z")),
+            &[],
+        );
         assert!(sidecar_not_running(&fresh, &opts()).is_none());
-        let old = injected_pod(status("istio-proxy", false, running("2025-06-01T11:00:00Z")), &[]);
+        let old = injected_pod(
+            status("istio-proxy", false, running("2025-06-01T11:00:00Z")),
+            &[],
+        );
         let f = sidecar_not_running(&old, &opts()).expect("finding");
         assert_eq!(f.severity, Severity::Medium);
     }
 
     #[test]
     fn no_finding_when_no_app_runs() {
-        let mut w = injected_pod(status("istio-proxy", false, running("2025-06-01T11:00:00Z")), &[]);
+        let mut w = injected_pod(
+            status("istio-proxy", false, running("2025-06-01T11:00:00Z")),
+            &[],
+        );
         if let Some(st) = w.status.as_mut() {
             st.container_statuses.as_mut().unwrap()[0].state = Some(ContainerState::default());
         }
@@ -488,7 +563,10 @@ mod tests {
     }
 
     fn gateway_snapshot(extra: Vec<Value>) -> Snapshot {
-        let mut gw = injected_pod(status("istio-proxy", true, running("2025-06-01T10:00:00Z")), &[("istio", "egressgateway")]);
+        let mut gw = injected_pod(
+            status("istio-proxy", true, running("2025-06-01T10:00:00Z")),
+            &[("istio", "egressgateway")],
+        );
         gw.namespace = "istio-system".into();
         gw.name = "istio-egressgateway-1".into();
         gw.spec.containers = vec![container("istio-proxy", &["proxy", "router"])];
@@ -505,7 +583,10 @@ mod tests {
 
     #[test]
     fn gateway_without_filter_is_critical() {
-        let s = gateway_snapshot(vec![wasm_plugin("istio-system", json!({"url": "oci://reg/other:1", "selector": {"matchLabels": {"istio": "egressgateway"}}}))]);
+        let s = gateway_snapshot(vec![wasm_plugin(
+            "istio-system",
+            json!({"url": "oci://reg/other:1", "selector": {"matchLabels": {"istio": "egressgateway"}}}),
+        )]);
         let f = egress_filter_missing(&s, &opts());
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].severity, Severity::Critical);
@@ -514,17 +595,32 @@ mod tests {
 
     #[test]
     fn selecting_plugin_satisfies_and_fail_open_does_not() {
-        let good = wasm_plugin("istio-system", json!({"url": "oci://reg/egress-filter:1", "selector": {"matchLabels": {"istio": "egressgateway"}}}));
+        let good = wasm_plugin(
+            "istio-system",
+            json!({"url": "oci://reg/egress-filter:1", "selector": {"matchLabels": {"istio": "egressgateway"}}}),
+        );
         assert!(egress_filter_missing(&gateway_snapshot(vec![good]), &opts()).is_empty());
-        let open = wasm_plugin("istio-system", json!({"url": "oci://reg/egress-filter:1", "failStrategy": "FAIL_OPEN"}));
+        let open = wasm_plugin(
+            "istio-system",
+            json!({"url": "oci://reg/egress-filter:1", "failStrategy": "FAIL_OPEN"}),
+        );
         let f = egress_filter_missing(&gateway_snapshot(vec![open]), &opts());
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].severity, Severity::High);
         assert!(f[0].message.contains("FAIL_OPEN"));
         let elsewhere = wasm_plugin("shop", json!({"url": "oci://reg/egress-filter:1"}));
-        assert_eq!(egress_filter_missing(&gateway_snapshot(vec![elsewhere]), &opts())[0].severity, Severity::Critical);
-        let other_labels = wasm_plugin("istio-system", json!({"url": "oci://reg/egress-filter:1", "selector": {"matchLabels": {"istio": "ingressgateway"}}}));
-        assert_eq!(egress_filter_missing(&gateway_snapshot(vec![other_labels]), &opts()).len(), 1);
+        assert_eq!(
+            egress_filter_missing(&gateway_snapshot(vec![elsewhere]), &opts())[0].severity,
+            Severity::Critical
+        );
+        let other_labels = wasm_plugin(
+            "istio-system",
+            json!({"url": "oci://reg/egress-filter:1", "selector": {"matchLabels": {"istio": "ingressgateway"}}}),
+        );
+        assert_eq!(
+            egress_filter_missing(&gateway_snapshot(vec![other_labels]), &opts()).len(),
+            1
+        );
     }
 
     #[test]
@@ -537,7 +633,10 @@ mod tests {
                               "typed_config": {"config": {"fail_open": fail_open, "vm_config": {"code": {"local": {"filename": "/etc/egress_filter.wasm"}}}}}}}}]}})
         };
         assert!(egress_filter_missing(&gateway_snapshot(vec![ef(false)]), &opts()).is_empty());
-        assert_eq!(egress_filter_missing(&gateway_snapshot(vec![ef(true)]), &opts())[0].severity, Severity::High);
+        assert_eq!(
+            egress_filter_missing(&gateway_snapshot(vec![ef(true)]), &opts())[0].severity,
+            Severity::High
+        );
     }
 
     #[test]
@@ -546,11 +645,19 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].kind, "Cluster");
         assert!(f[0].message.contains("istio=egressgateway"));
+        let restricted = LiveCheckOptions {
+            report_absent_gateway: false,
+            ..opts()
+        };
+        assert!(egress_filter_missing(&Snapshot::new(), &restricted).is_empty());
     }
 
     #[test]
     fn selector_parsing() {
-        assert_eq!(parse_selector("istio=egressgateway, app=gw").unwrap().len(), 2);
+        assert_eq!(
+            parse_selector("istio=egressgateway, app=gw").unwrap().len(),
+            2
+        );
         assert!(parse_selector("istio").is_err());
         assert!(parse_selector("").is_err());
     }

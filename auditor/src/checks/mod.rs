@@ -60,13 +60,34 @@ pub struct WorkloadFacts {
     pub host_network: bool,
     /// What a working Istio sidecar needs and the pod lacks; empty when it has one.
     pub sidecar_gaps: Vec<String>,
+    /// The pod has not met the injector yet (not an admitted Pod, no `sidecar.istio.io/status`):
+    /// if its namespace asks for injection, Istio will add the sidecar at admission.
+    pub injection_pending: bool,
+    /// For a pending pod: what the injected pod will still lack (the pod's own `istio-proxy`
+    /// overriding Istio's command).
+    pub pending_gaps: Vec<String>,
+    /// For a pending pod: capture-exclusion and proxy-uid findings on the pod Istio will make,
+    /// reported when its namespace asks for injection.
+    pub pending_findings: Vec<Finding>,
     pub containers: Vec<String>,
     pub init_containers: Vec<String>,
 }
 
 impl WorkloadFacts {
     pub fn of(w: &Workload) -> WorkloadFacts {
+        let injection_pending = !w.is_admitted_pod()
+            && istio::annotation(&w.meta, istio::STATUS_ANNOTATION).is_none();
+        let (pending_gaps, pending_findings) = if injection_pending && !w.host_network() {
+            let mut findings: Vec<Finding> = capture::predicted_capture_exclusion(w).into_iter().collect();
+            findings.extend(identity::predicted_proxy_uid(w));
+            (sidecar::pending_gaps(w), findings)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         WorkloadFacts {
+            injection_pending,
+            pending_gaps,
+            pending_findings,
             kind: w.kind,
             namespace: w.namespace.clone(),
             name: w.name.clone(),
@@ -130,12 +151,17 @@ pub fn check_workload_local(opts: &CheckOptions, workload: &Workload) -> Vec<Fin
     out
 }
 
-/// The rules that need the workload's namespace: sidecar-missing, sidecar-opt-out.
+/// The rules that need the workload's namespace: sidecar-missing, sidecar-opt-out, and for a pod
+/// that has not met the injector yet, capture-exclusion and proxy-uid on the pod Istio will make
+/// of it (only if its namespace or labels ask for injection).
 pub fn check_workload_in_context(snapshot: &Snapshot, facts: &WorkloadFacts) -> Vec<Finding> {
     let ctx = injection::InjectionContext::new(snapshot, facts);
     let mut out = Vec::new();
     out.extend(sidecar::sidecar_missing(facts, &ctx));
     out.extend(sidecar::sidecar_opt_out(facts, &ctx));
+    if facts.injection_pending && ctx.injection_requested && !facts.host_network && !ctx.ambient {
+        out.extend(facts.pending_findings.iter().cloned());
+    }
     out
 }
 

@@ -48,6 +48,7 @@ pub fn egress_networkpolicy_missing(snapshot: &Snapshot, facts: &[WorkloadFacts]
             .iter()
             .filter(|w| w.namespace == *name && !w.host_network)
             .collect();
+        // Sorted, so the evidence does not depend on input order.
         let unselected: Vec<String> = workloads
             .iter()
             .filter(|w| {
@@ -61,6 +62,8 @@ pub fn egress_networkpolicy_missing(snapshot: &Snapshot, facts: &[WorkloadFacts]
                 })
             })
             .map(|w| format!("{}/{}", w.kind, w.name))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect();
         let message = if egress.is_empty() {
             format!("injected namespace {name} has no NetworkPolicy with policyTypes Egress: a pod that bypasses its sidecar can reach any destination")

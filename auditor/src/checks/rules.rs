@@ -28,6 +28,9 @@ pub const EGRESS_NETWORKPOLICY_MISSING: &str = "egress-networkpolicy-missing";
 pub const SIDECAR_NOT_RUNNING: &str = "sidecar-not-running";
 pub const EGRESS_FILTER_MISSING: &str = "egress-filter-missing";
 pub const SCAN_INCOMPLETE: &str = "scan-incomplete";
+// Node agent and `rules`: what the netfilter rules inside a pod's network namespace do.
+pub const CAPTURE_INACTIVE: &str = crate::netfilter::CAPTURE_INACTIVE;
+pub const IPTABLES_TAMPERED: &str = crate::netfilter::IPTABLES_TAMPERED;
 
 pub const RULES: &[RuleInfo] = &[
     RuleInfo {
@@ -101,6 +104,18 @@ pub const RULES: &[RuleInfo] = &[
         severity: Severity::High,
         title: "Part of the cluster could not be read, so it was not judged",
         fix: "Grant the auditor's ServiceAccount list/watch on the resource in that namespace (see deploy/ RBAC), or exclude the namespace explicitly with --namespace.",
+    },
+    RuleInfo {
+        id: CAPTURE_INACTIVE,
+        severity: Severity::Critical,
+        title: "Injected pod's network namespace no longer sends traffic to the sidecar",
+        fix: "Delete the pod so istio-init or istio-cni programs its rules again, then find and remove whatever flushed them (a NET_ADMIN container, a node-level process).",
+    },
+    RuleInfo {
+        id: IPTABLES_TAMPERED,
+        severity: Severity::Critical,
+        title: "Pod's capture rules let outbound TCP skip the sidecar beyond what its settings allow",
+        fix: "Delete the pod so its rules are rebuilt from its settings, then remove the NET_ADMIN/privileged access that changed them; the evidence names the rule and a flow that escapes.",
     },
 ];
 

@@ -66,8 +66,50 @@ pub fn sidecar_gaps(w: &Workload) -> Vec<String> {
     gaps
 }
 
+/// For a pod the injector has not seen yet: what the injected pod will lack. The injector merges
+/// the pod's own `istio-proxy` fields over its template, so an `istio-proxy` that sets its own
+/// command, or args other than Istio's `proxy sidecar`, keeps them and is not Istio's proxy.
+pub fn pending_gaps(w: &Workload) -> Vec<String> {
+    let own = w
+        .spec
+        .containers
+        .iter()
+        .chain(istio::init_containers(&w.spec))
+        .find(|c| c.name == istio::PROXY_CONTAINER);
+    let Some(c) = own else {
+        return Vec::new();
+    };
+    let args = c.args.as_deref().unwrap_or(&[]);
+    let args_ok = args.is_empty()
+        || (args.first().map(String::as_str) == Some("proxy")
+            && matches!(args.get(1).map(String::as_str), Some("sidecar" | "router")));
+    if c.command.is_none() && args_ok {
+        return Vec::new();
+    }
+    let cmd: Vec<&str> = c
+        .command
+        .iter()
+        .flatten()
+        .chain(args.iter())
+        .map(String::as_str)
+        .collect();
+    vec![format!(
+        "the pod's own istio-proxy runs {:?}, which the injector keeps instead of Istio's `proxy sidecar`: it will not be a proxy istiod configures",
+        cmd.join(" ")
+    )]
+}
+
 pub fn sidecar_missing(w: &WorkloadFacts, ctx: &InjectionContext) -> Option<Finding> {
-    if !ctx.injection_requested || w.host_network || ctx.ambient || w.sidecar_gaps.is_empty() {
+    if !ctx.injection_requested || w.host_network || ctx.ambient {
+        return None;
+    }
+    // A pod not admitted yet gets its sidecar at admission; only what the injection cannot fix counts.
+    let gaps = if w.injection_pending {
+        &w.pending_gaps
+    } else {
+        &w.sidecar_gaps
+    };
+    if gaps.is_empty() {
         return None;
     }
     let requested_by = ctx.requested_by.clone().unwrap_or_default();
@@ -76,12 +118,13 @@ pub fn sidecar_missing(w: &WorkloadFacts, ctx: &InjectionContext) -> Option<Find
         severity(SIDECAR_MISSING),
         format!(
             "expected to be injected ({requested_by}) but has no working Istio sidecar: {}",
-            w.sidecar_gaps.join("; ")
+            gaps.join("; ")
         ),
         json!({
             "injectionRequestedBy": requested_by,
             "namespace": ctx.namespace_evidence(),
-            "gaps": w.sidecar_gaps,
+            "admitted": !w.injection_pending,
+            "gaps": gaps,
             "containers": w.containers,
             "initContainers": w.init_containers,
         }),

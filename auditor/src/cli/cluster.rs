@@ -16,8 +16,8 @@ use crate::finding::Finding;
 use crate::sinks::delivery::{Delivery, ScanScope, SinkSettings, SinkSpec, Sinks};
 use crate::sinks::metrics::Metrics;
 use crate::sinks::{self, Summary};
-use crate::sources::files::LoadedInput;
 use crate::sources::cluster::{self, ApiContext, ClusterScanOptions, ConnectOptions, RetryPolicy};
+use crate::sources::files::LoadedInput;
 
 /// `scan --cluster` and its connection flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -224,7 +224,12 @@ pub fn run_scan(args: &ScanArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let api = ApiContext::new(client, connect.retry(), metrics.clone());
-        let sinks = match Sinks::new(args.sinks.sinks.clone(), Some(api.clone()), args.sinks.settings(), metrics.clone()) {
+        let sinks = match Sinks::new(
+            args.sinks.sinks.clone(),
+            Some(api.clone()),
+            args.sinks.settings(),
+            metrics.clone(),
+        ) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -256,7 +261,12 @@ pub fn run_scan(args: &ScanArgs) -> anyhow::Result<ExitCode> {
             "unreadable": scan.unreadable,
         });
         let summary = Summary::new(&scan.findings, args.fail_on, Some(input));
-        print_report(&render(&scan.findings, &summary, args.format, args.color.enabled()))?;
+        print_report(&render(
+            &scan.findings,
+            &summary,
+            args.format,
+            args.color.enabled(),
+        ))?;
         let failures = sinks
             .deliver(Delivery {
                 findings: &scan.findings,
@@ -316,12 +326,25 @@ pub fn deliver_file_sinks(
     let metrics = Metrics::new();
     metrics.set_findings(findings);
     metrics.scan_done(true, loaded.summary.workloads, Duration::ZERO);
-    let sinks = Sinks::new(args.sinks.sinks.clone(), None, args.sinks.settings(), metrics)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sinks = Sinks::new(
+        args.sinks.sinks.clone(),
+        None,
+        args.sinks.settings(),
+        metrics,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     // Alerts are resolved only in the namespaces this input spoke about.
-    let mut namespaces: std::collections::BTreeSet<String> =
-        loaded.snapshot.namespace_names().into_iter().map(str::to_string).collect();
-    namespaces.extend(findings.iter().map(|f| crate::checks::group_namespace(f).to_string()));
+    let mut namespaces: std::collections::BTreeSet<String> = loaded
+        .snapshot
+        .namespace_names()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    namespaces.extend(
+        findings
+            .iter()
+            .map(|f| crate::checks::group_namespace(f).to_string()),
+    );
     namespaces.remove("");
     let scope = ScanScope {
         all_namespaces: false,

@@ -126,12 +126,21 @@ pub fn scan_files(
     paths: &[PathBuf],
     opts: &CheckOptions,
 ) -> Result<(Vec<Finding>, LoadedInput), Vec<InputError>> {
+    type FileState = (Vec<Finding>, Vec<WorkloadFacts>);
+    let (loaded, per_file) = files::read_paths_with(
+        paths,
+        FileState::default,
+        |(findings, facts): &mut FileState, w| {
+            findings.extend(check_workload_local(opts, &w));
+            facts.push(WorkloadFacts::of(&w));
+        },
+    )?;
     let mut findings = Vec::new();
     let mut facts = Vec::new();
-    let loaded = files::stream_paths(paths, &mut |w| {
-        findings.extend(check_workload_local(opts, &w));
-        facts.push(WorkloadFacts::of(&w));
-    })?;
+    for (f, w) in per_file {
+        findings.extend(f);
+        facts.extend(w);
+    }
     for f in &facts {
         findings.extend(check_workload_in_context(&loaded.snapshot, f));
     }

@@ -54,7 +54,11 @@ impl WatchArgs {
         }
         let mut checks = CheckOptions::default();
         if !self.exempt_namespaces.is_empty() {
-            checks.host_network_exempt_namespaces = self.exempt_namespaces.iter().cloned().collect::<BTreeSet<_>>();
+            checks.host_network_exempt_namespaces = self
+                .exempt_namespaces
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<_>>();
         }
         Ok(WatchOptions {
             connect: self.connect.connect_options(),

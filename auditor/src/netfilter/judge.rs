@@ -19,7 +19,7 @@ use super::model::{
     ChainKind, Direction, Hook, IfaceDirection, Identity, Match, OwnerId, OwnerKind, Ruleset,
     Table, Verdict, PROTO_TCP,
 };
-use super::sim::{Cause, Fate, Outcome, Probe, Simulator};
+use super::sim::{Cause, Fate, Outcome, Probe, Simulator, EPHEMERAL_PORT};
 use crate::capture::{CaptureConfig, IpRanges, OwnerGroups};
 use crate::finding::{Finding, Severity};
 
@@ -47,6 +47,8 @@ const MAX_ADDRS: usize = 192;
 const MAX_PORTS: usize = 160;
 const MAX_IFACES: usize = 24;
 const MAX_OWNERS: usize = 48;
+const MAX_SPORTS: usize = 16;
+const MAX_MARKS: usize = 16;
 const MAX_EXAMPLES: usize = 5;
 
 /// The pod a verdict is about.
@@ -323,11 +325,20 @@ pub struct ProbeSpace {
     pub ports: Vec<u16>,
     pub oifs: Vec<String>,
     pub owners: Vec<(Identity, Identity)>,
+    /// Source ports: the ephemeral default, plus the bounds of every source-port match.
+    pub sports: Vec<u16>,
+    /// Socket marks: 0, plus every packet-mark value a rule tests.
+    pub marks: Vec<u32>,
 }
 
 impl ProbeSpace {
     pub fn size(&self) -> usize {
-        self.dsts.len() * self.ports.len() * self.oifs.len() * self.owners.len()
+        self.dsts.len()
+            * self.ports.len()
+            * self.oifs.len()
+            * self.owners.len()
+            * self.sports.len()
+            * self.marks.len()
     }
 }
 
@@ -347,6 +358,8 @@ pub fn probe_space(cfg: &CaptureConfig, ruleset: &Ruleset, family: IpFamily) -> 
     let mut oifs: BTreeSet<String> = [DEFAULT_OIF.to_string()].into_iter().collect();
     let mut uids: BTreeSet<Identity> = [Identity::Id(0), Identity::Id(APP_ID)].into_iter().collect();
     let mut gids: BTreeSet<Identity> = [Identity::Id(0), Identity::Id(APP_ID)].into_iter().collect();
+    let mut sports: BTreeSet<u16> = [EPHEMERAL_PORT].into_iter().collect();
+    let mut marks: BTreeSet<u32> = [0].into_iter().collect();
 
     let add_cidr = |c: &crate::capture::Cidr, nets: &mut Vec<IpNet>| {
         if let Some(n) = IpNet::new(c.addr(), c.prefix()) {
@@ -396,6 +409,25 @@ pub fn probe_space(cfg: &CaptureConfig, ruleset: &Ruleset, family: IpFamily) -> 
                                     ports.insert(x);
                                 }
                             }
+                        }
+                        Match::Port {
+                            direction: Direction::Source,
+                            ranges,
+                            ..
+                        } => {
+                            for (a, b) in ranges {
+                                sports.extend([*a, *b]);
+                                sports.extend(a.checked_sub(1));
+                                sports.extend(b.checked_add(1));
+                            }
+                        }
+                        Match::Mark {
+                            ct: false,
+                            value,
+                            mask,
+                            ..
+                        } => {
+                            marks.insert(value & mask);
                         }
                         Match::Interface {
                             direction: IfaceDirection::Out,
@@ -458,6 +490,8 @@ pub fn probe_space(cfg: &CaptureConfig, ruleset: &Ruleset, family: IpFamily) -> 
         ports: ports.into_iter().take(MAX_PORTS).collect(),
         oifs: oifs.into_iter().take(MAX_IFACES).collect(),
         owners: owners.into_iter().take(MAX_OWNERS).collect(),
+        sports: sports.into_iter().filter(|p| *p != 0).take(MAX_SPORTS).collect(),
+        marks: marks.into_iter().take(MAX_MARKS).collect(),
     };
     // The default flow first: it decides the severity and is the first example.
     let ext = match family {
@@ -468,6 +502,7 @@ pub fn probe_space(cfg: &CaptureConfig, ruleset: &Ruleset, family: IpFamily) -> 
     move_first(&mut space.ports, &443);
     move_first(&mut space.oifs, &DEFAULT_OIF.to_string());
     move_first(&mut space.owners, &(app.clone(), app));
+    move_first(&mut space.sports, &EPHEMERAL_PORT);
     space
 }
 
@@ -492,23 +527,30 @@ fn source_addr(ctx: &JudgeContext, family: IpFamily) -> IpAddr {
 /// Every probe of the space that the settings say must be captured.
 pub fn required_probes(cfg: &CaptureConfig, space: &ProbeSpace, family: IpFamily, src: IpAddr) -> Vec<Probe> {
     let mut out = Vec::new();
-    for oif in &space.oifs {
-        for (uid, gid) in &space.owners {
-            for dst in &space.dsts {
-                for dport in &space.ports {
-                    let p = Probe {
-                        family,
-                        protocol: PROTO_TCP,
-                        src,
-                        dst: *dst,
-                        sport: 43210,
-                        dport: *dport,
-                        oif: oif.clone(),
-                        uid: uid.clone(),
-                        gid: gid.clone(),
-                    };
-                    if expectation(cfg, &p) == Expectation::Capture {
-                        out.push(p);
+    for (sport, mark) in space
+        .sports
+        .iter()
+        .flat_map(|s| space.marks.iter().map(move |m| (*s, *m)))
+    {
+        for oif in &space.oifs {
+            for (uid, gid) in &space.owners {
+                for dst in &space.dsts {
+                    for dport in &space.ports {
+                        let p = Probe {
+                            family,
+                            protocol: PROTO_TCP,
+                            src,
+                            dst: *dst,
+                            sport,
+                            dport: *dport,
+                            oif: oif.clone(),
+                            uid: uid.clone(),
+                            gid: gid.clone(),
+                            mark,
+                        };
+                        if expectation(cfg, &p) == Expectation::Capture {
+                            out.push(p);
+                        }
                     }
                 }
             }
@@ -581,6 +623,8 @@ fn is_default_flow(p: &Probe, family: IpFamily) -> bool {
         IpFamily::V6 => IpAddr::V6(EXTERNAL_V6[0]),
     };
     p.dst == ext
+        && p.sport == EPHEMERAL_PORT
+        && p.mark == 0
         && p.dport == 443
         && p.oif == DEFAULT_OIF
         && p.uid == Identity::Id(APP_ID)
@@ -629,17 +673,24 @@ fn escape_finding(
         Fate::Queued => "is handed to a user-space queue instead of the proxy".to_string(),
         Fate::Dropped => "is dropped".to_string(),
     };
-    let may = if e.outcome.assumptions.is_empty() {
-        ""
+    let verb = if e.outcome.assumptions.is_empty() {
+        "escapes"
     } else {
-        "may "
+        "may escape"
     };
-    let message = format!(
-        "{} outbound TCP {may}escapes the sidecar through {what}: e.g. {example} {effect} ({} of {} flows that must be captured)",
+    let mut message = format!(
+        "{} outbound TCP {verb} the sidecar through {what}: e.g. {example} {effect} ({} of {} flows that must be captured)",
         family_label(family),
         e.count,
         required
     );
+    if e.outcome.assumptions.iter().any(|a| a.contains("xt ")) {
+        message.push_str(
+            "; nft cannot show what iptables-nft `xt` expressions do: read those tables with iptables-nft-save",
+        );
+    } else if !e.outcome.assumptions.is_empty() {
+        message.push_str("; it depends on a condition the auditor cannot evaluate (see evidence.assumptions)");
+    }
     let severity = if e.includes_default_flow && e.outcome.assumptions.is_empty() {
         Severity::Critical
     } else {
@@ -746,6 +797,23 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].severity, Severity::High);
         assert!(f[0].evidence["escapingFlows"][0].as_str().unwrap().contains("192.0.2."));
+    }
+
+    #[test]
+    fn source_port_and_mark_exemptions_are_probed() {
+        let t = RULES.replace(
+            "-A ISTIO_OUTPUT -o lo",
+            "-A ISTIO_OUTPUT -p tcp --sport 1:1023 -j RETURN\n-A ISTIO_OUTPUT -m mark --mark 0x40/0xff -j RETURN\n-A ISTIO_OUTPUT -o lo",
+        );
+        let f = run(&t, "-i *");
+        assert_eq!(f.len(), 2, "{f:#?}");
+        let flows: Vec<String> = f
+            .iter()
+            .map(|x| x.evidence["escapingFlows"][0].as_str().unwrap().to_string())
+            .collect();
+        assert!(flows.iter().any(|x| x.contains(" port 1 ") || x.contains(" port 1023 ")), "{flows:?}");
+        assert!(flows.iter().any(|x| x.contains("mark 0x40")), "{flows:?}");
+        assert!(f.iter().all(|x| x.severity == Severity::High));
     }
 
     #[test]

@@ -25,6 +25,9 @@ const FORK_BUDGET: usize = 64;
 /// Jumps deeper than this are not followed (the kernel refuses loops; this guards bad dumps).
 const MAX_DEPTH: usize = 32;
 
+/// The source port probes use unless the rules test source ports.
+pub const EPHEMERAL_PORT: u16 = 43210;
+
 /// A locally generated first packet of a connection.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -38,6 +41,8 @@ pub struct Probe {
     pub oif: String,
     pub uid: Identity,
     pub gid: Identity,
+    /// The packet mark the socket sets (`SO_MARK`); 0 for ordinary applications.
+    pub mark: u32,
 }
 
 impl Probe {
@@ -52,10 +57,15 @@ impl Probe {
             IpAddr::V6(a) => format!("[{a}]"),
             IpAddr::V4(a) => a.to_string(),
         };
-        format!(
-            "{proto} from uid {} gid {} to {dst}:{} via {}",
-            self.uid, self.gid, self.dport, self.oif
-        )
+        let mut s = format!("{proto} from uid {} gid {}", self.uid, self.gid);
+        if self.sport != EPHEMERAL_PORT {
+            s.push_str(&format!(" port {}", self.sport));
+        }
+        if self.mark != 0 {
+            s.push_str(&format!(" mark {:#x}", self.mark));
+        }
+        s.push_str(&format!(" to {dst}:{} via {}", self.dport, self.oif));
+        s
     }
 }
 
@@ -191,7 +201,7 @@ impl<'r> Simulator<'r> {
         // Stable: equal priorities keep dump order.
         bases.sort_by_key(|b| b.2);
         let start = Pipeline {
-            mark: 0,
+            mark: probe.mark,
             untracked: None,
             nat: None,
             nat_exit: None,
@@ -597,6 +607,7 @@ mod tests {
             oif: "eth0".into(),
             uid: Identity::Id(uid),
             gid: Identity::Id(uid),
+            mark: 0,
         }
     }
 

@@ -46,6 +46,11 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = 4)]
     pub jobs: usize,
 
+    /// Repeat every this many seconds, writing one report per pass (JSON on one line), and never
+    /// exit: the DaemonSet form. 0 runs one pass and exits with the report's exit code.
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    pub interval: u64,
+
     /// Report format.
     #[arg(long, short = 'f', value_enum, default_value_t = Format::Json)]
     pub format: Format,
@@ -99,7 +104,19 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         jobs: args.jobs,
         tools,
     };
-    let report = run_node(&opts, &index);
+    if args.interval == 0 {
+        return one_pass(&args, &opts, &index);
+    }
+    loop {
+        // A failed pass (stdout closed) is fatal; findings are not: the next pass reports again.
+        one_pass(&args, &opts, &index)?;
+        std::thread::sleep(std::time::Duration::from_secs(args.interval));
+    }
+}
+
+/// One pass over the node's namespaces; writes the report and returns its exit code.
+fn one_pass(args: &NodeArgs, opts: &NodeOptions, index: &pods::PodIndex) -> anyhow::Result<ExitCode> {
+    let report = run_node(opts, index);
     for e in &report.discovery_errors {
         eprintln!("warning: {e}");
     }
@@ -113,6 +130,14 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     }
     let summary = Summary::new(&report.findings, args.fail_on, Some(input));
     let out = match args.format {
+        Format::Json if args.interval > 0 => {
+            // One line per pass, for log collectors.
+            let pretty = sinks::json::render(&report.findings, &summary);
+            match serde_json::from_str::<serde_json::Value>(&pretty) {
+                Ok(v) => format!("{v}\n"),
+                Err(_) => pretty,
+            }
+        }
         Format::Json => sinks::json::render(&report.findings, &summary),
         Format::Table => sinks::table::render(&report.findings, &summary, args.color.enabled()),
         Format::Sarif => sinks::sarif::render(&report.findings, &summary, &|_| None),

@@ -185,7 +185,7 @@ pub fn judge_namespace(ns: &Netns, pod: &Workload, tools: &Toolset) -> (Namespac
         };
         return (report, Vec::new());
     }
-    let families = families_for(&inspection);
+    let families = families_for(&inspection, &pod_addrs(pod));
     let findings = judge_inspection(&cfg, &inspection, &families, ns, pod);
     report.families = families;
     report.status = NamespaceStatus::Judged {
@@ -194,13 +194,27 @@ pub fn judge_namespace(ns: &Netns, pod: &Workload, tools: &Toolset) -> (Namespac
     (report, findings)
 }
 
-/// IPv4 always; IPv6 when the namespace has a global IPv6 address or IPv6 Istio rules.
-pub fn families_for(inspection: &Inspection) -> Vec<IpFamily> {
+/// IPv4 always; IPv6 when the pod has an IPv6 address (in its status or in the namespace) or
+/// IPv6 Istio rules. A pod without IPv6 cannot send IPv6 anywhere, so missing IPv6 rules are
+/// then no bypass.
+pub fn families_for(inspection: &Inspection, pod_addrs: &[IpAddr]) -> Vec<IpFamily> {
     let mut f = vec![IpFamily::V4];
-    if inspection.ipv6 || has_istio_chains(&inspection.ruleset, IpFamily::V6) {
+    if inspection.ipv6
+        || pod_addrs.iter().any(IpAddr::is_ipv6)
+        || has_istio_chains(&inspection.ruleset, IpFamily::V6)
+    {
         f.push(IpFamily::V6);
     }
     f
+}
+
+/// The pod's addresses from its status.
+fn pod_addrs(pod: &Workload) -> Vec<IpAddr> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ips.as_ref())
+        .map(|ips| ips.iter().filter_map(|ip| ip.ip.parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 fn judge_inspection(
@@ -210,14 +224,8 @@ fn judge_inspection(
     ns: &Netns,
     pod: &Workload,
 ) -> Vec<Finding> {
-    let pod_addrs: Vec<IpAddr> = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.pod_ips.as_ref())
-        .map(|ips| ips.iter().filter_map(|ip| ip.ip.parse().ok()).collect())
-        .unwrap_or_default();
     let mut ctx = JudgeContext {
-        pod_addrs,
+        pod_addrs: pod_addrs(pod),
         ..JudgeContext::default()
     };
     ctx.evidence.insert("netns".into(), json!(ns.label()));

@@ -35,6 +35,10 @@ impl PodIndex {
         PodIndex { pods, by_uid }
     }
 
+    pub fn pods(&self) -> &[Workload] {
+        &self.pods
+    }
+
     pub fn len(&self) -> usize {
         self.pods.len()
     }

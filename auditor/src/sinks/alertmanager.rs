@@ -50,7 +50,9 @@ pub fn alert_labels(f: &Finding) -> BTreeMap<String, String> {
 /// A firing alert for a finding.
 pub fn firing_alert(f: &Finding, now: jiff::Timestamp, ttl: std::time::Duration) -> Value {
     let ends = now
-        .checked_add(jiff::SignedDuration::try_from(ttl).unwrap_or(jiff::SignedDuration::from_hours(3)))
+        .checked_add(
+            jiff::SignedDuration::try_from(ttl).unwrap_or(jiff::SignedDuration::from_hours(3)),
+        )
         .unwrap_or(now);
     let info = rule(&f.rule);
     json!({
@@ -82,7 +84,9 @@ pub fn alerts_endpoint(base: &str) -> String {
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -112,17 +116,27 @@ pub async fn publish(
         percent_encode(&format!("alertname=\"{ALERT_NAME}\""))
     );
     let body = send_with_retry(&settings.http_retry, &endpoint, || http.get(&query)).await?;
-    let active: Vec<Value> = serde_json::from_slice(&body).map_err(|e| format!("{endpoint}: answer to GET is not a list of alerts: {e}"))?;
+    let active: Vec<Value> = serde_json::from_slice(&body)
+        .map_err(|e| format!("{endpoint}: answer to GET is not a list of alerts: {e}"))?;
 
     for chunk in firing.chunks(BATCH) {
-        post_json(http, &endpoint, &Value::Array(chunk.to_vec()), &settings.http_retry).await?;
+        post_json(
+            http,
+            &endpoint,
+            &Value::Array(chunk.to_vec()),
+            &settings.http_retry,
+        )
+        .await?;
     }
 
     let resolved: Vec<Value> = active
         .iter()
         .filter_map(|a| {
-            let labels: BTreeMap<String, String> = serde_json::from_value(a["labels"].clone()).ok()?;
-            if labels.get("alertname").map(String::as_str) != Some(ALERT_NAME) || current.contains(&labels) {
+            let labels: BTreeMap<String, String> =
+                serde_json::from_value(a["labels"].clone()).ok()?;
+            if labels.get("alertname").map(String::as_str) != Some(ALERT_NAME)
+                || current.contains(&labels)
+            {
                 return None;
             }
             let in_scope = match labels.get("namespace") {
@@ -141,7 +155,13 @@ pub async fn publish(
         })
         .collect();
     for chunk in resolved.chunks(BATCH) {
-        post_json(http, &endpoint, &Value::Array(chunk.to_vec()), &settings.http_retry).await?;
+        post_json(
+            http,
+            &endpoint,
+            &Value::Array(chunk.to_vec()),
+            &settings.http_retry,
+        )
+        .await?;
     }
     Ok(AlertStats {
         firing: firing.len(),
@@ -183,7 +203,11 @@ mod tests {
     #[test]
     fn ends_at_is_one_ttl_ahead() {
         let now: jiff::Timestamp = "2025-06-01T12:00:00Z".parse().unwrap();
-        let a = firing_alert(&finding("Pod", Some("a"), "p"), now, std::time::Duration::from_secs(7200));
+        let a = firing_alert(
+            &finding("Pod", Some("a"), "p"),
+            now,
+            std::time::Duration::from_secs(7200),
+        );
         assert_eq!(a["startsAt"], "2025-06-01T12:00:00Z");
         assert_eq!(a["endsAt"], "2025-06-01T14:00:00Z");
         assert_eq!(a["annotations"]["summary"], "m");
@@ -191,9 +215,18 @@ mod tests {
 
     #[test]
     fn endpoint_forms() {
-        assert_eq!(alerts_endpoint("http://am:9093"), "http://am:9093/api/v2/alerts");
-        assert_eq!(alerts_endpoint("http://am:9093/"), "http://am:9093/api/v2/alerts");
-        assert_eq!(alerts_endpoint("http://am:9093/api/v2/alerts"), "http://am:9093/api/v2/alerts");
+        assert_eq!(
+            alerts_endpoint("http://am:9093"),
+            "http://am:9093/api/v2/alerts"
+        );
+        assert_eq!(
+            alerts_endpoint("http://am:9093/"),
+            "http://am:9093/api/v2/alerts"
+        );
+        assert_eq!(
+            alerts_endpoint("http://am:9093/api/v2/alerts"),
+            "http://am:9093/api/v2/alerts"
+        );
         assert_eq!(percent_encode("alertname=\"X\""), "alertname%3D%22X%22");
     }
 }

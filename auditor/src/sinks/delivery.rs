@@ -67,7 +67,9 @@ fn http_url(sink: &str, url: &str) -> Result<String, String> {
     if ok {
         Ok(url.to_string())
     } else {
-        Err(format!("--sink {sink}=URL: {url:?} is not an http:// or https:// URL"))
+        Err(format!(
+            "--sink {sink}=URL: {url:?} is not an http:// or https:// URL"
+        ))
     }
 }
 
@@ -251,25 +253,40 @@ impl Sinks {
                 error,
             })
         });
-        futures::future::join_all(runs).await.into_iter().flatten().collect()
+        futures::future::join_all(runs)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
-    async fn deliver_one(&self, spec: &SinkSpec, d: Delivery<'_>, now: jiff::Timestamp) -> Result<(), String> {
+    async fn deliver_one(
+        &self,
+        spec: &SinkSpec,
+        d: Delivery<'_>,
+        now: jiff::Timestamp,
+    ) -> Result<(), String> {
         match spec {
             SinkSpec::PolicyReport => {
                 let api = self.api.as_ref().ok_or("no cluster connection")?;
-                policyreport::publish(api, d.findings, d.scope, now).await.map(|_| ())
+                policyreport::publish(api, d.findings, d.scope, now)
+                    .await
+                    .map(|_| ())
             }
             SinkSpec::Events => {
                 let api = self.api.as_ref().ok_or("no cluster connection")?;
-                events::publish(api, d.findings, d.scope, &self.settings, now).await.map(|_| ())
+                events::publish(api, d.findings, d.scope, &self.settings, now)
+                    .await
+                    .map(|_| ())
             }
             SinkSpec::Alertmanager(url) => {
                 alertmanager::publish(&self.http, url, d.findings, d.scope, &self.settings, now)
                     .await
                     .map(|_| ())
             }
-            SinkSpec::Webhook(url) => webhook::publish(&self.http, url, d.document, &self.settings.http_retry).await,
+            SinkSpec::Webhook(url) => {
+                webhook::publish(&self.http, url, d.document, &self.settings.http_retry).await
+            }
             SinkSpec::Metrics(path) => {
                 // The caller has already set the finding counts; this writes them out.
                 self.metrics
@@ -306,20 +323,30 @@ pub(crate) async fn send_with_retry(
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        let (retryable, message) = match tokio::time::timeout(retry.request_timeout, request().send()).await {
-            Err(_) => (true, format!("no answer within {:.1}s", retry.request_timeout.as_secs_f64())),
-            Ok(Err(e)) => (true, e.to_string()),
-            Ok(Ok(resp)) => {
-                let status = resp.status();
-                let bytes = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-                if status.is_success() {
-                    return Ok(bytes);
+        let (retryable, message) =
+            match tokio::time::timeout(retry.request_timeout, request().send()).await {
+                Err(_) => (
+                    true,
+                    format!(
+                        "no answer within {:.1}s",
+                        retry.request_timeout.as_secs_f64()
+                    ),
+                ),
+                Ok(Err(e)) => (true, e.to_string()),
+                Ok(Ok(resp)) => {
+                    let status = resp.status();
+                    let bytes = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+                    if status.is_success() {
+                        return Ok(bytes);
+                    }
+                    let text = String::from_utf8_lossy(&bytes)
+                        .chars()
+                        .take(300)
+                        .collect::<String>();
+                    let retryable = status.as_u16() == 429 || status.is_server_error();
+                    (retryable, format!("HTTP {status}: {}", text.trim()))
                 }
-                let text = String::from_utf8_lossy(&bytes).chars().take(300).collect::<String>();
-                let retryable = status.as_u16() == 429 || status.is_server_error();
-                (retryable, format!("HTTP {status}: {}", text.trim()))
-            }
-        };
+            };
         if !retryable || started.elapsed() + backoff > retry.deadline {
             return Err(format!("{url}: {message} (after {attempts} attempt(s))"));
         }
@@ -334,7 +361,10 @@ mod tests {
 
     #[test]
     fn sink_specs_parse() {
-        assert_eq!("policyreport".parse::<SinkSpec>(), Ok(SinkSpec::PolicyReport));
+        assert_eq!(
+            "policyreport".parse::<SinkSpec>(),
+            Ok(SinkSpec::PolicyReport)
+        );
         assert_eq!("events".parse::<SinkSpec>(), Ok(SinkSpec::Events));
         assert_eq!(
             "alertmanager=http://am:9093".parse::<SinkSpec>(),
@@ -348,15 +378,33 @@ mod tests {
             "metrics=/var/lib/node/auditor.prom".parse::<SinkSpec>(),
             Ok(SinkSpec::Metrics("/var/lib/node/auditor.prom".into()))
         );
-        assert!("alertmanager".parse::<SinkSpec>().unwrap_err().contains("needs a URL"));
-        assert!("webhook=ftp://x".parse::<SinkSpec>().unwrap_err().contains("not an http"));
-        assert!("events=1".parse::<SinkSpec>().unwrap_err().contains("takes no value"));
-        assert!("slack".parse::<SinkSpec>().unwrap_err().contains("unknown sink"));
+        assert!("alertmanager"
+            .parse::<SinkSpec>()
+            .unwrap_err()
+            .contains("needs a URL"));
+        assert!("webhook=ftp://x"
+            .parse::<SinkSpec>()
+            .unwrap_err()
+            .contains("not an http"));
+        assert!("events=1"
+            .parse::<SinkSpec>()
+            .unwrap_err()
+            .contains("takes no value"));
+        assert!("slack"
+            .parse::<SinkSpec>()
+            .unwrap_err()
+            .contains("unknown sink"));
     }
 
     #[test]
     fn cluster_sinks_need_a_cluster() {
-        let err = Sinks::new(vec![SinkSpec::Events], None, SinkSettings::default(), Metrics::new()).err();
+        let err = Sinks::new(
+            vec![SinkSpec::Events],
+            None,
+            SinkSettings::default(),
+            Metrics::new(),
+        )
+        .err();
         assert_eq!(err, Some(SinkError::NeedsCluster("events".into())));
         assert!(Sinks::new(
             vec![SinkSpec::Webhook("http://127.0.0.1:1/x".into())],

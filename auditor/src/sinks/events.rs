@@ -144,7 +144,8 @@ pub async fn publish(
             .or_insert(f);
     }
     let existing = existing_events(api, scope, wanted.keys().map(|(ns, _)| ns.as_str())).await?;
-    let refresh = jiff::SignedDuration::try_from(settings.event_refresh).unwrap_or(jiff::SignedDuration::from_hours(1));
+    let refresh = jiff::SignedDuration::try_from(settings.event_refresh)
+        .unwrap_or(jiff::SignedDuration::from_hours(1));
     let mut stats = EventStats::default();
     let mut errors = Vec::new();
     let (post_params, patch_params) = (PostParams::default(), PatchParams::default());
@@ -157,11 +158,20 @@ pub async fn publish(
                     stats.unchanged += 1;
                     continue;
                 }
-                let count = e.series.as_ref().map(|s| s.count).unwrap_or(1).saturating_add(1);
-                let patch = Patch::Merge(json!({"series": {"count": count, "lastObservedTime": MicroTime(now)}}));
+                let count = e
+                    .series
+                    .as_ref()
+                    .map(|s| s.count)
+                    .unwrap_or(1)
+                    .saturating_add(1);
+                let patch = Patch::Merge(
+                    json!({"series": {"count": count, "lastObservedTime": MicroTime(now)}}),
+                );
                 let what = format!("update event {ns}/{name}");
                 match api
-                    .call(&what, "events", || events.patch(name, &patch_params, &patch))
+                    .call(&what, "events", || {
+                        events.patch(name, &patch_params, &patch)
+                    })
                     .await
                 {
                     Ok(_) => stats.updated += 1,
@@ -169,15 +179,19 @@ pub async fn publish(
                 }
             }
             None => {
-                let event: Event = match serde_json::from_value(new_event(f, &settings.reporting_instance, now)) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        errors.push(format!("event for {}: {e}", f.identity()));
-                        continue;
-                    }
-                };
+                let event: Event =
+                    match serde_json::from_value(new_event(f, &settings.reporting_instance, now)) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            errors.push(format!("event for {}: {e}", f.identity()));
+                            continue;
+                        }
+                    };
                 let what = format!("create event {ns}/{name}");
-                match api.call(&what, "events", || events.create(&post_params, &event)).await {
+                match api
+                    .call(&what, "events", || events.create(&post_params, &event))
+                    .await
+                {
                     Ok(_) => stats.created += 1,
                     // Another run created it meanwhile: the finding is reported.
                     Err(e) if e.code() == Some(409) => stats.unchanged += 1,
@@ -219,9 +233,16 @@ async fn existing_events<'a>(
         for ns in unique {
             let in_ns: Api<Event> = Api::namespaced(api.client.clone(), ns);
             lists.push(
-                api.list_all(&in_ns, &params, 500, &format!("list events in {ns}"), "events", Some)
-                    .await
-                    .map_err(|e| e.to_string())?,
+                api.list_all(
+                    &in_ns,
+                    &params,
+                    500,
+                    &format!("list events in {ns}"),
+                    "events",
+                    Some,
+                )
+                .await
+                .map_err(|e| e.to_string())?,
             );
         }
     }
@@ -256,14 +277,20 @@ mod tests {
     #[test]
     fn names_are_stable_and_distinct() {
         assert_eq!(event_name(&finding(None)), event_name(&finding(None)));
-        assert_ne!(event_name(&finding(None)), event_name(&finding(Some("app"))));
+        assert_ne!(
+            event_name(&finding(None)),
+            event_name(&finding(Some("app")))
+        );
         assert!(event_name(&finding(None)).len() <= 63);
     }
 
     #[test]
     fn reasons_are_pascal_case() {
         assert_eq!(reason("sidecar-missing"), "SidecarMissing");
-        assert_eq!(reason("egress-networkpolicy-missing"), "EgressNetworkpolicyMissing");
+        assert_eq!(
+            reason("egress-networkpolicy-missing"),
+            "EgressNetworkpolicyMissing"
+        );
     }
 
     #[test]
@@ -275,7 +302,10 @@ mod tests {
         assert_eq!(e["reason"], "SidecarNotRunning");
         assert_eq!(e["regarding"]["fieldPath"], "spec.containers{istio-proxy}");
         assert_eq!(e["metadata"]["namespace"], "shop");
-        assert!(e["eventTime"].as_str().unwrap().starts_with("2025-06-01T12:00:00"));
+        assert!(e["eventTime"]
+            .as_str()
+            .unwrap()
+            .starts_with("2025-06-01T12:00:00"));
         let typed: Event = serde_json::from_value(e).unwrap();
         assert_eq!(typed.reporting_instance.as_deref(), Some("auditor-0"));
     }

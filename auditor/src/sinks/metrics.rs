@@ -77,9 +77,17 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("egress_auditor");
         let findings = Family::<FindingLabels, Gauge>::default();
-        registry.register("findings", "Current findings by rule and severity", findings.clone());
+        registry.register(
+            "findings",
+            "Current findings by rule and severity",
+            findings.clone(),
+        );
         let scans = Family::<ResultLabels, Counter>::default();
-        registry.register("scans", "Judgements of the whole snapshot, by result", scans.clone());
+        registry.register(
+            "scans",
+            "Judgements of the whole snapshot, by result",
+            scans.clone(),
+        );
         let api_errors = Family::<ApiErrorLabels, Counter>::default();
         registry.register(
             "api_errors",
@@ -87,7 +95,11 @@ impl Metrics {
             api_errors.clone(),
         );
         let sink_failures = Family::<SinkLabels, Counter>::default();
-        registry.register("sink_failures", "Sink deliveries that failed, by sink", sink_failures.clone());
+        registry.register(
+            "sink_failures",
+            "Sink deliveries that failed, by sink",
+            sink_failures.clone(),
+        );
         let last_scan = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "last_scan_timestamp_seconds",
@@ -101,7 +113,11 @@ impl Metrics {
             scan_duration.clone(),
         );
         let objects = Gauge::default();
-        registry.register("judged_workloads", "Pods and pod templates in the last judgement", objects.clone());
+        registry.register(
+            "judged_workloads",
+            "Pods and pod templates in the last judgement",
+            objects.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -145,10 +161,14 @@ impl Metrics {
         let result = if ok { "success" } else { "error" };
         self.inner
             .scans
-            .get_or_create(&ResultLabels { result: result.into() })
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
             .inc();
         self.inner.scan_duration.set(duration.as_secs_f64());
-        self.inner.objects.set(i64::try_from(workloads).unwrap_or(i64::MAX));
+        self.inner
+            .objects
+            .set(i64::try_from(workloads).unwrap_or(i64::MAX));
         let now = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
         self.inner.last_scan.set(now);
     }
@@ -166,7 +186,9 @@ impl Metrics {
     pub fn sink_failure(&self, sink: &str) {
         self.inner
             .sink_failures
-            .get_or_create(&SinkLabels { sink: sink.to_string() })
+            .get_or_create(&SinkLabels {
+                sink: sink.to_string(),
+            })
             .inc();
     }
 
@@ -214,11 +236,20 @@ mod tests {
             finding("privileged", Severity::Critical),
         ]);
         let text = m.encode();
-        assert!(text.contains(r#"egress_auditor_findings{rule="host-network",severity="high"} 2"#), "{text}");
-        assert!(text.contains(r#"egress_auditor_findings{rule="privileged",severity="critical"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"egress_auditor_findings{rule="host-network",severity="high"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"egress_auditor_findings{rule="privileged",severity="critical"} 1"#),
+            "{text}"
+        );
         m.set_findings(&[finding("privileged", Severity::Critical)]);
         let text = m.encode();
-        assert!(text.contains(r#"egress_auditor_findings{rule="host-network",severity="high"} 0"#), "{text}");
+        assert!(
+            text.contains(r#"egress_auditor_findings{rule="host-network",severity="high"} 0"#),
+            "{text}"
+        );
     }
 
     #[test]
@@ -228,9 +259,18 @@ mod tests {
         m.sink_failure("webhook");
         m.scan_done(true, 3, std::time::Duration::from_millis(5));
         let text = m.encode();
-        assert!(text.contains(r#"egress_auditor_api_errors_total{resource="pods",code="429"} 1"#), "{text}");
-        assert!(text.contains(r#"egress_auditor_sink_failures_total{sink="webhook"} 1"#), "{text}");
-        assert!(text.contains(r#"egress_auditor_scans_total{result="success"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"egress_auditor_api_errors_total{resource="pods",code="429"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"egress_auditor_sink_failures_total{sink="webhook"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"egress_auditor_scans_total{result="success"} 1"#),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -27,7 +27,10 @@ pub const POLICY: &str = "egress-bypass";
 pub const CATEGORY: &str = "Egress bypass";
 
 pub fn policy_report_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, "PolicyReport"), "policyreports")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(GROUP, VERSION, "PolicyReport"),
+        "policyreports",
+    )
 }
 
 pub fn cluster_policy_report_resource() -> ApiResource {
@@ -39,7 +42,8 @@ pub fn cluster_policy_report_resource() -> ApiResource {
 
 /// One report result for a finding.
 pub fn result(f: &Finding, now: jiff::Timestamp) -> Value {
-    let mut resource = json!({"apiVersion": api_version_of(&f.kind), "kind": f.kind, "name": f.name});
+    let mut resource =
+        json!({"apiVersion": api_version_of(&f.kind), "kind": f.kind, "name": f.name});
     if let Some(ns) = &f.namespace {
         resource["namespace"] = json!(ns);
     }
@@ -82,10 +86,18 @@ fn result_key(r: &Value) -> String {
 }
 
 /// The results for `findings`, keeping the timestamp a result already had in `previous`.
-fn results_with_history(findings: &[&Finding], previous: Option<&Value>, now: jiff::Timestamp) -> Vec<Value> {
+fn results_with_history(
+    findings: &[&Finding],
+    previous: Option<&Value>,
+    now: jiff::Timestamp,
+) -> Vec<Value> {
     let known: BTreeMap<String, Value> = previous
         .and_then(|p| p["results"].as_array())
-        .map(|rs| rs.iter().map(|r| (result_key(r), r["timestamp"].clone())).collect())
+        .map(|rs| {
+            rs.iter()
+                .map(|r| (result_key(r), r["timestamp"].clone()))
+                .collect()
+        })
         .unwrap_or_default();
     findings
         .iter()
@@ -121,7 +133,12 @@ fn report(kind: &str, namespace: Option<&str>, results: Vec<Value>) -> Value {
 }
 
 /// The PolicyReport of one namespace.
-pub fn namespace_report(namespace: &str, findings: &[&Finding], previous: Option<&Value>, now: jiff::Timestamp) -> Value {
+pub fn namespace_report(
+    namespace: &str,
+    findings: &[&Finding],
+    previous: Option<&Value>,
+    now: jiff::Timestamp,
+) -> Value {
     report(
         "PolicyReport",
         Some(namespace),
@@ -132,12 +149,19 @@ pub fn namespace_report(namespace: &str, findings: &[&Finding], previous: Option
 /// The namespace a cluster-report result is about (for a Namespace finding), if any.
 fn cluster_result_namespace(r: &Value) -> Option<&str> {
     let res = &r["resources"][0];
-    (res["kind"] == "Namespace").then(|| res["name"].as_str()).flatten()
+    (res["kind"] == "Namespace")
+        .then(|| res["name"].as_str())
+        .flatten()
 }
 
 /// The ClusterPolicyReport. When only part of the cluster was judged, results about namespaces
 /// outside the scope are kept from `previous` (this run knows nothing new about them).
-pub fn cluster_report(findings: &[&Finding], scope: &ScanScope, previous: Option<&Value>, now: jiff::Timestamp) -> Value {
+pub fn cluster_report(
+    findings: &[&Finding],
+    scope: &ScanScope,
+    previous: Option<&Value>,
+    now: jiff::Timestamp,
+) -> Value {
     let mut results = results_with_history(findings, previous, now);
     if !scope.covers_cluster() {
         let kept = previous
@@ -147,7 +171,9 @@ pub fn cluster_report(findings: &[&Finding], scope: &ScanScope, previous: Option
             .filter(|r| cluster_result_namespace(r).is_none_or(|ns| !scope.covers_namespace(ns)))
             .cloned();
         let new_keys: BTreeSet<String> = results.iter().map(result_key).collect();
-        let kept: Vec<Value> = kept.filter(|r| !new_keys.contains(&result_key(r))).collect();
+        let kept: Vec<Value> = kept
+            .filter(|r| !new_keys.contains(&result_key(r)))
+            .collect();
         results.extend(kept);
     }
     report("ClusterPolicyReport", None, results)
@@ -166,9 +192,12 @@ pub fn desired_reports(
         by_ns.entry(ns.as_str()).or_default();
     }
     for f in findings {
-        match &f.namespace {
-            Some(ns) => by_ns.entry(ns.as_str()).or_default().push(f),
-            None => cluster.push(f),
+        match (&f.namespace, unreadable_namespace(f)) {
+            (Some(ns), _) => by_ns.entry(ns.as_str()).or_default().push(f),
+            // What could not be read in a namespace shows in that namespace's report, so the
+            // report never looks clean when it was not checked.
+            (None, Some(ns)) => by_ns.entry(ns).or_default().push(f),
+            (None, None) => cluster.push(f),
         }
     }
     let mut out = BTreeMap::new();
@@ -178,9 +207,20 @@ pub fn desired_reports(
         out.insert(key, report);
     }
     if scope.covers_cluster() || !cluster.is_empty() || previous.contains_key(&None) {
-        out.insert(None, cluster_report(&cluster, scope, previous.get(&None), now));
+        out.insert(
+            None,
+            cluster_report(&cluster, scope, previous.get(&None), now),
+        );
     }
     out
+}
+
+/// The namespace a `scan-incomplete` finding is about, when that namespace exists.
+fn unreadable_namespace(f: &Finding) -> Option<&str> {
+    let missing_namespace =
+        f.evidence["resource"] == "namespaces" && f.evidence["httpStatus"] == 404;
+    (f.rule == SCAN_INCOMPLETE && f.kind == "Namespace" && !missing_namespace)
+        .then_some(f.name.as_str())
 }
 
 /// Whether `desired` differs from what is stored (results and summary; metadata is the server's).
@@ -218,14 +258,22 @@ pub async fn publish(
     // What is stored now.
     let mut stored: BTreeMap<Option<String>, Value> = BTreeMap::new();
     let keep_ours = |o: DynamicObject| {
-        (o.metadata.name.as_deref() == Some(REPORT_NAME)).then(|| serde_json::to_value(&o).unwrap_or(Value::Null))
+        (o.metadata.name.as_deref() == Some(REPORT_NAME))
+            .then(|| serde_json::to_value(&o).unwrap_or(Value::Null))
     };
     let mut namespaces: BTreeSet<String> = scope.namespaces.clone();
     namespaces.extend(findings.iter().filter_map(|f| f.namespace.clone()));
     if scope.all_namespaces {
         let all: Api<DynamicObject> = Api::all_with(api.client.clone(), &namespaced);
         for r in api
-            .list_all(&all, &params, 500, "list policyreports", "policyreports", keep_ours)
+            .list_all(
+                &all,
+                &params,
+                500,
+                "list policyreports",
+                "policyreports",
+                keep_ours,
+            )
             .await
             .map_err(explain)?
         {
@@ -233,9 +281,17 @@ pub async fn publish(
         }
     } else {
         for ns in &namespaces {
-            let in_ns: Api<DynamicObject> = Api::namespaced_with(api.client.clone(), ns, &namespaced);
+            let in_ns: Api<DynamicObject> =
+                Api::namespaced_with(api.client.clone(), ns, &namespaced);
             for r in api
-                .list_all(&in_ns, &params, 500, &format!("list policyreports in {ns}"), "policyreports", keep_ours)
+                .list_all(
+                    &in_ns,
+                    &params,
+                    500,
+                    &format!("list policyreports in {ns}"),
+                    "policyreports",
+                    keep_ours,
+                )
                 .await
                 .map_err(explain)?
             {
@@ -245,7 +301,14 @@ pub async fn publish(
     }
     let cluster_api: Api<DynamicObject> = Api::all_with(api.client.clone(), &clustered);
     if let Some(r) = api
-        .list_all(&cluster_api, &params, 500, "list clusterpolicyreports", "clusterpolicyreports", keep_ours)
+        .list_all(
+            &cluster_api,
+            &params,
+            500,
+            "list clusterpolicyreports",
+            "clusterpolicyreports",
+            keep_ours,
+        )
         .await
         .map_err(explain)?
         .into_iter()
@@ -268,8 +331,12 @@ pub async fn publish(
                 stats.unchanged += 1;
                 continue;
             }
-            Some(current) => replace(api, &target, report, current, &place).await.map(|_| stats.replaced += 1),
-            None => create(api, &target, &report, &place).await.map(|_| stats.created += 1),
+            Some(current) => replace(api, &target, report, current, &place)
+                .await
+                .map(|_| stats.replaced += 1),
+            None => create(api, &target, &report, &place)
+                .await
+                .map(|_| stats.created += 1),
         };
         if let Err(e) = outcome {
             errors.push(e);
@@ -278,7 +345,11 @@ pub async fn publish(
     if errors.is_empty() {
         Ok(stats)
     } else {
-        Err(format!("{} report(s) not written; first error: {}", errors.len(), errors[0]))
+        Err(format!(
+            "{} report(s) not written; first error: {}",
+            errors.len(),
+            errors[0]
+        ))
     }
 }
 
@@ -286,10 +357,19 @@ fn to_dynamic(v: &Value) -> Result<DynamicObject, String> {
     serde_json::from_value(v.clone()).map_err(|e| format!("report is not a Kubernetes object: {e}"))
 }
 
-async fn create(api: &ApiContext, target: &Api<DynamicObject>, report: &Value, place: &str) -> Result<(), String> {
+async fn create(
+    api: &ApiContext,
+    target: &Api<DynamicObject>,
+    report: &Value,
+    place: &str,
+) -> Result<(), String> {
     let obj = to_dynamic(report)?;
     let params = PostParams::default();
-    api.call(&format!("create policy report {place}"), "policyreports", || target.create(&params, &obj))
+    api.call(
+        &format!("create policy report {place}"),
+        "policyreports",
+        || target.create(&params, &obj),
+    )
     .await
     .map(|_| ())
     .map_err(explain)
@@ -308,7 +388,9 @@ async fn replace(
     report["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
     let obj = to_dynamic(&report)?;
     match api
-        .call(&what, "policyreports", || target.replace(REPORT_NAME, &params, &obj))
+        .call(&what, "policyreports", || {
+            target.replace(REPORT_NAME, &params, &obj)
+        })
         .await
     {
         Ok(_) => Ok(()),
@@ -319,10 +401,12 @@ async fn replace(
                 .map_err(explain)?;
             report["metadata"]["resourceVersion"] = json!(fresh.metadata.resource_version);
             let obj = to_dynamic(&report)?;
-            api.call(&what, "policyreports", || target.replace(REPORT_NAME, &params, &obj))
-                .await
-                .map(|_| ())
-                .map_err(explain)
+            api.call(&what, "policyreports", || {
+                target.replace(REPORT_NAME, &params, &obj)
+            })
+            .await
+            .map(|_| ())
+            .map_err(explain)
         }
         Err(e) => Err(explain(e)),
     }
@@ -366,7 +450,10 @@ mod tests {
         assert_eq!(a["kind"], "PolicyReport");
         assert_eq!(a["metadata"]["namespace"], "a");
         assert_eq!(a["summary"]["fail"], 2);
-        assert_eq!(a["results"][0]["timestamp"], json!({"seconds": now.as_second(), "nanos": 500_000_000}));
+        assert_eq!(
+            a["results"][0]["timestamp"],
+            json!({"seconds": now.as_second(), "nanos": 500_000_000})
+        );
         assert_eq!(a["results"][0]["resources"][0]["kind"], "Pod");
         assert_eq!(a["results"][0]["properties"]["container"], "app");
         let b = &out[&Some("b".to_string())];
@@ -387,8 +474,14 @@ mod tests {
         assert!(!changed(&second[&key], &first[&key]));
         let more = vec![fs[0].clone(), finding("privileged", Some("a"), "Pod", "p1")];
         let third = desired_reports(&more, &scope(true, &["a"]), &first, t2);
-        assert_eq!(third[&key]["results"][0]["timestamp"]["seconds"], t1.as_second());
-        assert_eq!(third[&key]["results"][1]["timestamp"]["seconds"], t2.as_second());
+        assert_eq!(
+            third[&key]["results"][0]["timestamp"]["seconds"],
+            t1.as_second()
+        );
+        assert_eq!(
+            third[&key]["results"][1]["timestamp"]["seconds"],
+            t2.as_second()
+        );
     }
 
     #[test]

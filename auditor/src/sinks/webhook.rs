@@ -6,6 +6,11 @@ use serde_json::Value;
 use super::delivery::post_json;
 use crate::sources::cluster::api::RetryPolicy;
 
-pub async fn publish(http: &reqwest::Client, url: &str, document: &Value, retry: &RetryPolicy) -> Result<(), String> {
+pub async fn publish(
+    http: &reqwest::Client,
+    url: &str,
+    document: &Value,
+    retry: &RetryPolicy,
+) -> Result<(), String> {
     post_json(http, url, document, retry).await.map(|_| ())
 }

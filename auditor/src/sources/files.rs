@@ -41,6 +41,22 @@ pub struct InputSummary {
     pub mesh_config: bool,
 }
 
+impl InputSummary {
+    fn merge(&mut self, other: InputSummary) {
+        self.files += other.files;
+        self.documents += other.documents;
+        for (k, v) in other.objects_by_kind {
+            *self.objects_by_kind.entry(k).or_default() += v;
+        }
+        for (k, v) in other.skipped_kinds {
+            *self.skipped_kinds.entry(k).or_default() += v;
+        }
+        self.skipped += other.skipped;
+        self.workloads += other.workloads;
+        self.mesh_config |= other.mesh_config;
+    }
+}
+
 /// Where in the input something is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
@@ -112,6 +128,30 @@ pub struct LoadedInput {
 }
 
 impl LoadedInput {
+    /// Adds what another (later) file held: later namespaces and mesh config replace earlier ones.
+    fn merge(&mut self, other: LoadedInput) {
+        let LoadedInput {
+            snapshot,
+            summary,
+            origins,
+        } = other;
+        for (_, ns) in snapshot.namespaces {
+            self.snapshot.add_namespace(ns);
+        }
+        for (_, nps) in snapshot.network_policies {
+            for np in nps {
+                self.snapshot.add_network_policy(np);
+            }
+        }
+        if snapshot.mesh.is_some() {
+            self.snapshot.mesh = snapshot.mesh;
+        }
+        self.snapshot.workloads.extend(snapshot.workloads);
+        self.snapshot.extra.extend(snapshot.extra);
+        self.summary.merge(summary);
+        self.origins.extend(origins);
+    }
+
     /// The location of the object a finding is about.
     pub fn origin_of(&self, finding: &crate::finding::Finding) -> Option<&Location> {
         self.origins.get(&origin_key(
@@ -131,23 +171,29 @@ pub fn origin_key(kind: &str, namespace: Option<&str>, name: &str) -> String {
 /// `-` is standard input). All errors are collected, so a directory with several bad files names
 /// each of them; with any error nothing is returned.
 pub fn load_paths(paths: &[PathBuf]) -> Result<LoadedInput, Vec<InputError>> {
-    read_paths(paths, None)
+    let (mut loaded, per_file) = read_paths_with(paths, Vec::new, |v: &mut Vec<Workload>, w| v.push(w))?;
+    for workloads in per_file {
+        loaded.snapshot.workloads.extend(workloads);
+    }
+    Ok(loaded)
 }
 
-/// Like [`load_paths`], but hands each workload to `on_workload` as soon as it is read instead of
-/// keeping it: the returned snapshot holds everything except workloads. Lets a scan judge any
-/// number of pods in bounded memory. On error, workloads already handed over are to be discarded.
-pub fn stream_paths(
+/// Reads the paths like [`load_paths`], but instead of keeping workloads hands each one, as soon
+/// as it is read, to `on_workload` together with a state of its file (`new_state` makes one per
+/// file). Files are read on several threads; the states come back in file order, and the returned
+/// snapshot (everything except workloads) is merged in file order too, so the result does not
+/// depend on scheduling. Lets a scan judge any number of pods in bounded memory. On error, the
+/// states are dropped.
+pub fn read_paths_with<S, N, F>(
     paths: &[PathBuf],
-    on_workload: &mut dyn FnMut(Workload),
-) -> Result<LoadedInput, Vec<InputError>> {
-    read_paths(paths, Some(on_workload))
-}
-
-fn read_paths(
-    paths: &[PathBuf],
-    mut on_workload: Option<&mut dyn FnMut(Workload)>,
-) -> Result<LoadedInput, Vec<InputError>> {
+    new_state: N,
+    on_workload: F,
+) -> Result<(LoadedInput, Vec<S>), Vec<InputError>>
+where
+    S: Send,
+    N: Fn() -> S + Sync,
+    F: Fn(&mut S, Workload) + Sync,
+{
     let mut errors = Vec::new();
     let mut files = Vec::new();
     for p in paths {
@@ -155,24 +201,56 @@ fn read_paths(
             errors.push(e);
         }
     }
-    let mut out = LoadedInput::default();
-    for file in &files {
-        let text = match read_file(file) {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(e);
-                continue;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
+        .min(files.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let read_one = |file: &PathBuf| -> (LoadedInput, Vec<InputError>, S) {
+        let mut out = LoadedInput::default();
+        let mut errs = Vec::new();
+        let mut state = new_state();
+        match read_file(file) {
+            Ok(text) => {
+                let mut sink = |w: Workload| on_workload(&mut state, w);
+                ManifestReader::new(file, &mut out, &mut errs, &mut sink).read_text(&text);
+                out.summary.files = 1;
             }
-        };
-        let sink: Option<&mut dyn FnMut(Workload)> = match on_workload.as_mut() {
-            Some(f) => Some(&mut **f),
-            None => None,
-        };
-        ManifestReader::new(file, &mut out, &mut errors, sink).read_text(&text);
-        out.summary.files += 1;
+            Err(e) => errs.push(e),
+        }
+        (out, errs, state)
+    };
+    let mut results: Vec<(usize, (LoadedInput, Vec<InputError>, S))> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(file) = files.get(i) else { break };
+                        done.push((i, read_one(file)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+
+    let mut out = LoadedInput::default();
+    let mut states = Vec::with_capacity(results.len());
+    for (_, (part, errs, state)) in results {
+        errors.extend(errs);
+        out.merge(part);
+        states.push(state);
     }
     if errors.is_empty() {
-        Ok(out)
+        Ok((out, states))
     } else {
         Err(errors)
     }
@@ -203,7 +281,10 @@ pub fn load_str(name: &str, text: &str) -> Result<LoadedInput, Vec<InputError>> 
     let mut out = LoadedInput::default();
     let mut errors = Vec::new();
     let path = PathBuf::from(name);
-    ManifestReader::new(&path, &mut out, &mut errors, None).read_text(text);
+    let mut workloads = Vec::new();
+    let mut sink = |w: Workload| workloads.push(w);
+    ManifestReader::new(&path, &mut out, &mut errors, &mut sink).read_text(text);
+    out.snapshot.workloads = workloads;
     out.summary.files = 1;
     if errors.is_empty() {
         Ok(out)
@@ -316,12 +397,21 @@ pub fn split_yaml_documents(text: &str) -> Vec<(usize, &str)> {
     docs
 }
 
-fn yaml_options() -> serde_saphyr::Options {
+/// Parser options for one document of `len` bytes. The default budget caps a document at 250,000
+/// nodes, which one `kubectl get pods -A -o yaml` List exceeds; node and event caps grow with the
+/// document's size instead (a node takes at least a byte, so this cannot be abused), while the
+/// alias and anchor caps that stop expansion bombs stay as they are.
+fn yaml_options(len: usize) -> serde_saphyr::Options {
     let mut options = serde_saphyr::Options::default();
     // The caller reports the location; a source snippet would only repeat the document.
     options.with_snippet = false;
     // kubectl reads only `true`/`false` as booleans.
     options.strict_booleans = true;
+    if let Some(budget) = options.budget.as_mut() {
+        budget.max_nodes = budget.max_nodes.max(len);
+        budget.max_events = budget.max_events.max(len.saturating_mul(2));
+        budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.max(len);
+    }
     options
 }
 
@@ -331,8 +421,8 @@ struct ManifestReader<'a> {
     summary: &'a mut InputSummary,
     origins: &'a mut BTreeMap<String, Location>,
     errors: &'a mut Vec<InputError>,
-    /// Receives workloads instead of the snapshot, when streaming.
-    on_workload: Option<&'a mut dyn FnMut(Workload)>,
+    /// Receives every workload read.
+    on_workload: &'a mut dyn FnMut(Workload),
 }
 
 /// Position of the object being read.
@@ -347,7 +437,7 @@ impl<'a> ManifestReader<'a> {
         path: &'a Path,
         out: &'a mut LoadedInput,
         errors: &'a mut Vec<InputError>,
-        on_workload: Option<&'a mut dyn FnMut(Workload)>,
+        on_workload: &'a mut dyn FnMut(Workload),
     ) -> Self {
         ManifestReader {
             path,
@@ -420,12 +510,12 @@ impl<'a> ManifestReader<'a> {
             }) {
                 continue;
             }
-            match serde_saphyr::from_str_with_options::<Value>(doc, yaml_options()) {
+            match serde_saphyr::from_str_with_options::<Value>(doc, yaml_options(doc.len())) {
                 Ok(Value::Null) => continue,
                 Ok(value) => {
                     self.summary.documents += 1;
                     let here = Here {
-                        at: self.location(document, start_line),
+                        at: self.location(document, first_content_line(start_line, doc)),
                         prefix: "",
                     };
                     self.read_object(value, &here);
@@ -726,10 +816,7 @@ impl<'a> ManifestReader<'a> {
         };
         self.summary.workloads += 1;
         self.remember(kind.as_str(), Some(&workload.namespace), &workload.name, here);
-        match self.on_workload.as_mut() {
-            Some(sink) => sink(workload),
-            None => self.snapshot.add_workload(workload),
-        }
+        (self.on_workload)(workload);
     }
 }
 
@@ -777,6 +864,25 @@ fn object_label(kind: &str, meta: &ObjectMeta) -> String {
         Some(ns) if !ns.is_empty() => format!("{kind} {ns}/{name}"),
         _ => format!("{kind} {name}"),
     }
+}
+
+/// The line of the document's first content (after the `---` marker, blank lines and comments).
+fn first_content_line(start_line: usize, doc: &str) -> usize {
+    let mut lines = doc.split('\n');
+    // The first piece is what follows `---` on the marker line (or the first line).
+    if let Some(first) = lines.next() {
+        let t = first.trim();
+        if !t.is_empty() && !t.starts_with('#') {
+            return start_line;
+        }
+    }
+    for (i, line) in lines.enumerate() {
+        let t = line.trim();
+        if !t.is_empty() && !t.starts_with('#') {
+            return start_line + i + 1;
+        }
+    }
+    start_line
 }
 
 fn line_at(text: &str, offset: usize) -> usize {

@@ -35,8 +35,8 @@ use crate::sinks::metrics::Metrics;
 use crate::sinks::Summary;
 use crate::snapshot::{MeshConfig, Snapshot, MESH_CONFIG_NAME, MESH_CONFIG_NAMESPACE};
 use crate::sources::cluster::{
-    self, dynamic_json, envoy_filter_resource, pod_workload, wasm_plugin_resource, ApiContext, ClusterError,
-    ConnectOptions, RetryPolicy, Unreadable,
+    self, dynamic_json, envoy_filter_resource, pod_workload, wasm_plugin_resource, ApiContext,
+    ClusterError, ConnectOptions, RetryPolicy, Unreadable,
 };
 
 /// Why the controller could not start.
@@ -121,7 +121,11 @@ pub struct WatchHandle {
 impl WatchHandle {
     /// The findings of the last judgement.
     pub fn findings(&self) -> Vec<Finding> {
-        self.shared.findings.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared
+            .findings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn is_ready(&self) -> bool {
@@ -213,7 +217,14 @@ impl Stores {
                     Some(ns) => config().fields(&format!("metadata.name={ns}")),
                     None => config(),
                 };
-                w.watch(Api::<Namespace>::all(client.clone()), cfg, "namespaces", ns.clone(), false, ())
+                w.watch(
+                    Api::<Namespace>::all(client.clone()),
+                    cfg,
+                    "namespaces",
+                    ns.clone(),
+                    false,
+                    (),
+                )
             })
             .collect();
         let pods = scopes
@@ -251,7 +262,11 @@ impl Stores {
                     Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
                     None => Api::<DynamicObject>::all_with(client.clone(), &ar),
                 };
-                let plural: &'static str = if ar.plural == "wasmplugins" { "wasmplugins" } else { "envoyfilters" };
+                let plural: &'static str = if ar.plural == "wasmplugins" {
+                    "wasmplugins"
+                } else {
+                    "envoyfilters"
+                };
                 let store = w.watch(api, config(), plural, ns.clone(), true, ar.clone());
                 istio.push((ar.clone(), store));
             }
@@ -280,14 +295,20 @@ impl Stores {
             }
         }
         for store in &self.pods {
-            snapshot
-                .workloads
-                .extend(store.state().iter().filter_map(|p| pod_workload((**p).clone())));
+            snapshot.workloads.extend(
+                store
+                    .state()
+                    .iter()
+                    .filter_map(|p| pod_workload((**p).clone())),
+            );
         }
         for (ar, store) in &self.istio {
-            snapshot
-                .extra
-                .extend(store.state().iter().map(|o| dynamic_json((**o).clone(), ar)));
+            snapshot.extra.extend(
+                store
+                    .state()
+                    .iter()
+                    .map(|o| dynamic_json((**o).clone(), ar)),
+            );
         }
         if let Some(cm) = self.mesh.state().first() {
             match MeshConfig::from_config_map(cm) {
@@ -399,7 +420,9 @@ impl Spawner<'_> {
 }
 
 impl Shared {
-    fn lock_unreadable(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, Option<String>), Unreadable>> {
+    fn lock_unreadable(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<(String, Option<String>), Unreadable>> {
         self.unreadable.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -445,7 +468,13 @@ async fn judge_loop(
             now: jiff::Timestamp::now(),
             ..opts.live.clone()
         };
-        let result = cluster::judge(&snapshot, &unreadable, scan_scope.clone(), &opts.checks, &live);
+        let result = cluster::judge(
+            &snapshot,
+            &unreadable,
+            scan_scope.clone(),
+            &opts.checks,
+            &live,
+        );
         shared.metrics.set_findings(&result.findings);
         *shared.findings.lock().unwrap_or_else(|e| e.into_inner()) = result.findings.clone();
 
@@ -453,9 +482,14 @@ async fn judge_loop(
         let resync_due = last_delivery.elapsed() >= opts.resync;
         let mut ok = true;
         if !sinks.is_empty() && (changed || resync_due) {
-            let summary = Summary::new(&result.findings, opts.fail_on, Some(serde_json::json!({"source": "cluster-watch", "workloads": result.workloads})));
+            let summary = Summary::new(
+                &result.findings,
+                opts.fail_on,
+                Some(serde_json::json!({"source": "cluster-watch", "workloads": result.workloads})),
+            );
             let document: serde_json::Value =
-                serde_json::from_str(&crate::sinks::json::render(&result.findings, &summary)).unwrap_or_default();
+                serde_json::from_str(&crate::sinks::json::render(&result.findings, &summary))
+                    .unwrap_or_default();
             let failures = sinks
                 .deliver(Delivery {
                     findings: &result.findings,
@@ -468,7 +502,9 @@ async fn judge_loop(
             delivered = ok.then(|| result.findings.clone());
             last_delivery = Instant::now();
         }
-        shared.metrics.scan_done(ok, result.workloads, started.elapsed());
+        shared
+            .metrics
+            .scan_done(ok, result.workloads, started.elapsed());
         shared.ready.store(true, Ordering::SeqCst);
         tracing::info!(findings = result.findings.len(), workloads = result.workloads, elapsed = ?started.elapsed(), "judged");
     }

@@ -32,9 +32,24 @@ pub struct Collection {
 }
 
 pub const COLLECTIONS: &[Collection] = &[
-    Collection { group_version: "v1", plural: "namespaces", kind: "Namespace", namespaced: false },
-    Collection { group_version: "v1", plural: "pods", kind: "Pod", namespaced: true },
-    Collection { group_version: "v1", plural: "configmaps", kind: "ConfigMap", namespaced: true },
+    Collection {
+        group_version: "v1",
+        plural: "namespaces",
+        kind: "Namespace",
+        namespaced: false,
+    },
+    Collection {
+        group_version: "v1",
+        plural: "pods",
+        kind: "Pod",
+        namespaced: true,
+    },
+    Collection {
+        group_version: "v1",
+        plural: "configmaps",
+        kind: "ConfigMap",
+        namespaced: true,
+    },
     Collection {
         group_version: "networking.k8s.io/v1",
         plural: "networkpolicies",
@@ -53,7 +68,12 @@ pub const COLLECTIONS: &[Collection] = &[
         kind: "EnvoyFilter",
         namespaced: true,
     },
-    Collection { group_version: "events.k8s.io/v1", plural: "events", kind: "Event", namespaced: true },
+    Collection {
+        group_version: "events.k8s.io/v1",
+        plural: "events",
+        kind: "Event",
+        namespaced: true,
+    },
     Collection {
         group_version: "wgpolicyk8s.io/v1alpha2",
         plural: "policyreports",
@@ -167,6 +187,11 @@ struct ApiState {
     faults: Vec<Fault>,
     requests: Vec<Recorded>,
     forbidden_namespaces: BTreeSet<String>,
+    /// (namespace, plural) pairs forbidden while the rest of the namespace is allowed.
+    forbidden_resources: BTreeSet<(String, String)>,
+    /// Namespaced plurals whose cluster-wide list/watch is forbidden (only per-namespace
+    /// RoleBindings exist).
+    forbidden_cluster_lists: BTreeSet<String>,
     /// Collections answered with 404, as when a CRD is not installed.
     missing_collections: BTreeSet<String>,
     uid_counter: u64,
@@ -276,7 +301,13 @@ impl MockApi {
         }
     }
 
-    fn publish(&self, st: &mut ApiState, coll: &'static Collection, event_type: &'static str, object: Value) {
+    fn publish(
+        &self,
+        st: &mut ApiState,
+        coll: &'static Collection,
+        event_type: &'static str,
+        object: Value,
+    ) {
         let ev = WatchEvent {
             rv: st.resource_version,
             collection: coll.plural,
@@ -312,12 +343,34 @@ impl MockApi {
     }
 
     pub fn forbid_namespace(&self, ns: &str) {
-        self.shared.lock().forbidden_namespaces.insert(ns.to_string());
+        self.shared
+            .lock()
+            .forbidden_namespaces
+            .insert(ns.to_string());
+    }
+
+    /// Forbids one resource in one namespace (a Role that does not cover it).
+    pub fn forbid_in_namespace(&self, ns: &str, plural: &str) {
+        self.shared
+            .lock()
+            .forbidden_resources
+            .insert((ns.to_string(), plural.to_string()));
+    }
+
+    /// Forbids listing/watching this namespaced plural across all namespaces.
+    pub fn forbid_cluster_list(&self, plural: &str) {
+        self.shared
+            .lock()
+            .forbidden_cluster_lists
+            .insert(plural.to_string());
     }
 
     /// Answers 404 for this plural, as an API server without the CRD does.
     pub fn remove_collection(&self, plural: &str) {
-        self.shared.lock().missing_collections.insert(plural.to_string());
+        self.shared
+            .lock()
+            .missing_collections
+            .insert(plural.to_string());
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -342,7 +395,10 @@ fn identify(object: &Value) -> Option<(&'static Collection, String, String)> {
     let kind = object["kind"].as_str()?;
     let coll = collection_by_kind(api_version, kind)?;
     let ns = if coll.namespaced {
-        object["metadata"]["namespace"].as_str().unwrap_or("default").to_string()
+        object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string()
     } else {
         String::new()
     };
@@ -351,7 +407,13 @@ fn identify(object: &Value) -> Option<(&'static Collection, String, String)> {
 }
 
 /// Stores an object with fresh server-side metadata; returns the stored copy.
-fn store(st: &mut ApiState, coll: &'static Collection, ns: String, name: String, mut object: Value) -> Value {
+fn store(
+    st: &mut ApiState,
+    coll: &'static Collection,
+    ns: String,
+    name: String,
+    mut object: Value,
+) -> Value {
     st.resource_version += 1;
     let rv = st.resource_version;
     let previous_uid = st
@@ -400,7 +462,9 @@ fn parse_route(path: &str, missing: &BTreeSet<String>) -> Option<Route> {
     };
     let (namespace, plural, name) = match rest {
         ["namespaces", ns, plural] => (Some((*ns).to_string()), *plural, None),
-        ["namespaces", ns, plural, name] => (Some((*ns).to_string()), *plural, Some((*name).to_string())),
+        ["namespaces", ns, plural, name] => {
+            (Some((*ns).to_string()), *plural, Some((*name).to_string()))
+        }
         [plural] => (None, *plural, None),
         [plural, name] => (None, *plural, Some((*name).to_string())),
         _ => return None,
@@ -488,41 +552,47 @@ fn status_response(code: u16, reason: &str, message: &str) -> Response {
 
 /// Label selector terms of the equality form (`k=v`, `k==v`, `k!=v`, `k`, `!k`).
 fn selector_matches(selector: &str, labels: &Value) -> bool {
-    selector.split(',').filter(|t| !t.trim().is_empty()).all(|term| {
-        let term = term.trim();
-        if let Some((k, v)) = term.split_once("!=") {
-            labels[k.trim()].as_str() != Some(v.trim())
-        } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
-            labels[k.trim()].as_str() == Some(v.trim())
-        } else if let Some(k) = term.strip_prefix('!') {
-            labels.get(k.trim()).is_none()
-        } else {
-            labels.get(term).is_some()
-        }
-    })
+    selector
+        .split(',')
+        .filter(|t| !t.trim().is_empty())
+        .all(|term| {
+            let term = term.trim();
+            if let Some((k, v)) = term.split_once("!=") {
+                labels[k.trim()].as_str() != Some(v.trim())
+            } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+                labels[k.trim()].as_str() == Some(v.trim())
+            } else if let Some(k) = term.strip_prefix('!') {
+                labels.get(k.trim()).is_none()
+            } else {
+                labels.get(term).is_some()
+            }
+        })
 }
 
 fn field_selector_matches(selector: &str, object: &Value) -> bool {
-    selector.split(',').filter(|t| !t.trim().is_empty()).all(|term| {
-        let (path, want, negate) = match term.split_once("!=") {
-            Some((p, v)) => (p, v, true),
-            None => match term.split_once("==").or_else(|| term.split_once('=')) {
-                Some((p, v)) => (p, v, false),
-                None => return false,
-            },
-        };
-        let mut cur = object;
-        for seg in path.trim().split('.') {
-            cur = &cur[seg];
-        }
-        let got = match cur {
-            Value::String(s) => s.clone(),
-            Value::Bool(b) => b.to_string(),
-            Value::Null => String::new(),
-            other => other.to_string(),
-        };
-        (got == want.trim()) != negate
-    })
+    selector
+        .split(',')
+        .filter(|t| !t.trim().is_empty())
+        .all(|term| {
+            let (path, want, negate) = match term.split_once("!=") {
+                Some((p, v)) => (p, v, true),
+                None => match term.split_once("==").or_else(|| term.split_once('=')) {
+                    Some((p, v)) => (p, v, false),
+                    None => return false,
+                },
+            };
+            let mut cur = object;
+            for seg in path.trim().split('.') {
+                cur = &cur[seg];
+            }
+            let got = match cur {
+                Value::String(s) => s.clone(),
+                Value::Bool(b) => b.to_string(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            (got == want.trim()) != negate
+        })
 }
 
 fn filter_matches(query: &BTreeMap<String, String>, object: &Value) -> bool {
@@ -572,8 +642,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             f.times > 0
                 && f.method.as_ref().is_none_or(|m| *m == method)
                 && path.contains(&f.path_contains)
-                && f
-                    .query_contains
+                && f.query_contains
                     .as_ref()
                     .is_none_or(|q| raw_query.contains(q.as_str()))
         });
@@ -623,10 +692,39 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let missing = shared.lock().missing_collections.clone();
     let Some(route) = parse_route(&path, &missing) else {
         record(404);
-        return status_response(404, "NotFound", &format!("the server could not find the requested resource ({path})"));
+        return status_response(
+            404,
+            "NotFound",
+            &format!("the server could not find the requested resource ({path})"),
+        );
     };
+    if route.namespace.is_none()
+        && route.coll.namespaced
+        && route.name.is_none()
+        && shared
+            .lock()
+            .forbidden_cluster_lists
+            .contains(route.coll.plural)
+    {
+        record(403);
+        return status_response(
+            403,
+            "Forbidden",
+            &format!(
+                "{} is forbidden: User \"system:serviceaccount:egress-guard:egress-auditor\" cannot list resource \"{}\" at the cluster scope",
+                route.coll.plural, route.coll.plural
+            ),
+        );
+    }
     if let Some(ns) = &route.namespace {
-        if shared.lock().forbidden_namespaces.contains(ns) {
+        let forbidden = {
+            let st = shared.lock();
+            st.forbidden_namespaces.contains(ns)
+                || st
+                    .forbidden_resources
+                    .contains(&(ns.clone(), route.coll.plural.to_string()))
+        };
+        if forbidden {
             record(403);
             return status_response(
                 403,
@@ -650,7 +748,10 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         (&Method::PUT, Some(name)) => replace(&shared, &route, name, body.clone()),
         (&Method::PATCH, Some(name)) => patch(&shared, &route, name, body.clone()),
         (&Method::DELETE, Some(name)) => delete(&shared, &route, name),
-        _ => (405, status_body(405, "MethodNotAllowed", "method not allowed")),
+        _ => (
+            405,
+            status_body(405, "MethodNotAllowed", "method not allowed"),
+        ),
     };
     record(status);
     json_response(status, &response)
@@ -670,9 +771,17 @@ fn list(shared: &Shared, route: &Route, query: &BTreeMap<String, String>) -> (u1
         })
         .unwrap_or_default();
     let offset = match query.get("continue").filter(|c| !c.is_empty()) {
-        Some(token) => match token.strip_prefix("offset-").and_then(|t| t.parse::<usize>().ok()) {
+        Some(token) => match token
+            .strip_prefix("offset-")
+            .and_then(|t| t.parse::<usize>().ok())
+        {
             Some(o) => o,
-            None => return (400, status_body(400, "BadRequest", "invalid continue token")),
+            None => {
+                return (
+                    400,
+                    status_body(400, "BadRequest", "invalid continue token"),
+                )
+            }
         },
         None => 0,
     };
@@ -706,12 +815,19 @@ fn list(shared: &Shared, route: &Route, query: &BTreeMap<String, String>) -> (u1
 
 fn get(shared: &Shared, route: &Route, name: &str) -> (u16, Value) {
     let st = shared.lock();
-    let key = (route.namespace.clone().unwrap_or_default(), name.to_string());
+    let key = (
+        route.namespace.clone().unwrap_or_default(),
+        name.to_string(),
+    );
     match st.objects.get(route.coll.plural).and_then(|m| m.get(&key)) {
         Some(o) => (200, o.clone()),
         None => (
             404,
-            status_body(404, "NotFound", &format!("{} \"{name}\" not found", route.coll.plural)),
+            status_body(
+                404,
+                "NotFound",
+                &format!("{} \"{name}\" not found", route.coll.plural),
+            ),
         ),
     }
 }
@@ -721,13 +837,23 @@ fn create(shared: &Shared, route: &Route, body: Option<Value>) -> (u16, Value) {
         return (400, status_body(400, "BadRequest", "no body"));
     };
     let Some(name) = object["metadata"]["name"].as_str().map(str::to_string) else {
-        return (422, status_body(422, "Invalid", "metadata.name: Required value"));
+        return (
+            422,
+            status_body(422, "Invalid", "metadata.name: Required value"),
+        );
     };
     let ns = route.namespace.clone().unwrap_or_default();
     if route.coll.namespaced {
         if let Some(body_ns) = object["metadata"]["namespace"].as_str() {
             if body_ns != ns {
-                return (400, status_body(400, "BadRequest", "the namespace of the object does not match the namespace on the request"));
+                return (
+                    400,
+                    status_body(
+                        400,
+                        "BadRequest",
+                        "the namespace of the object does not match the namespace on the request",
+                    ),
+                );
             }
         }
         object["metadata"]["namespace"] = json!(ns);
@@ -740,7 +866,11 @@ fn create(shared: &Shared, route: &Route, body: Option<Value>) -> (u16, Value) {
     {
         return (
             409,
-            status_body(409, "AlreadyExists", &format!("{} \"{name}\" already exists", route.coll.plural)),
+            status_body(
+                409,
+                "AlreadyExists",
+                &format!("{} \"{name}\" already exists", route.coll.plural),
+            ),
         );
     }
     let stored = store(&mut st, route.coll, ns, name, object);
@@ -762,7 +892,11 @@ fn replace(shared: &Shared, route: &Route, name: &str, body: Option<Value>) -> (
     else {
         return (
             404,
-            status_body(404, "NotFound", &format!("{} \"{name}\" not found", route.coll.plural)),
+            status_body(
+                404,
+                "NotFound",
+                &format!("{} \"{name}\" not found", route.coll.plural),
+            ),
         );
     };
     if let Some(rv) = object["metadata"]["resourceVersion"].as_str() {
@@ -807,7 +941,11 @@ fn patch(shared: &Shared, route: &Route, name: &str, body: Option<Value>) -> (u1
     else {
         return (
             404,
-            status_body(404, "NotFound", &format!("{} \"{name}\" not found", route.coll.plural)),
+            status_body(
+                404,
+                "NotFound",
+                &format!("{} \"{name}\" not found", route.coll.plural),
+            ),
         );
     };
     merge_patch(&mut current, &p);
@@ -831,12 +969,22 @@ fn delete(shared: &Shared, route: &Route, name: &str) -> (u16, Value) {
         }
         None => (
             404,
-            status_body(404, "NotFound", &format!("{} \"{name}\" not found", route.coll.plural)),
+            status_body(
+                404,
+                "NotFound",
+                &format!("{} \"{name}\" not found", route.coll.plural),
+            ),
         ),
     }
 }
 
-fn publish_locked(shared: &Shared, st: &mut ApiState, coll: &'static Collection, event_type: &'static str, object: Value) {
+fn publish_locked(
+    shared: &Shared,
+    st: &mut ApiState,
+    coll: &'static Collection,
+    event_type: &'static str,
+    object: Value,
+) {
     let ev = WatchEvent {
         rv: st.resource_version,
         collection: coll.plural,
@@ -864,7 +1012,9 @@ fn watch(shared: &Shared, route: &Route, query: &BTreeMap<String, String>) -> Re
     let query = query.clone();
     let wanted = move |ev: &WatchEvent| {
         ev.collection == coll.plural
-            && namespace.as_ref().is_none_or(|ns| ev.namespace.as_ref() == Some(ns))
+            && namespace
+                .as_ref()
+                .is_none_or(|ns| ev.namespace.as_ref() == Some(ns))
             && filter_matches(&query, &ev.object)
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1024);
@@ -946,6 +1096,7 @@ pub struct StoredAlert {
 
 #[derive(Default)]
 struct ReceiverState {
+    attempts: usize,
     posts: Vec<(String, Value)>,
     alerts: BTreeMap<Vec<(String, String)>, StoredAlert>,
     fail_with: Option<u16>,
@@ -968,9 +1119,7 @@ impl Drop for MockReceiver {
 impl MockReceiver {
     pub async fn start() -> MockReceiver {
         let state = Arc::new(Mutex::new(ReceiverState::default()));
-        let app = Router::new()
-            .fallback(receive)
-            .with_state(state.clone());
+        let app = Router::new().fallback(receive).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind receiver");
@@ -991,11 +1140,26 @@ impl MockReceiver {
 
     /// Every following request is answered with this status (None: normal answers).
     pub fn fail_with(&self, status: Option<u16>) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).fail_with = status;
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fail_with = status;
+    }
+
+    /// Every request received, failed ones included.
+    pub fn attempts(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .attempts
     }
 
     pub fn posts(&self) -> Vec<(String, Value)> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).posts.clone()
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .posts
+            .clone()
     }
 
     pub fn alerts(&self) -> Vec<StoredAlert> {
@@ -1017,6 +1181,7 @@ async fn receive(State(state): State<Arc<Mutex<ReceiverState>>>, req: Request) -
         .await
         .unwrap_or_default();
     let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+    st.attempts += 1;
     if let Some(code) = st.fail_with {
         return json_response(code, &json!({"error": "injected failure"}));
     }
@@ -1060,7 +1225,8 @@ async fn receive(State(state): State<Arc<Mutex<ReceiverState>>>, req: Request) -
             return json_response(400, &json!({"error": "expected an array"}));
         };
         for a in list {
-            let labels: BTreeMap<String, String> = serde_json::from_value(a["labels"].clone()).unwrap_or_default();
+            let labels: BTreeMap<String, String> =
+                serde_json::from_value(a["labels"].clone()).unwrap_or_default();
             if labels.is_empty() {
                 return json_response(400, &json!({"error": "labels required"}));
             }

@@ -11,6 +11,7 @@ impl ConfigPath {
         Self(String::new())
     }
 
+    #[inline(never)]
     pub fn field(&self, name: &str) -> Self {
         if self.0.is_empty() {
             Self(name.to_string())
@@ -19,22 +20,9 @@ impl ConfigPath {
         }
     }
 
+    #[inline(never)]
     pub fn index(&self, i: usize) -> Self {
         Self(format!("{}[{i}]", self.0))
-    }
-
-    pub(crate) fn from_serde(path: &serde_path_to_error::Path) -> Self {
-        use serde_path_to_error::Segment;
-        let mut out = Self::root();
-        for segment in path.iter() {
-            out = match segment {
-                Segment::Seq { index } => out.index(*index),
-                Segment::Map { key } => out.field(key),
-                Segment::Enum { variant } => out.field(variant),
-                Segment::Unknown => out,
-            };
-        }
-        out
     }
 
     pub fn as_str(&self) -> &str {
@@ -102,6 +90,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    #[inline(never)]
     pub fn new(path: ConfigPath, kind: ConfigErrorKind) -> Self {
         Self { path, kind }
     }

@@ -1,54 +1,43 @@
-use std::fmt;
+//! The configuration model: plain structs read from JSON by [`super::read`], each object strict
+//! about its fields (unknown ones are refused).
 
-use serde::de::{self, Deserializer, Visitor};
-use serde::Deserialize;
+use super::error::{ConfigError, ConfigPath};
+use super::json::Json;
+use super::read::ObjectReader;
 
 /// The whole pluginConfig. Later sections (rate limits, protocol checks) become further fields
-/// here; until then any other top-level key is refused as unknown.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+/// here (read in [`Config::read`]); until then any other top-level key is refused as unknown.
+#[derive(Debug, Clone, Default)]
 pub struct Config {
-    #[serde(default)]
     pub policies: Vec<PolicySpec>,
 }
 
 /// One AuthorizationPolicy: a name plus the fields of its `spec` that apply to the egress gateway.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct PolicySpec {
     pub name: String,
     /// `ALLOW` (default), `DENY` or `AUDIT`.
-    #[serde(default)]
     pub action: Option<String>,
     /// Absent or empty: the policy never matches.
-    #[serde(default)]
     pub rules: Option<Vec<RuleSpec>>,
     /// Evaluated and logged, never enforced (Istio's `istio.io/dry-run` annotation).
-    #[serde(default)]
     pub dry_run: bool,
 }
 
 /// `spec.rules[]` of an AuthorizationPolicy. Also the shape of other rule-like sections.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct RuleSpec {
-    #[serde(default)]
     pub from: Option<Vec<FromSpec>>,
-    #[serde(default)]
     pub to: Option<Vec<ToSpec>>,
-    #[serde(default)]
     pub when: Option<Vec<ConditionSpec>>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct FromSpec {
-    #[serde(default)]
     pub source: Option<SourceSpec>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct SourceSpec {
     pub principals: Option<Vec<String>>,
     pub not_principals: Option<Vec<String>>,
@@ -58,8 +47,8 @@ pub struct SourceSpec {
     pub not_ip_blocks: Option<Vec<String>>,
     pub remote_ip_blocks: Option<Vec<String>>,
     pub not_remote_ip_blocks: Option<Vec<String>>,
-    // Istio fields the egress filter cannot evaluate; accepted by the parser so the error can
-    // say so instead of calling them unknown.
+    // Istio fields the egress filter cannot evaluate; read so the error can say so instead of
+    // calling them unknown.
     pub request_principals: Option<Vec<String>>,
     pub not_request_principals: Option<Vec<String>>,
     pub service_accounts: Option<Vec<String>>,
@@ -68,15 +57,12 @@ pub struct SourceSpec {
     pub not_trust_domains: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct ToSpec {
-    #[serde(default)]
     pub operation: Option<OperationSpec>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct OperationSpec {
     pub hosts: Option<Vec<String>>,
     pub not_hosts: Option<Vec<String>>,
@@ -88,17 +74,14 @@ pub struct OperationSpec {
     pub not_paths: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct ConditionSpec {
     pub key: String,
-    #[serde(default)]
     pub values: Option<Vec<Scalar>>,
-    #[serde(default)]
     pub not_values: Option<Vec<Scalar>>,
 }
 
-/// A string value that may also be written as a JSON number (`ports: [443]` as well as
+/// A string value that may also be written as a JSON integer (`ports: [443]` as well as
 /// `ports: ["443"]`), since YAML-to-JSON conversion of a pluginConfig often yields numbers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scalar {
@@ -124,37 +107,139 @@ impl Scalar {
     }
 }
 
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ScalarVisitor;
+impl Config {
+    pub fn read(value: &Json, path: &ConfigPath) -> Result<Self, ConfigError> {
+        let mut obj = ObjectReader::new(value, path, &["policies"])?;
+        let policies = obj.list("policies", PolicySpec::read)?.unwrap_or_default();
+        obj.finish()?;
+        Ok(Self { policies })
+    }
+}
 
-        impl Visitor<'_> for ScalarVisitor {
-            type Value = Scalar;
+impl PolicySpec {
+    pub fn read(value: &Json, path: &ConfigPath) -> Result<Self, ConfigError> {
+        let mut obj = ObjectReader::new(value, path, &["name", "action", "rules", "dryRun"])?;
+        let spec = Self {
+            name: obj.required_string("name")?,
+            action: obj.string("action")?,
+            rules: obj.list("rules", RuleSpec::read)?,
+            dry_run: obj.bool("dryRun")?.unwrap_or(false),
+        };
+        obj.finish()?;
+        Ok(spec)
+    }
+}
 
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string or an integer")
-            }
+impl RuleSpec {
+    /// Reads one rule; the shape of `spec.rules[]` in an AuthorizationPolicy.
+    pub fn read(value: &Json, path: &ConfigPath) -> Result<Self, ConfigError> {
+        let mut obj = ObjectReader::new(value, path, &["from", "to", "when"])?;
+        let spec = Self {
+            from: obj.list("from", FromSpec::read)?,
+            to: obj.list("to", ToSpec::read)?,
+            when: obj.list("when", ConditionSpec::read)?,
+        };
+        obj.finish()?;
+        Ok(spec)
+    }
+}
 
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar::text(v))
-            }
+impl FromSpec {
+    pub fn read(value: &Json, path: &ConfigPath) -> Result<Self, ConfigError> {
+        let mut obj = ObjectReader::new(value, path, &["source"])?;
+        let source = match obj.take("source") {
+            Some((v, p)) => Some(SourceSpec::read(v, &p)?),
+            None => None,
+        };
+        obj.finish()?;
+        Ok(Self { source })
+    }
+}
 
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar {
-                    text: v.to_string(),
-                    was_number: true,
-                })
-            }
+impl SourceSpec {
+    const FIELDS: &'static [&'static str] = &[
+        "principals",
+        "notPrincipals",
+        "requestPrincipals",
+        "notRequestPrincipals",
+        "namespaces",
+        "notNamespaces",
+        "serviceAccounts",
+        "notServiceAccounts",
+        "ipBlocks",
+        "notIpBlocks",
+        "remoteIpBlocks",
+        "notRemoteIpBlocks",
+        "trustDomains",
+        "notTrustDomains",
+    ];
 
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar {
-                    text: v.to_string(),
-                    was_number: true,
-                })
-            }
+    pub fn read(value: &Json, path: &ConfigPath) -> Result<Self, ConfigError> {
+        let mut obj = ObjectReader::new(value, path, Self::FIELDS)?;
+        let spec = Self {
+            principals: obj.strings("principals")?,
+            not_principals: obj.strings("notPrincipals")?,
+            namespaces: obj.strings("namespaces")?,
+            not_namespaces: obj.strings("notNamespaces")?,
+            ip_blocks: obj.strings("ipBlocks")?,
+            not_ip_blocks: obj.strings("notIpBlocks")?,
+            remote_ip_blocks: obj.strings("remoteIpBlocks")?,
+            not_remote_ip_blocks: obj.strings("notRemoteIpBlocks")?,
+            request_principals: obj.strings("requestPrincipals")?,
+            not_request_principals: obj.strings("notRequestPrincipals")?,
+            service_accounts: obj.strings("serviceAccounts")?,
+            not_service_accounts: obj.strings("notServiceAccounts")?,
+            trust_domains: obj.strings("trustDomains")?,
+            not_trust_domains: obj.strings("notTrustDomains")?,
+        };
+        obj.finish()?;
+        Ok(spec)
+    }
+}
 
-        }
+impl ToSpec {
+    pub fn read(value: &Json, path: &ConfigPath) -> Result<Self, ConfigError> {
+        let mut obj = ObjectReader::new(value, path, &["operation"])?;
+        let operation = match obj.take("operation") {
+            Some((v, p)) => Some(OperationSpec::read(v, &p)?),
+            None => None,
+        };
+        obj.finish()?;
+        Ok(Self { operation })
+    }
+}
 
-        deserializer.deserialize_any(ScalarVisitor)
+impl OperationSpec {
+    const FIELDS: &'static [&'static str] = &[
+        "hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths",
+    ];
+
+    pub fn read(value: &Json, path: &ConfigPath) -> Result<Self, ConfigError> {
+        let mut obj = ObjectReader::new(value, path, Self::FIELDS)?;
+        let spec = Self {
+            hosts: obj.strings("hosts")?,
+            not_hosts: obj.strings("notHosts")?,
+            ports: obj.scalars("ports")?,
+            not_ports: obj.scalars("notPorts")?,
+            methods: obj.strings("methods")?,
+            not_methods: obj.strings("notMethods")?,
+            paths: obj.strings("paths")?,
+            not_paths: obj.strings("notPaths")?,
+        };
+        obj.finish()?;
+        Ok(spec)
+    }
+}
+
+impl ConditionSpec {
+    pub fn read(value: &Json, path: &ConfigPath) -> Result<Self, ConfigError> {
+        let mut obj = ObjectReader::new(value, path, &["key", "values", "notValues"])?;
+        let spec = Self {
+            key: obj.required_string("key")?,
+            values: obj.scalars("values")?,
+            not_values: obj.scalars("notValues")?,
+        };
+        obj.finish()?;
+        Ok(spec)
     }
 }

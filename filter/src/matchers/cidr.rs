@@ -23,6 +23,7 @@ pub enum IpBlockError {
 }
 
 impl IpBlock {
+    #[inline(never)]
     pub fn parse(raw: &str) -> Result<Self, IpBlockError> {
         let invalid = || IpBlockError::Invalid(raw.to_string());
         let (addr_text, prefix_text) = match raw.split_once('/') {
@@ -108,6 +109,7 @@ pub struct CidrSet {
 }
 
 impl CidrSet {
+    #[inline(never)]
     pub fn new<'a>(blocks: impl IntoIterator<Item = &'a IpBlock>) -> Self {
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();

@@ -7,7 +7,7 @@
 
 use super::string::{PatternError, StringPattern};
 use crate::text::{quote, sort_by};
-use super::{fast_map, AffixMap, FastMap};
+use super::{fast_map, insert_id, visit, AffixMap, IdMap};
 
 /// A host pattern after normalisation (lower case, no port, no trailing dot).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -34,6 +34,7 @@ pub enum HostPatternError {
 }
 
 impl HostPattern {
+    #[inline(never)]
     pub fn parse(raw: &str) -> Result<Self, HostPatternError> {
         if raw.is_empty() {
             return Err(PatternError::Empty.into());
@@ -84,58 +85,65 @@ impl HostPattern {
 }
 
 /// Reversed-label trie: `*.api.example.com` is stored under com → example → api.
-#[derive(Debug, Clone)]
-struct LabelTrie<V> {
-    nodes: Vec<TrieNode<V>>,
+#[derive(Debug, Clone, Default)]
+struct LabelTrie {
+    nodes: Vec<TrieNode>,
 }
 
 #[derive(Debug, Clone)]
-struct TrieNode<V> {
+struct TrieNode {
     /// Sorted by label for binary search; built from a hash map once all patterns are in.
     children: Vec<(Box<str>, u32)>,
-    /// Values of `*.<this node's domain>` patterns.
-    below: Vec<V>,
+    /// Ids of `*.<this node's domain>` patterns.
+    below: Vec<u32>,
 }
-
-/// Children by label, and the values stored at the node, while patterns are being added.
-type BuilderNode<V> = (FastMap<Box<str>, u32>, Vec<V>);
 
 #[derive(Debug)]
-struct TrieBuilder<V> {
-    nodes: Vec<BuilderNode<V>>,
+struct TrieBuilder {
+    /// Children by label (the child node id is the single id stored), and the node's ids.
+    nodes: Vec<(IdMap, Vec<u32>)>,
 }
 
-impl<V> TrieBuilder<V> {
+impl TrieBuilder {
     fn new() -> Self {
         Self {
             nodes: vec![(fast_map(), Vec::new())],
         }
     }
 
-    fn insert(&mut self, domain: &str, value: V) {
+    fn insert(&mut self, domain: &str, id: u32) {
         let mut node = 0usize;
         for label in domain.rsplit('.') {
             let next_id = self.nodes.len() as u32;
             let Some((children, _)) = self.nodes.get_mut(node) else {
-                return; // ok-panic-free: node ids always come from this vector
+                return;
             };
-            let child = *children.entry(label.into()).or_insert(next_id);
+            let child = match children.get(label) {
+                Some(ids) => ids.as_slice().first().copied().unwrap_or(next_id),
+                None => {
+                    insert_id(children, label, next_id);
+                    next_id
+                }
+            };
             if child == next_id {
                 self.nodes.push((fast_map(), Vec::new()));
             }
             node = child as usize;
         }
         if let Some((_, below)) = self.nodes.get_mut(node) {
-            below.push(value);
+            below.push(id);
         }
     }
 
-    fn build(self) -> LabelTrie<V> {
+    fn build(self) -> LabelTrie {
         let nodes = self
             .nodes
             .into_iter()
             .map(|(children, below)| {
-                let mut children: Vec<(Box<str>, u32)> = children.into_iter().collect();
+                let mut children: Vec<(Box<str>, u32)> = children
+                    .into_iter()
+                    .filter_map(|(label, ids)| Some((label, *ids.as_slice().first()?)))
+                    .collect();
                 sort_by(&mut children, |a, b| a.0 < b.0);
                 TrieNode { children, below }
             })
@@ -144,8 +152,8 @@ impl<V> TrieBuilder<V> {
     }
 }
 
-impl<V> LabelTrie<V> {
-    fn for_each_match(&self, host: &str, f: &mut impl FnMut(&V) -> bool) -> bool {
+impl LabelTrie {
+    fn for_each_match(&self, host: &str, f: &mut dyn FnMut(u32) -> bool) -> bool {
         let mut node = match self.nodes.first() {
             Some(root) if !root.children.is_empty() => root,
             _ => return false,
@@ -167,40 +175,36 @@ impl<V> LabelTrie<V> {
             };
             node = next;
             // `*.d` matches only names with at least one more label below `d`.
-            if labels.peek().is_some() {
-                for value in &node.below {
-                    if f(value) {
-                        return true;
-                    }
-                }
+            if labels.peek().is_some() && visit(&node.below, f) {
+                return true;
             }
         }
         false
     }
 }
 
-/// Host patterns mapped to values: the policy engine indexes rules by host with it, and
-/// [`HostMatcher`] is the value-less form used inside a rule.
-#[derive(Debug, Clone)]
-pub struct HostTable<V> {
-    exact: FastMap<Box<str>, Vec<V>>,
-    subdomains: LabelTrie<V>,
-    suffixes: AffixMap<V>,
-    prefixes: AffixMap<V>,
-    any: Vec<V>,
+/// Host patterns mapped to ids: the policy engine indexes rules by host with it, and
+/// [`HostMatcher`] is the form used inside a rule (every id 0).
+#[derive(Debug, Clone, Default)]
+pub struct HostTable {
+    exact: IdMap,
+    subdomains: LabelTrie,
+    suffixes: AffixMap,
+    prefixes: AffixMap,
+    any: Vec<u32>,
 }
 
 /// Collects patterns, then freezes them into a [`HostTable`].
 #[derive(Debug)]
-pub struct HostTableBuilder<V> {
-    exact: FastMap<Box<str>, Vec<V>>,
-    subdomains: TrieBuilder<V>,
-    suffixes: AffixMap<V>,
-    prefixes: AffixMap<V>,
-    any: Vec<V>,
+pub struct HostTableBuilder {
+    exact: IdMap,
+    subdomains: TrieBuilder,
+    suffixes: AffixMap,
+    prefixes: AffixMap,
+    any: Vec<u32>,
 }
 
-impl<V> Default for HostTableBuilder<V> {
+impl Default for HostTableBuilder {
     fn default() -> Self {
         Self {
             exact: fast_map(),
@@ -212,18 +216,18 @@ impl<V> Default for HostTableBuilder<V> {
     }
 }
 
-impl<V> HostTableBuilder<V> {
-    pub fn insert(&mut self, pattern: &HostPattern, value: V) {
+impl HostTableBuilder {
+    pub fn insert(&mut self, pattern: &HostPattern, id: u32) {
         match pattern {
-            HostPattern::Exact(s) => self.exact.entry(s.as_str().into()).or_default().push(value),
-            HostPattern::Subdomain(domain) => self.subdomains.insert(domain, value),
-            HostPattern::Suffix(s) => self.suffixes.insert(s, value),
-            HostPattern::Prefix(s) => self.prefixes.insert(s, value),
-            HostPattern::Any => self.any.push(value),
+            HostPattern::Exact(s) => insert_id(&mut self.exact, s, id),
+            HostPattern::Subdomain(domain) => self.subdomains.insert(domain, id),
+            HostPattern::Suffix(s) => self.suffixes.insert(s, id),
+            HostPattern::Prefix(s) => self.prefixes.insert(s, id),
+            HostPattern::Any => self.any.push(id),
         }
     }
 
-    pub fn build(self) -> HostTable<V> {
+    pub fn build(self) -> HostTable {
         HostTable {
             exact: self.exact,
             subdomains: self.subdomains.build(),
@@ -234,42 +238,39 @@ impl<V> HostTableBuilder<V> {
     }
 }
 
-impl<V> HostTable<V> {
-    /// Calls `f` with the value of every pattern matching `host` (already normalised with
+impl HostTable {
+    /// Calls `f` with the id of every pattern matching `host` (already normalised with
     /// [`normalize_host`]); stops early and returns true as soon as `f` returns true.
-    pub fn for_each_match(&self, host: &str, mut f: impl FnMut(&V) -> bool) -> bool {
+    pub fn for_each_match(&self, host: &str, f: &mut dyn FnMut(u32) -> bool) -> bool {
         if host.is_empty() {
             return false;
         }
-        for value in &self.any {
-            if f(value) {
+        if visit(&self.any, f) {
+            return true;
+        }
+        if let Some(ids) = self.exact.get(host) {
+            if visit(ids.as_slice(), f) {
                 return true;
             }
         }
-        if let Some(values) = self.exact.get(host) {
-            for value in values {
-                if f(value) {
-                    return true;
-                }
-            }
-        }
-        self.subdomains.for_each_match(host, &mut f)
-            || (!self.suffixes.is_empty() && self.suffixes.suffixes_of(host, &mut f))
-            || (!self.prefixes.is_empty() && self.prefixes.prefixes_of(host, &mut f))
+        self.subdomains.for_each_match(host, f)
+            || (!self.suffixes.is_empty() && self.suffixes.suffixes_of(host, f))
+            || (!self.prefixes.is_empty() && self.prefixes.prefixes_of(host, f))
     }
 }
 
 /// A list of host patterns, ORed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct HostMatcher {
-    table: HostTable<()>,
+    table: HostTable,
 }
 
 impl HostMatcher {
+    #[inline(never)]
     pub fn new<'a>(patterns: impl IntoIterator<Item = &'a HostPattern>) -> Self {
         let mut builder = HostTableBuilder::default();
         for pattern in patterns {
-            builder.insert(pattern, ());
+            builder.insert(pattern, 0);
         }
         Self {
             table: builder.build(),
@@ -278,7 +279,7 @@ impl HostMatcher {
 
     /// `host` must be normalised with [`normalize_host`] (or [`normalize_sni`]).
     pub fn matches(&self, host: &str) -> bool {
-        self.table.for_each_match(host, |_| true)
+        self.table.for_each_match(host, &mut |_| true)
     }
 }
 
@@ -302,7 +303,7 @@ pub fn normalize_host(authority: &str) -> Result<String, AuthorityError> {
             "" => None,
             _ => Some(after.strip_prefix(':').ok_or_else(malformed)?),
         };
-        (&authority[..inside.len() + 2], port)
+        (authority.get(..inside.len() + 2).ok_or_else(malformed)?, port)
     } else {
         match authority.split_once(':') {
             Some((name, port)) => (name, Some(port)),
@@ -415,8 +416,8 @@ mod tests {
         b.insert(&HostPattern::parse("*.com").unwrap(), 4);
         let t = b.build();
         let mut seen = Vec::new();
-        t.for_each_match("api.example.com", |v| {
-            seen.push(*v);
+        t.for_each_match("api.example.com", &mut |v| {
+            seen.push(v);
             false
         });
         seen.sort();

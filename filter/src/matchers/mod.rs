@@ -10,7 +10,7 @@ pub mod port;
 pub mod string;
 
 pub use cidr::{CidrSet, IpBlock};
-pub use host::{HostMatcher, HostPattern, HostTable};
+pub use host::{HostMatcher, HostPattern, HostTable, HostTableBuilder};
 pub use path::{PathMatcher, PathPattern};
 pub use port::{parse_port, PortSet};
 pub use string::{StringMatcher, StringPattern};
@@ -33,16 +33,57 @@ pub fn fast_set<K>() -> FastSet<K> {
     HashSet::with_hasher(FixedState::with_seed(HASH_SEED))
 }
 
+/// The ids attached to one key of a table: almost always one, so that case does not allocate.
+#[derive(Debug, Clone)]
+pub(crate) enum Ids {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl Ids {
+    fn push(&mut self, id: u32) {
+        match self {
+            Self::One(first) => *self = Self::Many(vec![*first, id]),
+            Self::Many(ids) => ids.push(id),
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u32] {
+        match self {
+            Self::One(id) => std::slice::from_ref(id),
+            Self::Many(ids) => ids,
+        }
+    }
+}
+
+/// Strings mapped to ids. Every string table of the matchers is this one type, so the `.wasm`
+/// carries a single copy of the hash-table code.
+pub(crate) type IdMap = FastMap<Box<str>, Ids>;
+
+pub(crate) fn insert_id(map: &mut IdMap, key: &str, id: u32) {
+    match map.get_mut(key) {
+        Some(ids) => ids.push(id),
+        None => {
+            map.insert(key.into(), Ids::One(id));
+        }
+    }
+}
+
+/// Calls `f` for each id; stops and returns true when `f` does.
+pub(crate) fn visit(ids: &[u32], f: &mut dyn FnMut(u32) -> bool) -> bool {
+    ids.iter().any(|id| f(*id))
+}
+
 /// Affixes (prefixes or suffixes) grouped by length: a lookup costs one hash probe per distinct
 /// affix length, whatever the number of affixes.
 #[derive(Debug, Clone)]
-pub(crate) struct AffixMap<V> {
-    entries: FastMap<Box<str>, Vec<V>>,
+pub(crate) struct AffixMap {
+    entries: IdMap,
     /// Distinct lengths of the entries, ascending.
     lengths: Vec<usize>,
 }
 
-impl<V> Default for AffixMap<V> {
+impl Default for AffixMap {
     fn default() -> Self {
         Self {
             entries: fast_map(),
@@ -51,40 +92,38 @@ impl<V> Default for AffixMap<V> {
     }
 }
 
-impl<V> AffixMap<V> {
-    pub(crate) fn insert(&mut self, affix: &str, value: V) {
+impl AffixMap {
+    pub(crate) fn insert(&mut self, affix: &str, id: u32) {
         if let Err(at) = self.lengths.binary_search(&affix.len()) {
             self.lengths.insert(at, affix.len());
         }
-        self.entries.entry(affix.into()).or_default().push(value);
+        insert_id(&mut self.entries, affix, id);
     }
 
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    /// Calls `f` for each value whose affix is a prefix of `text`; stops when `f` returns true.
-    pub(crate) fn prefixes_of(&self, text: &str, f: &mut impl FnMut(&V) -> bool) -> bool {
+    /// Calls `f` for each id whose affix is a prefix of `text`; stops when `f` returns true.
+    pub(crate) fn prefixes_of(&self, text: &str, f: &mut dyn FnMut(u32) -> bool) -> bool {
         for &len in &self.lengths {
+            if len > text.len() {
+                break;
+            }
             let Some(head) = text.get(..len) else {
-                if len > text.len() {
-                    break;
-                }
                 continue;
             };
-            if let Some(values) = self.entries.get(head) {
-                for value in values {
-                    if f(value) {
-                        return true;
-                    }
+            if let Some(ids) = self.entries.get(head) {
+                if visit(ids.as_slice(), f) {
+                    return true;
                 }
             }
         }
         false
     }
 
-    /// Calls `f` for each value whose affix is a suffix of `text`; stops when `f` returns true.
-    pub(crate) fn suffixes_of(&self, text: &str, f: &mut impl FnMut(&V) -> bool) -> bool {
+    /// Calls `f` for each id whose affix is a suffix of `text`; stops when `f` returns true.
+    pub(crate) fn suffixes_of(&self, text: &str, f: &mut dyn FnMut(u32) -> bool) -> bool {
         for &len in &self.lengths {
             if len > text.len() {
                 break;
@@ -92,11 +131,9 @@ impl<V> AffixMap<V> {
             let Some(tail) = text.get(text.len() - len..) else {
                 continue;
             };
-            if let Some(values) = self.entries.get(tail) {
-                for value in values {
-                    if f(value) {
-                        return true;
-                    }
+            if let Some(ids) = self.entries.get(tail) {
+                if visit(ids.as_slice(), f) {
+                    return true;
                 }
             }
         }

@@ -160,6 +160,7 @@ pub struct PathMatcher {
 }
 
 impl PathMatcher {
+    #[inline(never)]
     pub fn new<'a>(patterns: impl IntoIterator<Item = &'a PathPattern>) -> Self {
         let mut matcher = Self::default();
         for pattern in patterns {

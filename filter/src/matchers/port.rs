@@ -7,6 +7,7 @@ pub enum PortError {
 }
 
 /// Parses a port given as text (`"443"`); the error quotes the input as JSON would.
+#[inline(never)]
 pub fn parse_port(raw: &str) -> Result<u16, PortError> {
     let not_a_port = || PortError::NotAPort(crate::text::quote(raw));
     if raw.is_empty() || raw.len() > 5 || !raw.bytes().all(|b| b.is_ascii_digit()) {
@@ -25,6 +26,7 @@ pub struct PortSet {
 }
 
 impl PortSet {
+    #[inline(never)]
     pub fn new(ports: impl IntoIterator<Item = u16>) -> Self {
         let mut ports: Vec<u16> = ports.into_iter().collect();
         crate::text::sort_by(&mut ports, |a, b| a < b);

@@ -1,6 +1,6 @@
 //! Istio's string-match forms, parsed once and used by every string field of a rule.
 
-use super::{fast_set, AffixMap, FastSet};
+use super::{fast_map, insert_id, AffixMap, IdMap};
 
 /// One value of a string field in an AuthorizationPolicy rule.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -24,6 +24,7 @@ pub enum PatternError {
 }
 
 impl StringPattern {
+    #[inline(never)]
     pub fn parse(raw: &str) -> Result<Self, PatternError> {
         if raw.is_empty() {
             return Err(PatternError::Empty);
@@ -74,16 +75,17 @@ impl StringPattern {
 /// with the number of patterns (hash for exact values, length-bucketed hashes for affixes).
 #[derive(Debug, Clone)]
 pub struct StringMatcher {
-    exact: FastSet<Box<str>>,
-    prefixes: AffixMap<()>,
-    suffixes: AffixMap<()>,
+    /// Same table type as the host and affix tables, so the `.wasm` carries one copy of it.
+    exact: IdMap,
+    prefixes: AffixMap,
+    suffixes: AffixMap,
     presence: bool,
 }
 
 impl Default for StringMatcher {
     fn default() -> Self {
         Self {
-            exact: fast_set(),
+            exact: fast_map(),
             prefixes: AffixMap::default(),
             suffixes: AffixMap::default(),
             presence: false,
@@ -92,6 +94,7 @@ impl Default for StringMatcher {
 }
 
 impl StringMatcher {
+    #[inline(never)]
     pub fn new<'a>(patterns: impl IntoIterator<Item = &'a StringPattern>) -> Self {
         let mut matcher = Self::default();
         for pattern in patterns {
@@ -103,11 +106,11 @@ impl StringMatcher {
     pub fn insert(&mut self, pattern: &StringPattern) {
         match pattern {
             StringPattern::Exact(s) => {
-                self.exact.insert(s.as_str().into());
+                insert_id(&mut self.exact, s, 0);
             }
             // `abc*` and `*abc` also match `abc` itself; an empty affix cannot occur (that is `*`).
-            StringPattern::Prefix(s) => self.prefixes.insert(s, ()),
-            StringPattern::Suffix(s) => self.suffixes.insert(s, ()),
+            StringPattern::Prefix(s) => self.prefixes.insert(s, 0),
+            StringPattern::Suffix(s) => self.suffixes.insert(s, 0),
             StringPattern::Presence => self.presence = true,
         }
     }
@@ -116,11 +119,12 @@ impl StringMatcher {
         if self.presence && !value.is_empty() {
             return true;
         }
-        if self.exact.contains(value) {
+        if self.exact.contains_key(value) {
             return true;
         }
-        (!self.prefixes.is_empty() && self.prefixes.prefixes_of(value, &mut |_| true))
-            || (!self.suffixes.is_empty() && self.suffixes.suffixes_of(value, &mut |_| true))
+        let mut any = |_| true;
+        (!self.prefixes.is_empty() && self.prefixes.prefixes_of(value, &mut any))
+            || (!self.suffixes.is_empty() && self.suffixes.suffixes_of(value, &mut any))
     }
 }
 

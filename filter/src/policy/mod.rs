@@ -14,7 +14,7 @@ pub use rule::{compile_rule, Check, CompiledRule, FieldMatcher, HttpOnlyOnTcp, R
 use crate::attributes::{Attributes, TrafficKind};
 use crate::config::{ConfigError, ConfigErrorKind, ConfigPath, PolicySpec};
 use crate::matchers::host::{HostTable, HostTableBuilder};
-use crate::matchers::{fast_set, HostPattern};
+use crate::matchers::{fast_map, HostPattern};
 use crate::text::sort_by;
 
 /// Below this many rules in a tier, scanning them is as fast as consulting an index.
@@ -44,7 +44,7 @@ enum IndexKey {
 #[derive(Debug, Clone)]
 struct RuleIndex {
     key: IndexKey,
-    table: HostTable<u32>,
+    table: HostTable,
     /// Rules without a host requirement: always candidates.
     unindexed: Vec<u32>,
 }
@@ -118,8 +118,8 @@ impl RuleList {
                     IndexKey::Sni => attrs.sni.as_deref(),
                 };
                 if let Some(value) = value {
-                    index.table.for_each_match(value, |id| {
-                        candidates.push(*id);
+                    index.table.for_each_match(value, &mut |id| {
+                        candidates.push(id);
                         false
                     });
                 }
@@ -247,7 +247,7 @@ impl CompiledPolicy {
     /// Validates and compiles `policies` found at `path` in the configuration document.
     pub fn compile(specs: &[PolicySpec], path: &ConfigPath) -> Result<Self, ConfigError> {
         let mut policies = Vec::with_capacity(specs.len());
-        let mut names = fast_set::<&str>();
+        let mut names = fast_map::<Box<str>, Vec<()>>();
         let mut http = TierBuilder::default();
         let mut tcp = TierBuilder::default();
         let mut header_names: Vec<String> = Vec::new();
@@ -255,7 +255,7 @@ impl CompiledPolicy {
         for (p, spec) in specs.iter().enumerate() {
             let path = path.index(p);
             validate_name(&spec.name, &path.field("name"))?;
-            if !names.insert(spec.name.as_str()) {
+            if names.insert(spec.name.as_str().into(), Vec::new()).is_some() {
                 return Err(ConfigError::new(
                     path.field("name"),
                     ConfigErrorKind::DuplicateName(spec.name.clone()),

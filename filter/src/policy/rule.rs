@@ -173,6 +173,7 @@ fn parse_list<T, E: ToString>(
     Ok(Some(parsed))
 }
 
+#[inline(never)]
 fn parse_ports(values: &Option<Vec<Scalar>>, path: &ConfigPath) -> Result<Option<Vec<u16>>, ConfigError> {
     let Some(values) = values.as_ref().filter(|v| !v.is_empty()) else {
         return Ok(None);
@@ -193,11 +194,13 @@ fn parse_ports(values: &Option<Vec<Scalar>>, path: &ConfigPath) -> Result<Option
     Ok(Some(ports))
 }
 
+// Function pointers rather than closures: one copy of each helper in the `.wasm`, not one per field.
+#[inline(never)]
 fn string_check(
     values: &Option<Vec<String>>,
     path: &ConfigPath,
     negated: bool,
-    make: impl Fn(StringMatcher) -> FieldMatcher,
+    make: fn(StringMatcher) -> FieldMatcher,
 ) -> Result<Option<Check>, ConfigError> {
     Ok(parse_list(values, path, StringPattern::parse)?.map(|patterns| Check {
         field: make(StringMatcher::new(&patterns)),
@@ -205,11 +208,12 @@ fn string_check(
     }))
 }
 
+#[inline(never)]
 fn cidr_check(
     values: &Option<Vec<String>>,
     path: &ConfigPath,
     negated: bool,
-    make: impl Fn(CidrSet) -> FieldMatcher,
+    make: fn(CidrSet) -> FieldMatcher,
 ) -> Result<Option<Check>, ConfigError> {
     Ok(parse_list(values, path, IpBlock::parse)?.map(|blocks| Check {
         field: make(CidrSet::new(&blocks)),
@@ -217,6 +221,7 @@ fn cidr_check(
     }))
 }
 
+#[inline(never)]
 fn compile_source(spec: &SourceSpec, path: &ConfigPath) -> Result<Vec<Check>, ConfigError> {
     let unsupported = [
         ("requestPrincipals", &spec.request_principals),
@@ -251,6 +256,7 @@ fn compile_source(spec: &SourceSpec, path: &ConfigPath) -> Result<Vec<Check>, Co
     Ok(checks)
 }
 
+#[inline(never)]
 fn compile_operation(
     spec: &OperationSpec,
     path: &ConfigPath,
@@ -358,10 +364,10 @@ fn condition_checks(
 ) -> Result<(Option<Check>, Option<Vec<HostPattern>>), ConfigError> {
     let texts = scalar_texts(values);
     let check = match key {
-        WhenKey::Header(name) => {
-            let name: Box<str> = name.as_str().into();
-            string_check(&texts, path, negated, |m| FieldMatcher::Header(name.clone(), m))?
-        }
+        WhenKey::Header(name) => parse_list(&texts, path, StringPattern::parse)?.map(|patterns| Check {
+            field: FieldMatcher::Header(name.as_str().into(), StringMatcher::new(&patterns)),
+            negated,
+        }),
         WhenKey::SourceNamespace => string_check(&texts, path, negated, FieldMatcher::Namespace)?,
         WhenKey::SourcePrincipal => string_check(&texts, path, negated, FieldMatcher::Principal)?,
         WhenKey::SourceIp => cidr_check(&texts, path, negated, FieldMatcher::SourceIp)?,
@@ -383,6 +389,7 @@ fn condition_checks(
     Ok((check, None))
 }
 
+#[inline(never)]
 fn compile_condition(
     spec: &ConditionSpec,
     path: &ConfigPath,

@@ -7,20 +7,17 @@ mod host;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel as SdkLogLevel, PeerType};
+use proxy_wasm::types::{Action, ContextType, PeerType};
 
 use crate::attributes::{Attributes, TrafficKind};
 use crate::gather::{gather_connection, gather_http};
 use crate::log::decision_line;
-use crate::matchers::FastMap;
 use crate::metrics;
 use crate::policy::{Decision, Reason, Verdict, WouldBe};
 use crate::CompiledConfig;
 use host::{Host, LogLevel};
 
 proxy_wasm::main! {{
-    // Installs the SDK's panic hook, so a panic (a bug) is at least reported before the VM dies.
-    proxy_wasm::set_log_level(SdkLogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(EgressRoot::default()) });
 }}
 
@@ -31,7 +28,8 @@ struct Counters {
     /// `[kind][verdict]`: http/tcp × allow/deny.
     decision: [[Option<u32>; 2]; 2],
     reason: [Option<u32>; 5],
-    policy: FastMap<String, PolicyCounters>,
+    /// By policy name, sorted for binary search.
+    policy: Vec<(String, PolicyCounters)>,
 }
 
 #[derive(Default)]
@@ -105,9 +103,18 @@ impl Counters {
             } else {
                 ids.outcome = define(&metrics::policy_counter(&policy.name, metrics::policy_outcome(policy.action)));
             }
-            counters.policy.insert(policy.name.clone(), ids);
+            counters.policy.push((policy.name.clone(), ids));
         }
+        crate::text::sort_by(&mut counters.policy, |a, b| a.0 < b.0);
         counters
+    }
+
+    fn policy(&self, name: &str) -> Option<&PolicyCounters> {
+        let at = self
+            .policy
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .ok()?;
+        self.policy.get(at).map(|(_, ids)| ids)
     }
 
     fn record(&self, kind: TrafficKind, decision: &Decision<'_>) {
@@ -124,15 +131,14 @@ impl Counters {
         let reason = Reason::CODES.iter().position(|c| *c == decision.reason.code());
         bump(reason.and_then(|i| self.reason.get(i)));
         if let Some(policy) = decision.policy {
-            bump(self.policy.get(policy).map(|p| &p.outcome));
+            bump(self.policy(policy).map(|p| &p.outcome));
         }
         for policy in &decision.audit {
-            bump(self.policy.get(*policy).map(|p| &p.outcome));
+            bump(self.policy(policy).map(|p| &p.outcome));
         }
         for hit in &decision.dry_run {
             bump(
-                self.policy
-                    .get(hit.policy)
+                self.policy(hit.policy)
                     .and_then(|p| p.dry_run.get(would_be_index(hit.would_be))),
             );
         }

@@ -63,7 +63,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
     if let Some(dir) = &cli.check_manifests {
         let found = pins::find_pins(dir)?;
         if found.is_empty() {
-            anyhow::bail!("no WasmPlugin or EnvoyFilter under {} pulls the egress-filter image", dir.display());
+            anyhow::bail!(
+                "no WasmPlugin or EnvoyFilter under {} pulls the egress-filter image",
+                dir.display()
+            );
         }
         let stale: Vec<_> = found
             .iter()

@@ -349,7 +349,9 @@ pub fn extract_module(layer: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 fn blob_path(dir: &Path, digest: &str) -> PathBuf {
-    dir.join("blobs").join("sha256").join(strip_algorithm(digest))
+    dir.join("blobs")
+        .join("sha256")
+        .join(strip_algorithm(digest))
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, OciError> {
@@ -425,8 +427,14 @@ mod tests {
         let read_one = read_layout(dir.path(), Some("one")).unwrap();
         assert_eq!(read_one.module, MODULE);
         assert_eq!(read_one.manifest_digest, one.manifest_digest);
-        assert_eq!(read_layout(dir.path(), Some("two")).unwrap().module, b"\0asm\x01\0\0\0 two");
-        assert!(read_layout(dir.path(), None).is_err(), "two tags: ambiguous");
+        assert_eq!(
+            read_layout(dir.path(), Some("two")).unwrap().module,
+            b"\0asm\x01\0\0\0 two"
+        );
+        assert!(
+            read_layout(dir.path(), None).is_err(),
+            "two tags: ambiguous"
+        );
     }
 
     #[test]

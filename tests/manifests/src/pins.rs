@@ -100,7 +100,9 @@ fn collect_remote_code(value: &Value, visit: &mut dyn FnMut(&Value)) {
                 collect_remote_code(child, visit);
             }
         }
-        Value::Array(items) => items.iter().for_each(|item| collect_remote_code(item, visit)),
+        Value::Array(items) => items
+            .iter()
+            .for_each(|item| collect_remote_code(item, visit)),
         _ => {}
     }
 }
@@ -191,11 +193,17 @@ mod tests {
 
     #[test]
     fn recognises_the_filter_image() {
-        assert!(is_filter_image_url("oci://ghcr.io/egress-guard/egress-filter:0.1.0"));
+        assert!(is_filter_image_url(
+            "oci://ghcr.io/egress-guard/egress-filter:0.1.0"
+        ));
         assert!(is_filter_image_url("oci://127.0.0.1:5000/egress-filter:v1"));
-        assert!(is_filter_image_url(&format!("oci://r.io/egress-filter@sha256:{OLD}")));
+        assert!(is_filter_image_url(&format!(
+            "oci://r.io/egress-filter@sha256:{OLD}"
+        )));
         assert!(!is_filter_image_url("oci://ghcr.io/x/other-filter:1"));
-        assert!(!is_filter_image_url("https://example.com/egress-filter.wasm"));
+        assert!(!is_filter_image_url(
+            "https://example.com/egress-filter.wasm"
+        ));
     }
 
     #[test]
@@ -210,7 +218,10 @@ mod tests {
         assert_eq!(update_pins(dir.path(), NEW).unwrap(), vec![file.clone()]);
         let after = std::fs::read_to_string(&file).unwrap();
         assert_eq!(after, text.replacen(OLD, NEW, 1));
-        assert!(update_pins(dir.path(), NEW).unwrap().is_empty(), "idempotent");
+        assert!(
+            update_pins(dir.path(), NEW).unwrap().is_empty(),
+            "idempotent"
+        );
 
         std::fs::write(&file, text.replace(&format!("\"{OLD}\""), "12")).unwrap();
         let err = update_pins(dir.path(), NEW).unwrap_err().to_string();
@@ -226,6 +237,9 @@ mod tests {
         .unwrap();
         let pins = pins_in(&doc[0]);
         assert_eq!(pins.len(), 1);
-        assert_eq!((pins[0].kind.as_str(), pins[0].sha256.as_str()), ("EnvoyFilter", OLD));
+        assert_eq!(
+            (pins[0].kind.as_str(), pins[0].sha256.as_str()),
+            ("EnvoyFilter", OLD)
+        );
     }
 }

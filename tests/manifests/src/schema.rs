@@ -91,10 +91,16 @@ impl CrdSchemas {
                     .ok_or_else(|| bad("a version has no name"))?;
                 let schema = &version["schema"]["openAPIV3Schema"];
                 if !schema.is_object() {
-                    return Err(bad(&format!("version {version_name} has no openAPIV3Schema")));
+                    return Err(bad(&format!(
+                        "version {version_name} has no openAPIV3Schema"
+                    )));
                 }
                 schemas.insert(
-                    (group.to_string(), version_name.to_string(), kind.to_string()),
+                    (
+                        group.to_string(),
+                        version_name.to_string(),
+                        kind.to_string(),
+                    ),
                     schema.clone(),
                 );
             }
@@ -198,7 +204,11 @@ fn has_type(value: &Value, expected: &str) -> bool {
 impl Walker<'_> {
     fn violation(&mut self, path: &str, message: String) {
         self.report.violations.push(Violation {
-            path: if path.is_empty() { "<root>".into() } else { path.into() },
+            path: if path.is_empty() {
+                "<root>".into()
+            } else {
+                path.into()
+            },
             message,
         });
     }
@@ -232,7 +242,10 @@ impl Walker<'_> {
             if !matches!(type_name(value), "integer" | "string") {
                 self.violation(
                     path,
-                    format!("expected an integer or a string, found {}", type_name(value)),
+                    format!(
+                        "expected an integer or a string, found {}",
+                        type_name(value)
+                    ),
                 );
                 return;
             }
@@ -374,9 +387,7 @@ impl Walker<'_> {
             }
         }
         let in_range = match schema["format"].as_str() {
-            Some("int32") => value
-                .as_i64()
-                .is_some_and(|n| i32::try_from(n).is_ok()),
+            Some("int32") => value.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
             Some("int64") => value.as_i64().is_some(),
             _ => true,
         };
@@ -516,7 +527,7 @@ fn oneof_hint(branches: &[Value], value: &Value) -> String {
 
 fn is_base64(text: &str) -> bool {
     let trimmed = text.trim_end_matches('=');
-    text.len() % 4 == 0
+    text.len().is_multiple_of(4)
         && text.len() - trimmed.len() <= 2
         && trimmed
             .bytes()
@@ -563,25 +574,25 @@ mod tests {
 
     fn thing() -> CrdSchemas {
         crd(json!({"type": "object", "properties": {"spec": {
-            "type": "object",
-            "required": ["name"],
-            "properties": {
-                "name": {"type": "string", "minLength": 1, "maxLength": 5, "pattern": "^[a-z]+$"},
-                "mode": {"type": "string", "enum": ["A", "B"]},
-                "port": {"type": "integer", "minimum": 1, "maximum": 65535, "format": "int32"},
-                "target": {"x-kubernetes-int-or-string": true, "anyOf": [{"type": "integer"}, {"type": "string"}]},
-                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
-                "ports": {"type": "array", "x-kubernetes-list-type": "map",
-                          "x-kubernetes-list-map-keys": ["number"],
-                          "items": {"type": "object", "properties": {"number": {"type": "integer"}}}},
-                "choice": {"type": "object",
-                           "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
-                           "oneOf": [{"not": {"anyOf": [{"required": ["a"]}, {"required": ["b"]}]}},
-                                     {"required": ["a"]}, {"required": ["b"]}]},
-                "maybe": {"type": "string", "nullable": true},
-                "when": {"type": "string", "format": "date-time"}
-            }}}}))
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 5, "pattern": "^[a-z]+$"},
+            "mode": {"type": "string", "enum": ["A", "B"]},
+            "port": {"type": "integer", "minimum": 1, "maximum": 65535, "format": "int32"},
+            "target": {"x-kubernetes-int-or-string": true, "anyOf": [{"type": "integer"}, {"type": "string"}]},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+            "ports": {"type": "array", "x-kubernetes-list-type": "map",
+                      "x-kubernetes-list-map-keys": ["number"],
+                      "items": {"type": "object", "properties": {"number": {"type": "integer"}}}},
+            "choice": {"type": "object",
+                       "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+                       "oneOf": [{"not": {"anyOf": [{"required": ["a"]}, {"required": ["b"]}]}},
+                                 {"required": ["a"]}, {"required": ["b"]}]},
+            "maybe": {"type": "string", "nullable": true},
+            "when": {"type": "string", "format": "date-time"}
+        }}}}))
     }
 
     #[test]
@@ -600,22 +611,74 @@ mod tests {
     fn each_keyword_rejects() {
         let schemas = thing();
         let cases: &[(&str, Value, &str)] = &[
-            ("unknown field", json!({"name": "a", "nmae": "b"}), "spec.nmae: unknown field"),
+            (
+                "unknown field",
+                json!({"name": "a", "nmae": "b"}),
+                "spec.nmae: unknown field",
+            ),
             ("required", json!({"mode": "A"}), "required field \"name\""),
-            ("type", json!({"name": 5}), "spec.name: expected string, found integer"),
-            ("enum", json!({"name": "a", "mode": "C"}), "spec.mode: \"C\" is not one of"),
+            (
+                "type",
+                json!({"name": 5}),
+                "spec.name: expected string, found integer",
+            ),
+            (
+                "enum",
+                json!({"name": "a", "mode": "C"}),
+                "spec.mode: \"C\" is not one of",
+            ),
             ("pattern", json!({"name": "A1"}), "does not match pattern"),
-            ("maxLength", json!({"name": "abcdef"}), "longer than maxLength 5"),
+            (
+                "maxLength",
+                json!({"name": "abcdef"}),
+                "longer than maxLength 5",
+            ),
             ("minLength", json!({"name": ""}), "shorter than minLength 1"),
-            ("maximum", json!({"name": "a", "port": 70000}), "above the maximum"),
-            ("minimum", json!({"name": "a", "port": 0}), "below the minimum"),
-            ("int-or-string", json!({"name": "a", "target": true}), "integer or a string"),
-            ("additionalProperties", json!({"name": "a", "labels": {"x": 1}}), "spec.labels.x: expected string"),
-            ("list map", json!({"name": "a", "ports": [{"number": 1}, {"number": 1}]}), "spec.ports[1]: duplicate key"),
-            ("oneOf", json!({"name": "a", "choice": {"a": "x", "b": "y"}}), "only one of a, b"),
-            ("null", json!({"name": "a", "mode": null}), "spec.mode: null in a field that is not nullable"),
-            ("date-time", json!({"name": "a", "when": "yesterday"}), "not an RFC 3339"),
-            ("nested unknown", json!({"name": "a", "ports": [{"numbr": 1}]}), "spec.ports[0].numbr: unknown field"),
+            (
+                "maximum",
+                json!({"name": "a", "port": 70000}),
+                "above the maximum",
+            ),
+            (
+                "minimum",
+                json!({"name": "a", "port": 0}),
+                "below the minimum",
+            ),
+            (
+                "int-or-string",
+                json!({"name": "a", "target": true}),
+                "integer or a string",
+            ),
+            (
+                "additionalProperties",
+                json!({"name": "a", "labels": {"x": 1}}),
+                "spec.labels.x: expected string",
+            ),
+            (
+                "list map",
+                json!({"name": "a", "ports": [{"number": 1}, {"number": 1}]}),
+                "spec.ports[1]: duplicate key",
+            ),
+            (
+                "oneOf",
+                json!({"name": "a", "choice": {"a": "x", "b": "y"}}),
+                "only one of a, b",
+            ),
+            (
+                "null",
+                json!({"name": "a", "mode": null}),
+                "spec.mode: null in a field that is not nullable",
+            ),
+            (
+                "date-time",
+                json!({"name": "a", "when": "yesterday"}),
+                "not an RFC 3339",
+            ),
+            (
+                "nested unknown",
+                json!({"name": "a", "ports": [{"numbr": 1}]}),
+                "spec.ports[0].numbr: unknown field",
+            ),
         ];
         for (case, spec, expected) in cases {
             let v = violations(&schemas, spec.clone());

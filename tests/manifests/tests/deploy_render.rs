@@ -33,8 +33,14 @@ fn workload_pod_spec(object: &Value) -> Option<&Value> {
 #[test]
 fn every_rendered_object_round_trips_through_k8s_openapi() {
     let mut checked = 0;
-    for overlay in OVERLAYS.iter().map(|o| format!("overlays/{o}")).chain(["crds".to_string()]) {
-        let Some(objects) = render_kustomization(&deploy_dir().join(&overlay)) else { return };
+    for overlay in OVERLAYS
+        .iter()
+        .map(|o| format!("overlays/{o}"))
+        .chain(["crds".to_string()])
+    {
+        let Some(objects) = render_kustomization(&deploy_dir().join(&overlay)) else {
+            return;
+        };
         assert!(!objects.is_empty(), "{overlay} rendered nothing");
         for object in &objects {
             k8s::check_object(object)
@@ -47,7 +53,9 @@ fn every_rendered_object_round_trips_through_k8s_openapi() {
 
 #[test]
 fn overlays_install_what_their_names_say() {
-    let Some(cronjob) = render("cronjob") else { return };
+    let Some(cronjob) = render("cronjob") else {
+        return;
+    };
     let Some(watch) = render("watch") else { return };
     let Some(node) = render("node") else { return };
     let Some(full) = render("full") else { return };
@@ -58,9 +66,18 @@ fn overlays_install_what_their_names_say() {
             .map(object_name)
             .collect()
     };
-    assert_eq!(workloads(&cronjob), BTreeSet::from(["CronJob egress-guard/egress-guard-scan".to_string()]));
-    assert_eq!(workloads(&watch), BTreeSet::from(["Deployment egress-guard/egress-guard-watch".to_string()]));
-    assert_eq!(workloads(&node), BTreeSet::from(["DaemonSet egress-guard/egress-guard-node".to_string()]));
+    assert_eq!(
+        workloads(&cronjob),
+        BTreeSet::from(["CronJob egress-guard/egress-guard-scan".to_string()])
+    );
+    assert_eq!(
+        workloads(&watch),
+        BTreeSet::from(["Deployment egress-guard/egress-guard-watch".to_string()])
+    );
+    assert_eq!(
+        workloads(&node),
+        BTreeSet::from(["DaemonSet egress-guard/egress-guard-node".to_string()])
+    );
     let union: BTreeSet<String> = names(&watch).union(&names(&node)).cloned().collect();
     assert_eq!(names(&full), union, "full = watch + node");
     for objects in [&cronjob, &watch, &node, &full] {
@@ -79,7 +96,10 @@ fn overlays_install_what_their_names_say() {
                 ),
                 Some(other) => assert_eq!(other, "egress-guard", "{}", object_name(object)),
             }
-            assert_eq!(object["metadata"]["labels"]["app.kubernetes.io/part-of"], "egress-guard");
+            assert_eq!(
+                object["metadata"]["labels"]["app.kubernetes.io/part-of"],
+                "egress-guard"
+            );
         }
     }
 }
@@ -93,18 +113,30 @@ fn containers(pod: &Value) -> Vec<&Value> {
 }
 
 fn args(container: &Value) -> Vec<&str> {
-    container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect()
+    container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect()
 }
 
 #[test]
 fn scan_and_watch_pods_meet_the_restricted_pod_security_standard() {
     for overlay in ["cronjob", "watch"] {
-        let Some(objects) = render(overlay) else { return };
+        let Some(objects) = render(overlay) else {
+            return;
+        };
         for object in &objects {
-            let Some(pod) = workload_pod_spec(object) else { continue };
+            let Some(pod) = workload_pod_spec(object) else {
+                continue;
+            };
             let name = object_name(object);
             assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
-            assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{name}");
+            assert_eq!(
+                pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+                "{name}"
+            );
             for key in ["hostPID", "hostNetwork", "hostIPC"] {
                 assert!(pod[key].is_null(), "{name}: {key}");
             }
@@ -122,13 +154,27 @@ fn scan_and_watch_pods_meet_the_restricted_pod_security_standard() {
 
 #[test]
 fn node_agent_gets_exactly_the_privileges_it_uses() {
-    let Some(objects) = render("node") else { return };
-    let daemonset = objects.iter().find(|o| o["kind"] == "DaemonSet").expect("a DaemonSet");
+    let Some(objects) = render("node") else {
+        return;
+    };
+    let daemonset = objects
+        .iter()
+        .find(|o| o["kind"] == "DaemonSet")
+        .expect("a DaemonSet");
     let pod = workload_pod_spec(daemonset).unwrap();
-    assert_eq!(pod["hostPID"], true, "other pods' /proc entries must be visible");
+    assert_eq!(
+        pod["hostPID"], true,
+        "other pods' /proc entries must be visible"
+    );
     assert!(pod["hostNetwork"].is_null() && pod["hostIPC"].is_null());
-    assert_eq!(pod["tolerations"], json!([{"operator": "Exists"}]), "runs on every node");
-    let [container] = containers(pod)[..] else { panic!("one container") };
+    assert_eq!(
+        pod["tolerations"],
+        json!([{"operator": "Exists"}]),
+        "runs on every node"
+    );
+    let [container] = containers(pod)[..] else {
+        panic!("one container")
+    };
     let security = &container["securityContext"];
     assert_eq!(security["privileged"], false);
     assert_eq!(security["allowPrivilegeEscalation"], false);
@@ -141,48 +187,102 @@ fn node_agent_gets_exactly_the_privileges_it_uses() {
         .iter()
         .map(|c| c.as_str().unwrap())
         .collect();
-    assert_eq!(added, BTreeSet::from(["NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE"]));
-    assert!(pod["volumes"].as_array().unwrap().iter().all(|v| v["hostPath"].is_null()), "no host paths");
+    assert_eq!(
+        added,
+        BTreeSet::from(["NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE"])
+    );
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["hostPath"].is_null()),
+        "no host paths"
+    );
     assert_eq!(args(container)[0], "node");
-    assert!(container["image"].as_str().unwrap().contains("egress-auditor-node:"), "the image with iptables and nft");
+    assert!(
+        container["image"]
+            .as_str()
+            .unwrap()
+            .contains("egress-auditor-node:"),
+        "the image with iptables and nft"
+    );
     // $(NODE_NAME) is expanded by the kubelet from the env var set from the downward API.
     assert!(args(container).contains(&"$(NODE_NAME)"));
-    assert_eq!(container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    assert_eq!(
+        container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
     let namespace = objects.iter().find(|o| o["kind"] == "Namespace").unwrap();
-    assert_eq!(namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "privileged");
+    assert_eq!(
+        namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "privileged"
+    );
 }
 
 #[test]
 fn workloads_have_resources_pinned_images_and_the_documented_commands() {
     for overlay in OVERLAYS {
-        let Some(objects) = render(overlay) else { return };
+        let Some(objects) = render(overlay) else {
+            return;
+        };
         for object in &objects {
-            let Some(pod) = workload_pod_spec(object) else { continue };
+            let Some(pod) = workload_pod_spec(object) else {
+                continue;
+            };
             let name = object_name(object);
-            assert!(pod["serviceAccountName"].as_str().is_some_and(|sa| sa.starts_with("egress-guard-")), "{name}");
+            assert!(
+                pod["serviceAccountName"]
+                    .as_str()
+                    .is_some_and(|sa| sa.starts_with("egress-guard-")),
+                "{name}"
+            );
             for container in containers(pod) {
                 let image = container["image"].as_str().unwrap();
                 let tag = image.rsplit_once(':').map(|(_, tag)| tag).unwrap_or("");
-                assert!(!tag.is_empty() && tag != "latest" && !tag.contains('/'), "{name}: pin {image}");
+                assert!(
+                    !tag.is_empty() && tag != "latest" && !tag.contains('/'),
+                    "{name}: pin {image}"
+                );
                 let resources = &container["resources"];
-                assert!(resources["requests"]["cpu"].is_string() && resources["requests"]["memory"].is_string(), "{name}");
-                assert!(resources["limits"]["memory"].is_string(), "{name}: a memory limit");
+                assert!(
+                    resources["requests"]["cpu"].is_string()
+                        && resources["requests"]["memory"].is_string(),
+                    "{name}"
+                );
+                assert!(
+                    resources["limits"]["memory"].is_string(),
+                    "{name}: a memory limit"
+                );
             }
         }
     }
-    let Some(cronjob) = render("cronjob") else { return };
+    let Some(cronjob) = render("cronjob") else {
+        return;
+    };
     let job = cronjob.iter().find(|o| o["kind"] == "CronJob").unwrap();
     let pod = workload_pod_spec(job).unwrap();
     assert_eq!(
         args(&pod["containers"][0]),
-        ["scan", "--cluster", "--sink", "policyreport", "--sink", "events", "--format", "json"]
+        [
+            "scan",
+            "--cluster",
+            "--sink",
+            "policyreport",
+            "--sink",
+            "events",
+            "--format",
+            "json"
+        ]
     );
     assert_eq!(job["spec"]["concurrencyPolicy"], "Forbid");
 }
 
 #[test]
 fn watch_probes_and_metrics_point_at_the_listening_port() {
-    let Some(objects) = render("watch") else { return };
+    let Some(objects) = render("watch") else {
+        return;
+    };
     let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     let arguments = args(container);
@@ -197,16 +297,24 @@ fn watch_probes_and_metrics_point_at_the_listening_port() {
     assert_eq!(ports.len(), 1);
     assert_eq!(ports[0]["containerPort"].as_u64(), Some(port));
     let port_name = ports[0]["name"].as_str().unwrap();
-    assert_eq!(container["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": port_name}));
-    assert_eq!(container["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": port_name}));
+    assert_eq!(
+        container["livenessProbe"]["httpGet"],
+        json!({"path": "/healthz", "port": port_name})
+    );
+    assert_eq!(
+        container["readinessProbe"]["httpGet"],
+        json!({"path": "/readyz", "port": port_name})
+    );
     let service = objects.iter().find(|o| o["kind"] == "Service").unwrap();
     assert_eq!(service["spec"]["ports"][0]["targetPort"], port_name);
     assert_eq!(
-        service["spec"]["selector"],
-        deployment["spec"]["selector"]["matchLabels"],
+        service["spec"]["selector"], deployment["spec"]["selector"]["matchLabels"],
         "the Service selects the controller"
     );
-    assert_eq!(service["metadata"]["annotations"]["prometheus.io/port"], port.to_string());
+    assert_eq!(
+        service["metadata"]["annotations"]["prometheus.io/port"],
+        port.to_string()
+    );
 }
 
 fn strip_descriptions(value: &Value) -> Value {
@@ -235,13 +343,19 @@ fn version<'a>(crd: &'a Value, name: &str) -> &'a Value {
 /// upstream wgpolicyk8s.io v1alpha2 schema accepts, so installing either is the same.
 #[test]
 fn policyreport_crds_match_upstream_v1alpha2() {
-    let Some(fixtures) = common::fixtures_dir() else { return };
+    let Some(fixtures) = common::fixtures_dir() else {
+        return;
+    };
     for (ours, upstream) in [
         ("policyreports.yaml", "wgpolicyk8s.io_policyreports.yaml"),
-        ("clusterpolicyreports.yaml", "wgpolicyk8s.io_clusterpolicyreports.yaml"),
+        (
+            "clusterpolicyreports.yaml",
+            "wgpolicyk8s.io_clusterpolicyreports.yaml",
+        ),
     ] {
         let ours = &yaml::load_documents(&deploy_dir().join("crds").join(ours)).unwrap()[0].value;
-        let upstream = &yaml::load_documents(&fixtures.join("policyreport").join(upstream)).unwrap()[0].value;
+        let upstream =
+            &yaml::load_documents(&fixtures.join("policyreport").join(upstream)).unwrap()[0].value;
         k8s::check_object(ours).unwrap();
         assert_eq!(ours["spec"]["names"], upstream["spec"]["names"]);
         assert_eq!(ours["spec"]["scope"], upstream["spec"]["scope"]);
@@ -253,8 +367,15 @@ fn policyreport_crds_match_upstream_v1alpha2() {
             "{} v1alpha2 schema differs from upstream",
             ours["metadata"]["name"]
         );
-        assert_eq!(ours_v["additionalPrinterColumns"], upstream_v["additionalPrinterColumns"]);
-        assert_eq!(ours["spec"]["versions"].as_array().unwrap().len(), 1, "only the version we write");
+        assert_eq!(
+            ours_v["additionalPrinterColumns"],
+            upstream_v["additionalPrinterColumns"]
+        );
+        assert_eq!(
+            ours["spec"]["versions"].as_array().unwrap().len(),
+            1,
+            "only the version we write"
+        );
     }
 }
 
@@ -283,11 +404,21 @@ fn policyreport_crd_validates_reports() {
         }]
     });
     let report_violations = |r: &Value| schemas.validate(r).unwrap().violations;
-    assert!(report_violations(&report).is_empty(), "{:?}", report_violations(&report));
+    assert!(
+        report_violations(&report).is_empty(),
+        "{:?}",
+        report_violations(&report)
+    );
     report["results"][0]["severity"] = json!("severe");
     report["results"][0]["properties"]["replicas"] = json!(3);
-    let paths: Vec<String> = report_violations(&report).into_iter().map(|v| v.path).collect();
-    assert_eq!(paths, ["results[0].properties.replicas", "results[0].severity"]);
+    let paths: Vec<String> = report_violations(&report)
+        .into_iter()
+        .map(|v| v.path)
+        .collect();
+    assert_eq!(
+        paths,
+        ["results[0].properties.replicas", "results[0].severity"]
+    );
 }
 
 #[test]

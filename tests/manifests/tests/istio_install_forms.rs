@@ -131,16 +131,28 @@ fn istio_operator_sets_registry_only_and_the_egress_gateway() {
         panic!("{path}: expected one egress gateway");
     };
     assert!(gateway.enabled);
-    assert_eq!((gateway.name.as_str(), gateway.namespace.as_str()), ("istio-egressgateway", "istio-system"));
-    assert_eq!(gateway.label.get("istio").map(String::as_str), Some("egressgateway"));
+    assert_eq!(
+        (gateway.name.as_str(), gateway.namespace.as_str()),
+        ("istio-egressgateway", "istio-system")
+    );
+    assert_eq!(
+        gateway.label.get("istio").map(String::as_str),
+        Some("egressgateway")
+    );
     k8s::check_as::<ServiceSpec>(&gateway.k8s.service)
         .unwrap_or_else(|e| panic!("{path}: spec.components.egressGateways[0].k8s.service: {e}"));
 }
 
 #[test]
 fn helm_values_match_the_operator_form() {
-    let istiod: IstiodValues = parse("mesh/helm-values-istiod.yaml", single_document("mesh/helm-values-istiod.yaml"));
-    assert_eq!(istiod.mesh_config.outbound_traffic_policy.mode, OutboundMode::REGISTRY_ONLY);
+    let istiod: IstiodValues = parse(
+        "mesh/helm-values-istiod.yaml",
+        single_document("mesh/helm-values-istiod.yaml"),
+    );
+    assert_eq!(
+        istiod.mesh_config.outbound_traffic_policy.mode,
+        OutboundMode::REGISTRY_ONLY
+    );
 
     let gateway: GatewayChartValues = parse(
         "mesh/helm-values-egressgateway.yaml",
@@ -172,12 +184,19 @@ fn app_namespace_networkpolicy_allows_only_dns_istiod_and_gateway() {
     let policy = policies[0];
     k8s::check_object(policy).unwrap_or_else(|e| panic!("NetworkPolicy: {e}"));
     assert_eq!(policy["spec"]["policyTypes"], serde_json::json!(["Egress"]));
-    assert_eq!(policy["spec"]["podSelector"], serde_json::json!({}), "all pods of the namespace");
+    assert_eq!(
+        policy["spec"]["podSelector"],
+        serde_json::json!({}),
+        "all pods of the namespace"
+    );
 
     let mut allowed = Vec::new();
     for rule in policy["spec"]["egress"].as_array().unwrap() {
         let peers = rule["to"].as_array().expect("every rule names its peers");
-        assert!(!peers.is_empty() && rule["ports"].is_array(), "no open-ended rule: {rule}");
+        assert!(
+            !peers.is_empty() && rule["ports"].is_array(),
+            "no open-ended rule: {rule}"
+        );
         for peer in peers {
             assert!(peer["ipBlock"].is_null(), "no ipBlock peers: {peer}");
             let namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
@@ -185,7 +204,11 @@ fn app_namespace_networkpolicy_allows_only_dns_istiod_and_gateway() {
                 .expect("peers name their namespace");
             let pods = peer["podSelector"]["matchLabels"].to_string();
             for port in rule["ports"].as_array().unwrap() {
-                allowed.push(format!("{namespace} {pods} {}/{}", port["protocol"].as_str().unwrap(), port["port"]));
+                allowed.push(format!(
+                    "{namespace} {pods} {}/{}",
+                    port["protocol"].as_str().unwrap(),
+                    port["port"]
+                ));
             }
         }
     }
@@ -200,7 +223,8 @@ fn app_namespace_networkpolicy_allows_only_dns_istiod_and_gateway() {
             r#"kube-system {"k8s-app":"kube-dns"} UDP/53"#,
         ]
     );
-    let target_ports: Vec<u64> = single_document("mesh/istio-operator.yaml")["spec"]["components"]["egressGateways"][0]["k8s"]["service"]["ports"]
+    let target_ports: Vec<u64> = single_document("mesh/istio-operator.yaml")["spec"]["components"]
+        ["egressGateways"][0]["k8s"]["service"]["ports"]
         .as_array()
         .unwrap()
         .iter()
@@ -223,10 +247,12 @@ fn k8s_type_check_rejects_unknown_and_misplaced_fields() {
     assert!(error.contains("spec.egress[0].port: dropped"), "{error}");
 
     let mut operator = single_document("mesh/istio-operator.yaml");
-    operator["spec"]["components"]["egressGateways"][0]["k8s"]["service"]["ports"][0]["targetport"] =
-        serde_json::json!(8080);
+    operator["spec"]["components"]["egressGateways"][0]["k8s"]["service"]["ports"][0]
+        ["targetport"] = serde_json::json!(8080);
     let service = &operator["spec"]["components"]["egressGateways"][0]["k8s"]["service"];
-    assert!(k8s::check_as::<ServiceSpec>(service).unwrap_err().contains("targetport: dropped"));
+    assert!(k8s::check_as::<ServiceSpec>(service)
+        .unwrap_err()
+        .contains("targetport: dropped"));
 
     let mut values = single_document("mesh/helm-values-istiod.yaml");
     values["meshConfig"]["outboundTrafficPolicy"]["mode"] = serde_json::json!("REGISTRY-ONLY");

@@ -16,7 +16,11 @@ fn istio_crds() -> Option<CrdSchemas> {
     let documents = yaml::load_documents(&path).unwrap_or_else(|e| panic!("{e}"));
     let values: Vec<Value> = documents.into_iter().map(|d| d.value).collect();
     let schemas = CrdSchemas::from_documents(&values).unwrap_or_else(|e| panic!("{e}"));
-    assert!(schemas.len() >= 30, "only {} CRD versions read", schemas.len());
+    assert!(
+        schemas.len() >= 30,
+        "only {} CRD versions read",
+        schemas.len()
+    );
     Some(schemas)
 }
 
@@ -58,7 +62,11 @@ fn every_istio_object_in_istio_dir_matches_its_crd_schema() {
             Err(e) => failures.push(format!("{}: {e}", document.describe())),
         }
     }
-    assert!(failures.is_empty(), "schema violations:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "schema violations:\n{}",
+        failures.join("\n")
+    );
     let expected = [
         ("DestinationRule", 1),
         ("EnvoyFilter", 1),
@@ -68,7 +76,11 @@ fn every_istio_object_in_istio_dir_matches_its_crd_schema() {
         ("WasmPlugin", 2),
     ];
     for (kind, count) in expected {
-        assert_eq!(kinds.get(kind), Some(&count), "{kind} objects in istio/: {kinds:?}");
+        assert_eq!(
+            kinds.get(kind),
+            Some(&count),
+            "{kind} objects in istio/: {kinds:?}"
+        );
     }
     println!("validated {kinds:?}; {unevaluated_rules} CEL rules applied and were not evaluated");
 }
@@ -77,7 +89,9 @@ fn every_istio_object_in_istio_dir_matches_its_crd_schema() {
 #[test]
 fn istio_example_configs_pass_the_validator() {
     let Some(schemas) = istio_crds() else { return };
-    let Some(fixtures) = common::fixtures_dir() else { return };
+    let Some(fixtures) = common::fixtures_dir() else {
+        return;
+    };
     let egress = fixtures.join("istio/egress");
     let mut checked = 0;
     for name in [
@@ -90,7 +104,11 @@ fn istio_example_configs_pass_the_validator() {
     ] {
         for document in yaml::load_documents(&egress.join(name)).unwrap_or_else(|e| panic!("{e}")) {
             let violations = violations_of(&schemas, &document.value);
-            assert!(violations.is_empty(), "{}: {violations:?}", document.describe());
+            assert!(
+                violations.is_empty(),
+                "{}: {violations:?}",
+                document.describe()
+            );
             checked += 1;
         }
     }
@@ -109,9 +127,18 @@ fn assert_rejected(
     let mut object = manifest_documents(&istio_dir())
         .into_iter()
         .map(|d| d.value)
-        .find(|v| format!("{}/{}", v["kind"].as_str().unwrap_or(""), v["metadata"]["name"].as_str().unwrap_or("")) == target)
+        .find(|v| {
+            format!(
+                "{}/{}",
+                v["kind"].as_str().unwrap_or(""),
+                v["metadata"]["name"].as_str().unwrap_or("")
+            ) == target
+        })
         .unwrap_or_else(|| panic!("no {target} in istio/"));
-    assert!(violations_of(schemas, &object).is_empty(), "{target} must start valid");
+    assert!(
+        violations_of(schemas, &object).is_empty(),
+        "{target} must start valid"
+    );
     edit(&mut object);
     let violations = violations_of(schemas, &object);
     assert!(
@@ -126,54 +153,136 @@ fn assert_rejected(
 fn validator_rejects_broken_istio_manifests() {
     let Some(schemas) = istio_crds() else { return };
     let s = &schemas;
-    assert_rejected(s, "WasmPlugin/egress-filter-http", "a misspelt enum value",
+    assert_rejected(
+        s,
+        "WasmPlugin/egress-filter-http",
+        "a misspelt enum value",
         |o| o["spec"]["failStrategy"] = json!("FAIL_CLOSED"),
-        "spec.failStrategy", "is not one of");
-    assert_rejected(s, "WasmPlugin/egress-filter-http", "a misspelt field",
-        |o| { let sha = o["spec"]["sha256"].take(); o["spec"]["sha265"] = sha; },
-        "spec.sha265", "unknown field");
-    assert_rejected(s, "WasmPlugin/egress-filter-http", "a digest with upper case",
+        "spec.failStrategy",
+        "is not one of",
+    );
+    assert_rejected(
+        s,
+        "WasmPlugin/egress-filter-http",
+        "a misspelt field",
+        |o| {
+            let sha = o["spec"]["sha256"].take();
+            o["spec"]["sha265"] = sha;
+        },
+        "spec.sha265",
+        "unknown field",
+    );
+    assert_rejected(
+        s,
+        "WasmPlugin/egress-filter-http",
+        "a digest with upper case",
         |o| o["spec"]["sha256"] = json!("A".repeat(64)),
-        "spec.sha256", "does not match pattern");
-    assert_rejected(s, "WasmPlugin/egress-filter-http", "an unquoted all-digit digest read as a number",
+        "spec.sha256",
+        "does not match pattern",
+    );
+    assert_rejected(
+        s,
+        "WasmPlugin/egress-filter-http",
+        "an unquoted all-digit digest read as a number",
         |o| o["spec"]["sha256"] = json!(1234),
-        "spec.sha256", "expected string");
-    assert_rejected(s, "WasmPlugin/egress-filter-network", "a duplicated match port",
+        "spec.sha256",
+        "expected string",
+    );
+    assert_rejected(
+        s,
+        "WasmPlugin/egress-filter-network",
+        "a duplicated match port",
         |o| o["spec"]["match"][0]["ports"] = json!([{"number": 443}, {"number": 443}]),
-        "spec.match[0].ports[1]", "duplicate key");
-    assert_rejected(s, "WasmPlugin/egress-filter-http", "no url",
-        |o| { o["spec"].as_object_mut().unwrap().remove("url"); },
-        "spec", "required field \"url\"");
-    assert_rejected(s, "Gateway/egress-gateway", "a port number written as a string",
+        "spec.match[0].ports[1]",
+        "duplicate key",
+    );
+    assert_rejected(
+        s,
+        "WasmPlugin/egress-filter-http",
+        "no url",
+        |o| {
+            o["spec"].as_object_mut().unwrap().remove("url");
+        },
+        "spec",
+        "required field \"url\"",
+    );
+    assert_rejected(
+        s,
+        "Gateway/egress-gateway",
+        "a port number written as a string",
         |o| o["spec"]["servers"][0]["port"]["number"] = json!("80"),
-        "spec.servers[0].port.number", "expected integer");
-    assert_rejected(s, "Gateway/egress-gateway", "a misspelt TLS mode",
+        "spec.servers[0].port.number",
+        "expected integer",
+    );
+    assert_rejected(
+        s,
+        "Gateway/egress-gateway",
+        "a misspelt TLS mode",
         |o| o["spec"]["servers"][1]["tls"]["mode"] = json!("PASS_THROUGH"),
-        "spec.servers[1].tls.mode", "is not one of");
-    assert_rejected(s, "VirtualService/debian-mirror-via-egress-gateway", "a route without its destination host",
-        |o| { o["spec"]["http"][1]["route"][0]["destination"].as_object_mut().unwrap().remove("host"); },
-        "spec.http[1].route[0].destination", "required field \"host\"");
-    assert_rejected(s, "Gateway/egress-gateway", "a negative port",
+        "spec.servers[1].tls.mode",
+        "is not one of",
+    );
+    assert_rejected(
+        s,
+        "VirtualService/debian-mirror-via-egress-gateway",
+        "a route without its destination host",
+        |o| {
+            o["spec"]["http"][1]["route"][0]["destination"]
+                .as_object_mut()
+                .unwrap()
+                .remove("host");
+        },
+        "spec.http[1].route[0].destination",
+        "required field \"host\"",
+    );
+    assert_rejected(
+        s,
+        "Gateway/egress-gateway",
+        "a negative port",
         |o| o["spec"]["servers"][0]["port"]["number"] = json!(-80),
-        "spec.servers[0].port.number", "below the minimum");
-    assert_rejected(s, "ServiceEntry/debian-mirror", "a lower-case resolution",
+        "spec.servers[0].port.number",
+        "below the minimum",
+    );
+    assert_rejected(
+        s,
+        "ServiceEntry/debian-mirror",
+        "a lower-case resolution",
         |o| o["spec"]["resolution"] = json!("dns"),
-        "spec.resolution", "is not one of");
-    assert_rejected(s, "DestinationRule/egress-gateway", "a field at the wrong level",
+        "spec.resolution",
+        "is not one of",
+    );
+    assert_rejected(
+        s,
+        "DestinationRule/egress-gateway",
+        "a field at the wrong level",
         |o| o["spec"]["subsets"][0]["tls"] = json!({"mode": "ISTIO_MUTUAL"}),
-        "spec.subsets[0].tls", "unknown field");
-    assert_rejected(s, "EnvoyFilter/egress-filter-ecds", "a misspelt patch operation",
+        "spec.subsets[0].tls",
+        "unknown field",
+    );
+    assert_rejected(
+        s,
+        "EnvoyFilter/egress-filter-ecds",
+        "a misspelt patch operation",
         |o| o["spec"]["configPatches"][1]["patch"]["operation"] = json!("INSERT_BEFOR"),
-        "spec.configPatches[1].patch.operation", "is not one of");
-    assert_rejected(s, "EnvoyFilter/egress-filter-ecds", "null where the API server drops it",
+        "spec.configPatches[1].patch.operation",
+        "is not one of",
+    );
+    assert_rejected(
+        s,
+        "EnvoyFilter/egress-filter-ecds",
+        "null where the API server drops it",
         |o| o["spec"]["workloadSelector"] = Value::Null,
-        "spec.workloadSelector", "not nullable");
+        "spec.workloadSelector",
+        "not nullable",
+    );
 }
 
 /// `kubectl apply -k istio/` installs exactly the files it lists, all valid.
 #[test]
 fn istio_kustomization_renders_the_istio_objects() {
-    let Some(rendered) = common::render_kustomization(&istio_dir()) else { return };
+    let Some(rendered) = common::render_kustomization(&istio_dir()) else {
+        return;
+    };
     let names: BTreeSet<String> = rendered.iter().map(object_name).collect();
     for expected in [
         "Gateway istio-system/egress-gateway",
@@ -185,13 +294,20 @@ fn istio_kustomization_renders_the_istio_objects() {
         "WasmPlugin istio-system/egress-filter-http",
         "WasmPlugin istio-system/egress-filter-network",
     ] {
-        assert!(names.contains(expected), "{expected} missing from {names:?}");
+        assert!(
+            names.contains(expected),
+            "{expected} missing from {names:?}"
+        );
     }
     assert_eq!(names.len(), 8, "{names:?}");
     if let Some(schemas) = istio_crds() {
         for object in &rendered {
             let violations = violations_of(&schemas, object);
-            assert!(violations.is_empty(), "{}: {violations:?}", object_name(object));
+            assert!(
+                violations.is_empty(),
+                "{}: {violations:?}",
+                object_name(object)
+            );
         }
     }
 }
@@ -199,7 +315,13 @@ fn istio_kustomization_renders_the_istio_objects() {
 fn strings(value: &Value) -> BTreeSet<String> {
     value
         .as_array()
-        .map(|items| items.iter().filter_map(Value::as_str).map(String::from).collect())
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -214,7 +336,10 @@ fn find<'a>(documents: &'a [Value], kind: &str, name: &str) -> &'a Value {
 /// another would be dropped by REGISTRY_ONLY or routed nowhere.
 #[test]
 fn egress_routing_objects_agree() {
-    let documents: Vec<Value> = manifest_documents(&istio_dir()).into_iter().map(|d| d.value).collect();
+    let documents: Vec<Value> = manifest_documents(&istio_dir())
+        .into_iter()
+        .map(|d| d.value)
+        .collect();
     let gateway = find(&documents, "Gateway", "egress-gateway");
     let gateway_hosts = |tls_mode: &str| -> BTreeSet<String> {
         gateway["spec"]["servers"]
@@ -225,7 +350,8 @@ fn egress_routing_objects_agree() {
             .flat_map(|s| strings(&s["hosts"]))
             .collect()
     };
-    let subsets: BTreeSet<String> = find(&documents, "DestinationRule", "egress-gateway")["spec"]["subsets"]
+    let subsets: BTreeSet<String> = find(&documents, "DestinationRule", "egress-gateway")["spec"]
+        ["subsets"]
         .as_array()
         .unwrap()
         .iter()
@@ -245,11 +371,18 @@ fn egress_routing_objects_agree() {
         let sni = strings(&route["match"][0]["sniHosts"]);
         let destination = &route["route"][0]["destination"];
         if from_mesh {
-            assert_eq!(sni, tls_hosts, "the mesh route must send every TLS host to the gateway");
+            assert_eq!(
+                sni, tls_hosts,
+                "the mesh route must send every TLS host to the gateway"
+            );
             assert!(subsets.contains(destination["subset"].as_str().unwrap()));
         } else {
             let host = destination["host"].as_str().unwrap().to_string();
-            assert_eq!(sni, BTreeSet::from([host.clone()]), "gateway route for {host}");
+            assert_eq!(
+                sni,
+                BTreeSet::from([host.clone()]),
+                "gateway route for {host}"
+            );
             routed.insert(host);
         }
     }
@@ -265,13 +398,20 @@ fn egress_routing_objects_agree() {
         .filter(|w| w["key"] == "connection.sni")
         .flat_map(|w| strings(&w["values"]))
         .collect();
-    assert_eq!(allowed_sni, tls_hosts, "the network filter allows exactly the routed hosts");
+    assert_eq!(
+        allowed_sni, tls_hosts,
+        "the network filter allows exactly the routed hosts"
+    );
 
     // HTTP over mutual TLS: the gateway server, the ServiceEntry and the VirtualService name the
     // same hosts, and the DestinationRule subset sends the SNI the gateway's server expects.
     let http_hosts = strings(&find(&documents, "ServiceEntry", "debian-mirror")["spec"]["hosts"]);
     assert_eq!(gateway_hosts("ISTIO_MUTUAL"), http_hosts);
-    let http_vs = find(&documents, "VirtualService", "debian-mirror-via-egress-gateway");
+    let http_vs = find(
+        &documents,
+        "VirtualService",
+        "debian-mirror-via-egress-gateway",
+    );
     assert_eq!(strings(&http_vs["spec"]["hosts"]), http_hosts);
     let dr = find(&documents, "DestinationRule", "egress-gateway");
     let sni: BTreeSet<String> = dr["spec"]["subsets"]
@@ -290,7 +430,10 @@ fn egress_routing_objects_agree() {
 
     // Every WasmPlugin selects the gateway the Gateway object selects, and fails closed.
     for plugin in documents.iter().filter(|d| d["kind"] == "WasmPlugin") {
-        assert_eq!(plugin["spec"]["selector"]["matchLabels"], gateway["spec"]["selector"]);
+        assert_eq!(
+            plugin["spec"]["selector"]["matchLabels"],
+            gateway["spec"]["selector"]
+        );
         assert_eq!(plugin["spec"]["failStrategy"], "FAIL_CLOSE");
         assert_eq!(plugin["spec"]["phase"], "AUTHZ");
     }

@@ -30,7 +30,11 @@ fn istio_pins_match_the_filter_built_from_this_tree() {
     let (_, image) = built_image();
     let found = pins::find_pins(&istio_dir()).unwrap();
     let kinds: Vec<&str> = found.iter().map(|p| p.kind.as_str()).collect();
-    assert_eq!(kinds, ["EnvoyFilter", "WasmPlugin", "WasmPlugin"], "{found:?}");
+    assert_eq!(
+        kinds,
+        ["EnvoyFilter", "WasmPlugin", "WasmPlugin"],
+        "{found:?}"
+    );
     let stale: Vec<String> = found
         .iter()
         .filter(|pin| pin.sha256 != image.wasmplugin_sha256())
@@ -71,10 +75,31 @@ fn packager() -> Command {
 fn packager_output_is_deterministic_and_prints_the_pin() {
     let wasm = built_filter_wasm();
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let first = run_ok(packager().arg("--wasm").arg(&wasm).arg("--out").arg(a.path()));
-    let second = run_ok(packager().arg("--wasm").arg(&wasm).arg("--out").arg(b.path()).arg("--tag").arg("0.1.0"));
-    assert_eq!(files_under(a.path()), files_under(b.path()), "two runs wrote different layouts");
-    assert_eq!(first.replace(&a.path().display().to_string(), "DIR"), second.replace(&b.path().display().to_string(), "DIR"));
+    let first = run_ok(
+        packager()
+            .arg("--wasm")
+            .arg(&wasm)
+            .arg("--out")
+            .arg(a.path()),
+    );
+    let second = run_ok(
+        packager()
+            .arg("--wasm")
+            .arg(&wasm)
+            .arg("--out")
+            .arg(b.path())
+            .arg("--tag")
+            .arg("0.1.0"),
+    );
+    assert_eq!(
+        files_under(a.path()),
+        files_under(b.path()),
+        "two runs wrote different layouts"
+    );
+    assert_eq!(
+        first.replace(&a.path().display().to_string(), "DIR"),
+        second.replace(&b.path().display().to_string(), "DIR")
+    );
     let field = |name: &str| {
         first
             .lines()
@@ -84,8 +109,14 @@ fn packager_output_is_deterministic_and_prints_the_pin() {
     };
     let layout = oci::read_layout(a.path(), Some("0.1.0")).unwrap();
     assert_eq!(field("manifest-digest"), layout.manifest_digest);
-    assert_eq!(format!("sha256:{}", field("wasmplugin-sha256")), layout.manifest_digest);
-    assert_eq!(field("module-digest"), oci::digest_of(&std::fs::read(&wasm).unwrap()));
+    assert_eq!(
+        format!("sha256:{}", field("wasmplugin-sha256")),
+        layout.manifest_digest
+    );
+    assert_eq!(
+        field("module-digest"),
+        oci::digest_of(&std::fs::read(&wasm).unwrap())
+    );
     assert_eq!(layout.module, std::fs::read(&wasm).unwrap());
     let blobs = files_under(a.path()).len();
     assert_eq!(blobs, 5, "oci-layout, index.json, manifest, config, layer");
@@ -100,7 +131,11 @@ fn packager_checks_and_refreshes_pins() {
     let stale = "ab".repeat(32);
     let plugin = std::fs::read_to_string(istio_dir().join("wasmplugin-http.yaml")).unwrap();
     let pinned = pins::find_pins(&istio_dir()).unwrap()[1].sha256.clone();
-    std::fs::write(manifests.path().join("plugin.yaml"), plugin.replace(&pinned, &stale)).unwrap();
+    std::fs::write(
+        manifests.path().join("plugin.yaml"),
+        plugin.replace(&pinned, &stale),
+    )
+    .unwrap();
 
     let check = || {
         packager()
@@ -116,13 +151,28 @@ fn packager_checks_and_refreshes_pins() {
     let failed = check();
     assert_eq!(failed.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&failed.stderr);
-    assert!(stderr.contains(&stale) && stderr.contains("--update-manifests"), "{stderr}");
+    assert!(
+        stderr.contains(&stale) && stderr.contains("--update-manifests"),
+        "{stderr}"
+    );
 
-    run_ok(packager().arg("--wasm").arg(&wasm).arg("--out").arg(out.path()).arg("--update-manifests").arg(manifests.path()));
+    run_ok(
+        packager()
+            .arg("--wasm")
+            .arg(&wasm)
+            .arg("--out")
+            .arg(out.path())
+            .arg("--update-manifests")
+            .arg(manifests.path()),
+    );
     assert_eq!(check().status.code(), Some(0));
     let refreshed = std::fs::read_to_string(manifests.path().join("plugin.yaml")).unwrap();
     let (_, image) = built_image();
-    assert_eq!(refreshed, plugin.replace(&pinned, image.wasmplugin_sha256()), "only the digest changed");
+    assert_eq!(
+        refreshed,
+        plugin.replace(&pinned, image.wasmplugin_sha256()),
+        "only the digest changed"
+    );
 }
 
 /// A `docker-registry` on loopback, stopped when dropped.
@@ -140,12 +190,18 @@ impl Drop for Registry {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `GET /v2/` answers 200 once the registry serves the API.
 fn registry_answers(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     if stream
         .write_all(b"GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
@@ -178,7 +234,11 @@ fn start_registry(binary: &Path) -> Registry {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        let mut registry = Registry { child, port, _storage: storage };
+        let mut registry = Registry {
+            child,
+            port,
+            _storage: storage,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if registry_answers(port) {
@@ -203,31 +263,55 @@ fn skopeo(binary: &Path) -> Command {
 
 #[test]
 fn image_survives_a_real_registry_round_trip() {
-    let Some(skopeo_bin) = require_tool("skopeo") else { return };
-    let Some(registry_bin) = require_tool("docker-registry") else { return };
+    let Some(skopeo_bin) = require_tool("skopeo") else {
+        return;
+    };
+    let Some(registry_bin) = require_tool("docker-registry") else {
+        return;
+    };
     let (module, image) = built_image();
     let layout = tempfile::tempdir().unwrap();
     oci::write_layout(layout.path(), &image).unwrap();
 
     let registry = start_registry(&registry_bin);
-    let reference = format!("docker://127.0.0.1:{}/egress-guard/egress-filter:{}", registry.port, image.tag);
-    run_ok(skopeo(&skopeo_bin)
-        .args(["copy", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:{}", layout.path().display(), image.tag))
-        .arg(&reference));
+    let reference = format!(
+        "docker://127.0.0.1:{}/egress-guard/egress-filter:{}",
+        registry.port, image.tag
+    );
+    run_ok(
+        skopeo(&skopeo_bin)
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:{}", layout.path().display(), image.tag))
+            .arg(&reference),
+    );
 
     // What Istio computes for oci:// URLs: the digest of the manifest the registry serves.
-    let served = run(skopeo(&skopeo_bin).args(["inspect", "--raw", "--tls-verify=false"]).arg(&reference));
-    assert!(served.status.success(), "{}", String::from_utf8_lossy(&served.stderr));
-    assert_eq!(oci::digest_of(&served.stdout), image.manifest_digest, "the registry changed the manifest");
+    let served = run(skopeo(&skopeo_bin)
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(&reference));
+    assert!(
+        served.status.success(),
+        "{}",
+        String::from_utf8_lossy(&served.stderr)
+    );
+    assert_eq!(
+        oci::digest_of(&served.stdout),
+        image.manifest_digest,
+        "the registry changed the manifest"
+    );
 
     let pulled = tempfile::tempdir().unwrap();
-    run_ok(skopeo(&skopeo_bin)
-        .args(["copy", "--src-tls-verify=false"])
-        .arg(&reference)
-        .arg(format!("oci:{}:pulled", pulled.path().display())));
+    run_ok(
+        skopeo(&skopeo_bin)
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(&reference)
+            .arg(format!("oci:{}:pulled", pulled.path().display())),
+    );
     let back = oci::read_layout(pulled.path(), Some("pulled")).unwrap();
-    assert!(back.module == module, "the pulled plugin.wasm differs from the built .wasm");
+    assert!(
+        back.module == module,
+        "the pulled plugin.wasm differs from the built .wasm"
+    );
     assert_eq!(back.manifest_digest, image.manifest_digest);
 
     let pinned = pins::find_pins(&istio_dir()).unwrap();

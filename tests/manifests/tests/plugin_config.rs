@@ -18,15 +18,23 @@ fn plugin_configs() -> Vec<(String, Value)> {
         match document.kind() {
             "WasmPlugin" => {
                 let config = document.value["spec"]["pluginConfig"].clone();
-                assert!(config.is_object(), "{}: no pluginConfig", document.describe());
+                assert!(
+                    config.is_object(),
+                    "{}: no pluginConfig",
+                    document.describe()
+                );
                 configs.push((document.describe(), config));
             }
             "EnvoyFilter" => {
                 for patch in document.value["spec"]["configPatches"].as_array().unwrap() {
-                    let configuration = &patch["patch"]["value"]["typed_config"]["config"]["configuration"];
+                    let configuration =
+                        &patch["patch"]["value"]["typed_config"]["config"]["configuration"];
                     if let Some(text) = configuration["value"].as_str() {
                         let config: Value = serde_json::from_str(text).unwrap_or_else(|e| {
-                            panic!("{}: configuration.value is not JSON: {e}", document.describe())
+                            panic!(
+                                "{}: configuration.value is not JSON: {e}",
+                                document.describe()
+                            )
                         });
                         configs.push((document.describe(), config));
                     }
@@ -61,10 +69,17 @@ fn check_config(wasm: &Path, config: &Value) -> (bool, String) {
 fn every_plugin_config_in_istio_is_accepted_by_the_built_filter() {
     let wasm = built_filter_wasm();
     let configs = plugin_configs();
-    assert_eq!(configs.len(), 3, "two WasmPlugins and one EnvoyFilter: {configs:?}");
+    assert_eq!(
+        configs.len(),
+        3,
+        "two WasmPlugins and one EnvoyFilter: {configs:?}"
+    );
     for (place, config) in &configs {
         let (accepted, output) = check_config(&wasm, config);
-        assert!(accepted, "{place}: the filter rejects its configuration:\n{output}");
+        assert!(
+            accepted,
+            "{place}: the filter rejects its configuration:\n{output}"
+        );
     }
 }
 
@@ -75,15 +90,27 @@ fn a_broken_plugin_config_is_rejected_with_its_location() {
     let (_, mut config) = plugin_configs().into_iter().next().unwrap();
     config["policies"][1]["action"] = json!("PERMIT");
     let (accepted, output) = check_config(&wasm, &config);
-    assert!(!accepted, "PERMIT is no action, yet the filter accepted it:\n{output}");
-    assert!(output.contains("policies[1]"), "the reason names the place:\n{output}");
+    assert!(
+        !accepted,
+        "PERMIT is no action, yet the filter accepted it:\n{output}"
+    );
+    assert!(
+        output.contains("policies[1]"),
+        "the reason names the place:\n{output}"
+    );
 }
 
 /// The EnvoyFilter alternative installs the same policies as the HTTP WasmPlugin.
 #[test]
 fn envoyfilter_alternative_carries_the_http_plugin_config() {
     let configs = plugin_configs();
-    let http = configs.iter().find(|(place, _)| place.contains("egress-filter-http")).unwrap();
-    let ecds = configs.iter().find(|(place, _)| place.contains("EnvoyFilter")).unwrap();
+    let http = configs
+        .iter()
+        .find(|(place, _)| place.contains("egress-filter-http"))
+        .unwrap();
+    let ecds = configs
+        .iter()
+        .find(|(place, _)| place.contains("EnvoyFilter"))
+        .unwrap();
     assert_eq!(http.1, ecds.1, "{} and {} differ", http.0, ecds.0);
 }

@@ -26,7 +26,9 @@ impl Context for NoopRoot {}
 
 impl RootContext for NoopRoot {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
-        let root_id = self.get_property(vec!["plugin_root_id"]).unwrap_or_default();
+        let root_id = self
+            .get_property(vec!["plugin_root_id"])
+            .unwrap_or_default();
         if root_id.ends_with(b"tcp") {
             self.context_type = ContextType::StreamContext;
         }

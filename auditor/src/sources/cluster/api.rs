@@ -121,7 +121,12 @@ impl ApiContext {
     /// Runs one API call, retrying throttling (429), server errors (5xx), transport errors and
     /// timeouts with exponential backoff until the policy's deadline. Other answers (403, 404,
     /// 409, 410, ...) are returned at once: retrying cannot change them.
-    pub async fn call<T, F, Fut>(&self, what: &str, resource: &str, mut f: F) -> Result<T, ClusterError>
+    pub async fn call<T, F, Fut>(
+        &self,
+        what: &str,
+        resource: &str,
+        mut f: F,
+    ) -> Result<T, ClusterError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, kube::Error>>,
@@ -193,7 +198,11 @@ impl ApiContext {
                             restarts: MAX_RESTARTS,
                         });
                     }
-                    tracing::info!(what, restarts, "continue token expired, listing again from the start");
+                    tracing::info!(
+                        what,
+                        restarts,
+                        "continue token expired, listing again from the start"
+                    );
                     out.clear();
                     token = None;
                 }
@@ -283,7 +292,11 @@ fn jittered(backoff: Duration) -> Duration {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     let quarter = backoff.as_millis() as u64 / 4;
-    let extra = if quarter == 0 { 0 } else { u64::from(nanos) % quarter };
+    let extra = if quarter == 0 {
+        0
+    } else {
+        u64::from(nanos) % quarter
+    };
     backoff + Duration::from_millis(extra)
 }
 
@@ -310,7 +323,10 @@ pub async fn connect(opts: &ConnectOptions) -> Result<Client, ClusterError> {
     Client::try_from(config).map_err(|e| ClusterError::Client(e.to_string()))
 }
 
-async fn load_config(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Config, ClusterError> {
+async fn load_config(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<Config, ClusterError> {
     let options = KubeConfigOptions {
         context: context.map(str::to_string),
         ..KubeConfigOptions::default()
@@ -332,5 +348,8 @@ async fn load_config(kubeconfig: Option<&Path>, context: Option<&str>) -> Result
             .map_err(|e| ClusterError::Config(e.to_string()))?,
     };
     config.connect_timeout = Some(Duration::from_secs(10));
+    // Retries happen in one place, [`ApiContext::call`], where they are bounded by the deadline
+    // and counted in the metrics; kube's own retry layer would hide them.
+    config.default_retry = false;
     Ok(config)
 }

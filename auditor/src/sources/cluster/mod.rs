@@ -26,11 +26,16 @@ use crate::checks::rules::SCAN_INCOMPLETE;
 use crate::checks::{check_all, sort_findings, CheckOptions};
 use crate::finding::{Finding, Severity};
 use crate::sinks::delivery::ScanScope;
-use crate::snapshot::{MeshConfig, Snapshot, Workload, WorkloadKind, MESH_CONFIG_NAME, MESH_CONFIG_NAMESPACE};
+use crate::snapshot::{
+    MeshConfig, Snapshot, Workload, WorkloadKind, MESH_CONFIG_NAME, MESH_CONFIG_NAMESPACE,
+};
 
 /// The Istio kinds read through the dynamic API.
 pub fn wasm_plugin_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("extensions.istio.io", "v1alpha1", "WasmPlugin"), "wasmplugins")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("extensions.istio.io", "v1alpha1", "WasmPlugin"),
+        "wasmplugins",
+    )
 }
 
 pub fn envoy_filter_resource() -> ApiResource {
@@ -129,7 +134,13 @@ pub async fn scan(
     live: &LiveCheckOptions,
 ) -> Result<ClusterScan, ClusterError> {
     let read = read_snapshot(ctx, opts).await?;
-    Ok(judge(&read.snapshot, &read.unreadable, read.scope, checks, live))
+    Ok(judge(
+        &read.snapshot,
+        &read.unreadable,
+        read.scope,
+        checks,
+        live,
+    ))
 }
 
 /// Runs every check (file-mode and live-only) and adds the unreadable entries.
@@ -141,7 +152,11 @@ pub fn judge(
     live: &LiveCheckOptions,
 ) -> ClusterScan {
     let mut findings = check_all(snapshot, checks);
-    findings.extend(check_live(snapshot, live));
+    let mut live = live.clone();
+    if !scope.all_namespaces && !scope.namespaces.contains(&live.root_namespace) {
+        live.report_absent_gateway = false;
+    }
+    findings.extend(check_live(snapshot, &live));
     findings.extend(unreadable.iter().map(Unreadable::to_finding));
     sort_findings(&mut findings);
     ClusterScan {
@@ -191,7 +206,10 @@ pub fn dynamic_json(mut obj: DynamicObject, ar: &ApiResource) -> Value {
 }
 
 /// Reads everything the checks need.
-pub async fn read_snapshot(ctx: &ApiContext, opts: &ClusterScanOptions) -> Result<ClusterSnapshot, ClusterError> {
+pub async fn read_snapshot(
+    ctx: &ApiContext,
+    opts: &ClusterScanOptions,
+) -> Result<ClusterSnapshot, ClusterError> {
     let mut unreadable = Vec::new();
     let client = ctx.client.clone();
     let page = opts.page_size.max(1);
@@ -200,7 +218,14 @@ pub async fn read_snapshot(ctx: &ApiContext, opts: &ClusterScanOptions) -> Resul
     let namespaces: Vec<Namespace> = if all {
         let api: Api<Namespace> = Api::all(client.clone());
         match ctx
-            .list_all(&api, &ListParams::default(), page, "list namespaces", "namespaces", |n| Some(strip(n)))
+            .list_all(
+                &api,
+                &ListParams::default(),
+                page,
+                "list namespaces",
+                "namespaces",
+                |n| Some(strip(n)),
+            )
             .await
         {
             Ok(v) => v,
@@ -216,7 +241,14 @@ pub async fn read_snapshot(ctx: &ApiContext, opts: &ClusterScanOptions) -> Resul
         for ns in &opts.namespaces {
             let params = ListParams::default().fields(&format!("metadata.name={ns}"));
             match ctx
-                .list_all(&api, &params, page, &format!("read namespace {ns}"), "namespaces", |n| Some(strip(n)))
+                .list_all(
+                    &api,
+                    &params,
+                    page,
+                    &format!("read namespace {ns}"),
+                    "namespaces",
+                    |n| Some(strip(n)),
+                )
                 .await
             {
                 Ok(v) if v.is_empty() => unreadable.push(Unreadable {
@@ -226,14 +258,19 @@ pub async fn read_snapshot(ctx: &ApiContext, opts: &ClusterScanOptions) -> Resul
                     message: format!("namespace {ns} does not exist"),
                 }),
                 Ok(v) => out.extend(v),
-                Err(e) if e.is_forbidden() => unreadable.push(Unreadable::from_error("namespaces", Some(ns), &e)),
+                Err(e) if e.is_forbidden() => {
+                    unreadable.push(Unreadable::from_error("namespaces", Some(ns), &e))
+                }
                 Err(e) => return Err(e),
             }
         }
         out
     };
     let scope_namespaces: Vec<String> = if all {
-        namespaces.iter().filter_map(|n| n.metadata.name.clone()).collect()
+        namespaces
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect()
     } else {
         opts.namespaces.clone()
     };
@@ -245,24 +282,42 @@ pub async fn read_snapshot(ctx: &ApiContext, opts: &ClusterScanOptions) -> Resul
     };
 
     let workloads = reader
-        .read("pods", false, &mut unreadable, |ns| match ns {
-            Some(ns) => Api::<Pod>::namespaced(client.clone(), ns),
-            None => Api::<Pod>::all(client.clone()),
-        }, pod_workload)
+        .read(
+            "pods",
+            false,
+            &mut unreadable,
+            |ns| match ns {
+                Some(ns) => Api::<Pod>::namespaced(client.clone(), ns),
+                None => Api::<Pod>::all(client.clone()),
+            },
+            pod_workload,
+        )
         .await?;
     let network_policies = reader
-        .read("networkpolicies", false, &mut unreadable, |ns| match ns {
-            Some(ns) => Api::<NetworkPolicy>::namespaced(client.clone(), ns),
-            None => Api::<NetworkPolicy>::all(client.clone()),
-        }, |np| Some(strip(np)))
+        .read(
+            "networkpolicies",
+            false,
+            &mut unreadable,
+            |ns| match ns {
+                Some(ns) => Api::<NetworkPolicy>::namespaced(client.clone(), ns),
+                None => Api::<NetworkPolicy>::all(client.clone()),
+            },
+            |np| Some(strip(np)),
+        )
         .await?;
     let mut extra = Vec::new();
     for ar in [wasm_plugin_resource(), envoy_filter_resource()] {
         let objects = reader
-            .read(&ar.plural.clone(), true, &mut unreadable, |ns| match ns {
-                Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
-                None => Api::<DynamicObject>::all_with(client.clone(), &ar),
-            }, |o| Some(dynamic_json(o, &ar)))
+            .read(
+                &ar.plural.clone(),
+                true,
+                &mut unreadable,
+                |ns| match ns {
+                    Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
+                    None => Api::<DynamicObject>::all_with(client.clone(), &ar),
+                },
+                |o| Some(dynamic_json(o, &ar)),
+            )
             .await?;
         extra.extend(objects);
     }
@@ -298,17 +353,26 @@ async fn read_mesh_config(ctx: &ApiContext, page: u32) -> Result<Option<MeshConf
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), MESH_CONFIG_NAMESPACE);
     let params = ListParams::default().fields(&format!("metadata.name={MESH_CONFIG_NAME}"));
     let maps = ctx
-        .list_all(&api, &params, page, "read the mesh ConfigMap", "configmaps", Some)
+        .list_all(
+            &api,
+            &params,
+            page,
+            "read the mesh ConfigMap",
+            "configmaps",
+            Some,
+        )
         .await
         .map_err(|e| Unreadable::from_error("configmaps", Some(MESH_CONFIG_NAMESPACE), &e))?;
     match maps.first() {
         None => Ok(None),
-        Some(cm) => MeshConfig::from_config_map(cm).map(Some).map_err(|e| Unreadable {
-            resource: "configmaps".into(),
-            namespace: Some(MESH_CONFIG_NAMESPACE.into()),
-            code: None,
-            message: format!("mesh config {MESH_CONFIG_NAMESPACE}/{MESH_CONFIG_NAME}: {e}"),
-        }),
+        Some(cm) => MeshConfig::from_config_map(cm)
+            .map(Some)
+            .map_err(|e| Unreadable {
+                resource: "configmaps".into(),
+                namespace: Some(MESH_CONFIG_NAMESPACE.into()),
+                code: None,
+                message: format!("mesh config {MESH_CONFIG_NAMESPACE}/{MESH_CONFIG_NAME}: {e}"),
+            }),
     }
 }
 
@@ -339,7 +403,14 @@ impl NamespacedReader<'_> {
             let what = format!("list {resource} in all namespaces");
             match self
                 .ctx
-                .list_all(&api(None), &params, self.page, &what, resource, &mut convert)
+                .list_all(
+                    &api(None),
+                    &params,
+                    self.page,
+                    &what,
+                    resource,
+                    &mut convert,
+                )
                 .await
             {
                 Ok(v) => return Ok(v),
@@ -347,7 +418,10 @@ impl NamespacedReader<'_> {
                 // Permission may exist per namespace (RoleBindings): try each one below, so the
                 // namespaces that are readable are still judged and the others are named.
                 Err(e) if e.is_forbidden() => {
-                    tracing::info!(resource, "cluster-wide list forbidden, listing namespace by namespace");
+                    tracing::info!(
+                        resource,
+                        "cluster-wide list forbidden, listing namespace by namespace"
+                    );
                     if self.namespaces.is_empty() {
                         unreadable.push(Unreadable::from_error(resource, None, &e));
                         return Ok(Vec::new());
@@ -361,7 +435,14 @@ impl NamespacedReader<'_> {
             let what = format!("list {resource} in namespace {ns}");
             match self
                 .ctx
-                .list_all(&api(Some(ns)), &params, self.page, &what, resource, &mut convert)
+                .list_all(
+                    &api(Some(ns)),
+                    &params,
+                    self.page,
+                    &what,
+                    resource,
+                    &mut convert,
+                )
                 .await
             {
                 Ok(v) => out.extend(v),

@@ -73,10 +73,16 @@ mod tests {
             let write = !matches!(c.verb, "get" | "list" | "watch");
             if write {
                 assert!(
-                    matches!(c.resource, "policyreports" | "clusterpolicyreports" | "events"),
+                    matches!(
+                        c.resource,
+                        "policyreports" | "clusterpolicyreports" | "events"
+                    ),
                     "unexpected write {c:?}"
                 );
-                assert!(matches!(c.verb, "create" | "update" | "patch"), "unexpected verb {c:?}");
+                assert!(
+                    matches!(c.verb, "create" | "update" | "patch"),
+                    "unexpected verb {c:?}"
+                );
             }
         }
     }

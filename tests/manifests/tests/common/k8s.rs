@@ -19,7 +19,11 @@ pub fn json_differences(expected: &Value, actual: &Value, path: &str, out: &mut 
     match (expected, actual) {
         (Value::Object(a), Value::Object(b)) => {
             for (key, value) in a {
-                let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                let child = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
                 match b.get(key) {
                     Some(other) => json_differences(value, other, &child, out),
                     None => out.push(format!("{child}: dropped (not a field of the type)")),
@@ -75,7 +79,9 @@ pub fn check_object(object: &Value) -> Result<(), String> {
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
             round_trip::<CustomResourceDefinition>(object)
         }
-        _ => Err(format!("no k8s-openapi type checked for {api_version} {kind}")),
+        _ => Err(format!(
+            "no k8s-openapi type checked for {api_version} {kind}"
+        )),
     }
 }
 

@@ -1,0 +1,37 @@
+;; proxy_on_request_headers asks the "auth" cluster (proxy_http_call) and pauses the request.
+;; When the answer comes, it switches to the stream's context and continues the request if the
+;; answer's :status starts with '2', else answers 403.
+(module
+  (import "env" "proxy_http_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_effective_context" (func $effective (param i32) (result i32)))
+  (import "env" "proxy_get_header_map_value" (func $header (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
+  (import "env" "proxy_send_local_response" (func $reply (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 65536))
+  (global $stream (mut i32) (i32.const 0))
+  (data (i32.const 16) "auth")
+  ;; :path /check, :method GET, :authority auth
+  (data (i32.const 32) "\03\00\00\00\05\00\00\00\06\00\00\00\07\00\00\00\03\00\00\00\0a\00\00\00\04\00\00\00:path\00/check\00:method\00GET\00:authority\00auth\00")
+  (data (i32.const 128) ":status")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $size)))
+    (local.get $p))
+  (func (export "proxy_on_request_headers") (param $ctx i32) (param i32 i32) (result i32)
+    (global.set $stream (local.get $ctx))
+    (if (call $call (i32.const 16) (i32.const 4) (i32.const 32) (i32.const 69)
+          (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 5000) (i32.const 0))
+      (then unreachable))
+    (i32.const 1))
+  (func (export "proxy_on_http_call_response") (param $root i32) (param $token i32) (param $headers i32) (param i32 i32)
+    (if (call $effective (global.get $stream)) (then unreachable))
+    (if (i32.and
+          (i32.eqz (call $header (i32.const 6) (i32.const 128) (i32.const 7) (i32.const 4) (i32.const 8)))
+          (i32.eq (i32.load8_u (i32.load (i32.const 4))) (i32.const 50)))
+      (then (drop (call $continue (i32.const 0))))
+      (else (drop (call $reply (i32.const 403) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+              (i32.const 0) (i32.const 0) (i32.const -1))))))
+)

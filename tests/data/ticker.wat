@@ -1,0 +1,27 @@
+;; Sets a 1 s tick in proxy_on_vm_start; every proxy_on_tick adds 1 to the byte in shared data
+;; "ticks".
+(module
+  (import "env" "proxy_set_tick_period_milliseconds" (func $tick (param i32) (result i32)))
+  (import "env" "proxy_get_shared_data" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_shared_data" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 65536))
+  (data (i32.const 16) "ticks")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $size)))
+    (local.get $p))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+    (drop (call $tick (i32.const 1000)))
+    (i32.const 1))
+  (func (export "proxy_on_tick") (param i32)
+    (loop $retry
+      (i32.store8 (i32.const 32) (i32.const 0))
+      (i32.store (i32.const 8) (i32.const 0))
+      (if (i32.eqz (call $get (i32.const 16) (i32.const 5) (i32.const 0) (i32.const 4) (i32.const 8)))
+        (then (i32.store8 (i32.const 32) (i32.load8_u (i32.load (i32.const 0))))))
+      (i32.store8 (i32.const 32) (i32.add (i32.load8_u (i32.const 32)) (i32.const 1)))
+      (br_if $retry (call $set (i32.const 16) (i32.const 5) (i32.const 32) (i32.const 1) (i32.load (i32.const 8))))))
+)
