@@ -4,11 +4,16 @@
 #   docker-registry  a real OCI registry the image round-trip test starts on loopback
 #   skopeo           pushes and pulls the filter image (OCI layout <-> registry)
 #   kubectl          renders deploy/ and istio/ offline (`kubectl kustomize`)
+#   iptables, nftables, iproute2
+#                    the node agent's tests load and tamper with real rules in network namespaces
 set -euo pipefail
 
 missing=()
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v iptables-save >/dev/null 2>&1 || missing+=(iptables)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -16,7 +16,10 @@ const NAMESPACES: usize = 100;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(args.next().ok_or("usage: generate_manifests DIR PODS [PODS_PER_FILE]")?);
+    let dir = PathBuf::from(
+        args.next()
+            .ok_or("usage: generate_manifests DIR PODS [PODS_PER_FILE]")?,
+    );
     let pods: usize = args.next().ok_or("missing PODS")?.parse()?;
     let per_file: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(1000);
     std::fs::create_dir_all(&dir)?;
@@ -55,7 +58,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         written += count;
         file_index += 1;
     }
-    eprintln!("wrote {pods} pods in {file_index} files to {}", dir.display());
+    eprintln!(
+        "wrote {pods} pods in {file_index} files to {}",
+        dir.display()
+    );
     Ok(())
 }
 
@@ -67,7 +73,9 @@ fn pod(i: usize) -> String {
     let variant = i % 20;
     let mut annotations = String::new();
     let mut labels = format!("    app: {app}\n    version: v1\n");
-    let mut app_security = "      allowPrivilegeEscalation: false\n      runAsNonRoot: true\n      runAsUser: 10001\n".to_string();
+    let mut app_security =
+        "      allowPrivilegeEscalation: false\n      runAsNonRoot: true\n      runAsUser: 10001\n"
+            .to_string();
     let mut init_extra = String::new();
     let mut host_network = "";
     let injected = variant != 1 && variant != 6;

@@ -72,7 +72,11 @@ impl FromStr for InterceptionMode {
 
 /// Where the capture settings were read from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase", tag = "type")]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "type"
+)]
 pub enum CaptureSource {
     /// `istio-iptables` args (and environment) of this init container.
     InitContainer { container: String },
@@ -85,7 +89,8 @@ pub enum CaptureSource {
     /// Not injected yet: what Istio's injection template will write, read from the pod's
     /// annotations and from any `istio-init`/`istio-proxy` fields the pod sets itself (the
     /// injector merges those over its own), assuming the default install (istio-init, no CNI).
-    Predicted,
+    /// `init_container` names the pod's own `istio-init` when its args were used.
+    Predicted { init_container: Option<String> },
 }
 
 /// An IPv4 or IPv6 network, stored masked (as iptables prints it: `10.96.0.2/24` is `10.96.0.0/24`).
@@ -349,7 +354,11 @@ impl CaptureError {
 /// One way outbound capture is narrower than "every TCP connection of every non-proxy process",
 /// beyond what Istio itself always leaves out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase", tag = "kind")]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "kind"
+)]
 pub enum Narrowing {
     /// Interception mode NONE: nothing is captured.
     NoInterception,
@@ -376,7 +385,10 @@ impl CaptureConfig {
     /// Derives what Istio's injection implies for this pod. `Ok(None)` when the pod was not
     /// injected: no `sidecar.istio.io/status` annotation, or no `istio-proxy` container running
     /// Istio's `proxy sidecar|router` args.
-    pub fn from_pod(spec: &PodSpec, meta: &ObjectMeta) -> Result<Option<CaptureConfig>, CaptureError> {
+    pub fn from_pod(
+        spec: &PodSpec,
+        meta: &ObjectMeta,
+    ) -> Result<Option<CaptureConfig>, CaptureError> {
         let Some(status) = istio::injection_status(meta) else {
             return Ok(None);
         };
@@ -403,7 +415,8 @@ impl CaptureConfig {
 
         if istio::uses_cni(spec, meta) {
             let mut cfg = from_cni_annotations(meta, proxy.container)?;
-            if let Some(validation) = istio::find_init_container(spec, istio::VALIDATION_CONTAINER) {
+            if let Some(validation) = istio::find_init_container(spec, istio::VALIDATION_CONTAINER)
+            {
                 cfg.run_validation = validation_runs(validation);
             }
             return Ok(Some(cfg));
@@ -436,7 +449,10 @@ impl CaptureConfig {
     }
 
     /// Parses bare `istio-iptables` args (no environment). `container` names the source in errors.
-    pub fn from_istio_iptables_args(container: &str, args: &[String]) -> Result<CaptureConfig, CaptureError> {
+    pub fn from_istio_iptables_args(
+        container: &str,
+        args: &[String],
+    ) -> Result<CaptureConfig, CaptureError> {
         let mut flags = IptablesFlags::default();
         flags.parse_args(container, args)?;
         flags.into_config(container)
@@ -453,9 +469,17 @@ impl CaptureConfig {
             .filter(|c| c.args.as_ref().is_some_and(|a| !a.is_empty()) || c.command.is_some());
         let mut cfg = match own_init {
             Some(init) => parse_init_container(init)?,
-            None => from_annotations(meta, CaptureSource::Predicted, false)?,
+            None => from_annotations(
+                meta,
+                CaptureSource::Predicted {
+                    init_container: None,
+                },
+                false,
+            )?,
         };
-        cfg.source = CaptureSource::Predicted;
+        cfg.source = CaptureSource::Predicted {
+            init_container: own_init.map(|c| c.name.clone()),
+        };
         if own_init.is_none() {
             let own_proxy_uid = spec
                 .containers
@@ -613,7 +637,10 @@ fn validation_runs(container: &Container) -> bool {
 /// istio-cni's reading of the pod (`NewRedirect`): annotations with CNI defaults, proxy UID/GID
 /// from the `istio-proxy` container's own security context (0 or unset means 1337), DNS capture
 /// from the proxy's `ISTIO_META_DNS_CAPTURE`.
-fn from_cni_annotations(meta: &ObjectMeta, proxy: &Container) -> Result<CaptureConfig, CaptureError> {
+fn from_cni_annotations(
+    meta: &ObjectMeta,
+    proxy: &Container,
+) -> Result<CaptureConfig, CaptureError> {
     let mut cfg = from_annotations(meta, CaptureSource::CniAnnotations, true)?;
     let sc = proxy.security_context.as_ref();
     cfg.proxy_uids = vec![sc
@@ -642,7 +669,11 @@ fn from_cni_annotations(meta: &ObjectMeta, proxy: &Container) -> Result<CaptureC
 
 /// The `traffic.sidecar.istio.io/*` and interception-mode annotations over Istio's defaults.
 /// `cni` selects istio-cni's defaults (status port 15020 excluded from outbound capture).
-fn from_annotations(meta: &ObjectMeta, source: CaptureSource, cni: bool) -> Result<CaptureConfig, CaptureError> {
+fn from_annotations(
+    meta: &ObjectMeta,
+    source: CaptureSource,
+    cni: bool,
+) -> Result<CaptureConfig, CaptureError> {
     let mut cfg = CaptureConfig::defaults(source, cni, ProxyRole::Sidecar);
     let get = |key: &str| istio::annotation(meta, key);
     let bad = |key: &str, value: &str, reason: String| CaptureError::BadAnnotation {
@@ -666,7 +697,9 @@ fn from_annotations(meta: &ObjectMeta, source: CaptureSource, cni: bool) -> Resu
     }
     // istio-cni excludes the status port from outbound capture unless told otherwise.
     cfg.exclude_outbound_ports = match get(traffic::EXCLUDE_OUTBOUND_PORTS) {
-        Some(v) => parse_ports_or_wildcard(v).map_err(|e| bad(traffic::EXCLUDE_OUTBOUND_PORTS, v, e))?,
+        Some(v) => {
+            parse_ports_or_wildcard(v).map_err(|e| bad(traffic::EXCLUDE_OUTBOUND_PORTS, v, e))?
+        }
         None if cni => vec![PROXY_STATUS_PORT],
         None => Vec::new(),
     };
@@ -679,7 +712,9 @@ fn from_annotations(meta: &ObjectMeta, source: CaptureSource, cni: bool) -> Resu
             parse_port_selection(v).map_err(|e| bad(traffic::INCLUDE_INBOUND_PORTS, v, e))?;
     }
     let mut inbound_excluded = match get(traffic::EXCLUDE_INBOUND_PORTS) {
-        Some(v) => parse_ports_or_wildcard(v).map_err(|e| bad(traffic::EXCLUDE_INBOUND_PORTS, v, e))?,
+        Some(v) => {
+            parse_ports_or_wildcard(v).map_err(|e| bad(traffic::EXCLUDE_INBOUND_PORTS, v, e))?
+        }
         None => vec![PROXY_STATUS_PORT],
     };
     // Both the CNI plugin and the injection template always exclude the proxy's own ports.
@@ -694,7 +729,9 @@ fn from_annotations(meta: &ObjectMeta, source: CaptureSource, cni: bool) -> Resu
     }
     cfg.reroute_virtual_interfaces = match get(traffic::REROUTE_VIRTUAL_INTERFACES) {
         Some(v) => split_list(v),
-        None => get(traffic::KUBEVIRT_INTERFACES).map(split_list).unwrap_or_default(),
+        None => get(traffic::KUBEVIRT_INTERFACES)
+            .map(split_list)
+            .unwrap_or_default(),
     };
     Ok(cfg)
 }
@@ -713,17 +750,29 @@ const FLAGS: &[(&str, Option<char>, FlagKind)] = &[
     ("inbound-tunnel-port", Some('e'), FlagKind::Value),
     ("proxy-uid", Some('u'), FlagKind::Value),
     ("proxy-gid", Some('g'), FlagKind::Value),
-    ("istio-inbound-interception-mode", Some('m'), FlagKind::Value),
+    (
+        "istio-inbound-interception-mode",
+        Some('m'),
+        FlagKind::Value,
+    ),
     ("istio-inbound-ports", Some('b'), FlagKind::Value),
     ("istio-local-exclude-ports", Some('d'), FlagKind::Value),
     ("istio-exclude-interfaces", Some('c'), FlagKind::Value),
     ("istio-service-cidr", Some('i'), FlagKind::Value),
     ("istio-service-exclude-cidr", Some('x'), FlagKind::Value),
     ("istio-outbound-ports", Some('q'), FlagKind::Value),
-    ("istio-local-outbound-ports-exclude", Some('o'), FlagKind::Value),
+    (
+        "istio-local-outbound-ports-exclude",
+        Some('o'),
+        FlagKind::Value,
+    ),
     ("kube-virt-interfaces", Some('k'), FlagKind::Value),
     ("istio-inbound-tproxy-mark", Some('t'), FlagKind::Value),
-    ("istio-inbound-tproxy-route-table", Some('r'), FlagKind::Value),
+    (
+        "istio-inbound-tproxy-route-table",
+        Some('r'),
+        FlagKind::Value,
+    ),
     ("dry-run", Some('n'), FlagKind::Bool),
     ("restore-format", Some('f'), FlagKind::Bool),
     ("iptables-trace-logging", None, FlagKind::Bool),
@@ -761,17 +810,26 @@ const FLAG_ENV: &[(&str, &str)] = &[
     ("INBOUND_TUNNEL_PORT", "inbound-tunnel-port"),
     ("PROXY_UID", "proxy-uid"),
     ("PROXY_GID", "proxy-gid"),
-    ("ISTIO_INBOUND_INTERCEPTION_MODE", "istio-inbound-interception-mode"),
+    (
+        "ISTIO_INBOUND_INTERCEPTION_MODE",
+        "istio-inbound-interception-mode",
+    ),
     ("ISTIO_INBOUND_PORTS", "istio-inbound-ports"),
     ("ISTIO_LOCAL_EXCLUDE_PORTS", "istio-local-exclude-ports"),
     ("ISTIO_EXCLUDE_INTERFACES", "istio-exclude-interfaces"),
     ("ISTIO_SERVICE_CIDR", "istio-service-cidr"),
     ("ISTIO_SERVICE_EXCLUDE_CIDR", "istio-service-exclude-cidr"),
     ("ISTIO_OUTBOUND_PORTS", "istio-outbound-ports"),
-    ("ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE", "istio-local-outbound-ports-exclude"),
+    (
+        "ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE",
+        "istio-local-outbound-ports-exclude",
+    ),
     ("KUBE_VIRT_INTERFACES", "kube-virt-interfaces"),
     ("ISTIO_INBOUND_TPROXY_MARK", "istio-inbound-tproxy-mark"),
-    ("ISTIO_INBOUND_TPROXY_ROUTE_TABLE", "istio-inbound-tproxy-route-table"),
+    (
+        "ISTIO_INBOUND_TPROXY_ROUTE_TABLE",
+        "istio-inbound-tproxy-route-table",
+    ),
     ("DRY_RUN", "dry-run"),
     ("SKIP_RULE_APPLY", "skip-rule-apply"),
     ("RUN_VALIDATION", "run-validation"),
@@ -792,7 +850,10 @@ const OWNER_GROUPS_EXCLUDE_ENV: &str = "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE";
 /// Program names that may precede the flags (`command: [istio-iptables]`, `pilot-agent istio-iptables`).
 fn is_program_name(token: &str) -> bool {
     let base = token.rsplit('/').next().unwrap_or(token);
-    matches!(base, "istio-iptables" | "istio-iptables.sh" | "pilot-agent" | "istio-clean-iptables")
+    matches!(
+        base,
+        "istio-iptables" | "istio-iptables.sh" | "pilot-agent" | "istio-clean-iptables"
+    )
 }
 
 #[derive(Default)]
@@ -929,7 +990,10 @@ impl IptablesFlags {
         let port = |name: &str, default: u16| -> Result<u16, CaptureError> {
             match get(name) {
                 None | Some("") => Ok(default),
-                Some(v) => v.trim().parse().map_err(|_| bad(name, v, "not a port".to_string())),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(name, v, "not a port".to_string())),
             }
         };
 
@@ -1005,7 +1069,11 @@ impl IptablesFlags {
         }
         if let Some(v) = get("istio-inbound-tproxy-route-table").filter(|v| !v.is_empty()) {
             cfg.tproxy_route_table = v.trim().parse().map_err(|_| {
-                bad("istio-inbound-tproxy-route-table", v, "not a number".to_string())
+                bad(
+                    "istio-inbound-tproxy-route-table",
+                    v,
+                    "not a number".to_string(),
+                )
             })?;
         }
         cfg.owner_groups = match (&self.owner_groups_include, &self.owner_groups_exclude) {
@@ -1123,8 +1191,23 @@ mod tests {
         let cfg = CaptureConfig::from_istio_iptables_args(
             "istio-init",
             &args(&[
-                "istio-iptables", "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i",
-                "*", "-x", "", "-b", "*", "-d", "15090,15021,15020",
+                "istio-iptables",
+                "-p",
+                "15001",
+                "-z",
+                "15006",
+                "-u",
+                "1337",
+                "-m",
+                "REDIRECT",
+                "-i",
+                "*",
+                "-x",
+                "",
+                "-b",
+                "*",
+                "-d",
+                "15090,15021,15020",
                 "--log_output_level=default:info",
             ]),
         )
@@ -1143,12 +1226,21 @@ mod tests {
     fn gid_defaults_to_uid_and_flags_take_all_syntaxes() {
         let cfg = CaptureConfig::from_istio_iptables_args(
             "istio-init",
-            &args(&["--proxy-uid=1234", "-i=*", "-x10.0.0.0/8", "--istio-local-outbound-ports-exclude", "443"]),
+            &args(&[
+                "--proxy-uid=1234",
+                "-i=*",
+                "-x10.0.0.0/8",
+                "--istio-local-outbound-ports-exclude",
+                "443",
+            ]),
         )
         .unwrap();
         assert_eq!(cfg.proxy_uids, vec![1234]);
         assert_eq!(cfg.proxy_gids, vec![1234]);
-        assert_eq!(cfg.exclude_outbound_ip_ranges, vec!["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!(
+            cfg.exclude_outbound_ip_ranges,
+            vec!["10.0.0.0/8".parse().unwrap()]
+        );
         assert_eq!(cfg.exclude_outbound_ports, vec![443]);
         assert_eq!(
             cfg.outbound_narrowings(),
@@ -1163,8 +1255,9 @@ mod tests {
 
     #[test]
     fn unknown_and_incomplete_args_are_errors() {
-        let err = CaptureConfig::from_istio_iptables_args("istio-init", &args(&["my", "custom", "args"]))
-            .unwrap_err();
+        let err =
+            CaptureConfig::from_istio_iptables_args("istio-init", &args(&["my", "custom", "args"]))
+                .unwrap_err();
         assert_eq!(
             err,
             CaptureError::UnknownArg {
@@ -1172,20 +1265,27 @@ mod tests {
                 arg: "my".into()
             }
         );
-        let err = CaptureConfig::from_istio_iptables_args("istio-init", &args(&["-p"])).unwrap_err();
+        let err =
+            CaptureConfig::from_istio_iptables_args("istio-init", &args(&["-p"])).unwrap_err();
         assert!(matches!(err, CaptureError::MissingValue { .. }));
-        let err = CaptureConfig::from_istio_iptables_args("istio-init", &args(&["-u", "proxy"])).unwrap_err();
+        let err = CaptureConfig::from_istio_iptables_args("istio-init", &args(&["-u", "proxy"]))
+            .unwrap_err();
         assert!(matches!(err, CaptureError::BadValue { .. }));
-        let err = CaptureConfig::from_istio_iptables_args("istio-init", &args(&["--bogus"])).unwrap_err();
+        let err =
+            CaptureConfig::from_istio_iptables_args("istio-init", &args(&["--bogus"])).unwrap_err();
         assert!(matches!(err, CaptureError::UnknownArg { .. }));
-        let err = CaptureConfig::from_istio_iptables_args("istio-init", &args(&["-x", "*"])).unwrap_err();
+        let err =
+            CaptureConfig::from_istio_iptables_args("istio-init", &args(&["-x", "*"])).unwrap_err();
         assert!(matches!(err, CaptureError::BadValue { .. }));
     }
 
     #[test]
     fn dry_run_and_empty_include_are_narrowings() {
-        let cfg = CaptureConfig::from_istio_iptables_args("istio-init", &args(&["-i", "", "-q", "443", "-n"]))
-            .unwrap();
+        let cfg = CaptureConfig::from_istio_iptables_args(
+            "istio-init",
+            &args(&["-i", "", "-q", "443", "-n"]),
+        )
+        .unwrap();
         assert!(!cfg.rules_applied);
         let n = cfg.outbound_narrowings();
         assert!(matches!(n[0], Narrowing::RulesNotApplied { .. }));

@@ -125,7 +125,10 @@ pub fn init_containers(spec: &PodSpec) -> &[Container] {
 pub fn find_proxy(spec: &PodSpec) -> Option<ProxyContainer<'_>> {
     let role_of = |c: &Container| {
         let args = c.args.as_deref().unwrap_or(&[]);
-        match (args.first().map(String::as_str), args.get(1).map(String::as_str)) {
+        match (
+            args.first().map(String::as_str),
+            args.get(1).map(String::as_str),
+        ) {
             (Some("proxy"), Some("sidecar")) => Some(ProxyRole::Sidecar),
             (Some("proxy"), Some("router")) => Some(ProxyRole::Gateway),
             _ => None,
@@ -214,7 +217,10 @@ pub fn uses_cni(spec: &PodSpec, meta: &ObjectMeta) -> bool {
 /// injects rather than as an application container). Requires the status annotation; when that
 /// annotation is readable it must also list the container.
 pub fn is_istio_container(meta: &ObjectMeta, name: &str) -> bool {
-    if !matches!(name, PROXY_CONTAINER | INIT_CONTAINER | VALIDATION_CONTAINER) {
+    if !matches!(
+        name,
+        PROXY_CONTAINER | INIT_CONTAINER | VALIDATION_CONTAINER
+    ) {
         return false;
     }
     match annotation(meta, STATUS_ANNOTATION) {

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use egress_auditor::cli;
 
 #[derive(Parser)]
-#[command(name = "egress-auditor", version, about = "Finds every way a pod can go around the Istio sidecar")]
+#[command(
+    name = "egress-auditor",
+    version,
+    about = "Finds every way a pod can go around the Istio sidecar"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

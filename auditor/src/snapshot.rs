@@ -121,15 +121,27 @@ impl Workload {
     }
 
     pub fn from_deployment(d: &Deployment) -> Option<Workload> {
-        Self::from_template(WorkloadKind::Deployment, &d.metadata, d.spec.as_ref().map(|s| &s.template))
+        Self::from_template(
+            WorkloadKind::Deployment,
+            &d.metadata,
+            d.spec.as_ref().map(|s| &s.template),
+        )
     }
 
     pub fn from_stateful_set(s: &StatefulSet) -> Option<Workload> {
-        Self::from_template(WorkloadKind::StatefulSet, &s.metadata, s.spec.as_ref().map(|s| &s.template))
+        Self::from_template(
+            WorkloadKind::StatefulSet,
+            &s.metadata,
+            s.spec.as_ref().map(|s| &s.template),
+        )
     }
 
     pub fn from_daemon_set(d: &DaemonSet) -> Option<Workload> {
-        Self::from_template(WorkloadKind::DaemonSet, &d.metadata, d.spec.as_ref().map(|s| &s.template))
+        Self::from_template(
+            WorkloadKind::DaemonSet,
+            &d.metadata,
+            d.spec.as_ref().map(|s| &s.template),
+        )
     }
 
     pub fn from_replica_set(r: &ReplicaSet) -> Option<Workload> {
@@ -149,7 +161,11 @@ impl Workload {
     }
 
     pub fn from_job(j: &Job) -> Option<Workload> {
-        Self::from_template(WorkloadKind::Job, &j.metadata, j.spec.as_ref().map(|s| &s.template))
+        Self::from_template(
+            WorkloadKind::Job,
+            &j.metadata,
+            j.spec.as_ref().map(|s| &s.template),
+        )
     }
 
     pub fn from_cron_job(c: &CronJob) -> Option<Workload> {
@@ -370,7 +386,10 @@ impl Snapshot {
     pub fn add_network_policy(&mut self, np: NetworkPolicy) {
         let ns = namespace_of(&np.metadata);
         let list = self.network_policies.entry(ns).or_default();
-        match list.iter_mut().find(|p| p.metadata.name == np.metadata.name) {
+        match list
+            .iter_mut()
+            .find(|p| p.metadata.name == np.metadata.name)
+        {
             Some(existing) => *existing = np,
             None => list.push(np),
         }

@@ -11,7 +11,9 @@ use egress_auditor::finding::Finding;
 use egress_auditor::sources::files::load_paths;
 
 fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 /// (rule, severity, kind, name, container)
@@ -29,7 +31,15 @@ fn key(f: &Finding) -> Key {
 
 fn expected(rows: &[(&str, &str, &str, &str, Option<&str>)]) -> BTreeSet<Key> {
     rows.iter()
-        .map(|(r, s, k, n, c)| (r.to_string(), s.to_string(), k.to_string(), n.to_string(), c.map(str::to_string)))
+        .map(|(r, s, k, n, c)| {
+            (
+                r.to_string(),
+                s.to_string(),
+                k.to_string(),
+                n.to_string(),
+                c.map(str::to_string),
+            )
+        })
         .collect()
 }
 
@@ -44,16 +54,26 @@ fn scan_with(files: &[PathBuf], opts: &CheckOptions) -> Vec<Finding> {
 }
 
 fn scan_case(case: &str) -> Vec<Finding> {
-    scan_with(&[data("base.yaml"), data(&format!("cases/{case}"))], &CheckOptions::default())
+    scan_with(
+        &[data("base.yaml"), data(&format!("cases/{case}"))],
+        &CheckOptions::default(),
+    )
 }
 
 fn assert_findings(findings: &[Finding], rows: &[(&str, &str, &str, &str, Option<&str>)]) {
     let got: BTreeSet<Key> = findings.iter().map(key).collect();
-    assert_eq!(got.len(), findings.len(), "duplicate findings: {findings:#?}");
+    assert_eq!(
+        got.len(),
+        findings.len(),
+        "duplicate findings: {findings:#?}"
+    );
     let want = expected(rows);
     let missing: Vec<_> = want.difference(&got).collect();
     let extra: Vec<_> = got.difference(&want).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing: {missing:#?}\nunexpected: {extra:#?}");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing: {missing:#?}\nunexpected: {extra:#?}"
+    );
 }
 
 #[test]
@@ -69,15 +89,39 @@ fn sidecar_missing_and_opt_out() {
         &findings,
         &[
             ("sidecar-missing", "high", "Pod", "no-sidecar", None),
-            ("sidecar-missing", "high", "Deployment", "own-proxy-command", None),
+            (
+                "sidecar-missing",
+                "high",
+                "Deployment",
+                "own-proxy-command",
+                None,
+            ),
             ("sidecar-missing", "high", "Pod", "no-sidecar-rev", None),
             ("sidecar-missing", "high", "Pod", "fake-proxy", None),
             ("sidecar-missing", "high", "Pod", "init-not-native", None),
-            ("sidecar-missing", "high", "Pod", "no-capture-container", None),
+            (
+                "sidecar-missing",
+                "high",
+                "Pod",
+                "no-capture-container",
+                None,
+            ),
             ("sidecar-missing", "high", "Pod", "pod-label-inject", None),
             ("sidecar-missing", "high", "Pod", "label-wins", None),
-            ("sidecar-opt-out", "medium", "StatefulSet", "opt-out-label", None),
-            ("sidecar-opt-out", "medium", "CronJob", "opt-out-annotation", None),
+            (
+                "sidecar-opt-out",
+                "medium",
+                "StatefulSet",
+                "opt-out-label",
+                None,
+            ),
+            (
+                "sidecar-opt-out",
+                "medium",
+                "CronJob",
+                "opt-out-annotation",
+                None,
+            ),
             ("sidecar-opt-out", "medium", "Pod", "opt-out-no", None),
             ("host-network", "high", "DaemonSet", "node-agent", None),
         ],
@@ -85,7 +129,10 @@ fn sidecar_missing_and_opt_out() {
     let fake = findings.iter().find(|f| f.name == "fake-proxy").unwrap();
     let gaps = fake.evidence["gaps"].as_array().unwrap();
     assert_eq!(gaps.len(), 3, "{gaps:?}");
-    let opt = findings.iter().find(|f| f.name == "opt-out-annotation").unwrap();
+    let opt = findings
+        .iter()
+        .find(|f| f.name == "opt-out-annotation")
+        .unwrap();
     assert_eq!(opt.evidence["source"], "annotation");
     assert_eq!(opt.namespace.as_deref(), Some("mesh-rev"));
 }
@@ -93,13 +140,19 @@ fn sidecar_missing_and_opt_out() {
 #[test]
 fn host_network_and_its_exemptions() {
     let findings = scan_case("host-network.yaml");
-    assert_findings(&findings, &[("host-network", "high", "DaemonSet", "node-exporter", None)]);
+    assert_findings(
+        &findings,
+        &[("host-network", "high", "DaemonSet", "node-exporter", None)],
+    );
 
     // Naming exempt namespaces replaces the default (kube-system).
     let mut opts = CheckOptions::default();
     opts.host_network_exempt_namespaces = ["monitoring".to_string()].into_iter().collect();
     let findings = scan_with(&[data("base.yaml"), data("cases/host-network.yaml")], &opts);
-    assert_findings(&findings, &[("host-network", "high", "Pod", "kube-proxy-x", None)]);
+    assert_findings(
+        &findings,
+        &[("host-network", "high", "Pod", "kube-proxy-x", None)],
+    );
 }
 
 #[test]
@@ -109,14 +162,50 @@ fn proxy_uid() {
         &findings,
         &[
             ("proxy-uid", "critical", "Pod", "app-uid-1337", Some("app")),
-            ("proxy-uid", "critical", "Deployment", "pod-level", Some("migrate")),
-            ("proxy-uid", "critical", "Deployment", "pod-level", Some("app")),
+            (
+                "proxy-uid",
+                "critical",
+                "Deployment",
+                "pod-level",
+                Some("migrate"),
+            ),
+            (
+                "proxy-uid",
+                "critical",
+                "Deployment",
+                "pod-level",
+                Some("app"),
+            ),
             ("proxy-uid", "critical", "Pod", "app-gid-1337", Some("app")),
-            ("proxy-uid", "critical", "Pod", "custom-proxy-uid", Some("as-group-1234")),
+            (
+                "proxy-uid",
+                "critical",
+                "Pod",
+                "custom-proxy-uid",
+                Some("as-group-1234"),
+            ),
             ("proxy-uid", "critical", "Pod", "cni-proxy-uid", Some("app")),
-            ("proxy-uid", "critical", "Pod", "cni-proxy-uid", Some("group")),
-            ("proxy-uid", "critical", "Deployment", "pending-uid-1337", Some("app")),
-            ("proxy-uid", "critical", "Pod", "pending-own-proxy-uid", Some("app")),
+            (
+                "proxy-uid",
+                "critical",
+                "Pod",
+                "cni-proxy-uid",
+                Some("group"),
+            ),
+            (
+                "proxy-uid",
+                "critical",
+                "Deployment",
+                "pending-uid-1337",
+                Some("app"),
+            ),
+            (
+                "proxy-uid",
+                "critical",
+                "Pod",
+                "pending-own-proxy-uid",
+                Some("app"),
+            ),
         ],
     );
     let inherited = findings
@@ -143,9 +232,27 @@ fn net_admin_and_privileged() {
             ("net-admin", "high", "Pod", "caps", Some("vpn")),
             ("net-admin", "high", "Pod", "caps", Some("all-caps")),
             ("net-admin", "high", "Pod", "caps", Some("prefixed")),
-            ("net-admin", "high", "Pod", "istio-overreach", Some("istio-init")),
-            ("net-admin", "high", "Pod", "istio-overreach", Some("istio-proxy")),
-            ("privileged", "critical", "Pod", "istio-overreach", Some("istio-init")),
+            (
+                "net-admin",
+                "high",
+                "Pod",
+                "istio-overreach",
+                Some("istio-init"),
+            ),
+            (
+                "net-admin",
+                "high",
+                "Pod",
+                "istio-overreach",
+                Some("istio-proxy"),
+            ),
+            (
+                "privileged",
+                "critical",
+                "Pod",
+                "istio-overreach",
+                Some("istio-init"),
+            ),
             ("net-admin", "high", "Pod", "fake-init", Some("istio-init")),
             ("privileged", "critical", "Pod", "priv", Some("init-priv")),
             ("privileged", "critical", "Pod", "priv", Some("app")),
@@ -157,7 +264,10 @@ fn net_admin_and_privileged() {
         .find(|f| f.rule == "net-admin" && f.container.as_deref() == Some("istio-init"))
         .unwrap();
     // Only what goes beyond Istio's own NET_ADMIN/NET_RAW is offending.
-    assert_eq!(overreach.evidence["offending"], serde_json::json!(["SYS_ADMIN"]));
+    assert_eq!(
+        overreach.evidence["offending"],
+        serde_json::json!(["SYS_ADMIN"])
+    );
 }
 
 #[test]
@@ -167,52 +277,163 @@ fn capture_exclusion_graded_by_breadth() {
     assert_findings(
         &findings,
         &[
-            ("capture-exclusion", "critical", "Pod", "exclude-all-v4", init),
-            ("capture-exclusion", "critical", "Pod", "exclude-all-v6", init),
+            (
+                "capture-exclusion",
+                "critical",
+                "Pod",
+                "exclude-all-v4",
+                init,
+            ),
+            (
+                "capture-exclusion",
+                "critical",
+                "Pod",
+                "exclude-all-v6",
+                init,
+            ),
             ("capture-exclusion", "critical", "Pod", "exclude-443", init),
             ("capture-exclusion", "high", "Pod", "exclude-5432", init),
             ("capture-exclusion", "low", "Pod", "exclude-private", init),
-            ("capture-exclusion", "medium", "Pod", "exclude-public-host", init),
-            ("capture-exclusion", "high", "Pod", "exclude-public-wide", init),
-            ("capture-exclusion", "critical", "Pod", "include-cluster-only", init),
+            (
+                "capture-exclusion",
+                "medium",
+                "Pod",
+                "exclude-public-host",
+                init,
+            ),
+            (
+                "capture-exclusion",
+                "high",
+                "Pod",
+                "exclude-public-wide",
+                init,
+            ),
+            (
+                "capture-exclusion",
+                "critical",
+                "Pod",
+                "include-cluster-only",
+                init,
+            ),
             ("capture-exclusion", "critical", "Pod", "include-none", init),
-            ("capture-exclusion", "medium", "Pod", "include-v4-only", init),
+            (
+                "capture-exclusion",
+                "medium",
+                "Pod",
+                "include-v4-only",
+                init,
+            ),
             ("capture-exclusion", "high", "Pod", "exclude-iface", init),
             ("capture-exclusion", "critical", "Pod", "exclude-eth0", init),
             ("capture-exclusion", "critical", "Pod", "dry-run", init),
             ("capture-exclusion", "high", "Pod", "unparsable", init),
-            ("capture-exclusion", "high", "Pod", "owner-groups-excluded", init),
-            ("capture-exclusion", "critical", "Pod", "env-exclude-cidr", init),
-            ("capture-exclusion", "critical", "Pod", "cni-exclude-all", None),
-            ("capture-exclusion", "critical", "Pod", "cni-exclude-80", None),
-            ("capture-exclusion", "critical", "Deployment", "no-interception", None),
-            ("capture-exclusion", "critical", "Deployment", "pending-exclude-all", None),
-            ("capture-exclusion", "high", "Pod", "pending-bad-annotation", None),
+            (
+                "capture-exclusion",
+                "high",
+                "Pod",
+                "owner-groups-excluded",
+                init,
+            ),
+            (
+                "capture-exclusion",
+                "critical",
+                "Pod",
+                "env-exclude-cidr",
+                init,
+            ),
+            (
+                "capture-exclusion",
+                "critical",
+                "Pod",
+                "cni-exclude-all",
+                None,
+            ),
+            (
+                "capture-exclusion",
+                "critical",
+                "Pod",
+                "cni-exclude-80",
+                None,
+            ),
+            (
+                "capture-exclusion",
+                "critical",
+                "Deployment",
+                "no-interception",
+                None,
+            ),
+            (
+                "capture-exclusion",
+                "critical",
+                "Deployment",
+                "pending-exclude-all",
+                None,
+            ),
+            (
+                "capture-exclusion",
+                "high",
+                "Pod",
+                "pending-bad-annotation",
+                None,
+            ),
         ],
     );
     let unparsable = findings.iter().find(|f| f.name == "unparsable").unwrap();
     assert_eq!(unparsable.evidence["unparsable"], true);
-    assert!(unparsable.message.contains("\"my\""), "{}", unparsable.message);
-    let pending = findings.iter().find(|f| f.name == "pending-exclude-all").unwrap();
-    assert!(pending.message.starts_with("once injected"), "{}", pending.message);
+    assert!(
+        unparsable.message.contains("\"my\""),
+        "{}",
+        unparsable.message
+    );
+    let pending = findings
+        .iter()
+        .find(|f| f.name == "pending-exclude-all")
+        .unwrap();
+    assert!(
+        pending.message.starts_with("once injected"),
+        "{}",
+        pending.message
+    );
     assert_eq!(pending.evidence["source"]["type"], "predicted");
-    let cni80 = findings.iter().find(|f| f.name == "cni-exclude-80").unwrap();
+    assert_eq!(
+        pending.evidence["source"]["initContainer"],
+        serde_json::Value::Null
+    );
+    let cni80 = findings
+        .iter()
+        .find(|f| f.name == "cni-exclude-80")
+        .unwrap();
     // istio-cni's default 15020 is not reported, 80 is.
-    assert_eq!(cni80.evidence["narrowings"][0]["ports"], serde_json::json!([80]));
+    assert_eq!(
+        cni80.evidence["narrowings"][0]["ports"],
+        serde_json::json!([80])
+    );
 }
 
 #[test]
 fn outbound_allow_any() {
     let opts = CheckOptions::default();
     let unset = scan_with(&[data("cases/mesh-unset.yaml")], &opts);
-    assert_findings(&unset, &[("outbound-allow-any", "high", "ConfigMap", "istio", None)]);
+    assert_findings(
+        &unset,
+        &[("outbound-allow-any", "high", "ConfigMap", "istio", None)],
+    );
     assert_eq!(unset[0].namespace.as_deref(), Some("istio-system"));
-    assert_eq!(unset[0].evidence["outboundTrafficPolicyMode"], serde_json::Value::Null);
+    assert_eq!(
+        unset[0].evidence["outboundTrafficPolicyMode"],
+        serde_json::Value::Null
+    );
     assert_eq!(unset[0].evidence["effectiveMode"], "ALLOW_ANY");
 
     let explicit = scan_with(&[data("cases/mesh-allow-any.yaml")], &opts);
-    assert_findings(&explicit, &[("outbound-allow-any", "high", "ConfigMap", "istio", None)]);
-    assert_eq!(explicit[0].evidence["outboundTrafficPolicyMode"], "ALLOW_ANY");
+    assert_findings(
+        &explicit,
+        &[("outbound-allow-any", "high", "ConfigMap", "istio", None)],
+    );
+    assert_eq!(
+        explicit[0].evidence["outboundTrafficPolicyMode"],
+        "ALLOW_ANY"
+    );
 
     assert!(scan_with(&[data("cases/mesh-registry-only.yaml")], &opts).is_empty());
 }
@@ -227,9 +448,27 @@ fn egress_networkpolicy_missing_with_selectors() {
     assert_findings(
         &netpol,
         &[
-            ("egress-networkpolicy-missing", "medium", "Namespace", "no-policy", None),
-            ("egress-networkpolicy-missing", "medium", "Namespace", "ingress-only", None),
-            ("egress-networkpolicy-missing", "medium", "Namespace", "partial", None),
+            (
+                "egress-networkpolicy-missing",
+                "medium",
+                "Namespace",
+                "no-policy",
+                None,
+            ),
+            (
+                "egress-networkpolicy-missing",
+                "medium",
+                "Namespace",
+                "ingress-only",
+                None,
+            ),
+            (
+                "egress-networkpolicy-missing",
+                "medium",
+                "Namespace",
+                "partial",
+                None,
+            ),
         ],
     );
     let partial = netpol.iter().find(|f| f.name == "partial").unwrap();
@@ -243,7 +482,11 @@ fn egress_networkpolicy_missing_with_selectors() {
 #[test]
 fn findings_are_sorted_by_namespace_then_object() {
     let findings = scan_with(
-        &[data("base.yaml"), data("cases/sidecar.yaml"), data("cases/netpol.yaml")],
+        &[
+            data("base.yaml"),
+            data("cases/sidecar.yaml"),
+            data("cases/netpol.yaml"),
+        ],
         &CheckOptions::default(),
     );
     let groups: Vec<&str> = findings

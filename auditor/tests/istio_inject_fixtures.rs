@@ -23,7 +23,10 @@ fn inject_dir() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        println!("skipping: {} not found (set EGRESS_GUARD_FIXTURES)", dir.display());
+        println!(
+            "skipping: {} not found (set EGRESS_GUARD_FIXTURES)",
+            dir.display()
+        );
         None
     }
 }
@@ -51,7 +54,10 @@ fn findings_for(dir: &Path, file: &str) -> Vec<String> {
     let ctx = ctx_dir.path().join("context.yaml");
     std::fs::write(&ctx, context_yaml()).unwrap();
     let loaded = load_paths(&[ctx, dir.join(file)]).unwrap_or_else(|e| panic!("{file}: {e:?}"));
-    assert!(!loaded.snapshot.workloads.is_empty(), "{file}: no workload read");
+    assert!(
+        !loaded.snapshot.workloads.is_empty(),
+        "{file}: no workload read"
+    );
     check_all(&loaded.snapshot, &CheckOptions::default())
         .iter()
         .map(|f| format!("{}:{}", f.rule, f.severity))
@@ -92,24 +98,51 @@ fn injected_expectations() -> BTreeMap<&'static str, Vec<&'static str>> {
         m.insert(clean, none.clone());
     }
     // hostNetwork: Istio skipped injection.
-    m.insert("hello-host-network.yaml.injected", vec!["host-network:high"]);
-    m.insert("hello-host-network-with-ns.yaml.injected", vec!["host-network:high"]);
+    m.insert(
+        "hello-host-network.yaml.injected",
+        vec!["host-network:high"],
+    );
+    m.insert(
+        "hello-host-network-with-ns.yaml.injected",
+        vec!["host-network:high"],
+    );
     // sidecar.istio.io/inject: "false".
     m.insert("hello-ignore.yaml.injected", vec!["sidecar-opt-out:medium"]);
     // interceptionMode NONE: nothing captured.
-    m.insert("init-no-intercept-no-native-sidecar.yaml.injected", vec!["capture-exclusion:critical"]);
+    m.insert(
+        "init-no-intercept-no-native-sidecar.yaml.injected",
+        vec!["capture-exclusion:critical"],
+    );
     // The user replaced istio-init's args ("my custom args"): capture cannot be vouched for.
-    m.insert("proxy-override.yaml.injected", vec!["capture-exclusion:high"]);
+    m.insert(
+        "proxy-override.yaml.injected",
+        vec!["capture-exclusion:high"],
+    );
     // The user replaced the proxy command with plain `envoy -c my-config.yaml`: not Istio's sidecar.
-    m.insert("proxy-override-args.yaml.injected", vec!["sidecar-missing:high"]);
+    m.insert(
+        "proxy-override-args.yaml.injected",
+        vec!["sidecar-missing:high"],
+    );
     // -i lists only 127.0.0.1/24,10.96.0.1/24 (+ -x, -o 7,8,9): everything else goes out directly.
-    m.insert("traffic-annotations.yaml.injected", vec!["capture-exclusion:critical"]);
+    m.insert(
+        "traffic-annotations.yaml.injected",
+        vec!["capture-exclusion:critical"],
+    );
     // -i "": no outbound capture by address.
-    m.insert("traffic-annotations-empty-includes.yaml.injected", vec!["capture-exclusion:critical"]);
+    m.insert(
+        "traffic-annotations-empty-includes.yaml.injected",
+        vec!["capture-exclusion:critical"],
+    );
     // -i * with -x of two private /24s.
-    m.insert("traffic-annotations-wildcards.yaml.injected", vec!["capture-exclusion:low"]);
+    m.insert(
+        "traffic-annotations-wildcards.yaml.injected",
+        vec!["capture-exclusion:low"],
+    );
     // values.global.proxy.includeIPRanges narrows -i to two ranges.
-    m.insert("traffic-params.yaml.injected", vec!["capture-exclusion:critical"]);
+    m.insert(
+        "traffic-params.yaml.injected",
+        vec!["capture-exclusion:critical"],
+    );
     m
 }
 
@@ -183,7 +216,10 @@ fn uninjected_inputs_are_judged_as_istio_will_inject_them() {
             failures.push(format!("{name}: expected {want:?}, got {got:?}"));
         }
     }
-    assert!(compared >= 25, "only {compared} inputs compared with their injected output");
+    assert!(
+        compared >= 25,
+        "only {compared} inputs compared with their injected output"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -207,14 +243,20 @@ fn capture_model_matches_istio_injection() {
             container: "istio-init".into()
         }
     );
-    assert_eq!((hello.proxy_uids.clone(), hello.proxy_gids.clone()), (vec![1337], vec![1337]));
+    assert_eq!(
+        (hello.proxy_uids.clone(), hello.proxy_gids.clone()),
+        (vec![1337], vec![1337])
+    );
     assert_eq!(hello.interception_mode, InterceptionMode::Redirect);
     assert_eq!(hello.exclude_inbound_ports, vec![15090, 15021, 15020]);
     assert!(hello.outbound_narrowings().is_empty());
 
     // The UID excluded from capture follows the proxy's runAsUser; -g defaults to -u.
     let runas = capture_of(&dir, "proxy-override-runas.yaml.injected");
-    assert_eq!((runas.proxy_uids, runas.proxy_gids), (vec![1234], vec![1234]));
+    assert_eq!(
+        (runas.proxy_uids, runas.proxy_gids),
+        (vec![1234], vec![1234])
+    );
     // With istio-cni, the proxy's runAsUser and runAsGroup.
     let cni = capture_of(&dir, "proxy-override-runas.yaml.cni.injected");
     assert_eq!(cni.source, CaptureSource::CniAnnotations);
@@ -229,7 +271,10 @@ fn capture_model_matches_istio_injection() {
     assert_eq!(openshift.proxy_uids, vec![1000629999]);
 
     let kubevirt = capture_of(&dir, "kubevirtInterfaces.yaml.injected");
-    assert_eq!(kubevirt.reroute_virtual_interfaces, vec!["net1".to_string()]);
+    assert_eq!(
+        kubevirt.reroute_virtual_interfaces,
+        vec!["net1".to_string()]
+    );
 
     let traffic = capture_of(&dir, "traffic-annotations.yaml.injected");
     assert_eq!(traffic.exclude_outbound_ports, vec![7, 8, 9]);

@@ -9,11 +9,17 @@ fn bin() -> Command {
 }
 
 fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 fn scan(args: &[&str]) -> Output {
-    bin().arg("scan").args(args).output().expect("run egress-auditor")
+    bin()
+        .arg("scan")
+        .args(args)
+        .output()
+        .expect("run egress-auditor")
 }
 
 fn stderr(o: &Output) -> String {
@@ -46,18 +52,28 @@ fn broken_yaml_names_file_document_and_line() {
     let out = scan(&["--input", f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains(&format!("{}:9: document 2: invalid YAML", f.display())), "{err}");
+    assert!(
+        err.contains(&format!("{}:9: document 2: invalid YAML", f.display())),
+        "{err}"
+    );
     assert!(stdout(&out).is_empty(), "no report on bad input");
 }
 
 #[test]
 fn pod_without_spec_is_bad_input() {
     let dir = tempfile::tempdir().unwrap();
-    let f = write(dir.path(), "nospec.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: lonely, namespace: x}\n");
+    let f = write(
+        dir.path(),
+        "nospec.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: lonely, namespace: x}\n",
+    );
     let out = scan(&["--input", f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("nospec.yaml:1: document 1: Pod x/lonely: spec: Pod has no spec"), "{err}");
+    assert!(
+        err.contains("nospec.yaml:1: document 1: Pod x/lonely: spec: Pod has no spec"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -70,7 +86,11 @@ fn deployment_without_template_is_bad_input() {
     );
     let out = scan(&["--input", f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("Deployment d: spec.template: Deployment has no spec.template"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Deployment d: spec.template: Deployment has no spec.template"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -97,22 +117,43 @@ fn wrong_types_name_the_field() {
     );
     let out = scan(&["--input", g.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("metadata.labels.sidecar.istio.io/inject"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("metadata.labels.sidecar.istio.io/inject"),
+        "{}",
+        stderr(&out)
+    );
 
     // A list where a mapping belongs.
-    let h = write(dir.path(), "containers.json", r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"j"},"spec":{"containers":{"name":"a"}}}"#);
+    let h = write(
+        dir.path(),
+        "containers.json",
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"j"},"spec":{"containers":{"name":"a"}}}"#,
+    );
     let out = scan(&["--input", h.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("containers.json:1: document 1: Pod j: spec.containers: invalid type: map"), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("containers.json:1: document 1: Pod j: spec.containers: invalid type: map"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn broken_json_is_located() {
     let dir = tempfile::tempdir().unwrap();
-    let f = write(dir.path(), "b.json", "{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"Pod\",\n  \"metadata\": {\"name\": \"x\"\n}\n");
+    let f = write(
+        dir.path(),
+        "b.json",
+        "{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"Pod\",\n  \"metadata\": {\"name\": \"x\"\n}\n",
+    );
     let out = scan(&["--input", f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("b.json:6: document 1: invalid JSON"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("b.json:6: document 1: invalid JSON"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -120,12 +161,21 @@ fn directory_with_one_bad_file_names_it() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a/good.yaml", CLEAN_POD);
     write(dir.path(), "b/nested/bad.yml", "kind: Pod\nmetadata: {name: x}\nspec:\n  containers: [{name: c, securityContext: {privileged: maybe}}]\n");
-    write(dir.path(), "c/good.json", r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"plain"}}"#);
+    write(
+        dir.path(),
+        "c/good.json",
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"plain"}}"#,
+    );
     write(dir.path(), "notes.txt", "not a manifest: [");
     let out = scan(&["--input", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("b/nested/bad.yml:1: document 1: Pod x: spec.containers[0].securityContext.privileged"), "{err}");
+    assert!(
+        err.contains(
+            "b/nested/bad.yml:1: document 1: Pod x: spec.containers[0].securityContext.privileged"
+        ),
+        "{err}"
+    );
     assert!(!err.contains("good"), "{err}");
     assert!(!err.contains("notes.txt"), "{err}");
     assert!(err.contains("1 problem in 1 file"), "{err}");
@@ -135,20 +185,42 @@ fn directory_with_one_bad_file_names_it() {
 fn missing_path_and_bad_usage_exit_2() {
     let out = scan(&["--input", "/nonexistent/manifests"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("/nonexistent/manifests"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/manifests"),
+        "{}",
+        stderr(&out)
+    );
 
-    let out = scan(&["--input", data("base.yaml").to_str().unwrap(), "--format", "xml"]);
+    let out = scan(&[
+        "--input",
+        data("base.yaml").to_str().unwrap(),
+        "--format",
+        "xml",
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    let out = scan(&["--input", data("base.yaml").to_str().unwrap(), "--fail-on", "severe"]);
+    let out = scan(&[
+        "--input",
+        data("base.yaml").to_str().unwrap(),
+        "--fail-on",
+        "severe",
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("unknown severity"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown severity"),
+        "{}",
+        stderr(&out)
+    );
     let out = scan(&[]);
     assert_eq!(out.status.code(), Some(2));
 
     let empty = tempfile::tempdir().unwrap();
     let out = scan(&["--input", empty.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("no .yaml, .yml or .json files"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no .yaml, .yml or .json files"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -162,13 +234,29 @@ fn exit_codes_follow_fail_on() {
     let case = data("cases/privileges.yaml");
     let case = case.to_str().unwrap();
     assert_eq!(scan(&["--input", base, case]).status.code(), Some(1));
-    assert_eq!(scan(&["--input", base, case, "--fail-on", "critical"]).status.code(), Some(1));
+    assert_eq!(
+        scan(&["--input", base, case, "--fail-on", "critical"])
+            .status
+            .code(),
+        Some(1)
+    );
     // mesh-allow-any.yaml has a single high finding.
     let mesh = data("cases/mesh-allow-any.yaml");
     let mesh = mesh.to_str().unwrap();
-    assert_eq!(scan(&["--input", mesh, "--fail-on", "critical"]).status.code(), Some(0));
-    assert_eq!(scan(&["--input", mesh, "--fail-on", "high"]).status.code(), Some(1));
-    assert_eq!(scan(&["--input", mesh, "--fail-on", "HIGH"]).status.code(), Some(1));
+    assert_eq!(
+        scan(&["--input", mesh, "--fail-on", "critical"])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        scan(&["--input", mesh, "--fail-on", "high"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        scan(&["--input", mesh, "--fail-on", "HIGH"]).status.code(),
+        Some(1)
+    );
 }
 
 #[test]
@@ -185,12 +273,29 @@ fn json_report_shape() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let findings = v["findings"].as_array().unwrap();
     let first = &findings[0];
-    let keys: Vec<&str> = first.as_object().unwrap().keys().map(String::as_str).collect();
-    for k in ["rule", "severity", "kind", "namespace", "name", "container", "message", "evidence"] {
+    let keys: Vec<&str> = first
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for k in [
+        "rule",
+        "severity",
+        "kind",
+        "namespace",
+        "name",
+        "container",
+        "message",
+        "evidence",
+    ] {
         assert!(keys.contains(&k), "missing {k} in {first}");
     }
     let summary = &v["summary"];
-    assert_eq!(summary["findings"].as_u64().unwrap() as usize, findings.len());
+    assert_eq!(
+        summary["findings"].as_u64().unwrap() as usize,
+        findings.len()
+    );
     assert_eq!(summary["failOn"], "low");
     assert_eq!(summary["failed"], true);
     assert_eq!(summary["byRule"]["outbound-allow-any"], 1);
@@ -327,7 +432,11 @@ fn table_groups_by_namespace_without_colour_when_piped() {
         "--color",
         "always",
     ]);
-    assert!(stdout(&coloured).contains("\x1b[31mHIGH"), "{}", stdout(&coloured));
+    assert!(
+        stdout(&coloured).contains("\x1b[31mHIGH"),
+        "{}",
+        stdout(&coloured)
+    );
 }
 
 #[test]

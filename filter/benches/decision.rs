@@ -73,12 +73,19 @@ fn request(authority: &str, namespace: &str) -> Attributes {
 
 /// Names that exist in a config of size n: an exact entry, a wildcard entry, and a miss.
 fn probes(n: usize) -> Vec<(&'static str, String)> {
-    let exact = (0..n).rev().find(|i| i % 10 < 7).map_or_else(|| "api0.vendor0.example.com".to_string(), host);
-    let wildcard = (0..n)
+    let exact = (0..n)
         .rev()
-        .find(|i| i % 10 >= 7)
-        .map_or_else(|| "x.svc7.example.net".to_string(), |i| host(i).replace('*', "deep.sub"));
-    vec![("exact", exact), ("wildcard", wildcard), ("miss", "unknown.example.org".to_string())]
+        .find(|i| i % 10 < 7)
+        .map_or_else(|| "api0.vendor0.example.com".to_string(), host);
+    let wildcard = (0..n).rev().find(|i| i % 10 >= 7).map_or_else(
+        || "x.svc7.example.net".to_string(),
+        |i| host(i).replace('*', "deep.sub"),
+    );
+    vec![
+        ("exact", exact),
+        ("wildcard", wildcard),
+        ("miss", "unknown.example.org".to_string()),
+    ]
 }
 
 fn bench_one_rule(c: &mut Criterion) {
@@ -126,7 +133,8 @@ fn bench_whole_request(c: &mut Criterion) {
                     protocol: Some("HTTP/1.1"),
                     headers: &headers,
                 };
-                let http = HttpAttributes::from_request(&head, config.policy.header_names()).expect("request");
+                let http = HttpAttributes::from_request(&head, config.policy.header_names())
+                    .expect("request");
                 let attrs = Attributes::default()
                     .with_principal("cluster.local/ns/dev/sa/app")
                     .with_source_ip("10.1.2.3".parse().expect("ip"))

@@ -155,7 +155,10 @@ pub struct RequestHead<'a> {
 impl HttpAttributes {
     /// Normalises a request head. `wanted_headers` (lower case) are the header names rules refer
     /// to; other headers are not kept.
-    pub fn from_request(head: &RequestHead<'_>, wanted_headers: &[String]) -> Result<Self, AttributeError> {
+    pub fn from_request(
+        head: &RequestHead<'_>,
+        wanted_headers: &[String],
+    ) -> Result<Self, AttributeError> {
         let host = match head.authority {
             Some(authority) if !authority.is_empty() => Some(normalize_host(authority)?),
             _ => None,
@@ -272,8 +275,19 @@ mod tests {
             parse_socket_address("[::ffff:10.0.0.1]:80").unwrap(),
             ("10.0.0.1".parse().unwrap(), Some(80))
         );
-        assert_eq!(parse_socket_address("10.1.2.3").unwrap(), ("10.1.2.3".parse().unwrap(), None));
-        for bad in ["", "10.1.2.3:", "10.1.2.3:99999", "host:80", "[::1", "[::1]x", "2001:db8::1:80:x"] {
+        assert_eq!(
+            parse_socket_address("10.1.2.3").unwrap(),
+            ("10.1.2.3".parse().unwrap(), None)
+        );
+        for bad in [
+            "",
+            "10.1.2.3:",
+            "10.1.2.3:99999",
+            "host:80",
+            "[::1",
+            "[::1]x",
+            "2001:db8::1:80:x",
+        ] {
             assert!(parse_socket_address(bad).is_err(), "{bad}");
         }
     }
@@ -304,7 +318,10 @@ mod tests {
         assert_eq!(http.host.as_deref(), Some("api.example.com"));
         assert_eq!(http.path.as_deref(), Some("/admin"));
         assert_eq!(http.raw_path.as_deref(), Some("/public/%2e%2e/admin"));
-        assert_eq!(http.headers, vec![("x-team".to_string(), "a,b".to_string())]);
+        assert_eq!(
+            http.headers,
+            vec![("x-team".to_string(), "a,b".to_string())]
+        );
         let attrs = Attributes::default().with_http(http);
         assert_eq!(attrs.header("x-team"), Some("a,b"));
         assert_eq!(attrs.header("user-agent"), None);

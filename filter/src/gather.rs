@@ -33,7 +33,11 @@ fn read(facts: &impl ProxyFacts, path: &[&str]) -> Result<Option<Vec<u8>>, Attri
 }
 
 #[inline(never)]
-fn read_string(facts: &impl ProxyFacts, path: &[&str], what: &'static str) -> Result<Option<String>, AttributeError> {
+fn read_string(
+    facts: &impl ProxyFacts,
+    path: &[&str],
+    what: &'static str,
+) -> Result<Option<String>, AttributeError> {
     match read(facts, path)? {
         None => Ok(None),
         Some(bytes) => String::from_utf8(bytes)
@@ -42,7 +46,11 @@ fn read_string(facts: &impl ProxyFacts, path: &[&str], what: &'static str) -> Re
     }
 }
 
-fn read_int(facts: &impl ProxyFacts, path: &[&str], what: &'static str) -> Result<Option<i64>, AttributeError> {
+fn read_int(
+    facts: &impl ProxyFacts,
+    path: &[&str],
+    what: &'static str,
+) -> Result<Option<i64>, AttributeError> {
     match read(facts, path)? {
         None => Ok(None),
         Some(bytes) => {
@@ -56,17 +64,28 @@ fn read_int(facts: &impl ProxyFacts, path: &[&str], what: &'static str) -> Resul
 }
 
 #[inline(never)]
-fn read_bool(facts: &impl ProxyFacts, path: &[&str], what: &'static str) -> Result<Option<bool>, AttributeError> {
+fn read_bool(
+    facts: &impl ProxyFacts,
+    path: &[&str],
+    what: &'static str,
+) -> Result<Option<bool>, AttributeError> {
     match read(facts, path)?.as_deref() {
         None => Ok(None),
         Some([0]) => Ok(Some(false)),
         Some([1]) => Ok(Some(true)),
-        Some(other) => Err(AttributeError::Malformed(what, format!("{} bytes", other.len()))),
+        Some(other) => Err(AttributeError::Malformed(
+            what,
+            format!("{} bytes", other.len()),
+        )),
     }
 }
 
 #[inline(never)]
-fn read_port(facts: &impl ProxyFacts, path: &[&str], what: &'static str) -> Result<Option<u16>, AttributeError> {
+fn read_port(
+    facts: &impl ProxyFacts,
+    path: &[&str],
+    what: &'static str,
+) -> Result<Option<u16>, AttributeError> {
     match read_int(facts, path, what)? {
         None => Ok(None),
         Some(n) => u16::try_from(n)
@@ -126,12 +145,15 @@ pub fn gather_connection(facts: &impl ProxyFacts) -> Result<Attributes, Attribut
 }
 
 /// Connection plus request attributes. `wanted_headers` (lower case) are the headers rules read.
-pub fn gather_http(facts: &impl ProxyFacts, wanted_headers: &[String]) -> Result<Attributes, AttributeError> {
+pub fn gather_http(
+    facts: &impl ProxyFacts,
+    wanted_headers: &[String],
+) -> Result<Attributes, AttributeError> {
     let mut attrs = gather_connection(facts)?;
     let protocol = read_string(facts, &["request", "protocol"], "request.protocol")?;
-    let raw_headers = facts
-        .request_headers()
-        .map_err(|status| AttributeError::Host("request headers".into(), format!("status {}", status.0)))?;
+    let raw_headers = facts.request_headers().map_err(|status| {
+        AttributeError::Host("request headers".into(), format!("status {}", status.0))
+    })?;
 
     let mut headers: Vec<(String, String)> = Vec::with_capacity(raw_headers.len());
     for (name, value) in raw_headers {
@@ -139,7 +161,9 @@ pub fn gather_http(facts: &impl ProxyFacts, wanted_headers: &[String]) -> Result
         let value = match String::from_utf8(value) {
             Ok(value) => value,
             // Pseudo-headers decide host and path matching: refuse rather than guess.
-            Err(_) if name.starts_with(':') => return Err(AttributeError::NotUtf8("pseudo-header")),
+            Err(_) if name.starts_with(':') => {
+                return Err(AttributeError::NotUtf8("pseudo-header"))
+            }
             Err(err) => String::from_utf8_lossy(err.as_bytes()).into_owned(),
         };
         headers.push((name, value));
@@ -150,7 +174,10 @@ pub fn gather_http(facts: &impl ProxyFacts, wanted_headers: &[String]) -> Result
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     };
-    let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
     let head = RequestHead {
         authority: first(":authority").or_else(|| first("host")),
         method: first(":method"),
@@ -229,11 +256,13 @@ mod tests {
 
     impl FakeProxy {
         fn string(mut self, path: &str, value: &str) -> Self {
-            self.properties.insert(path.into(), Ok(value.as_bytes().to_vec()));
+            self.properties
+                .insert(path.into(), Ok(value.as_bytes().to_vec()));
             self
         }
         fn int(mut self, path: &str, value: i64) -> Self {
-            self.properties.insert(path.into(), Ok(value.to_le_bytes().to_vec()));
+            self.properties
+                .insert(path.into(), Ok(value.to_le_bytes().to_vec()));
             self
         }
         fn raw(mut self, path: &str, value: Result<Vec<u8>, HostStatus>) -> Self {
@@ -241,7 +270,8 @@ mod tests {
             self
         }
         fn header(mut self, name: &str, value: &[u8]) -> Self {
-            self.headers.push((name.as_bytes().to_vec(), value.to_vec()));
+            self.headers
+                .push((name.as_bytes().to_vec(), value.to_vec()));
             self
         }
     }
@@ -257,7 +287,10 @@ mod tests {
 
     fn connection() -> FakeProxy {
         FakeProxy::default()
-            .string("connection.uri_san_peer_certificate", "spiffe://cluster.local/ns/dev/sa/app")
+            .string(
+                "connection.uri_san_peer_certificate",
+                "spiffe://cluster.local/ns/dev/sa/app",
+            )
             .raw("connection.mtls", Ok(vec![1]))
             .string("source.address", "10.1.2.3:51000")
             .int("source.port", 51000)
@@ -269,7 +302,10 @@ mod tests {
     #[test]
     fn gathers_connection_attributes() {
         let attrs = gather_connection(&connection()).unwrap();
-        assert_eq!(attrs.source_principal.as_deref(), Some("cluster.local/ns/dev/sa/app"));
+        assert_eq!(
+            attrs.source_principal.as_deref(),
+            Some("cluster.local/ns/dev/sa/app")
+        );
         assert_eq!(attrs.source_namespace.as_deref(), Some("dev"));
         assert_eq!(attrs.source_ip, Some("10.1.2.3".parse().unwrap()));
         assert_eq!(attrs.remote_ip, attrs.source_ip);
@@ -322,7 +358,10 @@ mod tests {
         assert_eq!(attrs.path(), Some("/admin"));
         assert_eq!(attrs.method(), Some("GET"));
         assert_eq!(attrs.header("x-team"), Some("a,b\u{fffd}"));
-        assert_eq!(attrs.http.as_ref().unwrap().protocol.as_deref(), Some("HTTP/1.1"));
+        assert_eq!(
+            attrs.http.as_ref().unwrap().protocol.as_deref(),
+            Some("HTTP/1.1")
+        );
 
         let bad = connection().header(":path", b"/a\xff");
         assert!(gather_http(&bad, &[]).is_err());
@@ -341,7 +380,13 @@ mod tests {
         assert_eq!(&bytes[4..12], &[7, 0, 0, 0, 3, 0, 0, 0]);
         assert_eq!(&bytes[20..], b":method\0GET\0x\0\0");
         let decoded = decode_header_map(&bytes).unwrap();
-        assert_eq!(decoded, vec![(b":method".to_vec(), b"GET".to_vec()), (b"x".to_vec(), vec![])]);
+        assert_eq!(
+            decoded,
+            vec![
+                (b":method".to_vec(), b"GET".to_vec()),
+                (b"x".to_vec(), vec![])
+            ]
+        );
         assert!(decode_header_map(&bytes[..bytes.len() - 1]).is_none());
         assert!(decode_header_map(&[255, 255, 255, 255]).is_none());
         assert_eq!(decode_header_map(&[]), Some(vec![]));

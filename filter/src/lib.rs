@@ -36,7 +36,8 @@ impl CompiledConfig {
     /// Parses, validates and compiles pluginConfig JSON; the error names the offending value.
     pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
         let config = config::parse_config(json)?;
-        let policy = CompiledPolicy::compile(&config.policies, &ConfigPath::root().field("policies"))?;
+        let policy =
+            CompiledPolicy::compile(&config.policies, &ConfigPath::root().field("policies"))?;
         Ok(Self { policy })
     }
 }

@@ -39,17 +39,17 @@ fn attributes(w: &mut JsonWriter, attrs: &Attributes) {
     w.key_object("attributes");
     text(w, "source.principal", attrs.source_principal.as_deref());
     text(w, "source.namespace", attrs.source_namespace.as_deref());
-    if let Some(ip) = attrs.source_ip {
-        w.str("source.ip", Some(&ip.to_string()));
+    if let Some(ip) = &attrs.source_ip {
+        w.display("source.ip", ip);
     }
     if let Some(port) = attrs.source_port {
         w.uint("source.port", Some(u64::from(port)));
     }
-    if let Some(ip) = attrs.remote_ip {
-        w.str("remote.ip", Some(&ip.to_string()));
+    if let Some(ip) = &attrs.remote_ip {
+        w.display("remote.ip", ip);
     }
-    if let Some(ip) = attrs.destination_ip {
-        w.str("destination.ip", Some(&ip.to_string()));
+    if let Some(ip) = &attrs.destination_ip {
+        w.display("destination.ip", ip);
     }
     if let Some(port) = attrs.destination_port {
         w.uint("destination.port", Some(u64::from(port)));
@@ -78,7 +78,11 @@ fn attributes(w: &mut JsonWriter, attrs: &Attributes) {
 }
 
 /// Renders the decision log line. `attrs` is `None` when nothing could be gathered.
-pub fn decision_line(kind: TrafficKind, decision: &Decision<'_>, attrs: Option<&Attributes>) -> String {
+pub fn decision_line(
+    kind: TrafficKind,
+    decision: &Decision<'_>,
+    attrs: Option<&Attributes>,
+) -> String {
     let mut w = JsonWriter::new();
     w.begin_object();
     w.str("event", Some("decision"));

@@ -5,25 +5,37 @@
 #[inline(never)]
 pub fn quote(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let code = c as u32;
-                out.push_str("\\u00");
-                out.push(hex_digit(code >> 4));
-                out.push(hex_digit(code & 0xf));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    push_quoted(&mut out, value);
     out
+}
+
+/// Appends `value` quoted and escaped as [`quote`] does, without an intermediate string.
+pub fn push_quoted(out: &mut String, value: &str) {
+    out.push('"');
+    let mut plain_from = 0;
+    for (at, c) in value.char_indices() {
+        let escape = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            c if (c as u32) < 0x20 || c == '\u{7f}' => "",
+            _ => continue,
+        };
+        out.push_str(value.get(plain_from..at).unwrap_or(""));
+        if escape.is_empty() {
+            let code = c as u32;
+            out.push_str("\\u00");
+            out.push(hex_digit(code >> 4));
+            out.push(hex_digit(code & 0xf));
+        } else {
+            out.push_str(escape);
+        }
+        plain_from = at + c.len_utf8();
+    }
+    out.push_str(value.get(plain_from..).unwrap_or(""));
+    out.push('"');
 }
 
 fn hex_digit(n: u32) -> char {

@@ -10,62 +10,292 @@ struct Bad {
     message: &'static str,
 }
 
-const fn bad(name: &'static str, json: &'static str, path: &'static str, message: &'static str) -> Bad {
-    Bad { name, json, path, message }
+const fn bad(
+    name: &'static str,
+    json: &'static str,
+    path: &'static str,
+    message: &'static str,
+) -> Bad {
+    Bad {
+        name,
+        json,
+        path,
+        message,
+    }
 }
 
 const CASES: &[Bad] = &[
     bad("empty_document", "  \n", "$", "configuration is empty"),
-    bad("not_json", "{policies: []}", "$", "invalid JSON at line 1 column 2: expected a key in double quotes"),
-    bad("truncated_json", r#"{"policies":[{"name":"a""#, "policies[0]", "invalid JSON at line 1 column 25: expected `,` or `}`"),
-    bad("trailing_garbage", r#"{"policies":[]} x"#, "$", "trailing characters after the JSON value"),
-    bad("duplicate_key", r#"{"policies":[{"name":"a","name":"b"}]}"#, "policies[0]", "duplicate key \"name\""),
-    bad("top_level_not_object", "[]", "$", "expected an object, found a list"),
-    bad("unknown_top_level_key", r#"{"policies":[],"rateLimitz":[]}"#, "rateLimitz", "unknown field `rateLimitz`, expected one of `policies`"),
-    bad("policies_not_a_list", r#"{"policies":{}}"#, "policies", "expected a list, found an object"),
-    bad("unknown_policy_field", r#"{"policies":[{"name":"a","selector":{}}]}"#, "policies[0].selector", "unknown field `selector`, expected one of `name`, `action`, `rules`, `dryRun`"),
-    bad("missing_name", r#"{"policies":[{"action":"DENY"}]}"#, "policies[0]", "missing field `name`"),
-    bad("empty_name", r#"{"policies":[{"name":""}]}"#, "policies[0].name", "policy name must not be empty"),
-    bad("name_with_dot", r#"{"policies":[{"name":"allow.github"}]}"#, "policies[0].name", "policy name \"allow.github\" may only contain letters, digits, `-` and `_`"),
-    bad("duplicate_names", r#"{"policies":[{"name":"a"},{"name":"a"}]}"#, "policies[1].name", "duplicate policy name \"a\""),
-    bad("custom_action", r#"{"policies":[{"name":"a","action":"CUSTOM","rules":[{}]}]}"#, "policies[0].action", "action \"CUSTOM\" is not supported"),
-    bad("lowercase_action", r#"{"policies":[{"name":"a","action":"deny","rules":[{}]}]}"#, "policies[0].action", "action \"deny\" is not one of ALLOW, DENY, AUDIT"),
-    bad("dry_run_not_bool", r#"{"policies":[{"name":"a","dryRun":"yes"}]}"#, "policies[0].dryRun", "expected a boolean, found a string"),
-    bad("deny_without_rules", r#"{"policies":[{"name":"a","action":"DENY"}]}"#, "policies[0]", "a DENY policy without `rules` never matches"),
-    bad("unknown_rule_field", r#"{"policies":[{"name":"a","rules":[{"form":[]}]}]}"#, "policies[0].rules[0].form", "unknown field `form`, expected one of `from`, `to`, `when`"),
-    bad("empty_from", r#"{"policies":[{"name":"a","rules":[{"from":[]}]}]}"#, "policies[0].rules[0].from", "`from` must not be empty"),
-    bad("from_without_source", r#"{"policies":[{"name":"a","rules":[{"from":[{}]}]}]}"#, "policies[0].rules[0].from[0]", "`from.source` must be set"),
-    bad("empty_source", r#"{"policies":[{"name":"a","rules":[{"from":[{"source":{}}]}]}]}"#, "policies[0].rules[0].from[0].source", "`from.source` must not be empty"),
-    bad("empty_to", r#"{"policies":[{"name":"a","rules":[{"to":[]}]}]}"#, "policies[0].rules[0].to", "`to` must not be empty"),
-    bad("empty_operation", r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{}}]}]}]}"#, "policies[0].rules[0].to[0].operation", "`to.operation` must not be empty"),
-    bad("unknown_operation_field", r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{"host":["x"]}}]}]}]}"#, "policies[0].rules[0].to[0].operation.host", "unknown field `host`"),
+    bad(
+        "not_json",
+        "{policies: []}",
+        "$",
+        "invalid JSON at line 1 column 2: expected a key in double quotes",
+    ),
+    bad(
+        "truncated_json",
+        r#"{"policies":[{"name":"a""#,
+        "policies[0]",
+        "invalid JSON at line 1 column 25: expected `,` or `}`",
+    ),
+    bad(
+        "trailing_garbage",
+        r#"{"policies":[]} x"#,
+        "$",
+        "trailing characters after the JSON value",
+    ),
+    bad(
+        "duplicate_key",
+        r#"{"policies":[{"name":"a","name":"b"}]}"#,
+        "policies[0]",
+        "duplicate key \"name\"",
+    ),
+    bad(
+        "top_level_not_object",
+        "[]",
+        "$",
+        "expected an object, found a list",
+    ),
+    bad(
+        "unknown_top_level_key",
+        r#"{"policies":[],"rateLimitz":[]}"#,
+        "rateLimitz",
+        "unknown field `rateLimitz`, expected one of `policies`",
+    ),
+    bad(
+        "policies_not_a_list",
+        r#"{"policies":{}}"#,
+        "policies",
+        "expected a list, found an object",
+    ),
+    bad(
+        "unknown_policy_field",
+        r#"{"policies":[{"name":"a","selector":{}}]}"#,
+        "policies[0].selector",
+        "unknown field `selector`, expected one of `name`, `action`, `rules`, `dryRun`",
+    ),
+    bad(
+        "missing_name",
+        r#"{"policies":[{"action":"DENY"}]}"#,
+        "policies[0]",
+        "missing field `name`",
+    ),
+    bad(
+        "empty_name",
+        r#"{"policies":[{"name":""}]}"#,
+        "policies[0].name",
+        "policy name must not be empty",
+    ),
+    bad(
+        "name_with_dot",
+        r#"{"policies":[{"name":"allow.github"}]}"#,
+        "policies[0].name",
+        "policy name \"allow.github\" may only contain letters, digits, `-` and `_`",
+    ),
+    bad(
+        "duplicate_names",
+        r#"{"policies":[{"name":"a"},{"name":"a"}]}"#,
+        "policies[1].name",
+        "duplicate policy name \"a\"",
+    ),
+    bad(
+        "custom_action",
+        r#"{"policies":[{"name":"a","action":"CUSTOM","rules":[{}]}]}"#,
+        "policies[0].action",
+        "action \"CUSTOM\" is not supported",
+    ),
+    bad(
+        "lowercase_action",
+        r#"{"policies":[{"name":"a","action":"deny","rules":[{}]}]}"#,
+        "policies[0].action",
+        "action \"deny\" is not one of ALLOW, DENY, AUDIT",
+    ),
+    bad(
+        "dry_run_not_bool",
+        r#"{"policies":[{"name":"a","dryRun":"yes"}]}"#,
+        "policies[0].dryRun",
+        "expected a boolean, found a string",
+    ),
+    bad(
+        "deny_without_rules",
+        r#"{"policies":[{"name":"a","action":"DENY"}]}"#,
+        "policies[0]",
+        "a DENY policy without `rules` never matches",
+    ),
+    bad(
+        "unknown_rule_field",
+        r#"{"policies":[{"name":"a","rules":[{"form":[]}]}]}"#,
+        "policies[0].rules[0].form",
+        "unknown field `form`, expected one of `from`, `to`, `when`",
+    ),
+    bad(
+        "empty_from",
+        r#"{"policies":[{"name":"a","rules":[{"from":[]}]}]}"#,
+        "policies[0].rules[0].from",
+        "`from` must not be empty",
+    ),
+    bad(
+        "from_without_source",
+        r#"{"policies":[{"name":"a","rules":[{"from":[{}]}]}]}"#,
+        "policies[0].rules[0].from[0]",
+        "`from.source` must be set",
+    ),
+    bad(
+        "empty_source",
+        r#"{"policies":[{"name":"a","rules":[{"from":[{"source":{}}]}]}]}"#,
+        "policies[0].rules[0].from[0].source",
+        "`from.source` must not be empty",
+    ),
+    bad(
+        "empty_to",
+        r#"{"policies":[{"name":"a","rules":[{"to":[]}]}]}"#,
+        "policies[0].rules[0].to",
+        "`to` must not be empty",
+    ),
+    bad(
+        "empty_operation",
+        r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{}}]}]}]}"#,
+        "policies[0].rules[0].to[0].operation",
+        "`to.operation` must not be empty",
+    ),
+    bad(
+        "unknown_operation_field",
+        r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{"host":["x"]}}]}]}]}"#,
+        "policies[0].rules[0].to[0].operation.host",
+        "unknown field `host`",
+    ),
     bad(
         "port_is_a_name",
         r#"{"policies":[{"name":"a"},{"name":"b"},{"name":"c","rules":[{"to":[{"operation":{"ports":["443","https"]}}]}]}]}"#,
         "policies[2].rules[0].to[0].operation.ports[1]",
         "\"https\" is not a port",
     ),
-    bad("port_out_of_range", r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{"notPorts":[70000]}}]}]}]}"#, "policies[0].rules[0].to[0].operation.notPorts[0]", "70000 is not a port"),
-    bad("port_float", r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{"ports":[443.5]}}]}]}]}"#, "policies[0].rules[0].to[0].operation.ports[0]", "expected a string or an integer, found a number"),
-    bad("cidr_prefix_too_long", r#"{"policies":[{"name":"a","rules":[{"from":[{"source":{"ipBlocks":["10.0.0.0/33"]}}]}]}]}"#, "policies[0].rules[0].from[0].source.ipBlocks[0]", "\"10.0.0.0/33\": prefix length must be at most 32"),
-    bad("bad_ip", r#"{"policies":[{"name":"a","rules":[{"from":[{"source":{"notRemoteIpBlocks":["10.0.0.256"]}}]}]}]}"#, "policies[0].rules[0].from[0].source.notRemoteIpBlocks[0]", "\"10.0.0.256\" is not an IP address or CIDR block"),
-    bad("wildcard_in_middle_host", r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{"hosts":["api.*.example"]}}]}]}]}"#, "policies[0].rules[0].to[0].operation.hosts[0]", "\"api.*.example\": `*` is only allowed as the first or the last character"),
-    bad("host_with_port", r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{"hosts":["example.com:8443"]}}]}]}]}"#, "policies[0].rules[0].to[0].operation.hosts[0]", "hosts are matched without their port"),
-    bad("empty_string_value", r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{"methods":["GET",""]}}]}]}]}"#, "policies[0].rules[0].to[0].operation.methods[1]", "empty value is not allowed"),
-    bad("wildcard_in_middle_principal", r#"{"policies":[{"name":"a","rules":[{"from":[{"source":{"principals":["cluster.local/*/sa/x"]}}]}]}]}"#, "policies[0].rules[0].from[0].source.principals[0]", "`*` is only allowed as the first or the last character"),
-    bad("any_template_not_last", r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{"paths":["/{**}/x/{*}"]}}]}]}]}"#, "policies[0].rules[0].to[0].operation.paths[0]", "`{**}` must be the last operator of a path template"),
-    bad("template_not_whole_segment", r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{"notPaths":["/files/{*}.txt"]}}]}]}]}"#, "policies[0].rules[0].to[0].operation.notPaths[0]", "must each fill a whole path segment"),
-    bad("star_in_template", r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{"paths":["/*/x/{*}"]}}]}]}]}"#, "policies[0].rules[0].to[0].operation.paths[0]", "segment \"*\" holds characters not allowed in a path template"),
-    bad("unknown_when_key", r#"{"policies":[{"name":"a","rules":[{"when":[{"key":"request.host","values":["x"]}]}]}]}"#, "policies[0].rules[0].when[0].key", "unknown attribute \"request.host\""),
-    bad("when_without_values", r#"{"policies":[{"name":"a","rules":[{"when":[{"key":"source.ip"}]}]}]}"#, "policies[0].rules[0].when[0]", "at least one of `values` or `notValues` must be set for key \"source.ip\""),
-    bad("when_with_empty_values", r#"{"policies":[{"name":"a","rules":[{"when":[{"key":"source.ip","values":[],"notValues":[]}]}]}]}"#, "policies[0].rules[0].when[0]", "at least one of `values` or `notValues` must be set"),
-    bad("when_bad_header_key", r#"{"policies":[{"name":"a","rules":[{"when":[{"key":"request.headers[]","values":["x"]}]}]}]}"#, "policies[0].rules[0].when[0].key", "bad key \"request.headers[]\""),
-    bad("when_bad_cidr", r#"{"policies":[{"name":"a","rules":[{"when":[{"key":"destination.ip","notValues":["10.0.0.0/8","nope"]}]}]}]}"#, "policies[0].rules[0].when[0].notValues[1]", "\"nope\" is not an IP address or CIDR block"),
-    bad("when_bad_port", r#"{"policies":[{"name":"a","rules":[{"when":[{"key":"destination.port","values":["0"]}]}]}]}"#, "policies[0].rules[0].when[0].values[0]", "\"0\" is not a port"),
-    bad("when_value_wrong_type", r#"{"policies":[{"name":"a","rules":[{"when":[{"key":"source.namespace","values":[true]}]}]}]}"#, "policies[0].rules[0].when[0].values[0]", "expected a string or an integer, found a boolean"),
-    bad("request_auth_unsupported", r#"{"policies":[{"name":"a","rules":[{"when":[{"key":"request.auth.claims[iss]","values":["x"]}]}]}]}"#, "policies[0].rules[0].when[0].key", "`request.auth.claims[iss]` is not supported by the egress filter"),
-    bad("request_principals_unsupported", r#"{"policies":[{"name":"a","rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}]}"#, "policies[0].rules[0].from[0].source.requestPrincipals", "`requestPrincipals` is not supported by the egress filter"),
-    bad("hosts_not_strings", r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{"hosts":"github.com"}}]}]}]}"#, "policies[0].rules[0].to[0].operation.hosts", "expected a list, found a string"),
+    bad(
+        "port_out_of_range",
+        r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{"notPorts":[70000]}}]}]}]}"#,
+        "policies[0].rules[0].to[0].operation.notPorts[0]",
+        "70000 is not a port",
+    ),
+    bad(
+        "port_float",
+        r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{"ports":[443.5]}}]}]}]}"#,
+        "policies[0].rules[0].to[0].operation.ports[0]",
+        "expected a string or an integer, found a number",
+    ),
+    bad(
+        "cidr_prefix_too_long",
+        r#"{"policies":[{"name":"a","rules":[{"from":[{"source":{"ipBlocks":["10.0.0.0/33"]}}]}]}]}"#,
+        "policies[0].rules[0].from[0].source.ipBlocks[0]",
+        "\"10.0.0.0/33\": prefix length must be at most 32",
+    ),
+    bad(
+        "bad_ip",
+        r#"{"policies":[{"name":"a","rules":[{"from":[{"source":{"notRemoteIpBlocks":["10.0.0.256"]}}]}]}]}"#,
+        "policies[0].rules[0].from[0].source.notRemoteIpBlocks[0]",
+        "\"10.0.0.256\" is not an IP address or CIDR block",
+    ),
+    bad(
+        "wildcard_in_middle_host",
+        r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{"hosts":["api.*.example"]}}]}]}]}"#,
+        "policies[0].rules[0].to[0].operation.hosts[0]",
+        "\"api.*.example\": `*` is only allowed as the first or the last character",
+    ),
+    bad(
+        "host_with_port",
+        r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{"hosts":["example.com:8443"]}}]}]}]}"#,
+        "policies[0].rules[0].to[0].operation.hosts[0]",
+        "hosts are matched without their port",
+    ),
+    bad(
+        "empty_string_value",
+        r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{"methods":["GET",""]}}]}]}]}"#,
+        "policies[0].rules[0].to[0].operation.methods[1]",
+        "empty value is not allowed",
+    ),
+    bad(
+        "wildcard_in_middle_principal",
+        r#"{"policies":[{"name":"a","rules":[{"from":[{"source":{"principals":["cluster.local/*/sa/x"]}}]}]}]}"#,
+        "policies[0].rules[0].from[0].source.principals[0]",
+        "`*` is only allowed as the first or the last character",
+    ),
+    bad(
+        "any_template_not_last",
+        r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{"paths":["/{**}/x/{*}"]}}]}]}]}"#,
+        "policies[0].rules[0].to[0].operation.paths[0]",
+        "`{**}` must be the last operator of a path template",
+    ),
+    bad(
+        "template_not_whole_segment",
+        r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{"notPaths":["/files/{*}.txt"]}}]}]}]}"#,
+        "policies[0].rules[0].to[0].operation.notPaths[0]",
+        "must each fill a whole path segment",
+    ),
+    bad(
+        "star_in_template",
+        r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{"paths":["/*/x/{*}"]}}]}]}]}"#,
+        "policies[0].rules[0].to[0].operation.paths[0]",
+        "segment \"*\" holds characters not allowed in a path template",
+    ),
+    bad(
+        "unknown_when_key",
+        r#"{"policies":[{"name":"a","rules":[{"when":[{"key":"request.host","values":["x"]}]}]}]}"#,
+        "policies[0].rules[0].when[0].key",
+        "unknown attribute \"request.host\"",
+    ),
+    bad(
+        "when_without_values",
+        r#"{"policies":[{"name":"a","rules":[{"when":[{"key":"source.ip"}]}]}]}"#,
+        "policies[0].rules[0].when[0]",
+        "at least one of `values` or `notValues` must be set for key \"source.ip\"",
+    ),
+    bad(
+        "when_with_empty_values",
+        r#"{"policies":[{"name":"a","rules":[{"when":[{"key":"source.ip","values":[],"notValues":[]}]}]}]}"#,
+        "policies[0].rules[0].when[0]",
+        "at least one of `values` or `notValues` must be set",
+    ),
+    bad(
+        "when_bad_header_key",
+        r#"{"policies":[{"name":"a","rules":[{"when":[{"key":"request.headers[]","values":["x"]}]}]}]}"#,
+        "policies[0].rules[0].when[0].key",
+        "bad key \"request.headers[]\"",
+    ),
+    bad(
+        "when_bad_cidr",
+        r#"{"policies":[{"name":"a","rules":[{"when":[{"key":"destination.ip","notValues":["10.0.0.0/8","nope"]}]}]}]}"#,
+        "policies[0].rules[0].when[0].notValues[1]",
+        "\"nope\" is not an IP address or CIDR block",
+    ),
+    bad(
+        "when_bad_port",
+        r#"{"policies":[{"name":"a","rules":[{"when":[{"key":"destination.port","values":["0"]}]}]}]}"#,
+        "policies[0].rules[0].when[0].values[0]",
+        "\"0\" is not a port",
+    ),
+    bad(
+        "when_value_wrong_type",
+        r#"{"policies":[{"name":"a","rules":[{"when":[{"key":"source.namespace","values":[true]}]}]}]}"#,
+        "policies[0].rules[0].when[0].values[0]",
+        "expected a string or an integer, found a boolean",
+    ),
+    bad(
+        "request_auth_unsupported",
+        r#"{"policies":[{"name":"a","rules":[{"when":[{"key":"request.auth.claims[iss]","values":["x"]}]}]}]}"#,
+        "policies[0].rules[0].when[0].key",
+        "`request.auth.claims[iss]` is not supported by the egress filter",
+    ),
+    bad(
+        "request_principals_unsupported",
+        r#"{"policies":[{"name":"a","rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}]}"#,
+        "policies[0].rules[0].from[0].source.requestPrincipals",
+        "`requestPrincipals` is not supported by the egress filter",
+    ),
+    bad(
+        "hosts_not_strings",
+        r#"{"policies":[{"name":"a","rules":[{"to":[{"operation":{"hosts":"github.com"}}]}]}]}"#,
+        "policies[0].rules[0].to[0].operation.hosts",
+        "expected a list, found a string",
+    ),
 ];
 
 #[test]
@@ -86,7 +316,13 @@ fn malformed_configs_are_refused_with_a_location() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), CASES.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n")
+    );
     println!("{} malformed configurations refused", CASES.len());
 }
 
@@ -94,7 +330,10 @@ fn malformed_configs_are_refused_with_a_location() {
 fn the_documented_example_message() {
     let json = r#"{"policies":[{"name":"a"},{"name":"b"},{"name":"c","rules":[{"to":[{"operation":{"ports":["443","https"]}}]}]}]}"#;
     let err = CompiledConfig::from_json(json.as_bytes()).unwrap_err();
-    assert_eq!(err.to_string(), r#"policies[2].rules[0].to[0].operation.ports[1]: "https" is not a port"#);
+    assert_eq!(
+        err.to_string(),
+        r#"policies[2].rules[0].to[0].operation.ports[1]: "https" is not a port"#
+    );
 }
 
 #[test]

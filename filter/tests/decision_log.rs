@@ -13,7 +13,11 @@ fn line(policies: &str, req: &common::Req) -> Value {
     let config = compile(policies);
     let attrs = req.attributes(config.policy.header_names());
     let decision = config.policy.evaluate(&attrs);
-    let kind = if req.http.is_some() { TrafficKind::Http } else { TrafficKind::Tcp };
+    let kind = if req.http.is_some() {
+        TrafficKind::Http
+    } else {
+        TrafficKind::Tcp
+    };
     let text = decision_line(kind, &decision, Some(&attrs));
     assert!(!text.contains('\n'), "one line: {text}");
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
@@ -82,12 +86,16 @@ fn tcp_default_lines() {
 #[test]
 fn cannot_evaluate_line() {
     let decision = Decision::cannot_evaluate("malformed :authority \"a b\"");
-    let log: Value = serde_json::from_str(&decision_line(TrafficKind::Http, &decision, None)).unwrap();
+    let log: Value =
+        serde_json::from_str(&decision_line(TrafficKind::Http, &decision, None)).unwrap();
     assert_eq!(log["decision"], "deny");
     assert_eq!(log["reason"], "cannot_evaluate");
     assert_eq!(log["detail"], "malformed :authority \"a b\"");
     assert_eq!(log["attributes"], json!({}));
-    assert_eq!(decision.deny_body(), "egress denied: request could not be evaluated\n");
+    assert_eq!(
+        decision.deny_body(),
+        "egress denied: request could not be evaluated\n"
+    );
 }
 
 #[test]
@@ -103,7 +111,13 @@ fn long_values_are_cut() {
 fn deny_bodies_name_the_policy() {
     let config = compile(r#"[{"name":"deny-all","action":"DENY","rules":[{}]}]"#);
     let attrs = http("GET", "x", "/").attributes(&[]);
-    assert_eq!(config.policy.evaluate(&attrs).deny_body(), "egress denied by policy deny-all\n");
+    assert_eq!(
+        config.policy.evaluate(&attrs).deny_body(),
+        "egress denied by policy deny-all\n"
+    );
     let config = compile(r#"[{"name":"allow-nothing"}]"#);
-    assert_eq!(config.policy.evaluate(&attrs).deny_body(), "egress denied: no ALLOW policy matched\n");
+    assert_eq!(
+        config.policy.evaluate(&attrs).deny_body(),
+        "egress denied: no ALLOW policy matched\n"
+    );
 }

@@ -31,7 +31,10 @@ fn stream(line: &Value) -> ReplayedStream {
     };
     let source = &line["source"];
     if let Some(principal) = source["principal"].as_str() {
-        put("connection.uri_san_peer_certificate", format!("spiffe://{principal}").into_bytes());
+        put(
+            "connection.uri_san_peer_certificate",
+            format!("spiffe://{principal}").into_bytes(),
+        );
         put("connection.mtls", vec![1]);
     } else {
         put("connection.mtls", vec![0]);
@@ -53,18 +56,29 @@ fn stream(line: &Value) -> ReplayedStream {
         if let Some(protocol) = http["protocol"].as_str() {
             put("request.protocol", protocol.as_bytes().to_vec());
         }
-        for (name, key) in [(":authority", "authority"), (":method", "method"), (":path", "path"), (":scheme", "scheme")] {
+        for (name, key) in [
+            (":authority", "authority"),
+            (":method", "method"),
+            (":path", "path"),
+            (":scheme", "scheme"),
+        ] {
             if let Some(value) = http[key].as_str() {
                 headers.push((name.as_bytes().to_vec(), value.as_bytes().to_vec()));
             }
         }
         if let Some(map) = http["headers"].as_object() {
             for (name, value) in map {
-                headers.push((name.as_bytes().to_vec(), value.as_str().unwrap_or("").as_bytes().to_vec()));
+                headers.push((
+                    name.as_bytes().to_vec(),
+                    value.as_str().unwrap_or("").as_bytes().to_vec(),
+                ));
             }
         }
     }
-    ReplayedStream { properties, headers }
+    ReplayedStream {
+        properties,
+        headers,
+    }
 }
 
 fn repo_file(name: &str) -> String {
@@ -73,38 +87,110 @@ fn repo_file(name: &str) -> String {
 }
 
 /// (decision, deciding policy, audit, dry-run policies with their would-be decision)
-type Expected = (&'static str, Option<&'static str>, &'static [&'static str], &'static [(&'static str, &'static str)]);
+type Expected = (
+    &'static str,
+    Option<&'static str>,
+    &'static [&'static str],
+    &'static [(&'static str, &'static str)],
+);
 
 fn expected() -> HashMap<&'static str, Expected> {
     HashMap::from([
-        ("ci-clone-acme", ("allow", Some("allow-ci-github"), &[][..], &[][..])),
-        ("ci-clone-foreign", ("allow", Some("allow-ci-github"), &[], &[("restrict-ci-to-acme-repos", "deny")])),
-        ("ci-raw-script", ("allow", Some("allow-ci-github"), &[], &[])),
-        ("ci-dotdot-trick", ("allow", Some("allow-ci-github"), &[], &[("restrict-ci-to-acme-repos", "deny")])),
-        ("ci-tls-github", ("allow", Some("allow-ci-github"), &[], &[])),
+        (
+            "ci-clone-acme",
+            ("allow", Some("allow-ci-github"), &[][..], &[][..]),
+        ),
+        (
+            "ci-clone-foreign",
+            (
+                "allow",
+                Some("allow-ci-github"),
+                &[],
+                &[("restrict-ci-to-acme-repos", "deny")],
+            ),
+        ),
+        (
+            "ci-raw-script",
+            ("allow", Some("allow-ci-github"), &[], &[]),
+        ),
+        (
+            "ci-dotdot-trick",
+            (
+                "allow",
+                Some("allow-ci-github"),
+                &[],
+                &[("restrict-ci-to-acme-repos", "deny")],
+            ),
+        ),
+        (
+            "ci-tls-github",
+            ("allow", Some("allow-ci-github"), &[], &[]),
+        ),
         ("ci-tls-stripe", ("deny", None, &[], &[])),
-        ("payments-create-intent", ("allow", Some("allow-payments-stripe"), &["audit-payment-writes"], &[])),
-        ("payments-read-charge", ("allow", Some("allow-payments-stripe"), &[], &[])),
+        (
+            "payments-create-intent",
+            (
+                "allow",
+                Some("allow-payments-stripe"),
+                &["audit-payment-writes"],
+                &[],
+            ),
+        ),
+        (
+            "payments-read-charge",
+            ("allow", Some("allow-payments-stripe"), &[], &[]),
+        ),
         ("payments-delete-customer", ("deny", None, &[], &[])),
-        ("payments-tls-stripe", ("allow", Some("allow-payments-stripe"), &[], &[])),
-        ("app-mirror-download", ("allow", Some("allow-package-mirror"), &[], &[])),
+        (
+            "payments-tls-stripe",
+            ("allow", Some("allow-payments-stripe"), &[], &[]),
+        ),
+        (
+            "app-mirror-download",
+            ("allow", Some("allow-package-mirror"), &[], &[]),
+        ),
         ("app-mirror-upload", ("deny", None, &[], &[])),
-        ("app-mirror-admin-trick", ("deny", Some("deny-mirror-admin"), &[], &[])),
-        ("app-evil-host-port", ("deny", Some("block-exfiltration-sites"), &[], &[])),
-        ("app-pastebin-trailing-dot", ("deny", Some("block-exfiltration-sites"), &[], &[])),
+        (
+            "app-mirror-admin-trick",
+            ("deny", Some("deny-mirror-admin"), &[], &[]),
+        ),
+        (
+            "app-evil-host-port",
+            ("deny", Some("block-exfiltration-sites"), &[], &[]),
+        ),
+        (
+            "app-pastebin-trailing-dot",
+            ("deny", Some("block-exfiltration-sites"), &[], &[]),
+        ),
         ("app-unlisted-api", ("deny", None, &[], &[])),
-        ("plaintext-client", ("deny", Some("require-mesh-identity"), &[], &[])),
-        ("app-tls-mirror", ("allow", Some("allow-package-mirror"), &[], &[])),
-        ("app-tls-transfer-sh", ("deny", Some("block-exfiltration-sites"), &[], &[])),
-        ("app-tls-evil-sni-case", ("deny", Some("block-exfiltration-sites"), &[], &[])),
+        (
+            "plaintext-client",
+            ("deny", Some("require-mesh-identity"), &[], &[]),
+        ),
+        (
+            "app-tls-mirror",
+            ("allow", Some("allow-package-mirror"), &[], &[]),
+        ),
+        (
+            "app-tls-transfer-sh",
+            ("deny", Some("block-exfiltration-sites"), &[], &[]),
+        ),
+        (
+            "app-tls-evil-sni-case",
+            ("deny", Some("block-exfiltration-sites"), &[], &[]),
+        ),
         ("app-tls-no-sni", ("deny", None, &[], &[])),
-        ("plaintext-tls-mirror", ("deny", Some("require-mesh-identity"), &[], &[])),
+        (
+            "plaintext-tls-mirror",
+            ("deny", Some("require-mesh-identity"), &[], &[]),
+        ),
     ])
 }
 
 #[test]
 fn example_traffic_gets_the_documented_decisions() {
-    let config = CompiledConfig::from_json(repo_file("egress-policy.json").as_bytes()).expect("example config");
+    let config = CompiledConfig::from_json(repo_file("egress-policy.json").as_bytes())
+        .expect("example config");
     let expected = expected();
     let traffic = repo_file("traffic.jsonl");
     let mut seen = 0;
@@ -114,24 +200,40 @@ fn example_traffic_gets_the_documented_decisions() {
         let id = line["id"].as_str().expect("id");
         let facts = stream(&line);
         let (kind, attrs) = if line.get("http").is_some() {
-            (TrafficKind::Http, gather_http(&facts, config.policy.header_names()))
+            (
+                TrafficKind::Http,
+                gather_http(&facts, config.policy.header_names()),
+            )
         } else {
             (TrafficKind::Tcp, gather_connection(&facts))
         };
         let attrs = attrs.unwrap_or_else(|e| panic!("{id}: {e}"));
         let decision = config.policy.evaluate(&attrs);
-        let log: Value = serde_json::from_str(&decision_line(kind, &decision, Some(&attrs))).expect("log line is JSON");
+        let log: Value = serde_json::from_str(&decision_line(kind, &decision, Some(&attrs)))
+            .expect("log line is JSON");
 
-        let (verdict, policy, audit, dry_run) = expected.get(id).unwrap_or_else(|| panic!("no expectation for {id}"));
+        let (verdict, policy, audit, dry_run) = expected
+            .get(id)
+            .unwrap_or_else(|| panic!("no expectation for {id}"));
         assert_eq!(log["decision"], *verdict, "{id}: {log}");
         assert_eq!(log["policy"].as_str(), *policy, "{id}: {log}");
-        let got_audit: Vec<&str> = log["audit"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let got_audit: Vec<&str> = log["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
         assert_eq!(got_audit, audit.to_vec(), "{id}: {log}");
         let got_dry: Vec<(&str, &str)> = log["dryRun"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|h| (h["policy"].as_str().unwrap(), h["wouldBe"].as_str().unwrap()))
+            .map(|h| {
+                (
+                    h["policy"].as_str().unwrap(),
+                    h["wouldBe"].as_str().unwrap(),
+                )
+            })
             .collect();
         assert_eq!(got_dry, dry_run.to_vec(), "{id}: {log}");
         assert_eq!(log["event"], "decision");
@@ -143,5 +245,8 @@ fn example_traffic_gets_the_documented_decisions() {
         seen += 1;
     }
     assert_eq!(seen, expected.len(), "every expectation has a traffic line");
-    assert!(allowed >= 5 && denied >= 5, "{allowed} allowed, {denied} denied");
+    assert!(
+        allowed >= 5 && denied >= 5,
+        "{allowed} allowed, {denied} denied"
+    );
 }

@@ -6,7 +6,10 @@ mod common;
 use egress_filter::config::json;
 use egress_filter::gather::decode_header_map;
 use egress_filter::matchers::host::{normalize_host, normalize_sni};
-use egress_filter::matchers::{CidrSet, HostMatcher, HostPattern, IpBlock, PathMatcher, PathPattern, StringMatcher, StringPattern};
+use egress_filter::matchers::{
+    CidrSet, HostMatcher, HostPattern, IpBlock, PathMatcher, PathPattern, StringMatcher,
+    StringPattern,
+};
 use egress_filter::normalize::normalize_path;
 use egress_filter::CompiledConfig;
 use proptest::prelude::*;
@@ -14,7 +17,11 @@ use std::net::{IpAddr, Ipv4Addr};
 
 /// Host-like text from a small alphabet, so patterns and hosts actually overlap.
 fn host_text() -> impl Strategy<Value = String> {
-    proptest::collection::vec(proptest::sample::select(vec!["a", "b", "ab", "c-d", "x1"]), 1..5).prop_map(|labels| labels.join("."))
+    proptest::collection::vec(
+        proptest::sample::select(vec!["a", "b", "ab", "c-d", "x1"]),
+        1..5,
+    )
+    .prop_map(|labels| labels.join("."))
 }
 
 fn host_pattern() -> impl Strategy<Value = String> {

@@ -575,14 +575,18 @@ impl Worker {
     /// configured; if it accepts, new streams use it and the old root is done and deleted
     /// (Envoy keeps one VM and adds a root context per plugin configuration). On rejection the
     /// old configuration stays.
+    /// A failed VM only records the new configuration: the VM that replaces it starts with it.
     pub fn update_plugin(&mut self, config: PluginConfig) -> Result<(), HostError> {
-        self.check_alive()?;
         let index = self
             .plugins
             .iter()
             .position(|p| p.config.name == config.name)
             .ok_or_else(|| HostError::UnknownPlugin(config.name.clone()))?;
         let config = Arc::new(config);
+        if self.failure.is_some() {
+            self.plugins[index].config = config;
+            return Ok(());
+        }
         let started = start_plugin(&mut self.vm, config.clone());
         self.collect_logs();
         let new_root = match started {

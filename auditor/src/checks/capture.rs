@@ -24,7 +24,10 @@ pub fn grade(n: &Narrowing) -> (Severity, String) {
         ),
         Narrowing::RulesNotApplied { flags } => (
             Severity::Critical,
-            format!("istio-init runs with {}: no capture rules are written", flags.join(" ")),
+            format!(
+                "istio-init runs with {}: no capture rules are written",
+                flags.join(" ")
+            ),
         ),
         Narrowing::IncludedRangesOnly {
             ranges,
@@ -60,7 +63,11 @@ pub fn grade(n: &Narrowing) -> (Severity, String) {
             }
         }
         Narrowing::ExcludedRanges { ranges } => {
-            let severity = ranges.iter().map(range_severity).max().unwrap_or(Severity::Low);
+            let severity = ranges
+                .iter()
+                .map(range_severity)
+                .max()
+                .unwrap_or(Severity::Low);
             (
                 severity,
                 format!("destinations {} are excluded from capture", join(ranges)),
@@ -74,7 +81,10 @@ pub fn grade(n: &Narrowing) -> (Severity, String) {
             };
             (
                 severity,
-                format!("destination ports {} are excluded from capture, to any host", join(ports)),
+                format!(
+                    "destination ports {} are excluded from capture, to any host",
+                    join(ports)
+                ),
             )
         }
         Narrowing::ExcludedInterfaces { interfaces } => {
@@ -135,18 +145,30 @@ fn join<T: ToString>(items: &[T]) -> String {
 
 fn source_description(cfg: &CaptureConfig) -> (Option<String>, String) {
     match &cfg.source {
-        CaptureSource::InitContainer { container } => {
-            (Some(container.clone()), format!("{container} (istio-iptables args and environment)"))
-        }
-        CaptureSource::CniAnnotations => (None, "traffic.sidecar.istio.io annotations (istio-cni)".to_string()),
+        CaptureSource::InitContainer { container } => (
+            Some(container.clone()),
+            format!("{container} (istio-iptables args and environment)"),
+        ),
+        CaptureSource::CniAnnotations => (
+            None,
+            "traffic.sidecar.istio.io annotations (istio-cni)".to_string(),
+        ),
         CaptureSource::InterceptionDisabled => (
             None,
             "annotation sidecar.istio.io/interceptionMode: NONE".to_string(),
         ),
         CaptureSource::Gateway => (None, "gateway".to_string()),
-        CaptureSource::Predicted => (
+        CaptureSource::Predicted {
+            init_container: Some(c),
+        } => (
+            Some(c.clone()),
+            format!("the pod's own {c} args, which the injector keeps"),
+        ),
+        CaptureSource::Predicted {
+            init_container: None,
+        } => (
             None,
-            "the pod's traffic.sidecar.istio.io annotations (or its own istio-init args)".to_string(),
+            "the pod's traffic.sidecar.istio.io annotations".to_string(),
         ),
     }
 }
@@ -164,7 +186,8 @@ fn capture_exclusion_from(
     w: &Workload,
     capture: Result<Option<CaptureConfig>, CaptureError>,
 ) -> Option<Finding> {
-    let predicted = matches!(&capture, Ok(Some(c)) if c.source == CaptureSource::Predicted);
+    let predicted =
+        matches!(&capture, Ok(Some(c)) if matches!(c.source, CaptureSource::Predicted { .. }));
     match capture {
         Ok(None) => None,
         Err(e) => {
@@ -188,7 +211,11 @@ fn capture_exclusion_from(
                 return None;
             }
             let graded: Vec<(Severity, String)> = narrowings.iter().map(grade).collect();
-            let severity = graded.iter().map(|(s, _)| *s).max().unwrap_or(Severity::Low);
+            let severity = graded
+                .iter()
+                .map(|(s, _)| *s)
+                .max()
+                .unwrap_or(Severity::Low);
             let (container, from) = source_description(&cfg);
             let message = format!(
                 "{} by {from}: {}",
@@ -197,7 +224,11 @@ fn capture_exclusion_from(
                 } else {
                     "outbound capture is narrowed"
                 },
-                graded.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; ")
+                graded
+                    .iter()
+                    .map(|(_, m)| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
             );
             let detail: Vec<serde_json::Value> = narrowings
                 .iter()

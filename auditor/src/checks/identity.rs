@@ -33,11 +33,16 @@ pub(crate) fn all_containers(spec: &PodSpec) -> Vec<ContainerRef<'_>> {
         list: "container",
         security_context: c.security_context.as_ref(),
     }));
-    out.extend(spec.ephemeral_containers.iter().flatten().map(|c| ContainerRef {
-        name: &c.name,
-        list: "ephemeralContainer",
-        security_context: c.security_context.as_ref(),
-    }));
+    out.extend(
+        spec.ephemeral_containers
+            .iter()
+            .flatten()
+            .map(|c| ContainerRef {
+                name: &c.name,
+                list: "ephemeralContainer",
+                security_context: c.security_context.as_ref(),
+            }),
+    );
     out
 }
 
@@ -54,7 +59,8 @@ pub fn proxy_uid(w: &Workload) -> Vec<Finding> {
                     format!("{container} args (-u/-g, -g defaulting to -u)")
                 }
                 CaptureSource::CniAnnotations => {
-                    "istio-proxy runAsUser/runAsGroup as istio-cni reads them (1337 when unset)".to_string()
+                    "istio-proxy runAsUser/runAsGroup as istio-cni reads them (1337 when unset)"
+                        .to_string()
                 }
                 _ => "defaults".to_string(),
             };
@@ -86,15 +92,26 @@ pub fn predicted_proxy_uid(w: &Workload) -> Vec<Finding> {
     }
 }
 
-fn proxy_uid_with(w: &Workload, uids: &[i64], gids: &[i64], derived_from: &str, predicted: bool) -> Vec<Finding> {
+fn proxy_uid_with(
+    w: &Workload,
+    uids: &[i64],
+    gids: &[i64],
+    derived_from: &str,
+    predicted: bool,
+) -> Vec<Finding> {
     let pod_sc = w.spec.security_context.as_ref();
-    let severity = rule(PROXY_UID).map(|r| r.severity).unwrap_or(Severity::Critical);
+    let severity = rule(PROXY_UID)
+        .map(|r| r.severity)
+        .unwrap_or(Severity::Critical);
     let mut out = Vec::new();
     for c in all_containers(&w.spec) {
         // Istio's own containers run as the proxy by design; before injection, the injector
         // replaces or merges containers with Istio's names.
         let istio_own = if predicted {
-            matches!(c.name, istio::PROXY_CONTAINER | istio::INIT_CONTAINER | istio::VALIDATION_CONTAINER)
+            matches!(
+                c.name,
+                istio::PROXY_CONTAINER | istio::INIT_CONTAINER | istio::VALIDATION_CONTAINER
+            )
         } else {
             istio::is_istio_container(&w.meta, c.name)
         };
@@ -116,10 +133,14 @@ fn proxy_uid_with(w: &Workload, uids: &[i64], gids: &[i64], derived_from: &str, 
         }
         let mut what = Vec::new();
         if let Some(u) = uid_hit {
-            what.push(format!("runAsUser {u} (from the {uid_from} securityContext)"));
+            what.push(format!(
+                "runAsUser {u} (from the {uid_from} securityContext)"
+            ));
         }
         if let Some(g) = gid_hit {
-            what.push(format!("runAsGroup {g} (from the {gid_from} securityContext)"));
+            what.push(format!(
+                "runAsGroup {g} (from the {gid_from} securityContext)"
+            ));
         }
         out.push(workload_finding(
             PROXY_UID,

@@ -45,7 +45,10 @@ impl NamespaceInjection {
 
     /// Injection is on for the namespace as a whole.
     pub fn is_injected(&self) -> bool {
-        matches!(self, NamespaceInjection::Enabled | NamespaceInjection::Revision(_))
+        matches!(
+            self,
+            NamespaceInjection::Enabled | NamespaceInjection::Revision(_)
+        )
     }
 
     fn evidence(&self) -> Value {
@@ -92,7 +95,9 @@ impl InjectionContext {
         );
         let pod_switch_source = source.map(|(s, v)| (s, v.to_string()));
 
-        let pod_mode = pod_labels.get(istio::DATAPLANE_MODE_LABEL).map(String::as_str);
+        let pod_mode = pod_labels
+            .get(istio::DATAPLANE_MODE_LABEL)
+            .map(String::as_str);
         let ambient = match pod_mode {
             Some("ambient") => true,
             Some("none") => false,
@@ -117,7 +122,10 @@ impl InjectionContext {
                 // Unlabelled namespace: only the pod's own labels select the injector's object
                 // selector webhook (annotations do not).
                 if pod_labels.get(istio::INJECT_KEY).map(String::as_str) == Some("true") {
-                    (true, Some("pod label sidecar.istio.io/inject=true".to_string()))
+                    (
+                        true,
+                        Some("pod label sidecar.istio.io/inject=true".to_string()),
+                    )
                 } else if let Some(rev) = pod_labels.get(istio::REVISION_LABEL) {
                     (true, Some(format!("pod label istio.io/rev={rev}")))
                 } else {

@@ -15,7 +15,10 @@ pub fn outbound_allow_any(snapshot: &Snapshot) -> Vec<Finding> {
     if effective == OutboundTrafficMode::RegistryOnly {
         return Vec::new();
     }
-    let written = mesh.outbound_traffic_mode.as_ref().map(|m| m.as_str().to_string());
+    let written = mesh
+        .outbound_traffic_mode
+        .as_ref()
+        .map(|m| m.as_str().to_string());
     let how = match &written {
         None => "is not set, so Istio uses ALLOW_ANY".to_string(),
         Some(m) => format!("is {m}"),

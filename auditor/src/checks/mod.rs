@@ -75,10 +75,12 @@ pub struct WorkloadFacts {
 
 impl WorkloadFacts {
     pub fn of(w: &Workload) -> WorkloadFacts {
-        let injection_pending = !w.is_admitted_pod()
-            && istio::annotation(&w.meta, istio::STATUS_ANNOTATION).is_none();
+        let injection_pending =
+            !w.is_admitted_pod() && istio::annotation(&w.meta, istio::STATUS_ANNOTATION).is_none();
         let (pending_gaps, pending_findings) = if injection_pending && !w.host_network() {
-            let mut findings: Vec<Finding> = capture::predicted_capture_exclusion(w).into_iter().collect();
+            let mut findings: Vec<Finding> = capture::predicted_capture_exclusion(w)
+                .into_iter()
+                .collect();
             findings.extend(identity::predicted_proxy_uid(w));
             (sidecar::pending_gaps(w), findings)
         } else {
@@ -133,9 +135,16 @@ pub fn check_all(snapshot: &Snapshot, opts: &CheckOptions) -> Vec<Finding> {
 }
 
 /// Every finding about one workload, given the snapshot for its namespace (not sorted).
-pub fn check_workload(snapshot: &Snapshot, opts: &CheckOptions, workload: &Workload) -> Vec<Finding> {
+pub fn check_workload(
+    snapshot: &Snapshot,
+    opts: &CheckOptions,
+    workload: &Workload,
+) -> Vec<Finding> {
     let mut out = check_workload_local(opts, workload);
-    out.extend(check_workload_in_context(snapshot, &WorkloadFacts::of(workload)));
+    out.extend(check_workload_in_context(
+        snapshot,
+        &WorkloadFacts::of(workload),
+    ));
     out
 }
 

@@ -7,8 +7,8 @@ use serde_json::json;
 use super::injection::{namespace_is_ambient, NamespaceInjection};
 use super::rules::{rule, EGRESS_NETWORKPOLICY_MISSING};
 use super::selector;
-use crate::finding::{Finding, Severity};
 use super::WorkloadFacts;
+use crate::finding::{Finding, Severity};
 use crate::snapshot::Snapshot;
 
 /// Whether the policy restricts egress. Kubernetes: with `policyTypes` unset, Egress applies only

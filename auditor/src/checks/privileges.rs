@@ -20,7 +20,10 @@ const NETWORK_CONTROL_CAPS: [&str; 3] = ["NET_ADMIN", "SYS_ADMIN", "ALL"];
 
 fn normalise_cap(cap: &str) -> String {
     let upper = cap.trim().to_ascii_uppercase();
-    upper.strip_prefix("CAP_").map(str::to_string).unwrap_or(upper)
+    upper
+        .strip_prefix("CAP_")
+        .map(str::to_string)
+        .unwrap_or(upper)
 }
 
 fn added_caps(sc: Option<&SecurityContext>) -> Vec<String> {
@@ -52,13 +55,18 @@ fn proxy_is_tproxy(w: &Workload) -> bool {
     // Capture settings unreadable: the proxy's own view of its mode.
     istio::find_proxy(&w.spec)
         .and_then(|p| p.container.env.as_ref())
-        .and_then(|env| env.iter().find(|e| e.name == "ISTIO_META_INTERCEPTION_MODE"))
+        .and_then(|env| {
+            env.iter()
+                .find(|e| e.name == "ISTIO_META_INTERCEPTION_MODE")
+        })
         .and_then(|e| e.value.as_deref())
         == Some("TPROXY")
 }
 
 pub fn net_admin(w: &Workload) -> Vec<Finding> {
-    let severity = rule(NET_ADMIN).map(|r| r.severity).unwrap_or(Severity::High);
+    let severity = rule(NET_ADMIN)
+        .map(|r| r.severity)
+        .unwrap_or(Severity::High);
     let mut out = Vec::new();
     for c in all_containers(&w.spec) {
         let caps = added_caps(c.security_context);
@@ -70,12 +78,18 @@ pub fn net_admin(w: &Workload) -> Vec<Finding> {
         };
         let offending: Vec<&String> = caps
             .iter()
-            .filter(|cap| NETWORK_CONTROL_CAPS.contains(&cap.as_str()) && !allowed.contains(&cap.as_str()))
+            .filter(|cap| {
+                NETWORK_CONTROL_CAPS.contains(&cap.as_str()) && !allowed.contains(&cap.as_str())
+            })
             .collect();
         if offending.is_empty() {
             continue;
         }
-        let list = offending.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ");
+        let list = offending
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         let message = if istio_own {
             format!(
                 "Istio container {} adds {list}, more than Istio's injection gives it: it can rewrite the pod's capture rules",
@@ -106,7 +120,9 @@ pub fn net_admin(w: &Workload) -> Vec<Finding> {
 }
 
 pub fn privileged(w: &Workload) -> Vec<Finding> {
-    let severity = rule(PRIVILEGED).map(|r| r.severity).unwrap_or(Severity::Critical);
+    let severity = rule(PRIVILEGED)
+        .map(|r| r.severity)
+        .unwrap_or(Severity::Critical);
     let mut out = Vec::new();
     for c in all_containers(&w.spec) {
         if c.security_context.and_then(|s| s.privileged) != Some(true) {

@@ -36,7 +36,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
@@ -69,9 +72,18 @@ mod tests {
         };
         assert!(matches(&sel, &labels(&[("app", "web"), ("tier", "front")])));
         assert!(!matches(&sel, &labels(&[("app", "web"), ("tier", "db")])));
-        assert!(!matches(&sel, &labels(&[("app", "web"), ("tier", "front"), ("canary", "1")])));
-        assert!(!matches(&sel, &labels(&[("app", "web"), ("tier", "front"), ("team", "ops")])));
-        assert!(!matches(&sel, &labels(&[("app", "api"), ("tier", "front")])));
+        assert!(!matches(
+            &sel,
+            &labels(&[("app", "web"), ("tier", "front"), ("canary", "1")])
+        ));
+        assert!(!matches(
+            &sel,
+            &labels(&[("app", "web"), ("tier", "front"), ("team", "ops")])
+        ));
+        assert!(!matches(
+            &sel,
+            &labels(&[("app", "api"), ("tier", "front")])
+        ));
     }
 
     #[test]

@@ -51,7 +51,9 @@ pub fn sidecar_gaps(w: &Workload) -> Vec<String> {
         }
     }
     if istio::annotation(&w.meta, istio::STATUS_ANNOTATION).is_none() {
-        gaps.push("no sidecar.istio.io/status annotation: Istio did not inject this pod".to_string());
+        gaps.push(
+            "no sidecar.istio.io/status annotation: Istio did not inject this pod".to_string(),
+        );
     }
     let gateway = proxy.and_then(|p| p.role) == Some(ProxyRole::Gateway);
     let capture_programmed = istio::find_init_container(&w.spec, istio::INIT_CONTAINER).is_some()
@@ -136,7 +138,10 @@ pub fn sidecar_opt_out(w: &WorkloadFacts, ctx: &InjectionContext) -> Option<Find
     if !ctx.opted_out() || w.sidecar_gaps.is_empty() {
         return None;
     }
-    let (source, value) = ctx.pod_switch_source.clone().unwrap_or(("annotation", String::new()));
+    let (source, value) = ctx
+        .pod_switch_source
+        .clone()
+        .unwrap_or(("annotation", String::new()));
     Some(w.finding(
         SIDECAR_OPT_OUT,
         severity(SIDECAR_OPT_OUT),

@@ -267,6 +267,9 @@ pub fn run_scan(args: &ScanArgs) -> anyhow::Result<ExitCode> {
             args.format,
             args.color.enabled(),
         ))?;
+        if sinks.is_empty() {
+            return Ok(exit_code(&summary, false));
+        }
         let failures = sinks
             .deliver(Delivery {
                 findings: &scan.findings,

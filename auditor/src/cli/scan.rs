@@ -68,7 +68,11 @@ impl ScanArgs {
     pub fn check_options(&self) -> CheckOptions {
         let mut opts = CheckOptions::default();
         if !self.exempt_namespaces.is_empty() {
-            opts.host_network_exempt_namespaces = self.exempt_namespaces.iter().cloned().collect::<BTreeSet<_>>();
+            opts.host_network_exempt_namespaces = self
+                .exempt_namespaces
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<_>>();
         }
         opts
     }
@@ -91,7 +95,10 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
             for e in &errors {
                 let _ = writeln!(stderr, "error: {e}");
             }
-            let files: BTreeSet<_> = errors.iter().map(|e| e.path().display().to_string()).collect();
+            let files: BTreeSet<_> = errors
+                .iter()
+                .map(|e| e.path().display().to_string())
+                .collect();
             let _ = writeln!(
                 stderr,
                 "error: {} problem{} in {} file{}; nothing was scanned",
@@ -115,7 +122,11 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
     if sink_failed {
         return Ok(ExitCode::from(super::EXIT_SINK_FAILED));
     }
-    Ok(ExitCode::from(if summary.failed { EXIT_FINDINGS } else { EXIT_OK }))
+    Ok(ExitCode::from(if summary.failed {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    }))
 }
 
 /// Reads the manifests and judges them: the same findings, in the same order, as
@@ -150,7 +161,12 @@ pub fn scan_files(
 }
 
 /// Renders findings read from files in the requested format.
-pub fn render(findings: &[Finding], summary: &Summary, loaded: &LoadedInput, args: &ScanArgs) -> String {
+pub fn render(
+    findings: &[Finding],
+    summary: &Summary,
+    loaded: &LoadedInput,
+    args: &ScanArgs,
+) -> String {
     match args.format {
         Format::Json => sinks::json::render(findings, summary),
         Format::Table => sinks::table::render(findings, summary, args.color.enabled()),

@@ -39,7 +39,11 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn new(findings: &[Finding], fail_on: Severity, input: Option<serde_json::Value>) -> Summary {
+    pub fn new(
+        findings: &[Finding],
+        fail_on: Severity,
+        input: Option<serde_json::Value>,
+    ) -> Summary {
         let mut by_severity: BTreeMap<Severity, usize> =
             Severity::ALL.into_iter().map(|s| (s, 0)).collect();
         let mut by_rule = BTreeMap::new();

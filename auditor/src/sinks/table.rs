@@ -80,7 +80,11 @@ pub fn render(findings: &[Finding], summary: &Summary, colour_on: bool) -> Strin
         "{} finding{}{}{}",
         summary.findings,
         if summary.findings == 1 { "" } else { "s" },
-        if counts.is_empty() { String::new() } else { format!(" ({})", counts.join(", ")) },
+        if counts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", counts.join(", "))
+        },
         if summary.failed {
             format!("; failing at --fail-on {}", summary.fail_on)
         } else {

@@ -171,7 +171,8 @@ pub fn origin_key(kind: &str, namespace: Option<&str>, name: &str) -> String {
 /// `-` is standard input). All errors are collected, so a directory with several bad files names
 /// each of them; with any error nothing is returned.
 pub fn load_paths(paths: &[PathBuf]) -> Result<LoadedInput, Vec<InputError>> {
-    let (mut loaded, per_file) = read_paths_with(paths, Vec::new, |v: &mut Vec<Workload>, w| v.push(w))?;
+    let (mut loaded, per_file) =
+        read_paths_with(paths, Vec::new, |v: &mut Vec<Workload>, w| v.push(w))?;
     for workloads in per_file {
         loaded.snapshot.workloads.extend(workloads);
     }
@@ -207,7 +208,7 @@ where
         .clamp(1, 8)
         .min(files.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let read_one = |file: &PathBuf| -> (LoadedInput, Vec<InputError>, S) {
+    let read_one = |file: &PathBuf| -> FileOutcome<S> {
         let mut out = LoadedInput::default();
         let mut errs = Vec::new();
         let mut state = new_state();
@@ -221,7 +222,7 @@ where
         }
         (out, errs, state)
     };
-    let mut results: Vec<(usize, (LoadedInput, Vec<InputError>, S))> = std::thread::scope(|scope| {
+    let mut results: Vec<(usize, FileOutcome<S>)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
@@ -237,7 +238,10 @@ where
             .collect();
         workers
             .into_iter()
-            .flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .flat_map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
             .collect()
     });
     results.sort_by_key(|(i, _)| *i);
@@ -255,6 +259,9 @@ where
         Err(errors)
     }
 }
+
+/// What reading one file gave: its objects, its errors and its caller state.
+type FileOutcome<S> = (LoadedInput, Vec<InputError>, S);
 
 fn read_file(file: &Path) -> Result<String, InputError> {
     if file.as_os_str() == "-" {
@@ -325,7 +332,11 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), InputError> 
     Ok(())
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>, visited: &mut BTreeSet<PathBuf>) -> Result<(), InputError> {
+fn walk(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    visited: &mut BTreeSet<PathBuf>,
+) -> Result<(), InputError> {
     let io = |source| InputError::Io {
         path: dir.to_path_buf(),
         source,
@@ -554,7 +565,11 @@ impl<'a> ManifestReader<'a> {
     }
 
     fn count(&mut self, kind: &str) {
-        *self.summary.objects_by_kind.entry(kind.to_string()).or_default() += 1;
+        *self
+            .summary
+            .objects_by_kind
+            .entry(kind.to_string())
+            .or_default() += 1;
     }
 
     fn read_object(&mut self, value: Value, here: &Here<'_>) {
@@ -576,7 +591,12 @@ impl<'a> ManifestReader<'a> {
             Some(Value::String(k)) => k.clone(),
             Some(other) => {
                 let found = json_type(other);
-                self.object_error(here, "object", "kind", format!("expected a string, found {found}"));
+                self.object_error(
+                    here,
+                    "object",
+                    "kind",
+                    format!("expected a string, found {found}"),
+                );
                 return;
             }
         };
@@ -585,7 +605,12 @@ impl<'a> ManifestReader<'a> {
             Some(Value::String(v)) => Some(v.clone()),
             Some(other) => {
                 let found = json_type(other);
-                self.object_error(here, &kind, "apiVersion", format!("expected a string, found {found}"));
+                self.object_error(
+                    here,
+                    &kind,
+                    "apiVersion",
+                    format!("expected a string, found {found}"),
+                );
                 return;
             }
         };
@@ -654,11 +679,12 @@ impl<'a> ManifestReader<'a> {
                 }
                 self.read_mesh_config(&label, obj, here);
             }
-            "WasmPlugin" | "EnvoyFilter"
-                if group.is_some_and(|g| g.ends_with("istio.io")) =>
-            {
+            "WasmPlugin" | "EnvoyFilter" if group.is_some_and(|g| g.ends_with("istio.io")) => {
                 self.count(&kind);
-                obj.insert("metadata".into(), serde_json::to_value(&meta).unwrap_or(Value::Null));
+                obj.insert(
+                    "metadata".into(),
+                    serde_json::to_value(&meta).unwrap_or(Value::Null),
+                );
                 self.snapshot.extra.push(Value::Object(obj));
             }
             _ => {
@@ -686,12 +712,22 @@ impl<'a> ManifestReader<'a> {
             }
             Some(other) => {
                 let found = json_type(&other);
-                self.object_error(here, kind, "items", format!("expected a list, found {found}"));
+                self.object_error(
+                    here,
+                    kind,
+                    "items",
+                    format!("expected a list, found {found}"),
+                );
             }
         }
     }
 
-    fn metadata(&mut self, obj: &mut Map<String, Value>, here: &Here<'_>, kind: &str) -> Option<ObjectMeta> {
+    fn metadata(
+        &mut self,
+        obj: &mut Map<String, Value>,
+        here: &Here<'_>,
+        kind: &str,
+    ) -> Option<ObjectMeta> {
         match obj.remove("metadata") {
             None | Some(Value::Null) => Some(ObjectMeta::default()),
             Some(v) => match typed::<ObjectMeta>(v) {
@@ -710,7 +746,12 @@ impl<'a> ManifestReader<'a> {
             Some(Value::String(s)) => s.clone(),
             Some(other) => {
                 let found = json_type(other);
-                self.object_error(here, label, "data.mesh", format!("expected a string, found {found}"));
+                self.object_error(
+                    here,
+                    label,
+                    "data.mesh",
+                    format!("expected a string, found {found}"),
+                );
                 return;
             }
             None => {
@@ -802,7 +843,12 @@ impl<'a> ManifestReader<'a> {
                 }
             };
             let Some(pod_spec) = template.spec else {
-                self.object_error(here, label, &format!("{path}.spec"), "pod template has no spec".to_string());
+                self.object_error(
+                    here,
+                    label,
+                    &format!("{path}.spec"),
+                    "pod template has no spec".to_string(),
+                );
                 return;
             };
             Workload {
@@ -815,7 +861,12 @@ impl<'a> ManifestReader<'a> {
             }
         };
         self.summary.workloads += 1;
-        self.remember(kind.as_str(), Some(&workload.namespace), &workload.name, here);
+        self.remember(
+            kind.as_str(),
+            Some(&workload.namespace),
+            &workload.name,
+            here,
+        );
         (self.on_workload)(workload);
     }
 }
@@ -825,10 +876,15 @@ fn template_of(kind: WorkloadKind, spec: Value) -> Result<(Value, &'static str),
     let take = |v: Value, key: &str, at: &str| -> Result<Value, (String, String)> {
         match v {
             Value::Object(mut m) => match m.remove(key) {
-                None | Some(Value::Null) => Err((format!("{at}.{key}"), format!("{kind} has no {at}.{key}"))),
+                None | Some(Value::Null) => {
+                    Err((format!("{at}.{key}"), format!("{kind} has no {at}.{key}")))
+                }
                 Some(inner) => Ok(inner),
             },
-            other => Err((at.to_string(), format!("expected a mapping, found {}", json_type(&other)))),
+            other => Err((
+                at.to_string(),
+                format!("expected a mapping, found {}", json_type(&other)),
+            )),
         }
     };
     if kind == WorkloadKind::CronJob {
@@ -845,7 +901,11 @@ fn template_of(kind: WorkloadKind, spec: Value) -> Result<(Value, &'static str),
 fn typed<T: DeserializeOwned>(v: Value) -> Result<T, (String, String)> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
-        let path = if path == "." { "(root)".to_string() } else { path };
+        let path = if path == "." {
+            "(root)".to_string()
+        } else {
+            path
+        };
         (path, e.into_inner().to_string())
     })
 }
@@ -890,7 +950,11 @@ fn line_at(text: &str, offset: usize) -> usize {
     // Skip leading whitespace so the line is where the value starts.
     let rest = &text[offset..];
     let skipped = rest.len() - rest.trim_start().len();
-    text[..offset + skipped].bytes().filter(|b| *b == b'\n').count() + 1
+    text[..offset + skipped]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 /// The parser's message without its own location suffix (the caller reports the location).
@@ -953,6 +1017,11 @@ items:
         let errs = load_str("bad.yaml", text).unwrap_err();
         assert_eq!(errs.len(), 1);
         let msg = errs[0].to_string();
-        assert!(msg.starts_with("bad.yaml:4: document 2: Pod p: spec.containers[0].securityContext.runAsUser:"), "{msg}");
+        assert!(
+            msg.starts_with(
+                "bad.yaml:4: document 2: Pod p: spec.containers[0].securityContext.runAsUser:"
+            ),
+            "{msg}"
+        );
     }
 }

@@ -57,7 +57,9 @@ pub enum ConfigErrorKind {
     UnsupportedAction(String),
     #[error("action {} is not one of ALLOW, DENY, AUDIT", quote(.0))]
     InvalidAction(String),
-    #[error("a DENY policy without `rules` never matches; add an empty rule `{{}}` to deny everything")]
+    #[error(
+        "a DENY policy without `rules` never matches; add an empty rule `{{}}` to deny everything"
+    )]
     DenyWithoutRules,
     #[error("`{0}` must not be empty; leave it out to match anything")]
     EmptyList(&'static str),

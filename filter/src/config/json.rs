@@ -5,6 +5,8 @@
 //! [`super::read`]. Strict on purpose: duplicate keys, trailing data, invalid UTF-8, lone
 //! surrogates and nesting deeper than [`MAX_DEPTH`] are refused. Numbers keep their text.
 
+use std::fmt::Write as _;
+
 use super::error::{ConfigError, ConfigErrorKind, ConfigPath};
 
 /// Deepest nesting accepted; the configuration needs 7 levels, and recursion must stay bounded.
@@ -85,7 +87,9 @@ impl Parser<'_> {
         }
         ConfigError::new(
             path,
-            ConfigErrorKind::Syntax(format!("invalid JSON at line {line} column {column}: {what}")),
+            ConfigErrorKind::Syntax(format!(
+                "invalid JSON at line {line} column {column}: {what}"
+            )),
         )
     }
 
@@ -226,7 +230,9 @@ impl Parser<'_> {
                 }
                 Some(b'\\') => {
                     self.pos += 1;
-                    let escape = self.peek().ok_or_else(|| self.error("unterminated string"))?;
+                    let escape = self
+                        .peek()
+                        .ok_or_else(|| self.error("unterminated string"))?;
                     self.pos += 1;
                     match escape {
                         b'"' => out.push('"'),
@@ -295,7 +301,9 @@ impl Parser<'_> {
                 return Err(self.error("invalid number"));
             }
         }
-        Ok(Json::Number(self.text.get(start..self.pos).unwrap_or("").to_string()))
+        Ok(Json::Number(
+            self.text.get(start..self.pos).unwrap_or("").to_string(),
+        ))
     }
 }
 
@@ -309,7 +317,10 @@ pub struct JsonWriter {
 
 impl JsonWriter {
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            out: String::with_capacity(512),
+            has_member: Vec::with_capacity(4),
+        }
     }
 
     fn separator(&mut self) {
@@ -324,7 +335,7 @@ impl JsonWriter {
     #[inline(never)]
     fn key(&mut self, key: &str) {
         self.separator();
-        self.out.push_str(&crate::text::quote(key));
+        crate::text::push_quoted(&mut self.out, key);
         self.out.push(':');
     }
 
@@ -370,14 +381,14 @@ impl JsonWriter {
     #[inline(never)]
     pub fn element_str(&mut self, value: &str) {
         self.separator();
-        self.out.push_str(&crate::text::quote(value));
+        crate::text::push_quoted(&mut self.out, value);
     }
 
     #[inline(never)]
     pub fn str(&mut self, key: &str, value: Option<&str>) {
         self.key(key);
         match value {
-            Some(v) => self.out.push_str(&crate::text::quote(v)),
+            Some(v) => crate::text::push_quoted(&mut self.out, v),
             None => self.out.push_str("null"),
         }
     }
@@ -386,12 +397,21 @@ impl JsonWriter {
     pub fn uint(&mut self, key: &str, value: Option<u64>) {
         self.key(key);
         match value {
-            Some(v) => self.out.push_str(&v.to_string()),
+            Some(v) => {
+                let _ = write!(self.out, "{v}");
+            }
             None => self.out.push_str("null"),
         }
     }
 
     #[inline(never)]
+    /// A string value written through `Display` (addresses), which needs no escaping.
+    #[inline(never)]
+    pub fn display(&mut self, key: &str, value: &dyn std::fmt::Display) {
+        self.key(key);
+        let _ = write!(self.out, "\"{value}\"");
+    }
+
     pub fn bool(&mut self, key: &str, value: bool) {
         self.key(key);
         self.out.push_str(if value { "true" } else { "false" });
@@ -417,13 +437,25 @@ mod tests {
     #[test]
     fn parses_values() {
         assert_eq!(ok(" null "), Json::Null);
-        assert_eq!(ok("[true,false]"), Json::Array(vec![Json::Bool(true), Json::Bool(false)]));
+        assert_eq!(
+            ok("[true,false]"),
+            Json::Array(vec![Json::Bool(true), Json::Bool(false)])
+        );
         assert_eq!(ok("-12.5e+3"), Json::Number("-12.5e+3".into()));
-        assert_eq!(ok(r#""a\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00""#), Json::String("a\"\\/\u{8}\u{c}\n\r\té😀".into()));
+        assert_eq!(
+            ok(r#""a\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00""#),
+            Json::String("a\"\\/\u{8}\u{c}\n\r\té😀".into())
+        );
         assert_eq!(
             ok(r#"{"a":{"b":[1]},"c":"d"}"#),
             Json::Object(vec![
-                ("a".into(), Json::Object(vec![("b".into(), Json::Array(vec![Json::Number("1".into())]))])),
+                (
+                    "a".into(),
+                    Json::Object(vec![(
+                        "b".into(),
+                        Json::Array(vec![Json::Number("1".into())])
+                    )])
+                ),
                 ("c".into(), Json::String("d".into())),
             ])
         );
@@ -431,8 +463,14 @@ mod tests {
 
     #[test]
     fn refuses_bad_documents() {
-        assert_eq!(err(r#"{"a":1,"a":2}"#), "$: invalid JSON at line 1 column 11: duplicate key \"a\"");
-        assert_eq!(err("{\"policies\":[{\"name\":\"x\",}]}"), "policies[0]: invalid JSON at line 1 column 26: expected a key in double quotes");
+        assert_eq!(
+            err(r#"{"a":1,"a":2}"#),
+            "$: invalid JSON at line 1 column 11: duplicate key \"a\""
+        );
+        assert_eq!(
+            err("{\"policies\":[{\"name\":\"x\",}]}"),
+            "policies[0]: invalid JSON at line 1 column 26: expected a key in double quotes"
+        );
         assert!(err("[1] x").contains("trailing characters"));
         assert!(err("01").contains("invalid number"));
         assert!(err("1.").contains("invalid number"));
@@ -443,7 +481,10 @@ mod tests {
         assert!(err("").contains("unexpected end of input"));
         assert!(parse(b"\"\xff\"").is_err());
         assert!(err(&"[".repeat(100)).contains("nesting is too deep"));
-        assert_eq!(err("{\n  \"a\": [1,\n  2 3]}"), "a: invalid JSON at line 3 column 5: expected `,` or `]`");
+        assert_eq!(
+            err("{\n  \"a\": [1,\n  2 3]}"),
+            "a: invalid JSON at line 3 column 5: expected `,` or `]`"
+        );
     }
 
     #[test]
@@ -460,6 +501,9 @@ mod tests {
         w.end_object();
         w.end_array();
         w.end_object();
-        assert_eq!(w.finish(), r#"{"a":"x\"y","b":null,"c":7,"d":["e",{"f":true}]}"#);
+        assert_eq!(
+            w.finish(),
+            r#"{"a":"x\"y","b":null,"c":7,"d":["e",{"f":true}]}"#
+        );
     }
 }

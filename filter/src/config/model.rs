@@ -211,7 +211,14 @@ impl ToSpec {
 
 impl OperationSpec {
     const FIELDS: &'static [&'static str] = &[
-        "hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths",
+        "hosts",
+        "notHosts",
+        "ports",
+        "notPorts",
+        "methods",
+        "notMethods",
+        "paths",
+        "notPaths",
     ];
 
     pub fn read(value: &Json, path: &ConfigPath) -> Result<Self, ConfigError> {

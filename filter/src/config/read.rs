@@ -25,7 +25,11 @@ pub struct ObjectReader<'a> {
 impl<'a> ObjectReader<'a> {
     /// `known` lists every field name of this object, for the unknown-field error.
     #[inline(never)]
-    pub fn new(value: &'a Json, path: &ConfigPath, known: &'static [&'static str]) -> Result<Self, ConfigError> {
+    pub fn new(
+        value: &'a Json,
+        path: &ConfigPath,
+        known: &'static [&'static str],
+    ) -> Result<Self, ConfigError> {
         match value {
             Json::Object(members) => Ok(Self {
                 members,
@@ -56,13 +60,18 @@ impl<'a> ObjectReader<'a> {
 
     #[inline(never)]
     pub fn string(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
-        self.take(key).map(|(v, path)| read_string(v, &path)).transpose()
+        self.take(key)
+            .map(|(v, path)| read_string(v, &path))
+            .transpose()
     }
 
     #[inline(never)]
     pub fn required_string(&mut self, key: &'static str) -> Result<String, ConfigError> {
         self.string(key)?.ok_or_else(|| {
-            ConfigError::new(self.path.clone(), ConfigErrorKind::Syntax(format!("missing field `{key}`")))
+            ConfigError::new(
+                self.path.clone(),
+                ConfigErrorKind::Syntax(format!("missing field `{key}`")),
+            )
         })
     }
 

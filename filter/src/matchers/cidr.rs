@@ -147,9 +147,23 @@ mod tests {
         assert!(IpBlock::parse("10.0.0.0/8").is_ok());
         assert!(IpBlock::parse("1.2.3.4").is_ok());
         assert!(IpBlock::parse("2001:db8::/32").is_ok());
-        assert!(matches!(IpBlock::parse("10.0.0.0/33"), Err(IpBlockError::PrefixTooLong(..))));
-        assert!(matches!(IpBlock::parse("::/129"), Err(IpBlockError::PrefixTooLong(..))));
-        for bad in ["10.0.0.300", "10.0.0.0/", "10.0.0.0/-1", "abc", "", "10.0.0.0/8/8", "010.0.0.1"] {
+        assert!(matches!(
+            IpBlock::parse("10.0.0.0/33"),
+            Err(IpBlockError::PrefixTooLong(..))
+        ));
+        assert!(matches!(
+            IpBlock::parse("::/129"),
+            Err(IpBlockError::PrefixTooLong(..))
+        ));
+        for bad in [
+            "10.0.0.300",
+            "10.0.0.0/",
+            "10.0.0.0/-1",
+            "abc",
+            "",
+            "10.0.0.0/8/8",
+            "010.0.0.1",
+        ] {
             assert!(IpBlock::parse(bad).is_err(), "{bad}");
         }
     }

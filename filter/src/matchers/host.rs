@@ -6,8 +6,8 @@
 //! the cost of a lookup depends on the length of the name, not on the number of patterns.
 
 use super::string::{PatternError, StringPattern};
-use crate::text::{quote, sort_by};
 use super::{fast_map, insert_id, visit, AffixMap, IdMap};
+use crate::text::{quote, sort_by};
 
 /// A host pattern after normalisation (lower case, no port, no trailing dot).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -57,7 +57,10 @@ impl HostPattern {
         if text.len() > 1 {
             text = text.strip_suffix('.').unwrap_or(text);
         }
-        if text.bytes().any(|b| b.is_ascii_whitespace() || b == b'/' || b == b'@') {
+        if text
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b == b'/' || b == b'@')
+        {
             return Err(HostPatternError::Invalid(raw.to_string()));
         }
         Ok(match StringPattern::parse(text)? {
@@ -296,14 +299,21 @@ pub fn normalize_host(authority: &str) -> Result<String, AuthorityError> {
     let malformed = || AuthorityError::Malformed(authority.to_string());
     let (name, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (inside, after) = rest.split_once(']').ok_or_else(malformed)?;
-        if inside.is_empty() || !inside.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+        if inside.is_empty()
+            || !inside
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
             return Err(malformed());
         }
         let port = match after {
             "" => None,
             _ => Some(after.strip_prefix(':').ok_or_else(malformed)?),
         };
-        (authority.get(..inside.len() + 2).ok_or_else(malformed)?, port)
+        (
+            authority.get(..inside.len() + 2).ok_or_else(malformed)?,
+            port,
+        )
     } else {
         match authority.split_once(':') {
             Some((name, port)) => (name, Some(port)),
@@ -356,7 +366,10 @@ mod tests {
     use super::*;
 
     fn matcher(patterns: &[&str]) -> HostMatcher {
-        let parsed: Vec<HostPattern> = patterns.iter().map(|p| HostPattern::parse(p).unwrap()).collect();
+        let parsed: Vec<HostPattern> = patterns
+            .iter()
+            .map(|p| HostPattern::parse(p).unwrap())
+            .collect();
         HostMatcher::new(&parsed)
     }
 
@@ -364,22 +377,61 @@ mod tests {
     fn normalizes_authorities() {
         assert_eq!(normalize_host("EVIL.example:443").unwrap(), "evil.example");
         assert_eq!(normalize_host("evil.example.").unwrap(), "evil.example");
-        assert_eq!(normalize_host("evil.example.:8443").unwrap(), "evil.example");
-        assert_eq!(normalize_host("[2001:DB8::1]:443").unwrap(), "[2001:db8::1]");
+        assert_eq!(
+            normalize_host("evil.example.:8443").unwrap(),
+            "evil.example"
+        );
+        assert_eq!(
+            normalize_host("[2001:DB8::1]:443").unwrap(),
+            "[2001:db8::1]"
+        );
         assert_eq!(normalize_host("10.0.0.1:80").unwrap(), "10.0.0.1");
-        for bad in ["", ":443", ".a.com", "a..com", ".", "a b", "user@host", "host:", "host:99999", "host:12a", "[::1", "[::1]x", "a/b", "a:1:2"] {
+        for bad in [
+            "",
+            ":443",
+            ".a.com",
+            "a..com",
+            ".",
+            "a b",
+            "user@host",
+            "host:",
+            "host:99999",
+            "host:12a",
+            "[::1",
+            "[::1]x",
+            "a/b",
+            "a:1:2",
+        ] {
             assert!(normalize_host(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn host_patterns() {
-        assert_eq!(HostPattern::parse("*.Example.COM"), Ok(HostPattern::Subdomain("example.com".into())));
-        assert_eq!(HostPattern::parse("example.com:*"), Ok(HostPattern::Exact("example.com".into())));
-        assert_eq!(HostPattern::parse("example.com."), Ok(HostPattern::Exact("example.com".into())));
-        assert_eq!(HostPattern::parse("*example.com"), Ok(HostPattern::Suffix("example.com".into())));
-        assert_eq!(HostPattern::parse("api.*"), Ok(HostPattern::Prefix("api.".into())));
-        assert!(matches!(HostPattern::parse("example.com:443"), Err(HostPatternError::HasPort(_))));
+        assert_eq!(
+            HostPattern::parse("*.Example.COM"),
+            Ok(HostPattern::Subdomain("example.com".into()))
+        );
+        assert_eq!(
+            HostPattern::parse("example.com:*"),
+            Ok(HostPattern::Exact("example.com".into()))
+        );
+        assert_eq!(
+            HostPattern::parse("example.com."),
+            Ok(HostPattern::Exact("example.com".into()))
+        );
+        assert_eq!(
+            HostPattern::parse("*example.com"),
+            Ok(HostPattern::Suffix("example.com".into()))
+        );
+        assert_eq!(
+            HostPattern::parse("api.*"),
+            Ok(HostPattern::Prefix("api.".into()))
+        );
+        assert!(matches!(
+            HostPattern::parse("example.com:443"),
+            Err(HostPatternError::HasPort(_))
+        ));
         assert!(HostPattern::parse("api.*.example").is_err());
         assert!(HostPattern::parse("").is_err());
     }

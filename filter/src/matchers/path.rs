@@ -39,7 +39,9 @@ enum Token {
     OneSegment,
     /// `{**}` and everything after it (only literals may follow): zero or more path characters
     /// or `/`, then exactly `tail`.
-    Rest { tail: String },
+    Rest {
+        tail: String,
+    },
 }
 
 /// RFC 3986 `pchar` without `*` (Envoy's literal set for templates); `%` keeps escapes intact.
@@ -207,12 +209,30 @@ mod tests {
 
     #[test]
     fn invalid_templates() {
-        assert!(matches!(PathPattern::parse("/*/baz/{*}"), Err(PathPatternError::InvalidLiteral(..))));
-        assert!(matches!(PathPattern::parse("/**/baz/{*}"), Err(PathPatternError::InvalidLiteral(..))));
-        assert!(matches!(PathPattern::parse("/{**}/foo/{*}"), Err(PathPatternError::AnyNotLast(_))));
-        assert!(matches!(PathPattern::parse("/foo/{*}.txt"), Err(PathPatternError::OperatorNotWholeSegment(_))));
-        assert!(matches!(PathPattern::parse("foo/{*}"), Err(PathPatternError::TemplateNotAbsolute(_))));
-        assert!(matches!(PathPattern::parse("/foo/{id}"), Err(PathPatternError::OperatorNotWholeSegment(_))));
+        assert!(matches!(
+            PathPattern::parse("/*/baz/{*}"),
+            Err(PathPatternError::InvalidLiteral(..))
+        ));
+        assert!(matches!(
+            PathPattern::parse("/**/baz/{*}"),
+            Err(PathPatternError::InvalidLiteral(..))
+        ));
+        assert!(matches!(
+            PathPattern::parse("/{**}/foo/{*}"),
+            Err(PathPatternError::AnyNotLast(_))
+        ));
+        assert!(matches!(
+            PathPattern::parse("/foo/{*}.txt"),
+            Err(PathPatternError::OperatorNotWholeSegment(_))
+        ));
+        assert!(matches!(
+            PathPattern::parse("foo/{*}"),
+            Err(PathPatternError::TemplateNotAbsolute(_))
+        ));
+        assert!(matches!(
+            PathPattern::parse("/foo/{id}"),
+            Err(PathPatternError::OperatorNotWholeSegment(_))
+        ));
         assert!(PathPattern::parse("/a//{*}").is_err());
     }
 

@@ -50,7 +50,10 @@ mod tests {
         for bad in ["0", "65536", "https", "", "-1", "44 3", "+443", "123456"] {
             assert!(parse_port(bad).is_err(), "{bad}");
         }
-        assert_eq!(parse_port("https").unwrap_err().to_string(), "\"https\" is not a port");
+        assert_eq!(
+            parse_port("https").unwrap_err().to_string(),
+            "\"https\" is not a port"
+        );
         let set = PortSet::new([443, 80, 443]);
         assert!(set.contains(80) && set.contains(443) && !set.contains(8080));
     }

@@ -134,9 +134,18 @@ mod tests {
 
     #[test]
     fn parses_istio_forms() {
-        assert_eq!(StringPattern::parse("abc"), Ok(StringPattern::Exact("abc".into())));
-        assert_eq!(StringPattern::parse("abc*"), Ok(StringPattern::Prefix("abc".into())));
-        assert_eq!(StringPattern::parse("*abc"), Ok(StringPattern::Suffix("abc".into())));
+        assert_eq!(
+            StringPattern::parse("abc"),
+            Ok(StringPattern::Exact("abc".into()))
+        );
+        assert_eq!(
+            StringPattern::parse("abc*"),
+            Ok(StringPattern::Prefix("abc".into()))
+        );
+        assert_eq!(
+            StringPattern::parse("*abc"),
+            Ok(StringPattern::Suffix("abc".into()))
+        );
         assert_eq!(StringPattern::parse("*"), Ok(StringPattern::Presence));
         assert_eq!(StringPattern::parse(""), Err(PatternError::Empty));
         assert!(StringPattern::parse("a*c").is_err());
@@ -151,7 +160,9 @@ mod tests {
             .map(|p| StringPattern::parse(p).unwrap())
             .collect();
         let matcher = StringMatcher::new(&patterns);
-        for value in ["GET", "POST", "PO", "PATCH", "CH", "x", "", "DELETE", "get", "Gé", "é"] {
+        for value in [
+            "GET", "POST", "PO", "PATCH", "CH", "x", "", "DELETE", "get", "Gé", "é",
+        ] {
             let expected = patterns.iter().any(|p| p.matches(value));
             assert_eq!(matcher.matches(value), expected, "{value}");
         }

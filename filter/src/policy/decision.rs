@@ -151,7 +151,9 @@ impl Decision<'_> {
     pub fn deny_body(&self) -> String {
         match (&self.reason, self.policy) {
             (Reason::DeniedByPolicy, Some(policy)) => format!("egress denied by policy {policy}\n"),
-            (Reason::CannotEvaluate(_), _) => "egress denied: request could not be evaluated\n".to_string(),
+            (Reason::CannotEvaluate(_), _) => {
+                "egress denied: request could not be evaluated\n".to_string()
+            }
             _ => "egress denied: no ALLOW policy matched\n".to_string(),
         }
     }

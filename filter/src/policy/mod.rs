@@ -255,7 +255,10 @@ impl CompiledPolicy {
         for (p, spec) in specs.iter().enumerate() {
             let path = path.index(p);
             validate_name(&spec.name, &path.field("name"))?;
-            if names.insert(spec.name.as_str().into(), Vec::new()).is_some() {
+            if names
+                .insert(spec.name.as_str().into(), Vec::new())
+                .is_some()
+            {
                 return Err(ConfigError::new(
                     path.field("name"),
                     ConfigErrorKind::DuplicateName(spec.name.clone()),
@@ -264,7 +267,10 @@ impl CompiledPolicy {
             let action = parse_action(spec.action.as_deref(), &path.field("action"))?;
             // Istio's validation refuses this: it would look like a deny-all but never matches.
             if action == PolicyAction::Deny && spec.rules.as_ref().is_none_or(Vec::is_empty) {
-                return Err(ConfigError::new(path.clone(), ConfigErrorKind::DenyWithoutRules));
+                return Err(ConfigError::new(
+                    path.clone(),
+                    ConfigErrorKind::DenyWithoutRules,
+                ));
             }
             let info = PolicyInfo {
                 name: spec.name.clone(),
@@ -284,10 +290,18 @@ impl CompiledPolicy {
                 }
                 let (policy, rule_index) = (p as u32, r as u32);
                 if let Some(tcp_matcher) = rule.tcp {
-                    let entry = RuleEntry { policy, rule: rule_index, matcher: tcp_matcher };
+                    let entry = RuleEntry {
+                        policy,
+                        rule: rule_index,
+                        matcher: tcp_matcher,
+                    };
                     tcp.list(&info).push(entry, rule.sni_keys.clone());
                 }
-                let entry = RuleEntry { policy, rule: rule_index, matcher: rule.http };
+                let entry = RuleEntry {
+                    policy,
+                    rule: rule_index,
+                    matcher: rule.http,
+                };
                 http.list(&info).push(entry, rule.host_keys);
             }
             policies.push(info);
@@ -376,7 +390,12 @@ impl CompiledPolicy {
         decision
     }
 
-    fn dry_run_hits<'p>(&'p self, tier: &Tier, attrs: &Attributes, actual: &Decision<'_>) -> Vec<DryRunHit<'p>> {
+    fn dry_run_hits<'p>(
+        &'p self,
+        tier: &Tier,
+        attrs: &Attributes,
+        actual: &Decision<'_>,
+    ) -> Vec<DryRunHit<'p>> {
         let denied_by_policy = actual.reason == Reason::DeniedByPolicy;
         let matched = tier.dry_run.matches_per_policy(attrs);
         let mut hits: Vec<(u32, DryRunHit<'p>)> = matched
@@ -388,7 +407,14 @@ impl CompiledPolicy {
                     PolicyAction::Allow if denied_by_policy => WouldBe::Deny,
                     PolicyAction::Allow => WouldBe::Allow,
                 };
-                Some((p, DryRunHit { policy: self.name(p), rule: Some(r as usize), would_be }))
+                Some((
+                    p,
+                    DryRunHit {
+                        policy: self.name(p),
+                        rule: Some(r as usize),
+                        would_be,
+                    },
+                ))
             })
             .collect();
         // An ALLOW policy that does not match would deny a request allowed only because no
@@ -396,7 +422,14 @@ impl CompiledPolicy {
         if actual.reason == Reason::NoAllowPolicies {
             for &p in &self.dry_run_allow {
                 if !matched.iter().any(|(m, _)| *m == p) {
-                    hits.push((p, DryRunHit { policy: self.name(p), rule: None, would_be: WouldBe::Deny }));
+                    hits.push((
+                        p,
+                        DryRunHit {
+                            policy: self.name(p),
+                            rule: None,
+                            would_be: WouldBe::Deny,
+                        },
+                    ));
                 }
             }
             sort_by(&mut hits, |a, b| a.0 < b.0);

@@ -174,7 +174,10 @@ fn parse_list<T, E: ToString>(
 }
 
 #[inline(never)]
-fn parse_ports(values: &Option<Vec<Scalar>>, path: &ConfigPath) -> Result<Option<Vec<u16>>, ConfigError> {
+fn parse_ports(
+    values: &Option<Vec<Scalar>>,
+    path: &ConfigPath,
+) -> Result<Option<Vec<u16>>, ConfigError> {
     let Some(values) = values.as_ref().filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
@@ -202,10 +205,12 @@ fn string_check(
     negated: bool,
     make: fn(StringMatcher) -> FieldMatcher,
 ) -> Result<Option<Check>, ConfigError> {
-    Ok(parse_list(values, path, StringPattern::parse)?.map(|patterns| Check {
-        field: make(StringMatcher::new(&patterns)),
-        negated,
-    }))
+    Ok(
+        parse_list(values, path, StringPattern::parse)?.map(|patterns| Check {
+            field: make(StringMatcher::new(&patterns)),
+            negated,
+        }),
+    )
 }
 
 #[inline(never)]
@@ -215,10 +220,12 @@ fn cidr_check(
     negated: bool,
     make: fn(CidrSet) -> FieldMatcher,
 ) -> Result<Option<Check>, ConfigError> {
-    Ok(parse_list(values, path, IpBlock::parse)?.map(|blocks| Check {
-        field: make(CidrSet::new(&blocks)),
-        negated,
-    }))
+    Ok(
+        parse_list(values, path, IpBlock::parse)?.map(|blocks| Check {
+            field: make(CidrSet::new(&blocks)),
+            negated,
+        }),
+    )
 }
 
 #[inline(never)]
@@ -240,18 +247,61 @@ fn compile_source(spec: &SourceSpec, path: &ConfigPath) -> Result<Vec<Check>, Co
         }
     }
     let checks = [
-        string_check(&spec.principals, &path.field("principals"), false, FieldMatcher::Principal)?,
-        string_check(&spec.not_principals, &path.field("notPrincipals"), true, FieldMatcher::Principal)?,
-        string_check(&spec.namespaces, &path.field("namespaces"), false, FieldMatcher::Namespace)?,
-        string_check(&spec.not_namespaces, &path.field("notNamespaces"), true, FieldMatcher::Namespace)?,
-        cidr_check(&spec.ip_blocks, &path.field("ipBlocks"), false, FieldMatcher::SourceIp)?,
-        cidr_check(&spec.not_ip_blocks, &path.field("notIpBlocks"), true, FieldMatcher::SourceIp)?,
-        cidr_check(&spec.remote_ip_blocks, &path.field("remoteIpBlocks"), false, FieldMatcher::RemoteIp)?,
-        cidr_check(&spec.not_remote_ip_blocks, &path.field("notRemoteIpBlocks"), true, FieldMatcher::RemoteIp)?,
+        string_check(
+            &spec.principals,
+            &path.field("principals"),
+            false,
+            FieldMatcher::Principal,
+        )?,
+        string_check(
+            &spec.not_principals,
+            &path.field("notPrincipals"),
+            true,
+            FieldMatcher::Principal,
+        )?,
+        string_check(
+            &spec.namespaces,
+            &path.field("namespaces"),
+            false,
+            FieldMatcher::Namespace,
+        )?,
+        string_check(
+            &spec.not_namespaces,
+            &path.field("notNamespaces"),
+            true,
+            FieldMatcher::Namespace,
+        )?,
+        cidr_check(
+            &spec.ip_blocks,
+            &path.field("ipBlocks"),
+            false,
+            FieldMatcher::SourceIp,
+        )?,
+        cidr_check(
+            &spec.not_ip_blocks,
+            &path.field("notIpBlocks"),
+            true,
+            FieldMatcher::SourceIp,
+        )?,
+        cidr_check(
+            &spec.remote_ip_blocks,
+            &path.field("remoteIpBlocks"),
+            false,
+            FieldMatcher::RemoteIp,
+        )?,
+        cidr_check(
+            &spec.not_remote_ip_blocks,
+            &path.field("notRemoteIpBlocks"),
+            true,
+            FieldMatcher::RemoteIp,
+        )?,
     ];
     let checks: Vec<Check> = checks.into_iter().flatten().collect();
     if checks.is_empty() {
-        return Err(ConfigError::new(path.clone(), ConfigErrorKind::EmptyObject("from.source")));
+        return Err(ConfigError::new(
+            path.clone(),
+            ConfigErrorKind::EmptyObject("from.source"),
+        ));
     }
     Ok(checks)
 }
@@ -275,27 +325,58 @@ fn compile_operation(
         _ => *host_keys = None,
     }
     if let Some(hosts) = &hosts {
-        checks.push(Check { field: FieldMatcher::Host(HostMatcher::new(hosts)), negated: false });
+        checks.push(Check {
+            field: FieldMatcher::Host(HostMatcher::new(hosts)),
+            negated: false,
+        });
     }
     if let Some(hosts) = &not_hosts {
-        checks.push(Check { field: FieldMatcher::Host(HostMatcher::new(hosts)), negated: true });
+        checks.push(Check {
+            field: FieldMatcher::Host(HostMatcher::new(hosts)),
+            negated: true,
+        });
     }
     if let Some(ports) = ports {
-        checks.push(Check { field: FieldMatcher::DestinationPort(PortSet::new(ports)), negated: false });
+        checks.push(Check {
+            field: FieldMatcher::DestinationPort(PortSet::new(ports)),
+            negated: false,
+        });
     }
     if let Some(ports) = not_ports {
-        checks.push(Check { field: FieldMatcher::DestinationPort(PortSet::new(ports)), negated: true });
+        checks.push(Check {
+            field: FieldMatcher::DestinationPort(PortSet::new(ports)),
+            negated: true,
+        });
     }
-    checks.extend(string_check(&spec.methods, &path.field("methods"), false, FieldMatcher::Method)?);
-    checks.extend(string_check(&spec.not_methods, &path.field("notMethods"), true, FieldMatcher::Method)?);
+    checks.extend(string_check(
+        &spec.methods,
+        &path.field("methods"),
+        false,
+        FieldMatcher::Method,
+    )?);
+    checks.extend(string_check(
+        &spec.not_methods,
+        &path.field("notMethods"),
+        true,
+        FieldMatcher::Method,
+    )?);
     if let Some(paths) = &paths {
-        checks.push(Check { field: FieldMatcher::Path(PathMatcher::new(paths)), negated: false });
+        checks.push(Check {
+            field: FieldMatcher::Path(PathMatcher::new(paths)),
+            negated: false,
+        });
     }
     if let Some(paths) = &not_paths {
-        checks.push(Check { field: FieldMatcher::Path(PathMatcher::new(paths)), negated: true });
+        checks.push(Check {
+            field: FieldMatcher::Path(PathMatcher::new(paths)),
+            negated: true,
+        });
     }
     if checks.is_empty() {
-        return Err(ConfigError::new(path.clone(), ConfigErrorKind::EmptyObject("to.operation")));
+        return Err(ConfigError::new(
+            path.clone(),
+            ConfigErrorKind::EmptyObject("to.operation"),
+        ));
     }
     Ok(checks)
 }
@@ -336,7 +417,9 @@ fn parse_when_key(key: &str, path: &ConfigPath) -> Result<WhenKey, ConfigError> 
                     let bare = name.strip_prefix(':').unwrap_or(name);
                     !bare.is_empty() && bare.bytes().all(is_header_name_char)
                 })
-                .ok_or_else(|| ConfigError::new(at(), ConfigErrorKind::BadHeaderKey(key.to_string())))?;
+                .ok_or_else(|| {
+                    ConfigError::new(at(), ConfigErrorKind::BadHeaderKey(key.to_string()))
+                })?;
             WhenKey::Header(name.to_ascii_lowercase())
         }
         _ if key.starts_with("request.auth.")
@@ -344,9 +427,17 @@ fn parse_when_key(key: &str, path: &ConfigPath) -> Result<WhenKey, ConfigError> 
             || key == "source.serviceAccount"
             || key == "source.trustDomain" =>
         {
-            return Err(ConfigError::new(at(), ConfigErrorKind::Unsupported(key.to_string())));
+            return Err(ConfigError::new(
+                at(),
+                ConfigErrorKind::Unsupported(key.to_string()),
+            ));
         }
-        _ => return Err(ConfigError::new(at(), ConfigErrorKind::UnknownWhenKey(key.to_string()))),
+        _ => {
+            return Err(ConfigError::new(
+                at(),
+                ConfigErrorKind::UnknownWhenKey(key.to_string()),
+            ))
+        }
     })
 }
 
@@ -364,10 +455,12 @@ fn condition_checks(
 ) -> Result<(Option<Check>, Option<Vec<HostPattern>>), ConfigError> {
     let texts = scalar_texts(values);
     let check = match key {
-        WhenKey::Header(name) => parse_list(&texts, path, StringPattern::parse)?.map(|patterns| Check {
-            field: FieldMatcher::Header(name.as_str().into(), StringMatcher::new(&patterns)),
-            negated,
-        }),
+        WhenKey::Header(name) => {
+            parse_list(&texts, path, StringPattern::parse)?.map(|patterns| Check {
+                field: FieldMatcher::Header(name.as_str().into(), StringMatcher::new(&patterns)),
+                negated,
+            })
+        }
         WhenKey::SourceNamespace => string_check(&texts, path, negated, FieldMatcher::Namespace)?,
         WhenKey::SourcePrincipal => string_check(&texts, path, negated, FieldMatcher::Principal)?,
         WhenKey::SourceIp => cidr_check(&texts, path, negated, FieldMatcher::SourceIp)?,
@@ -426,11 +519,11 @@ pub fn compile_rule(
         }
         for (i, entry) in from.iter().enumerate() {
             let path = path.index(i);
-            let source = entry
-                .source
-                .as_ref()
-                .ok_or_else(|| ConfigError::new(path.clone(), ConfigErrorKind::Missing("from.source")))?;
-            rule.from.push(compile_source(source, &path.field("source"))?);
+            let source = entry.source.as_ref().ok_or_else(|| {
+                ConfigError::new(path.clone(), ConfigErrorKind::Missing("from.source"))
+            })?;
+            rule.from
+                .push(compile_source(source, &path.field("source"))?);
         }
     }
 
@@ -443,11 +536,14 @@ pub fn compile_rule(
         host_keys = Some(Vec::new());
         for (i, entry) in to.iter().enumerate() {
             let path = path.index(i);
-            let operation = entry
-                .operation
-                .as_ref()
-                .ok_or_else(|| ConfigError::new(path.clone(), ConfigErrorKind::Missing("to.operation")))?;
-            rule.to.push(compile_operation(operation, &path.field("operation"), &mut host_keys)?);
+            let operation = entry.operation.as_ref().ok_or_else(|| {
+                ConfigError::new(path.clone(), ConfigErrorKind::Missing("to.operation"))
+            })?;
+            rule.to.push(compile_operation(
+                operation,
+                &path.field("operation"),
+                &mut host_keys,
+            )?);
         }
     }
 

@@ -85,7 +85,8 @@ pub fn get_property(path: &[&str]) -> Result<Option<Vec<u8>>, HostStatus> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     // SAFETY: in-pointers describe live memory; out-pointers are valid locals.
-    let status = unsafe { proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size) };
+    let status =
+        unsafe { proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size) };
     match status {
         STATUS_OK => Ok(Some(take_buffer(data, size))),
         STATUS_NOT_FOUND => Ok(None),
@@ -97,7 +98,8 @@ pub fn get_request_headers() -> Result<HeaderPairs, HostStatus> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     // SAFETY: out-pointers are valid locals.
-    let status = unsafe { proxy_get_header_map_pairs(MAP_HTTP_REQUEST_HEADERS, &mut data, &mut size) };
+    let status =
+        unsafe { proxy_get_header_map_pairs(MAP_HTTP_REQUEST_HEADERS, &mut data, &mut size) };
     if status != STATUS_OK {
         return Err(HostStatus(status));
     }
@@ -110,7 +112,13 @@ pub fn get_plugin_configuration() -> Result<Vec<u8>, HostStatus> {
     let mut size: usize = 0;
     // SAFETY: out-pointers are valid locals.
     let status = unsafe {
-        proxy_get_buffer_bytes(BUFFER_PLUGIN_CONFIGURATION, 0, usize::MAX, &mut data, &mut size)
+        proxy_get_buffer_bytes(
+            BUFFER_PLUGIN_CONFIGURATION,
+            0,
+            usize::MAX,
+            &mut data,
+            &mut size,
+        )
     };
     match status {
         STATUS_OK => Ok(take_buffer(data, size)),
@@ -119,7 +127,11 @@ pub fn get_plugin_configuration() -> Result<Vec<u8>, HostStatus> {
     }
 }
 
-pub fn send_local_response(status_code: u32, headers: &[(&str, &str)], body: &str) -> Result<(), HostStatus> {
+pub fn send_local_response(
+    status_code: u32,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<(), HostStatus> {
     let headers = encode_header_map(headers);
     let details = "egress_denied";
     // SAFETY: every pointer/length pair describes live memory for the duration of the call.

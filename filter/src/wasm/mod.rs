@@ -101,7 +101,10 @@ impl Counters {
                     }
                 }
             } else {
-                ids.outcome = define(&metrics::policy_counter(&policy.name, metrics::policy_outcome(policy.action)));
+                ids.outcome = define(&metrics::policy_counter(
+                    &policy.name,
+                    metrics::policy_outcome(policy.action),
+                ));
             }
             counters.policy.push((policy.name.clone(), ids));
         }
@@ -128,7 +131,9 @@ impl Counters {
                 .get(kind_index(kind))
                 .and_then(|row| row.get(verdict_index(decision.verdict))),
         );
-        let reason = Reason::CODES.iter().position(|c| *c == decision.reason.code());
+        let reason = Reason::CODES
+            .iter()
+            .position(|c| *c == decision.reason.code());
         bump(reason.and_then(|i| self.reason.get(i)));
         if let Some(policy) = decision.policy {
             bump(self.policy(policy).map(|p| &p.outcome));
@@ -199,7 +204,8 @@ impl RootContext for EgressRoot {
     /// it is asked of the stream itself while it is being created: Envoy gives an HTTP stream
     /// its protocol (`request.protocol`) before the filter chain runs, a TCP connection has none.
     fn get_type(&self) -> Option<ContextType> {
-        let has_protocol = matches!(host::get_property(&["request", "protocol"]), Ok(Some(p)) if !p.is_empty());
+        let has_protocol =
+            matches!(host::get_property(&["request", "protocol"]), Ok(Some(p)) if !p.is_empty());
         let has_headers = matches!(host::get_request_headers(), Ok(h) if !h.is_empty());
         if has_protocol || has_headers {
             Some(ContextType::HttpContext)
@@ -224,7 +230,11 @@ impl RootContext for EgressRoot {
 }
 
 /// Evaluates, logs and counts one decision; returns the verdict and, for a deny, the reply body.
-fn decide(state: Option<&FilterState>, kind: TrafficKind, attrs: Result<Attributes, String>) -> (Verdict, String) {
+fn decide(
+    state: Option<&FilterState>,
+    kind: TrafficKind,
+    attrs: Result<Attributes, String>,
+) -> (Verdict, String) {
     let Some(state) = state else {
         let decision = Decision::cannot_evaluate("the filter has no valid configuration");
         host::log(LogLevel::Info, &decision_line(kind, &decision, None));
@@ -258,7 +268,10 @@ impl HttpContext for EgressHttp {
         if let Err(status) = host::send_local_response(403, &headers, &body) {
             host::log(
                 LogLevel::Error,
-                &format!("cannot send the deny reply (status {}); resetting the stream", status.0),
+                &format!(
+                    "cannot send the deny reply (status {}); resetting the stream",
+                    status.0
+                ),
             );
         }
         Action::Pause
@@ -303,7 +316,10 @@ impl Context for EgressStream {}
 impl StreamContext for EgressStream {
     fn on_new_connection(&mut self) -> Action {
         // TLS terminated here (a tls_version exists) without a peer certificate yet: wait.
-        let tls_terminated = matches!(host::get_property(&["connection", "tls_version"]), Ok(Some(_)));
+        let tls_terminated = matches!(
+            host::get_property(&["connection", "tls_version"]),
+            Ok(Some(_))
+        );
         let has_peer = matches!(
             host::get_property(&["connection", "uri_san_peer_certificate"]),
             Ok(Some(_))

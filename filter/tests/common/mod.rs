@@ -58,7 +58,11 @@ pub fn tcp(sni: &str) -> Req {
         source_ip: Some("10.1.2.3".into()),
         destination_ip: Some("10.0.0.10".into()),
         port: Some(443),
-        sni: if sni.is_empty() { None } else { Some(sni.into()) },
+        sni: if sni.is_empty() {
+            None
+        } else {
+            Some(sni.into())
+        },
         http: None,
     }
 }
@@ -118,7 +122,9 @@ impl Req {
             attrs = attrs.with_source_ip(ip.parse::<IpAddr>().expect("test IP"));
         }
         attrs = attrs.with_destination(
-            self.destination_ip.as_ref().map(|ip| ip.parse().expect("test IP")),
+            self.destination_ip
+                .as_ref()
+                .map(|ip| ip.parse().expect("test IP")),
             self.port,
         );
         if let Some(sni) = &self.sni {
@@ -138,7 +144,9 @@ impl Req {
                 protocol: Some("HTTP/1.1"),
                 headers: &headers,
             };
-            attrs = attrs.with_http(HttpAttributes::from_request(&head, wanted_headers).expect("test request"));
+            attrs = attrs.with_http(
+                HttpAttributes::from_request(&head, wanted_headers).expect("test request"),
+            );
         }
         attrs
     }
