@@ -6,6 +6,8 @@
 #   kubectl          renders deploy/ and istio/ offline (`kubectl kustomize`)
 #   iptables, nftables, iproute2
 #                    the node agent's tests load and tamper with real rules in network namespaces
+#   prometheus-alertmanager
+#                    a real Alertmanager the alert sink test posts to and reads back
 set -euo pipefail
 
 missing=()
@@ -14,6 +16,7 @@ command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v iptables-save >/dev/null 2>&1 || missing+=(iptables)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -146,8 +146,9 @@ fn host_network_and_its_exemptions() {
     );
 
     // Naming exempt namespaces replaces the default (kube-system).
-    let mut opts = CheckOptions::default();
-    opts.host_network_exempt_namespaces = ["monitoring".to_string()].into_iter().collect();
+    let opts = CheckOptions {
+        host_network_exempt_namespaces: ["monitoring".to_string()].into_iter().collect(),
+    };
     let findings = scan_with(&[data("base.yaml"), data("cases/host-network.yaml")], &opts);
     assert_findings(
         &findings,

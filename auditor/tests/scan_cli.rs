@@ -370,6 +370,31 @@ fn lists_kubectl_output_and_unknown_kinds() {
 }
 
 #[test]
+fn flow_style_yaml_and_json_without_extension_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = write(
+        dir.path(),
+        "flow.yaml",
+        "{apiVersion: v1, kind: Pod, metadata: {name: f, namespace: n}, spec: {hostNetwork: true, containers: [{name: a}]}}\n",
+    );
+    let json = write(
+        dir.path(),
+        "pod.manifest",
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"j","namespace":"n"},"spec":{"hostNetwork":true,"containers":[{"name":"a"}]}}"#,
+    );
+    let out = scan(&["--input", flow.to_str().unwrap(), json.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["f", "j"]);
+}
+
+#[test]
 fn reads_standard_input() {
     use std::io::Write;
     let mut child = bin()

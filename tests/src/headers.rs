@@ -77,12 +77,22 @@ impl HeaderMap {
         self.entries.retain(|(k, _)| *k != key);
     }
 
+    /// Whether a stored (lower-case) key is the one asked for; look-ups run on every host call,
+    /// so they compare in place instead of building the canonical key.
+    fn is_key(&self, stored: &str, key: &[u8]) -> bool {
+        if self.host_is_authority && key.eq_ignore_ascii_case(b"host") {
+            stored == ":authority"
+        } else {
+            stored.as_bytes().eq_ignore_ascii_case(key)
+        }
+    }
+
     /// The first value of a header.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Option<&[u8]> {
-        let key = self.canonical_key(key.as_ref());
+        let key = key.as_ref();
         self.entries
             .iter()
-            .find(|(k, _)| *k == key)
+            .find(|(k, _)| self.is_key(k, key))
             .map(|(_, v)| v.as_slice())
     }
 
@@ -95,8 +105,8 @@ impl HeaderMap {
     /// All values of a header joined with "," (Envoy `getAllOfHeaderAsString`, used by the
     /// `request.headers` property).
     pub fn get_joined(&self, key: impl AsRef<[u8]>) -> Option<Vec<u8>> {
-        let key = self.canonical_key(key.as_ref());
-        let mut values = self.entries.iter().filter(|(k, _)| *k == key);
+        let key = key.as_ref();
+        let mut values = self.entries.iter().filter(|(k, _)| self.is_key(k, key));
         let mut joined = values.next()?.1.clone();
         for (_, v) in values {
             joined.push(b',');

@@ -50,13 +50,18 @@ fn from_result(r: Result<(), Status>) -> HostResult {
 // Guest memory
 // ---------------------------------------------------------------------------------------------
 
-/// Copies `len` bytes at `ptr` out of guest memory, or `None` if the range is out of bounds.
-fn read(caller: &Ctx<'_>, ptr: i32, len: i32) -> Option<Vec<u8>> {
+/// The `len` bytes at `ptr` in guest memory, or `None` if the range is out of bounds.
+fn slice<'a>(caller: &'a Ctx<'_>, ptr: i32, len: i32) -> Option<&'a [u8]> {
     let memory = caller.data().memory?;
     let data = memory.data(caller);
     let start = ptr as u32 as usize;
     let end = start.checked_add(len as u32 as usize)?;
-    data.get(start..end).map(<[u8]>::to_vec)
+    data.get(start..end)
+}
+
+/// Copies `len` bytes at `ptr` out of guest memory.
+fn read(caller: &Ctx<'_>, ptr: i32, len: i32) -> Option<Vec<u8>> {
+    slice(caller, ptr, len).map(<[u8]>::to_vec)
 }
 
 fn write(caller: &mut Ctx<'_>, ptr: i32, bytes: &[u8]) -> bool {
@@ -130,6 +135,11 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Text from bytes the host already owns: no copy when they are valid UTF-8.
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Logging, time, timers
 // ---------------------------------------------------------------------------------------------
@@ -141,7 +151,7 @@ fn proxy_log(mut caller: Ctx<'_>, level: i32, ptr: i32, len: i32) -> HostResult 
     let Some(message) = read(&caller, ptr, len) else {
         return status(Status::InvalidMemoryAccess);
     };
-    caller.data_mut().log(level, lossy(&message));
+    caller.data_mut().log(level, text(message));
     ok()
 }
 
@@ -393,12 +403,12 @@ fn proxy_get_header_map_value(
     let Some(map) = map_type(map) else {
         return status(Status::BadArgument);
     };
-    let Some(key) = read(&caller, key_ptr, key_size) else {
+    let Some(key) = slice(&caller, key_ptr, key_size) else {
         return status(Status::InvalidMemoryAccess);
     };
     let state = caller.data();
     let value = match map_view(state, map) {
-        Some(headers) => match headers.get(&key) {
+        Some(headers) => match headers.get(key) {
             Some(v) => v.to_vec(),
             None => return status(Status::NotFound),
         },
@@ -555,7 +565,7 @@ fn proxy_get_property(
     value_ptr_ptr: i32,
     value_size_ptr: i32,
 ) -> HostResult {
-    let Some(path) = read(&caller, path_ptr, path_size) else {
+    let Some(path) = slice(&caller, path_ptr, path_size) else {
         return status(Status::InvalidMemoryAccess);
     };
     let state = caller.data();
@@ -563,7 +573,7 @@ fn proxy_get_property(
         vm_id: &state.vm_config.vm_id,
         local_principal: &state.options.local_principal,
     };
-    let value = match properties::get(state.active(), &env, &path) {
+    let value = match properties::get(state.active(), &env, path) {
         Ok(v) => v,
         Err(s) => return status(s),
     };
@@ -1236,7 +1246,7 @@ fn wasi_fd_write(
         2 => LogLevel::Error,
         _ => return Ok(errno::BADF),
     };
-    let mut text = Vec::new();
+    let mut output = Vec::new();
     for i in 0..iovs_len as u32 {
         let Some(entry_ptr) = (iovs as u32).checked_add(i.saturating_mul(8)) else {
             return Ok(errno::FAULT);
@@ -1250,15 +1260,15 @@ fn wasi_fd_write(
             let Some(bytes) = read(&caller, buf as i32, len as i32) else {
                 return Ok(errno::FAULT);
             };
-            text.extend_from_slice(&bytes);
+            output.extend_from_slice(&bytes);
         }
     }
-    let written = text.len();
+    let written = output.len();
     if written > 0 {
-        if text.last() == Some(&b'\n') {
-            text.pop();
+        if output.last() == Some(&b'\n') {
+            output.pop();
         }
-        caller.data_mut().log(level, lossy(&text));
+        caller.data_mut().log(level, text(output));
     }
     if !write_u32(&mut caller, nwritten_ptr, written as u32) {
         return Ok(errno::FAULT);

@@ -85,7 +85,7 @@ mod tests {
         assert_eq!(decode(&[1, 0, 0, 0]), None);
         // key "a" without its NUL terminator
         let mut bytes = encode(&[("a", "")]);
-        bytes[12] = b'x';
+        bytes[13] = b'x';
         assert_eq!(decode(&bytes), None);
         // a count so large that count * 8 overflows on 32-bit hosts must not panic
         assert_eq!(decode(&[0xff, 0xff, 0xff, 0xff]), None);

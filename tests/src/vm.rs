@@ -24,43 +24,44 @@ impl std::fmt::Display for Trap {
     }
 }
 
-/// The callbacks a proxy-wasm module may export; all optional.
+/// The callbacks a proxy-wasm module may export; all optional. Shared handles, so that taking
+/// one for a call costs a reference count rather than a copy of its type.
 pub(crate) struct Callbacks {
-    pub on_context_create: Option<TypedFunc<(i32, i32), ()>>,
-    pub on_vm_start: Option<TypedFunc<(i32, i32), i32>>,
-    pub on_configure: Option<TypedFunc<(i32, i32), i32>>,
-    pub on_tick: Option<TypedFunc<i32, ()>>,
-    pub on_queue_ready: Option<TypedFunc<(i32, i32), ()>>,
-    pub on_done: Option<TypedFunc<i32, i32>>,
-    pub on_log: Option<TypedFunc<i32, ()>>,
-    pub on_delete: Option<TypedFunc<i32, ()>>,
-    pub on_new_connection: Option<TypedFunc<i32, i32>>,
-    pub on_downstream_data: Option<TypedFunc<(i32, i32, i32), i32>>,
-    pub on_upstream_data: Option<TypedFunc<(i32, i32, i32), i32>>,
-    pub on_downstream_connection_close: Option<TypedFunc<(i32, i32), ()>>,
-    pub on_upstream_connection_close: Option<TypedFunc<(i32, i32), ()>>,
-    pub on_request_headers: Option<TypedFunc<(i32, i32, i32), i32>>,
-    pub on_request_body: Option<TypedFunc<(i32, i32, i32), i32>>,
-    pub on_response_headers: Option<TypedFunc<(i32, i32, i32), i32>>,
-    pub on_response_body: Option<TypedFunc<(i32, i32, i32), i32>>,
-    pub on_http_call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
-    pub on_grpc_receive_initial_metadata: Option<TypedFunc<(i32, i32, i32), ()>>,
-    pub on_grpc_receive: Option<TypedFunc<(i32, i32, i32), ()>>,
-    pub on_grpc_receive_trailing_metadata: Option<TypedFunc<(i32, i32, i32), ()>>,
-    pub on_grpc_close: Option<TypedFunc<(i32, i32, i32), ()>>,
-    pub on_foreign_function: Option<TypedFunc<(i32, i32, i32), ()>>,
+    pub on_context_create: Option<Arc<TypedFunc<(i32, i32), ()>>>,
+    pub on_vm_start: Option<Arc<TypedFunc<(i32, i32), i32>>>,
+    pub on_configure: Option<Arc<TypedFunc<(i32, i32), i32>>>,
+    pub on_tick: Option<Arc<TypedFunc<i32, ()>>>,
+    pub on_queue_ready: Option<Arc<TypedFunc<(i32, i32), ()>>>,
+    pub on_done: Option<Arc<TypedFunc<i32, i32>>>,
+    pub on_log: Option<Arc<TypedFunc<i32, ()>>>,
+    pub on_delete: Option<Arc<TypedFunc<i32, ()>>>,
+    pub on_new_connection: Option<Arc<TypedFunc<i32, i32>>>,
+    pub on_downstream_data: Option<Arc<TypedFunc<(i32, i32, i32), i32>>>,
+    pub on_upstream_data: Option<Arc<TypedFunc<(i32, i32, i32), i32>>>,
+    pub on_downstream_connection_close: Option<Arc<TypedFunc<(i32, i32), ()>>>,
+    pub on_upstream_connection_close: Option<Arc<TypedFunc<(i32, i32), ()>>>,
+    pub on_request_headers: Option<Arc<TypedFunc<(i32, i32, i32), i32>>>,
+    pub on_request_body: Option<Arc<TypedFunc<(i32, i32, i32), i32>>>,
+    pub on_response_headers: Option<Arc<TypedFunc<(i32, i32, i32), i32>>>,
+    pub on_response_body: Option<Arc<TypedFunc<(i32, i32, i32), i32>>>,
+    pub on_http_call_response: Option<Arc<TypedFunc<(i32, i32, i32, i32, i32), ()>>>,
+    pub on_grpc_receive_initial_metadata: Option<Arc<TypedFunc<(i32, i32, i32), ()>>>,
+    pub on_grpc_receive: Option<Arc<TypedFunc<(i32, i32, i32), ()>>>,
+    pub on_grpc_receive_trailing_metadata: Option<Arc<TypedFunc<(i32, i32, i32), ()>>>,
+    pub on_grpc_close: Option<Arc<TypedFunc<(i32, i32, i32), ()>>>,
+    pub on_foreign_function: Option<Arc<TypedFunc<(i32, i32, i32), ()>>>,
 }
 
 fn typed<P: WasmParams, R: WasmResults>(
     store: &mut Store<VmState>,
     instance: &Instance,
     name: &str,
-) -> Result<Option<TypedFunc<P, R>>, HostError> {
+) -> Result<Option<Arc<TypedFunc<P, R>>>, HostError> {
     match instance.get_func(&mut *store, name) {
         None => Ok(None),
         Some(f) => f
             .typed::<P, R>(&*store)
-            .map(Some)
+            .map(|f| Some(Arc::new(f)))
             .map_err(|_| HostError::BadSignature(name.to_string())),
     }
 }
@@ -152,7 +153,7 @@ impl Vm {
         &mut self,
         context_id: u32,
         callback: &'static str,
-        f: &TypedFunc<P, R>,
+        f: &Arc<TypedFunc<P, R>>,
         params: P,
     ) -> Result<R, Trap> {
         {

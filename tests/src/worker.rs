@@ -14,7 +14,7 @@
 //! open, no further callback runs on that VM, and later streams fail the same way unless the
 //! plugin's policy is `FailReload`, which builds a new VM for the next stream.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::abi::{Action, LogLevel, PeerType};
@@ -23,7 +23,7 @@ use crate::error::HostError;
 use crate::headers::HeaderMap;
 use crate::host::HostInner;
 use crate::state::{
-    ContextKind, HttpCallResponseData, HttpStreamState, LocalReplyRequest, StreamProtocol,
+    ContextKind, IdMap, HttpCallResponseData, HttpStreamState, LocalReplyRequest, StreamProtocol,
     StreamRequests, StreamState, TcpStreamState,
 };
 use crate::stream::{
@@ -159,7 +159,7 @@ pub struct Worker {
     vm: Vm,
     failure: Option<VmFailure>,
     last_reload_nanos: Option<u64>,
-    streams: HashMap<u32, OpenStream>,
+    streams: IdMap<OpenStream>,
     root_logs: VecDeque<LogRecord>,
 }
 
@@ -185,7 +185,7 @@ impl Worker {
             vm,
             failure: None,
             last_reload_nanos: None,
-            streams: HashMap::new(),
+            streams: IdMap::default(),
             root_logs: VecDeque::new(),
         };
         worker.collect_logs();
@@ -948,7 +948,7 @@ impl Worker {
         &mut self,
         id: u32,
         name: &'static str,
-        f: Option<wasmtime::TypedFunc<(i32, i32, i32), i32>>,
+        f: Option<Arc<wasmtime::TypedFunc<(i32, i32, i32), i32>>>,
         size: usize,
         end_of_stream: bool,
     ) -> Result<Action, Trap> {

@@ -475,9 +475,8 @@ impl<'a> ManifestReader<'a> {
 
     fn read_text(&mut self, text: &str) {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let looks_json = self.path.extension().and_then(|e| e.to_str()) == Some("json")
-            || text.trim_start().starts_with(['{', '[']);
-        if looks_json {
+        // JSON is YAML too; the JSON parser is only faster and more precise about errors.
+        if self.path.extension().and_then(|e| e.to_str()) == Some("json") {
             self.read_json(text);
         } else {
             self.read_yaml(text);

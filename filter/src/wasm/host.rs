@@ -12,6 +12,7 @@ const STATUS_NOT_FOUND: u32 = 1;
 
 const MAP_HTTP_REQUEST_HEADERS: u32 = 0;
 const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
+const STREAM_HTTP_REQUEST: u32 = 0;
 const STREAM_DOWNSTREAM: u32 = 2;
 const METRIC_COUNTER: u32 = 0;
 
@@ -157,6 +158,17 @@ pub fn send_local_response(
 pub fn close_downstream() -> Result<(), HostStatus> {
     // SAFETY: plain value arguments.
     let status = unsafe { proxy_close_stream(STREAM_DOWNSTREAM) };
+    if status == STATUS_OK {
+        Ok(())
+    } else {
+        Err(HostStatus(status))
+    }
+}
+
+/// Resets the HTTP stream (no reply reaches the client, nothing reaches the upstream).
+pub fn reset_http_request() -> Result<(), HostStatus> {
+    // SAFETY: plain value arguments.
+    let status = unsafe { proxy_close_stream(STREAM_HTTP_REQUEST) };
     if status == STATUS_OK {
         Ok(())
     } else {

@@ -204,10 +204,9 @@ impl RootContext for EgressRoot {
     /// it is asked of the stream itself while it is being created: Envoy gives an HTTP stream
     /// its protocol (`request.protocol`) before the filter chain runs, a TCP connection has none.
     fn get_type(&self) -> Option<ContextType> {
-        let has_protocol =
-            matches!(host::get_property(&["request", "protocol"]), Ok(Some(p)) if !p.is_empty());
-        let has_headers = matches!(host::get_request_headers(), Ok(h) if !h.is_empty());
-        if has_protocol || has_headers {
+        let is_http = matches!(host::get_property(&["request", "protocol"]), Ok(Some(p)) if !p.is_empty())
+            || matches!(host::get_request_headers(), Ok(h) if !h.is_empty());
+        if is_http {
             Some(ContextType::HttpContext)
         } else {
             Some(ContextType::StreamContext)
@@ -229,16 +228,17 @@ impl RootContext for EgressRoot {
     }
 }
 
-/// Evaluates, logs and counts one decision; returns the verdict and, for a deny, the reply body.
+/// Evaluates, logs and counts one decision; returns the body of the deny reply, `None` when
+/// the request is allowed.
 fn decide(
     state: Option<&FilterState>,
     kind: TrafficKind,
     attrs: Result<Attributes, String>,
-) -> (Verdict, String) {
+) -> Option<String> {
     let Some(state) = state else {
         let decision = Decision::cannot_evaluate("the filter has no valid configuration");
         host::log(LogLevel::Info, &decision_line(kind, &decision, None));
-        return (Verdict::Deny, decision.deny_body());
+        return Some(decision.deny_body());
     };
     let (decision, attrs) = match &attrs {
         Ok(attrs) => (state.config.policy.evaluate(attrs), Some(attrs)),
@@ -246,7 +246,7 @@ fn decide(
     };
     host::log(LogLevel::Info, &decision_line(kind, &decision, attrs));
     state.counters.record(kind, &decision);
-    (decision.verdict, decision.deny_body())
+    (!decision.is_allowed()).then(|| decision.deny_body())
 }
 
 struct EgressHttp {
@@ -260,12 +260,12 @@ impl HttpContext for EgressHttp {
         let state = self.state.as_deref();
         let wanted: &[String] = state.map_or(&[], |s| s.config.policy.header_names());
         let attrs = gather_http(&Host, wanted).map_err(|e| e.to_string());
-        let (verdict, body) = decide(state, TrafficKind::Http, attrs);
-        if verdict == Verdict::Allow {
+        let Some(body) = decide(state, TrafficKind::Http, attrs) else {
             return Action::Continue;
-        }
+        };
         let headers = [("content-type", "text/plain")];
         if let Err(status) = host::send_local_response(403, &headers, &body) {
+            // Fail closed: without a reply, the request must not go on.
             host::log(
                 LogLevel::Error,
                 &format!(
@@ -273,6 +273,7 @@ impl HttpContext for EgressHttp {
                     status.0
                 ),
             );
+            let _ = host::reset_http_request();
         }
         Action::Pause
     }
@@ -290,8 +291,8 @@ struct EgressStream {
 impl EgressStream {
     fn decide_now(&mut self) -> Action {
         let attrs = gather_connection(&Host).map_err(|e| e.to_string());
-        let (verdict, _) = decide(self.state.as_deref(), TrafficKind::Tcp, attrs);
-        self.verdict = Some(verdict);
+        let denied = decide(self.state.as_deref(), TrafficKind::Tcp, attrs).is_some();
+        self.verdict = Some(if denied { Verdict::Deny } else { Verdict::Allow });
         self.enforce()
     }
 
