@@ -22,7 +22,9 @@ const NAMESPACES: usize = 200;
 const RUNS: usize = 3;
 
 fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/netfilter").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/netfilter")
+        .join(name)
 }
 
 fn sh(args: &[&str], stdin: Option<&Path>) {
@@ -32,7 +34,11 @@ fn sh(args: &[&str], stdin: Option<&Path>) {
         cmd.stdin(std::fs::File::open(f).expect("open"));
     }
     let out = cmd.output().expect("spawn");
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 struct Namespaces(Vec<String>);
@@ -58,7 +64,12 @@ fn main() {
         return;
     }
     let tools = Toolset::detect();
-    for needed in ["ip", "nft", "iptables-legacy-restore", "iptables-nft-restore"] {
+    for needed in [
+        "ip",
+        "nft",
+        "iptables-legacy-restore",
+        "iptables-nft-restore",
+    ] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {needed}")])
             .output()
@@ -89,20 +100,50 @@ fn main() {
         match i % 3 {
             0 | 1 => {
                 let v = if i % 3 == 0 { "legacy" } else { "nft" };
-                exec(&[&format!("iptables-{v}-restore")], Some(&data("sidecar.iptables")));
-                exec(&[&format!("ip6tables-{v}-restore")], Some(&data("sidecar.ip6tables")));
+                exec(
+                    &[&format!("iptables-{v}-restore")],
+                    Some(&data("sidecar.iptables")),
+                );
+                exec(
+                    &[&format!("ip6tables-{v}-restore")],
+                    Some(&data("sidecar.ip6tables")),
+                );
                 if tampered {
-                    exec(&[&format!("iptables-{v}"), "-t", "nat", "-I", "ISTIO_OUTPUT", "1", "-j", "RETURN"], None);
+                    exec(
+                        &[
+                            &format!("iptables-{v}"),
+                            "-t",
+                            "nat",
+                            "-I",
+                            "ISTIO_OUTPUT",
+                            "1",
+                            "-j",
+                            "RETURN",
+                        ],
+                        None,
+                    );
                 }
             }
             _ => {
                 exec(&["nft", "-f", data("sidecar.nft").to_str().unwrap()], None);
                 if tampered {
-                    exec(&["nft", "insert", "rule", "inet", "istio-proxy-nat", "istio-output", "return"], None);
+                    exec(
+                        &[
+                            "nft",
+                            "insert",
+                            "rule",
+                            "inet",
+                            "istio-proxy-nat",
+                            "istio-output",
+                            "return",
+                        ],
+                        None,
+                    );
                 }
             }
         }
-        std::os::unix::fs::symlink(Path::new("/run/netns").join(&name), dir.path().join(&name)).expect("symlink");
+        std::os::unix::fs::symlink(Path::new("/run/netns").join(&name), dir.path().join(&name))
+            .expect("symlink");
         pods.push_str("---\n");
         pods.push_str(
             &pod_template
@@ -113,7 +154,12 @@ fn main() {
     let setup = setup.elapsed();
     let pods_file = dir.path().join("../pods-bench.yaml");
     std::fs::write(&pods_file, &pods).expect("write pods");
-    let index = PodIndex::new(files::load_str("pods.yaml", &pods).expect("pods parse").snapshot.workloads);
+    let index = PodIndex::new(
+        files::load_str("pods.yaml", &pods)
+            .expect("pods parse")
+            .snapshot
+            .workloads,
+    );
     // One finding per tampered iptables namespace (IPv4 only), two per tampered nftables one
     // (its inet table serves both families).
     let tampered: usize = (0..NAMESPACES)
@@ -121,8 +167,19 @@ fn main() {
         .map(|i| if i % 3 == 2 { 2 } else { 1 })
         .sum();
 
-    println!("setup: {NAMESPACES} namespaces with rules in {:.1} s", setup.as_secs_f64());
-    println!("tools per namespace: {}", tools.commands.iter().map(|(c, _)| c.label.clone()).collect::<Vec<_>>().join(", "));
+    println!(
+        "setup: {NAMESPACES} namespaces with rules in {:.1} s",
+        setup.as_secs_f64()
+    );
+    println!(
+        "tools per namespace: {}",
+        tools
+            .commands
+            .iter()
+            .map(|(c, _)| c.label.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!();
     println!("| what | jobs | median of {RUNS} | per namespace | findings |");
     println!("|---|---|---|---|---|");
@@ -168,7 +225,12 @@ fn main() {
             .output()
             .expect("run egress-auditor");
         times.push(start.elapsed());
-        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let m = median(times);
     println!(
@@ -198,7 +260,10 @@ fn main() {
                 &cfg,
                 &rs,
                 &families_in(&rs),
-                Subject { namespace: "shop", name: "web" },
+                Subject {
+                    namespace: "shop",
+                    name: "web",
+                },
                 &JudgeContext::default(),
             );
             n += f.len();

@@ -8,7 +8,9 @@ mod netns_support;
 
 use egress_auditor::finding::{Finding, Severity};
 use egress_auditor::node::NamespaceStatus;
-use netns_support::{inspect, iptables_backends, load_iptables, load_nft, skip, summary, TestNetns};
+use netns_support::{
+    inspect, iptables_backends, load_iptables, load_nft, skip, summary, TestNetns,
+};
 use serde_json::Value;
 
 const TOOLS: &[&str] = &["ip", "nft", "iptables-legacy-save", "iptables-nft-save"];
@@ -57,52 +59,121 @@ fn iptables_tampering_is_seen_with_both_backends() {
         assert!(f.is_empty(), "{}: {:#?}", ctx("clean"), summary(&f));
 
         // A RETURN before the redirect: everything escapes.
-        let f = judge_after(load, &[&[&ipt, "-t", "nat", "-I", "ISTIO_OUTPUT", "1", "-j", "RETURN"]]);
+        let f = judge_after(
+            load,
+            &[&[&ipt, "-t", "nat", "-I", "ISTIO_OUTPUT", "1", "-j", "RETURN"]],
+        );
         let ev = only(&f, "iptables-tampered", "ipv4");
         assert_eq!(f[0].severity, Severity::Critical);
         assert_eq!(ev["cause"]["chain"], "ISTIO_OUTPUT", "{}", ctx("return"));
         assert_eq!(ev["cause"]["position"], 1);
         assert_eq!(ev["cause"]["backend"], backend);
-        assert_eq!(ev["netns"].as_str().map(|s| s.starts_with("net:[")), Some(true));
+        assert_eq!(
+            ev["netns"].as_str().map(|s| s.starts_with("net:[")),
+            Some(true)
+        );
 
         // The same on IPv6, narrowed to one port.
         let f = judge_after(
             load,
-            &[&[&ip6t, "-t", "nat", "-I", "ISTIO_OUTPUT", "1", "-p", "tcp", "--dport", "443", "-j", "RETURN"]],
+            &[&[
+                &ip6t,
+                "-t",
+                "nat",
+                "-I",
+                "ISTIO_OUTPUT",
+                "1",
+                "-p",
+                "tcp",
+                "--dport",
+                "443",
+                "-j",
+                "RETURN",
+            ]],
         );
         let ev = only(&f, "iptables-tampered", "ipv6");
-        assert!(ev["rule"].as_str().unwrap().contains("--dport 443"), "{}", ctx("v6 port"));
+        assert!(
+            ev["rule"].as_str().unwrap().contains("--dport 443"),
+            "{}",
+            ctx("v6 port")
+        );
 
         // Flushing Istio's outbound chain: nothing redirects any more.
         let f = judge_after(load, &[&[&ipt, "-t", "nat", "-F", "ISTIO_OUTPUT"]]);
         let ev = only(&f, "iptables-tampered", "ipv4");
-        assert_eq!(ev["cause"], serde_json::json!({"kind": "chainEnd", "table": "ip nat", "chain": "ISTIO_OUTPUT"}));
+        assert_eq!(
+            ev["cause"],
+            serde_json::json!({"kind": "chainEnd", "table": "ip nat", "chain": "ISTIO_OUTPUT"})
+        );
 
         // Flushing the whole nat table removes the OUTPUT jump too.
         let f = judge_after(load, &[&[&ipt, "-t", "nat", "-F"]]);
         let ev = only(&f, "capture-inactive", "ipv4");
-        assert_eq!(ev["reason"], "output-does-not-reach-istio", "{}", ctx("flush"));
+        assert_eq!(
+            ev["reason"],
+            "output-does-not-reach-istio",
+            "{}",
+            ctx("flush")
+        );
 
         // ... and deleting the chains leaves no Istio rules at all.
-        let f = judge_after(load, &[&[&ipt, "-t", "nat", "-F"], &[&ipt, "-t", "nat", "-X"]]);
+        let f = judge_after(
+            load,
+            &[&[&ipt, "-t", "nat", "-F"], &[&ipt, "-t", "nat", "-X"]],
+        );
         let ev = only(&f, "capture-inactive", "ipv4");
         assert_eq!(ev["reason"], "no-istio-chains", "{}", ctx("flush+delete"));
 
         // Only the jump deleted.
-        let f = judge_after(load, &[&[&ipt, "-t", "nat", "-D", "OUTPUT", "-j", "ISTIO_OUTPUT"]]);
+        let f = judge_after(
+            load,
+            &[&[&ipt, "-t", "nat", "-D", "OUTPUT", "-j", "ISTIO_OUTPUT"]],
+        );
         let ev = only(&f, "capture-inactive", "ipv4");
         assert_eq!(ev["reason"], "output-does-not-reach-istio");
 
         // The redirect port changed.
         let f = judge_after(
             load,
-            &[&[&ipt, "-t", "nat", "-R", "ISTIO_REDIRECT", "1", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15002"]],
+            &[&[
+                &ipt,
+                "-t",
+                "nat",
+                "-R",
+                "ISTIO_REDIRECT",
+                "1",
+                "-p",
+                "tcp",
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                "15002",
+            ]],
         );
         let ev = only(&f, "iptables-tampered", "ipv4");
-        assert_eq!(ev["fate"], serde_json::json!({"kind": "redirected", "port": 15002}), "{}", ctx("port"));
+        assert_eq!(
+            ev["fate"],
+            serde_json::json!({"kind": "redirected", "port": 15002}),
+            "{}",
+            ctx("port")
+        );
 
         // Connection tracking switched off before NAT.
-        let f = judge_after(load, &[&[&ipt, "-t", "raw", "-I", "OUTPUT", "-p", "tcp", "-j", "CT", "--notrack"]]);
+        let f = judge_after(
+            load,
+            &[&[
+                &ipt,
+                "-t",
+                "raw",
+                "-I",
+                "OUTPUT",
+                "-p",
+                "tcp",
+                "-j",
+                "CT",
+                "--notrack",
+            ]],
+        );
         let ev = only(&f, "iptables-tampered", "ipv4");
         assert_eq!(ev["fate"]["kind"], "untracked", "{}", ctx("notrack"));
         assert_eq!(ev["cause"]["table"], "ip raw");
@@ -110,7 +181,20 @@ fn iptables_tampering_is_seen_with_both_backends() {
         // Root's traffic exempted: narrower, so high rather than critical.
         let f = judge_after(
             load,
-            &[&[&ipt, "-t", "nat", "-I", "ISTIO_OUTPUT", "1", "-m", "owner", "--uid-owner", "0", "-j", "RETURN"]],
+            &[&[
+                &ipt,
+                "-t",
+                "nat",
+                "-I",
+                "ISTIO_OUTPUT",
+                "1",
+                "-m",
+                "owner",
+                "--uid-owner",
+                "0",
+                "-j",
+                "RETURN",
+            ]],
         );
         let ev = only(&f, "iptables-tampered", "ipv4");
         assert_eq!(f[0].severity, Severity::High, "{}", ctx("uid 0"));
@@ -119,7 +203,12 @@ fn iptables_tampering_is_seen_with_both_backends() {
         }
 
         // An interface exemption in OUTPUT itself.
-        let f = judge_after(load, &[&[&ipt, "-t", "nat", "-I", "OUTPUT", "1", "-o", "eth0", "-j", "RETURN"]]);
+        let f = judge_after(
+            load,
+            &[&[
+                &ipt, "-t", "nat", "-I", "OUTPUT", "1", "-o", "eth0", "-j", "RETURN",
+            ]],
+        );
         let ev = only(&f, "iptables-tampered", "ipv4");
         assert_eq!(ev["cause"]["chain"], "OUTPUT", "{}", ctx("oif"));
     }
@@ -136,8 +225,27 @@ fn native_nftables_tampering_is_seen() {
     let f = judge_after(load, &[]);
     assert!(f.is_empty(), "{:#?}", summary(&f));
 
+    // No legacy tables in the namespace: iptables-legacy-save is not even run.
+    let ns = TestNetns::new("insp");
+    load(&ns);
+    let (report, _) = inspect(&ns);
+    let legacy: Vec<_> = report
+        .tools
+        .iter()
+        .filter(|t| t.tool.contains("legacy"))
+        .collect();
+    assert!(
+        !legacy.is_empty() && legacy.iter().all(|t| t.ok && t.skipped),
+        "{:?}",
+        report.tools
+    );
+    drop(ns);
+
     // An inet table: one rule lets both families out.
-    let f = judge_after(load, &[&["nft", "insert", "rule", "inet", t, "istio-output", "return"]]);
+    let f = judge_after(
+        load,
+        &[&["nft", "insert", "rule", "inet", t, "istio-output", "return"]],
+    );
     assert_eq!(families(&f), vec!["ipv4", "ipv6"], "{:#?}", summary(&f));
     for x in &f {
         assert_eq!(x.rule, "iptables-tampered");
@@ -147,22 +255,44 @@ fn native_nftables_tampering_is_seen() {
 
     let f = judge_after(load, &[&["nft", "flush", "chain", "inet", t, "output"]]);
     assert_eq!(families(&f), vec!["ipv4", "ipv6"]);
-    assert!(f.iter().all(|x| x.rule == "capture-inactive"), "{:#?}", summary(&f));
+    assert!(
+        f.iter().all(|x| x.rule == "capture-inactive"),
+        "{:#?}",
+        summary(&f)
+    );
 
     let f = judge_after(load, &[&["nft", "delete", "table", "inet", t]]);
     assert_eq!(families(&f), vec!["ipv4", "ipv6"]);
-    assert!(f.iter().all(|x| x.rule == "capture-inactive" && x.evidence["reason"] == "no-istio-chains"));
+    assert!(f
+        .iter()
+        .all(|x| x.rule == "capture-inactive" && x.evidence["reason"] == "no-istio-chains"));
 
     let f = judge_after(
         load,
         &[
             &["nft", "flush", "chain", "inet", t, "istio-redirect"],
-            &["nft", "add", "rule", "inet", t, "istio-redirect", "meta", "l4proto", "tcp", "redirect", "to", ":15002"],
+            &[
+                "nft",
+                "add",
+                "rule",
+                "inet",
+                t,
+                "istio-redirect",
+                "meta",
+                "l4proto",
+                "tcp",
+                "redirect",
+                "to",
+                ":15002",
+            ],
         ],
     );
     assert_eq!(families(&f), vec!["ipv4", "ipv6"]);
     for x in &f {
-        assert_eq!(x.evidence["fate"], serde_json::json!({"kind": "redirected", "port": 15002}));
+        assert_eq!(
+            x.evidence["fate"],
+            serde_json::json!({"kind": "redirected", "port": 15002})
+        );
     }
 
     // Another table's NAT chain hooked before Istio's maps port 443 elsewhere.
@@ -170,14 +300,28 @@ fn native_nftables_tampering_is_seen() {
         load,
         &[
             &["nft", "add", "table", "inet", "intruder"],
-            &["nft", "add", "chain", "inet", "intruder", "out", "{ type nat hook output priority -150; policy accept; }"],
-            &["nft", "add", "rule", "inet", "intruder", "out", "tcp", "dport", "443", "redirect", "to", ":8443"],
+            &[
+                "nft",
+                "add",
+                "chain",
+                "inet",
+                "intruder",
+                "out",
+                "{ type nat hook output priority -150; policy accept; }",
+            ],
+            &[
+                "nft", "add", "rule", "inet", "intruder", "out", "tcp", "dport", "443", "redirect",
+                "to", ":8443",
+            ],
         ],
     );
     assert_eq!(families(&f), vec!["ipv4", "ipv6"], "{:#?}", summary(&f));
     for x in &f {
         assert_eq!(x.evidence["table"], "inet intruder");
-        assert_eq!(x.evidence["fate"], serde_json::json!({"kind": "redirected", "port": 8443}));
+        assert_eq!(
+            x.evidence["fate"],
+            serde_json::json!({"kind": "redirected", "port": 8443})
+        );
         assert_eq!(x.severity, Severity::Critical);
     }
 
@@ -185,19 +329,44 @@ fn native_nftables_tampering_is_seen() {
     let f = judge_after(
         load,
         &[
-            &["nft", "add", "set", "inet", t, "allowed", "{ type ipv4_addr; }"],
-            &["nft", "insert", "rule", "inet", t, "istio-output", "ip", "daddr", "@allowed", "return"],
+            &[
+                "nft",
+                "add",
+                "set",
+                "inet",
+                t,
+                "allowed",
+                "{ type ipv4_addr; }",
+            ],
+            &[
+                "nft",
+                "insert",
+                "rule",
+                "inet",
+                t,
+                "istio-output",
+                "ip",
+                "daddr",
+                "@allowed",
+                "return",
+            ],
         ],
     );
     let ev = only(&f, "iptables-tampered", "ipv4");
     assert_eq!(f[0].severity, Severity::High);
-    assert!(ev["assumptions"][0].as_str().unwrap().contains("@allowed"), "{ev}");
+    assert!(
+        ev["assumptions"][0].as_str().unwrap().contains("@allowed"),
+        "{ev}"
+    );
     assert!(f[0].message.contains("may escape"), "{}", f[0].message);
 }
 
 #[test]
 fn chains_of_other_tables_are_judged_by_what_the_kernel_does() {
-    if skip("chains_of_other_tables_are_judged_by_what_the_kernel_does", TOOLS) {
+    if skip(
+        "chains_of_other_tables_are_judged_by_what_the_kernel_does",
+        TOOLS,
+    ) {
         return;
     }
     let Some((variant, _)) = iptables_backends().into_iter().next() else {
@@ -212,10 +381,29 @@ fn chains_of_other_tables_are_judged_by_what_the_kernel_does() {
         load,
         &[
             &["nft", "add", "table", "inet", "intruder"],
-            &["nft", "add", "chain", "inet", "intruder", "early", "{ type filter hook output priority -250; policy accept; }"],
+            &[
+                "nft",
+                "add",
+                "chain",
+                "inet",
+                "intruder",
+                "early",
+                "{ type filter hook output priority -250; policy accept; }",
+            ],
             &["nft", "add", "rule", "inet", "intruder", "early", "accept"],
-            &["nft", "add", "chain", "inet", "intruder", "natearly", "{ type nat hook output priority -150; policy accept; }"],
-            &["nft", "add", "rule", "inet", "intruder", "natearly", "meta", "l4proto", "tcp", "accept"],
+            &[
+                "nft",
+                "add",
+                "chain",
+                "inet",
+                "intruder",
+                "natearly",
+                "{ type nat hook output priority -150; policy accept; }",
+            ],
+            &[
+                "nft", "add", "rule", "inet", "intruder", "natearly", "meta", "l4proto", "tcp",
+                "accept",
+            ],
         ],
     );
     assert!(f.is_empty(), "{:#?}", summary(&f));
@@ -225,8 +413,18 @@ fn chains_of_other_tables_are_judged_by_what_the_kernel_does() {
         load,
         &[
             &["nft", "add", "table", "inet", "intruder"],
-            &["nft", "add", "chain", "inet", "intruder", "raw", "{ type filter hook output priority raw; policy accept; }"],
-            &["nft", "add", "rule", "inet", "intruder", "raw", "tcp", "dport", "443", "notrack"],
+            &[
+                "nft",
+                "add",
+                "chain",
+                "inet",
+                "intruder",
+                "raw",
+                "{ type filter hook output priority raw; policy accept; }",
+            ],
+            &[
+                "nft", "add", "rule", "inet", "intruder", "raw", "tcp", "dport", "443", "notrack",
+            ],
         ],
     );
     assert_eq!(families(&f), vec!["ipv4", "ipv6"], "{:#?}", summary(&f));
@@ -234,6 +432,58 @@ fn chains_of_other_tables_are_judged_by_what_the_kernel_does() {
         assert_eq!(x.evidence["fate"]["kind"], "untracked");
         assert_eq!(x.evidence["backend"], "nftables");
     }
+}
+
+#[test]
+fn ipv6_is_judged_when_the_namespace_has_an_ipv6_address() {
+    if skip(
+        "ipv6_is_judged_when_the_namespace_has_an_ipv6_address",
+        TOOLS,
+    ) {
+        return;
+    }
+    let Some((variant, _)) = iptables_backends().into_iter().next() else {
+        eprintln!("skipping: no iptables backend");
+        return;
+    };
+    // A pod whose status lists no IPv6 address, with IPv4 rules only.
+    let text = std::fs::read_to_string(netns_support::data("pod-sidecar.yaml"))
+        .unwrap()
+        .replace("  - ip: fd00:10:244:1::7\n", "");
+    let pod = egress_auditor::sources::files::load_str("pod.yaml", &text)
+        .unwrap()
+        .snapshot
+        .workloads
+        .remove(0);
+    let tools = egress_auditor::node::inspect::Toolset::detect();
+    let ns = TestNetns::new("v6");
+    ns.exec_stdin(
+        &[&format!("iptables-{variant}-restore")],
+        &netns_support::data("sidecar.iptables"),
+    );
+    let (report, f) = egress_auditor::node::judge_namespace(&ns.as_netns(), &pod, &tools);
+    assert_eq!(report.families.len(), 1, "IPv4 only: {report:?}");
+    assert!(f.is_empty(), "{:#?}", summary(&f));
+
+    // Give the namespace a global IPv6 address: IPv6 now leaves the pod uncaptured.
+    ns.exec(&[
+        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+    ]);
+    ns.exec(&["ip", "link", "set", "eth0", "up"]);
+    ns.exec(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:7::5/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    let (report, f) = egress_auditor::node::judge_namespace(&ns.as_netns(), &pod, &tools);
+    assert_eq!(report.families.len(), 2, "{report:?}");
+    let ev = only(&f, "capture-inactive", "ipv6");
+    assert_eq!(ev["reason"], "no-istio-chains");
 }
 
 #[test]
@@ -249,7 +499,16 @@ fn node_command_judges_named_namespaces() {
     load_iptables(&clean, variant);
     let tampered = TestNetns::new("node");
     load_iptables(&tampered, variant);
-    tampered.exec(&[&format!("iptables-{variant}"), "-t", "nat", "-I", "ISTIO_OUTPUT", "1", "-j", "RETURN"]);
+    tampered.exec(&[
+        &format!("iptables-{variant}"),
+        "-t",
+        "nat",
+        "-I",
+        "ISTIO_OUTPUT",
+        "1",
+        "-j",
+        "RETURN",
+    ]);
 
     // Two pods named after the namespaces (named namespaces match pods by UID).
     let pod = std::fs::read_to_string(netns_support::data("pod-sidecar.yaml")).unwrap();

@@ -19,7 +19,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use egress_auditor::finding::Finding;
-use netns_support::{inspect, iptables_backends, load_iptables, load_nft, skip, summary, TestNetns};
+use netns_support::{
+    inspect, iptables_backends, load_iptables, load_nft, skip, summary, TestNetns,
+};
 use nix::sched::{setns, CloneFlags};
 
 const TOOLS: &[&str] = &["ip", "nft", "bash", "setpriv", "timeout"];
@@ -61,7 +63,9 @@ impl Listener {
                 }
             }
         });
-        rx.recv().unwrap().unwrap_or_else(|e| panic!("listen on {addr}: {e}"));
+        rx.recv()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("listen on {addr}: {e}"));
         Listener {
             stop,
             handle: Some(handle),
@@ -90,8 +94,19 @@ impl Lab {
         let pod = TestNetns::new("pod");
         let outside = TestNetns::new("out");
         netns_support::run(&[
-            "ip", "link", "add", "eg-pod0", "netns", &pod.name, "type", "veth", "peer", "name", "eg-out0",
-            "netns", &outside.name,
+            "ip",
+            "link",
+            "add",
+            "eg-pod0",
+            "netns",
+            &pod.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eg-out0",
+            "netns",
+            &outside.name,
         ]);
         pod.exec(&["ip", "addr", "add", "10.199.0.1/24", "dev", "eg-pod0"]);
         pod.exec(&["ip", "link", "set", "eg-pod0", "up"]);
@@ -115,7 +130,13 @@ impl Lab {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.pod.name])
             .args(["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"])
-            .args(["timeout", "5", "bash", "-c", "exec 3<>/dev/tcp/192.0.2.10/80 && head -n 1 <&3"])
+            .args([
+                "timeout",
+                "5",
+                "bash",
+                "-c",
+                "exec 3<>/dev/tcp/192.0.2.10/80 && head -n 1 <&3",
+            ])
             .output()
             .expect("run client");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -129,9 +150,11 @@ impl Lab {
 fn escapes_to(findings: &[Finding], needle: &str) -> bool {
     findings.iter().any(|f| {
         f.rule == "iptables-tampered"
-            && f.evidence["escapingFlows"]
-                .as_array()
-                .is_some_and(|flows| flows.iter().any(|x| x.as_str().is_some_and(|s| s.contains(needle))))
+            && f.evidence["escapingFlows"].as_array().is_some_and(|flows| {
+                flows
+                    .iter()
+                    .any(|x| x.as_str().is_some_and(|s| s.contains(needle)))
+            })
     })
 }
 
@@ -145,26 +168,75 @@ fn iptables_verdict_matches_what_the_connection_does() {
 
         let lab = Lab::new();
         load_iptables(&lab.pod, variant);
-        assert_eq!(lab.connect(), "proxy", "{variant}: intact rules redirect to the proxy");
+        assert_eq!(
+            lab.connect(),
+            "proxy",
+            "{variant}: intact rules redirect to the proxy"
+        );
         let f = lab.verdict();
         assert!(f.is_empty(), "{variant}: {:#?}", summary(&f));
 
         // An exemption for the destination's range: the connection leaves directly.
-        lab.pod.exec(&[&ipt, "-t", "nat", "-I", "ISTIO_OUTPUT", "1", "-d", "192.0.2.0/24", "-j", "RETURN"]);
-        assert_eq!(lab.connect(), "outside", "{variant}: tampered rules let it out");
+        lab.pod.exec(&[
+            &ipt,
+            "-t",
+            "nat",
+            "-I",
+            "ISTIO_OUTPUT",
+            "1",
+            "-d",
+            "192.0.2.0/24",
+            "-j",
+            "RETURN",
+        ]);
+        assert_eq!(
+            lab.connect(),
+            "outside",
+            "{variant}: tampered rules let it out"
+        );
         let f = lab.verdict();
-        assert!(escapes_to(&f, "to 192.0.2."), "{variant}: {:#?}", summary(&f));
+        assert!(
+            escapes_to(&f, "to 192.0.2."),
+            "{variant}: {:#?}",
+            summary(&f)
+        );
         drop(lab);
 
         // Conntrack switched off: the connection leaves directly, NAT never sees it. (Replies are
         // untracked too, or inbound capture would take them for new connections.)
         let lab = Lab::new();
         load_iptables(&lab.pod, variant);
-        lab.pod.exec(&[&ipt, "-t", "raw", "-I", "OUTPUT", "-p", "tcp", "-j", "CT", "--notrack"]);
-        lab.pod.exec(&[&ipt, "-t", "raw", "-I", "PREROUTING", "-p", "tcp", "-j", "CT", "--notrack"]);
+        lab.pod.exec(&[
+            &ipt,
+            "-t",
+            "raw",
+            "-I",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-j",
+            "CT",
+            "--notrack",
+        ]);
+        lab.pod.exec(&[
+            &ipt,
+            "-t",
+            "raw",
+            "-I",
+            "PREROUTING",
+            "-p",
+            "tcp",
+            "-j",
+            "CT",
+            "--notrack",
+        ]);
         assert_eq!(lab.connect(), "outside", "{variant}: notrack lets it out");
         let f = lab.verdict();
-        assert!(f.iter().any(|x| x.evidence["fate"]["kind"] == "untracked"), "{:#?}", summary(&f));
+        assert!(
+            f.iter().any(|x| x.evidence["fate"]["kind"] == "untracked"),
+            "{:#?}",
+            summary(&f)
+        );
     }
 }
 
@@ -182,24 +254,61 @@ fn nftables_verdict_matches_what_the_connection_does() {
     // NAT chain, and the agent says so.
     lab.pod.exec(&["nft", "add", "table", "inet", "intruder"]);
     lab.pod.exec(&[
-        "nft", "add", "chain", "inet", "intruder", "early", "{ type filter hook output priority -250; policy accept; }",
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "intruder",
+        "early",
+        "{ type filter hook output priority -250; policy accept; }",
     ]);
-    lab.pod.exec(&["nft", "add", "rule", "inet", "intruder", "early", "accept"]);
+    lab.pod
+        .exec(&["nft", "add", "rule", "inet", "intruder", "early", "accept"]);
     lab.pod.exec(&[
-        "nft", "add", "chain", "inet", "intruder", "natearly", "{ type nat hook output priority -150; policy accept; }",
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "intruder",
+        "natearly",
+        "{ type nat hook output priority -150; policy accept; }",
     ]);
-    lab.pod.exec(&["nft", "add", "rule", "inet", "intruder", "natearly", "meta", "l4proto", "tcp", "accept"]);
-    assert_eq!(lab.connect(), "proxy", "accept in an earlier chain is not a bypass");
+    lab.pod.exec(&[
+        "nft", "add", "rule", "inet", "intruder", "natearly", "meta", "l4proto", "tcp", "accept",
+    ]);
+    assert_eq!(
+        lab.connect(),
+        "proxy",
+        "accept in an earlier chain is not a bypass"
+    );
     let f = lab.verdict();
     assert!(f.is_empty(), "{:#?}", summary(&f));
 
     // A NAT chain before Istio's that maps the connection to the outside address itself.
     lab.pod.exec(&[
-        "nft", "insert", "rule", "inet", "intruder", "natearly", "ip", "daddr", "192.0.2.10", "tcp", "dport", "80", "dnat",
-        "ip", "to", "192.0.2.10:80",
+        "nft",
+        "insert",
+        "rule",
+        "inet",
+        "intruder",
+        "natearly",
+        "ip",
+        "daddr",
+        "192.0.2.10",
+        "tcp",
+        "dport",
+        "80",
+        "dnat",
+        "ip",
+        "to",
+        "192.0.2.10:80",
     ]);
     assert_eq!(lab.connect(), "outside");
     let f = lab.verdict();
     assert!(escapes_to(&f, "to 192.0.2.10:80"), "{:#?}", summary(&f));
-    assert!(f.iter().any(|x| x.evidence["fate"]["kind"] == "translated"), "{:#?}", summary(&f));
+    assert!(
+        f.iter().any(|x| x.evidence["fate"]["kind"] == "translated"),
+        "{:#?}",
+        summary(&f)
+    );
 }

@@ -10,8 +10,12 @@ use std::path::PathBuf;
 use egress_auditor::capture::{CaptureConfig, IpRanges, OwnerGroups};
 use egress_auditor::finding::Finding;
 use egress_auditor::netfilter::judge::{families_in, judge, JudgeContext, Subject};
-use egress_auditor::netfilter::model::{BaseChain, Chain, ChainKind, Hook, Policy, Table, TableFamily, Verdict};
-use egress_auditor::netfilter::{dump, parse_rule, Backend, IpFamily, Ruleset, CAPTURE_INACTIVE, IPTABLES_TAMPERED};
+use egress_auditor::netfilter::model::{
+    BaseChain, Chain, ChainKind, Hook, Policy, Table, TableFamily, Verdict,
+};
+use egress_auditor::netfilter::{
+    dump, parse_rule, Backend, IpFamily, Ruleset, CAPTURE_INACTIVE, IPTABLES_TAMPERED,
+};
 
 fn fixtures() -> Option<PathBuf> {
     let dir = std::env::var_os("EGRESS_GUARD_FIXTURES")
@@ -107,7 +111,9 @@ fn config(args: &str, groups: Groups) -> CaptureConfig {
         .unwrap_or_else(|e| panic!("flags {args:?}: {e}"));
     match groups {
         Groups::None => {}
-        Groups::Only(g) => cfg.owner_groups = OwnerGroups::Only(g.iter().map(|s| s.to_string()).collect()),
+        Groups::Only(g) => {
+            cfg.owner_groups = OwnerGroups::Only(g.iter().map(|s| s.to_string()).collect())
+        }
         Groups::Except(g) => {
             cfg.owner_groups = OwnerGroups::AllExcept(g.iter().map(|s| s.to_string()).collect())
         }
@@ -133,14 +139,23 @@ fn goldens(kind: Kind) -> Option<Vec<(&'static str, CaptureConfig, Ruleset)>> {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
-        let (_, rs) = dump::parse(&text, &path.display().to_string(), None)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (_, rs) =
+            dump::parse(&text, &path.display().to_string(), None).unwrap_or_else(|e| panic!("{e}"));
         out.push((*name, config(args, *groups), rs));
     }
     let on_disk = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "golden")).count())
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "golden"))
+                .count()
+        })
         .unwrap_or(0);
-    assert_eq!(out.len(), on_disk, "every golden in {} has flags in GOLDENS", dir.display());
+    assert_eq!(
+        out.len(),
+        on_disk,
+        "every golden in {} has flags in GOLDENS",
+        dir.display()
+    );
     Some(out)
 }
 
@@ -154,7 +169,10 @@ fn run(cfg: &CaptureConfig, rs: &Ruleset, families: &[IpFamily]) -> Vec<Finding>
 }
 
 fn summary(findings: &[Finding]) -> Vec<String> {
-    findings.iter().map(|f| format!("{}: {}", f.rule, f.message)).collect()
+    findings
+        .iter()
+        .map(|f| format!("{}: {}", f.rule, f.message))
+        .collect()
 }
 
 fn for_each_kind(test: impl Fn(Kind, &str, &CaptureConfig, &Ruleset)) {
@@ -177,7 +195,9 @@ fn goldens_with_their_own_flags_pass() {
 
 #[test]
 fn goldens_hold_both_families_where_istio_wrote_both() {
-    let Some(goldens) = goldens(Kind::Iptables) else { return };
+    let Some(goldens) = goldens(Kind::Iptables) else {
+        return;
+    };
     for (name, _, rs) in &goldens {
         let families = families_in(rs);
         // Istio writes ip6tables rules only with IPv6 enabled: the ipv6-*, dns-uid-gid and
@@ -227,7 +247,9 @@ fn delete_output_jump(rs: &Ruleset) -> Ruleset {
     let mut rs = rs.clone();
     for t in &mut rs.tables {
         for c in &mut t.chains {
-            if c.base.is_some_and(|b| b.hook == Hook::Output && b.kind == ChainKind::Nat) {
+            if c.base
+                .is_some_and(|b| b.hook == Hook::Output && b.kind == ChainKind::Nat)
+            {
                 c.rules.retain(|r| {
                     !matches!(&r.verdict, Some(Verdict::Jump(x)) if x == "ISTIO_OUTPUT" || x == "istio-output")
                 });
@@ -286,7 +308,11 @@ fn assert_tampered(kind: Kind, name: &str, what: &str, findings: &[Finding], mus
     if CAPTURES_OUTBOUND.contains(&name) {
         assert!(!findings.is_empty(), "{kind:?} {name} {what}: no finding");
         for f in findings {
-            assert_eq!(f.rule, IPTABLES_TAMPERED, "{kind:?} {name} {what}: {}", f.message);
+            assert_eq!(
+                f.rule, IPTABLES_TAMPERED,
+                "{kind:?} {name} {what}: {}",
+                f.message
+            );
         }
         assert!(
             findings.iter().any(|f| f.message.contains(must_mention)
@@ -309,7 +335,13 @@ fn early_return_lets_traffic_out() {
         let families = families_in(rs);
         let t = insert_first(rs, "-j RETURN", "counter return");
         // The cause is the inserted rule: first in Istio's outbound chain.
-        assert_tampered(kind, name, "RETURN first", &run(cfg, &t, &families), "\"position\":1,");
+        assert_tampered(
+            kind,
+            name,
+            "RETURN first",
+            &run(cfg, &t, &families),
+            "\"position\":1,",
+        );
     });
 }
 
@@ -332,8 +364,18 @@ fn redirect_port_change_is_reported() {
 fn extra_owner_exemption_is_reported() {
     for_each_kind(|kind, name, cfg, rs| {
         let families = families_in(rs);
-        let t = insert_first(rs, "-m owner --uid-owner 0 -j RETURN", "meta skuid 0 counter return");
-        assert_tampered(kind, name, "uid 0 exempt", &run(cfg, &t, &families), "uid 0 ");
+        let t = insert_first(
+            rs,
+            "-m owner --uid-owner 0 -j RETURN",
+            "meta skuid 0 counter return",
+        );
+        assert_tampered(
+            kind,
+            name,
+            "uid 0 exempt",
+            &run(cfg, &t, &families),
+            "uid 0 ",
+        );
     });
 }
 
@@ -364,7 +406,13 @@ fn notrack_before_conntrack_is_reported() {
     for_each_kind(|kind, name, cfg, rs| {
         let families = families_in(rs);
         let t = extra_chain(rs, ChainKind::Filter, -300, "meta l4proto tcp notrack");
-        assert_tampered(kind, name, "notrack chain", &run(cfg, &t, &families), "connection tracking");
+        assert_tampered(
+            kind,
+            name,
+            "notrack chain",
+            &run(cfg, &t, &families),
+            "connection tracking",
+        );
     });
 }
 
@@ -372,8 +420,19 @@ fn notrack_before_conntrack_is_reported() {
 fn earlier_nat_chain_that_rewrites_is_reported() {
     for_each_kind(|kind, name, cfg, rs| {
         let families = families_in(rs);
-        let t = extra_chain(rs, ChainKind::Nat, -150, "meta l4proto tcp redirect to :8888");
-        assert_tampered(kind, name, "earlier nat chain", &run(cfg, &t, &families), "local port 8888");
+        let t = extra_chain(
+            rs,
+            ChainKind::Nat,
+            -150,
+            "meta l4proto tcp redirect to :8888",
+        );
+        assert_tampered(
+            kind,
+            name,
+            "earlier nat chain",
+            &run(cfg, &t, &families),
+            "local port 8888",
+        );
     });
 }
 
@@ -395,7 +454,12 @@ fn deleting_the_output_jump_is_capture_inactive() {
     for_each_kind(|kind, name, cfg, rs| {
         let families = families_in(rs);
         let f = run(cfg, &delete_output_jump(rs), &families);
-        assert_eq!(f.len(), families.len(), "{kind:?} {name}: {:#?}", summary(&f));
+        assert_eq!(
+            f.len(),
+            families.len(),
+            "{kind:?} {name}: {:#?}",
+            summary(&f)
+        );
         for x in &f {
             assert_eq!(x.rule, CAPTURE_INACTIVE, "{kind:?} {name}");
             assert_eq!(x.evidence["reason"], "output-does-not-reach-istio");
@@ -408,7 +472,12 @@ fn flushing_everything_is_capture_inactive() {
     for_each_kind(|kind, name, cfg, rs| {
         let families = families_in(rs);
         let f = run(cfg, &flush_everything(rs), &families);
-        assert_eq!(f.len(), families.len(), "{kind:?} {name}: {:#?}", summary(&f));
+        assert_eq!(
+            f.len(),
+            families.len(),
+            "{kind:?} {name}: {:#?}",
+            summary(&f)
+        );
         for x in &f {
             assert_eq!(x.rule, CAPTURE_INACTIVE);
             assert_eq!(x.evidence["reason"], "no-istio-chains");

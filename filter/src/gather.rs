@@ -118,8 +118,10 @@ pub fn gather_connection(facts: &impl ProxyFacts) -> Result<Attributes, Attribut
         attrs.source_ip = Some(ip);
         attrs.source_port = port;
     }
-    if let Some(port) = read_port(facts, &["source", "port"], "source.port")? {
-        attrs.source_port = Some(port);
+    // The address carries the port in Envoy; the separate property is read only without it
+    // (each host call costs time on every request).
+    if attrs.source_port.is_none() {
+        attrs.source_port = read_port(facts, &["source", "port"], "source.port")?;
     }
     // Envoy's downstream remote address already reflects the gateway's trusted-proxy settings
     // (XFF hops, PROXY protocol); the filter never trusts x-forwarded-for on its own.
@@ -130,8 +132,8 @@ pub fn gather_connection(facts: &impl ProxyFacts) -> Result<Attributes, Attribut
         attrs.destination_ip = Some(ip);
         attrs.destination_port = port;
     }
-    if let Some(port) = read_port(facts, &["destination", "port"], "destination.port")? {
-        attrs.destination_port = Some(port);
+    if attrs.destination_port.is_none() {
+        attrs.destination_port = read_port(facts, &["destination", "port"], "destination.port")?;
     }
 
     if let Some(sni) = read_string(
@@ -294,7 +296,7 @@ mod tests {
             .raw("connection.mtls", Ok(vec![1]))
             .string("source.address", "10.1.2.3:51000")
             .int("source.port", 51000)
-            .string("destination.address", "[2001:db8::1]:8443")
+            .string("destination.address", "[2001:db8::1]:443")
             .int("destination.port", 443)
             .string("connection.requested_server_name", "API.example.com.")
     }
@@ -317,6 +319,18 @@ mod tests {
     }
 
     #[test]
+    fn ports_come_from_the_address_or_the_port_property() {
+        let proxy = FakeProxy::default()
+            .string("source.address", "10.1.2.3")
+            .int("source.port", 4000)
+            .int("destination.port", 8443);
+        let attrs = gather_connection(&proxy).unwrap();
+        assert_eq!(attrs.source_port, Some(4000));
+        assert_eq!(attrs.destination_port, Some(8443));
+        assert_eq!(attrs.destination_ip, None);
+    }
+
+    #[test]
     fn absent_properties_are_unknown() {
         let attrs = gather_connection(&FakeProxy::default()).unwrap();
         assert_eq!(attrs, Attributes::default());
@@ -332,8 +346,12 @@ mod tests {
     fn failures_make_the_stream_unevaluable() {
         let cases = [
             connection().raw("source.address", Err(HostStatus(3))),
-            connection().raw("destination.port", Ok(vec![1, 2, 3])),
-            connection().int("destination.port", 70000),
+            connection()
+                .string("destination.address", "10.0.0.1")
+                .raw("destination.port", Ok(vec![1, 2, 3])),
+            connection()
+                .string("destination.address", "10.0.0.1")
+                .int("destination.port", 70000),
             connection().raw("connection.mtls", Ok(vec![2])),
             connection().string("source.address", "not-an-address"),
             connection().raw("connection.uri_san_peer_certificate", Ok(vec![0xff, 0xfe])),

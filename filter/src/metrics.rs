@@ -65,3 +65,37 @@ pub fn all_counter_names(policies: &[PolicyInfo]) -> Vec<String> {
     }
     names
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_bounded_by_the_configuration() {
+        let policies = [
+            PolicyInfo {
+                name: "allow-ci".into(),
+                action: PolicyAction::Allow,
+                dry_run: false,
+            },
+            PolicyInfo {
+                name: "deny-evil".into(),
+                action: PolicyAction::Deny,
+                dry_run: false,
+            },
+            PolicyInfo {
+                name: "try".into(),
+                action: PolicyAction::Deny,
+                dry_run: true,
+            },
+        ];
+        let names = all_counter_names(&policies);
+        assert_eq!(names.len(), 4 + 5 + 1 + 1 + 3);
+        assert!(names.contains(&"egress_filter.decision.http.allow".to_string()));
+        assert!(names.contains(&"egress_filter.decision.tcp.deny".to_string()));
+        assert!(names.contains(&"egress_filter.reason.cannot_evaluate".to_string()));
+        assert!(names.contains(&"egress_filter.policy.allow-ci.allow".to_string()));
+        assert!(names.contains(&"egress_filter.policy.deny-evil.deny".to_string()));
+        assert!(names.contains(&"egress_filter.policy.try.dry_run.deny".to_string()));
+    }
+}

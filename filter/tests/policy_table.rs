@@ -368,43 +368,43 @@ fn cases() -> Vec<Case> {
         case(
             "ip_block_single",
             IP_BLOCKS,
-            http("GET", "a", "/").from_ip("1.2.3.4"),
+            http("GET", "a", "/").source_ip("1.2.3.4"),
             AllowedBy("ips", 0),
         ),
         case(
             "ip_block_cidr",
             IP_BLOCKS,
-            http("GET", "a", "/").from_ip("5.6.7.200"),
+            http("GET", "a", "/").source_ip("5.6.7.200"),
             AllowedBy("ips", 0),
         ),
         case(
             "ip_block_ipv6",
             IP_BLOCKS,
-            http("GET", "a", "/").from_ip("2001:db8::7"),
+            http("GET", "a", "/").source_ip("2001:db8::7"),
             AllowedBy("ips", 0),
         ),
         case(
             "ip_block_ipv4_mapped",
             IP_BLOCKS,
-            http("GET", "a", "/").from_ip("::ffff:5.6.7.8"),
+            http("GET", "a", "/").source_ip("::ffff:5.6.7.8"),
             AllowedBy("ips", 0),
         ),
         case(
             "ip_block_mismatch",
             IP_BLOCKS,
-            http("GET", "a", "/").from_ip("5.6.8.1"),
+            http("GET", "a", "/").source_ip("5.6.8.1"),
             DeniedNoMatch,
         ),
         case(
             "not_ip_blocks_denies_outside",
             NOT_IP_BLOCKS,
-            http("GET", "a", "/").from_ip("192.168.0.1"),
+            http("GET", "a", "/").source_ip("192.168.0.1"),
             DeniedBy("not-ips", 0),
         ),
         case(
             "not_ip_blocks_passes_inside",
             NOT_IP_BLOCKS,
-            http("GET", "a", "/").from_ip("10.9.9.9"),
+            http("GET", "a", "/").source_ip("10.9.9.9"),
             AllowedNoAllowPolicies,
         ),
         case(
@@ -416,13 +416,13 @@ fn cases() -> Vec<Case> {
         case(
             "remote_ip_blocks_mismatch",
             REMOTE_IP_BLOCKS,
-            http("GET", "a", "/").from_ip("10.2.0.1"),
+            http("GET", "a", "/").source_ip("10.2.0.1"),
             DeniedNoMatch,
         ),
         case(
             "not_remote_ip_blocks",
             NOT_REMOTE_IP_BLOCKS,
-            http("GET", "a", "/").from_ip("10.2.0.1"),
+            http("GET", "a", "/").source_ip("10.2.0.1"),
             AllowedBy("not-remote", 0),
         ),
         case(
@@ -436,7 +436,7 @@ fn cases() -> Vec<Case> {
             SOURCE_ANDED,
             http("GET", "a", "/")
                 .principal("td/ns/prod/sa/x")
-                .from_ip("203.0.113.4"),
+                .source_ip("203.0.113.4"),
             DeniedNoMatch,
         ),
         case(
@@ -771,7 +771,7 @@ fn cases() -> Vec<Case> {
         case(
             "when_source_ip_mismatch",
             WHEN_SOURCE_IP,
-            http("GET", "a", "/").from_ip("10.2.0.1"),
+            http("GET", "a", "/").source_ip("10.2.0.1"),
             DeniedNoMatch,
         ),
         case(
@@ -801,7 +801,7 @@ fn cases() -> Vec<Case> {
         case(
             "when_destination_ip_mismatch",
             WHEN_DEST_IP,
-            http("GET", "a", "/").to_ip("10.0.1.1"),
+            http("GET", "a", "/").destination_ip("10.0.1.1"),
             DeniedNoMatch,
         ),
         case(
@@ -1001,13 +1001,13 @@ fn cases() -> Vec<Case> {
         case(
             "istio_doc_ingress_ip_allowed",
             ISTIO_INGRESS_IPS,
-            http("GET", "a", "/").from_ip("5.6.7.8"),
+            http("GET", "a", "/").source_ip("5.6.7.8"),
             AllowedBy("ingress-policy", 0),
         ),
         case(
             "istio_doc_ingress_ip_denied",
             ISTIO_INGRESS_IPS,
-            http("GET", "a", "/").from_ip("9.9.9.9"),
+            http("GET", "a", "/").source_ip("9.9.9.9"),
             DeniedNoMatch,
         ),
         case(
@@ -1100,4 +1100,61 @@ fn decision_table() {
 
 fn leak(policy: Option<&str>) -> &'static str {
     Box::leak(policy.unwrap_or("<none>").to_string().into_boxed_str())
+}
+
+/// Many policies: the host (HTTP) and SNI (TCP) indexes narrow the rules, and the first
+/// matching policy in configuration order must still win.
+#[test]
+fn indexed_rules_keep_configuration_order() {
+    let mut policies = Vec::new();
+    for i in 0..40 {
+        match i {
+            // Unindexed rule (no host requirement) in the middle: wins for namespace `ops`.
+            10 => policies.push(r#"{"name":"p10","rules":[{"from":[{"source":{"namespaces":["ops"]}}]}]}"#.to_string()),
+            // A wildcard and an exact name that overlap with later policies.
+            20 => policies.push(r#"{"name":"p20","rules":[{"to":[{"operation":{"hosts":["*.shared.example"]}}]}]}"#.to_string()),
+            30 => policies.push(r#"{"name":"p30","rules":[{"to":[{"operation":{"hosts":["api.shared.example"]}}]}]}"#.to_string()),
+            _ => policies.push(format!(
+                r#"{{"name":"p{i}","rules":[{{"to":[{{"operation":{{"hosts":["h{i}.example"]}}}}]}},{{"when":[{{"key":"connection.sni","values":["h{i}.example"]}}]}}]}}"#
+            )),
+        }
+    }
+    let config = compile(Box::leak(
+        format!("[{}]", policies.join(",")).into_boxed_str(),
+    ));
+    let check = |req: Req, policy: &str, rule: Option<usize>| {
+        let attrs = req.attributes(config.policy.header_names());
+        let d = config.policy.evaluate(&attrs);
+        assert_eq!((d.policy, d.rule), (Some(policy), rule), "{req:?}");
+    };
+    check(http("GET", "h5.example", "/"), "p5", Some(0));
+    check(http("GET", "H39.example:443", "/"), "p39", Some(0));
+    check(
+        http("GET", "h35.example", "/").principal("td/ns/ops/sa/x"),
+        "p10",
+        Some(0),
+    );
+    check(
+        http("GET", "h3.example", "/").principal("td/ns/ops/sa/x"),
+        "p3",
+        Some(0),
+    );
+    check(http("GET", "api.shared.example", "/"), "p20", Some(0));
+    check(http("GET", "other.shared.example", "/"), "p20", Some(0));
+    check(tcp("h7.example"), "p7", Some(1));
+    check(
+        tcp("h12.example").principal("td/ns/ops/sa/x"),
+        "p10",
+        Some(0),
+    );
+    let attrs = http("GET", "nowhere.example", "/").attributes(&[]);
+    assert_eq!(
+        config.policy.evaluate(&attrs).reason,
+        Reason::NoAllowPolicyMatched
+    );
+    let attrs = tcp("api.shared.example").attributes(&[]);
+    assert_eq!(
+        config.policy.evaluate(&attrs).reason,
+        Reason::NoAllowPolicyMatched
+    );
 }

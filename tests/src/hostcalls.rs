@@ -641,11 +641,16 @@ fn proxy_close_stream(mut caller: Ctx<'_>, stream: i32) -> HostResult {
     let Some(s) = ctx.stream_mut() else {
         return ok();
     };
-    let applies = match (&s.protocol, stream) {
-        (StreamProtocol::Http(_), StreamType::HttpRequest | StreamType::HttpResponse) => true,
-        (StreamProtocol::Tcp(_), StreamType::Downstream | StreamType::Upstream) => true,
-        _ => false,
-    };
+    let applies = matches!(
+        (&s.protocol, stream),
+        (
+            StreamProtocol::Http(_),
+            StreamType::HttpRequest | StreamType::HttpResponse
+        ) | (
+            StreamProtocol::Tcp(_),
+            StreamType::Downstream | StreamType::Upstream
+        )
+    );
     if applies && s.requests.close.is_none() {
         s.requests.close = Some(stream);
         if let StreamProtocol::Http(h) = &mut s.protocol {
@@ -1024,7 +1029,7 @@ fn proxy_http_call(
 /// Envoy gives gRPC calls odd tokens and gRPC streams even ones.
 fn next_grpc_token(state: &mut VmState, streaming: bool) -> u32 {
     let mut token = state.last_grpc_call.wrapping_add(1).max(1);
-    if (token % 2 == 0) != streaming {
+    if token.is_multiple_of(2) != streaming {
         token = token.wrapping_add(1).max(1);
     }
     state.last_grpc_call = token;
@@ -1152,7 +1157,7 @@ fn proxy_grpc_send(
         return status(Status::InvalidMemoryAccess);
     };
     let token = token as u32;
-    if token % 2 == 1 {
+    if !token.is_multiple_of(2) {
         // A call token, not a stream.
         return status(Status::BadArgument);
     }

@@ -26,6 +26,17 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Replays requests (JSON lines) through the filter and prints one JSON line per request.
+    ///
+    /// Input, one object per line (all fields but "id" optional; "http" makes an HTTP request,
+    /// otherwise a TCP connection):
+    /// {"id":"r1","at_ms":0,"worker":0,"source":{"principal":"cluster.local/ns/dev/sa/app",
+    /// "ip":"10.1.2.3","port":51000},"destination":{"ip":"93.184.216.34","port":443},
+    /// "sni":"api.example.com","http":{"method":"GET","authority":"api.example.com",
+    /// "path":"/v1","scheme":"https","protocol":"HTTP/1.1","headers":{"user-agent":"curl/8"},
+    /// "body_base64":"..."},"tcp":{"data_base64":"..."}}
+    ///
+    /// Output: {"id","decision":"allow|deny|ratelimited|error","status","headers","logs"}, with
+    /// "body", "details" and "error" when they apply.
     Replay(ReplayArgs),
     /// Runs Envoy's configuration canary: prints `ok`, or the filter's reason and exits 1.
     CheckConfig(ModuleArgs),

@@ -36,10 +36,13 @@ pub struct SharedData {
     inner: Mutex<SharedDataInner>,
 }
 
+/// One vm_id's keys: value and CAS.
+type SharedDataOfVm = HashMap<Vec<u8>, (Vec<u8>, u32)>;
+
 #[derive(Debug)]
 struct SharedDataInner {
     next_cas: u32,
-    by_vm: HashMap<String, HashMap<Vec<u8>, (Vec<u8>, u32)>>,
+    by_vm: HashMap<String, SharedDataOfVm>,
 }
 
 impl Default for SharedData {

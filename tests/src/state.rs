@@ -202,7 +202,7 @@ pub(crate) struct Context {
 pub(crate) enum ContextKind {
     /// Context 0: calls made outside any context (e.g. from `_initialize`).
     Vm,
-    Root(RootState),
+    Root(Box<RootState>),
     Stream(Box<StreamState>),
 }
 

@@ -8,7 +8,7 @@ use wasmtime::{Instance, InstancePre, Store, TypedFunc, WasmParams, WasmResults}
 
 use crate::config::PluginConfig;
 use crate::error::HostError;
-use crate::state::{Context, ContextKind, RootState, VmState};
+use crate::state::{Context, ContextKind, VmState};
 
 /// A trap (or a fatal host-call error) while the module ran: Envoy's `FailState::RuntimeError`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,39 +24,42 @@ impl std::fmt::Display for Trap {
     }
 }
 
+/// An exported callback, if the module has it.
+pub(crate) type Callback<P, R> = Option<Arc<TypedFunc<P, R>>>;
+
 /// The callbacks a proxy-wasm module may export; all optional. Shared handles, so that taking
 /// one for a call costs a reference count rather than a copy of its type.
 pub(crate) struct Callbacks {
-    pub on_context_create: Option<Arc<TypedFunc<(i32, i32), ()>>>,
-    pub on_vm_start: Option<Arc<TypedFunc<(i32, i32), i32>>>,
-    pub on_configure: Option<Arc<TypedFunc<(i32, i32), i32>>>,
-    pub on_tick: Option<Arc<TypedFunc<i32, ()>>>,
-    pub on_queue_ready: Option<Arc<TypedFunc<(i32, i32), ()>>>,
-    pub on_done: Option<Arc<TypedFunc<i32, i32>>>,
-    pub on_log: Option<Arc<TypedFunc<i32, ()>>>,
-    pub on_delete: Option<Arc<TypedFunc<i32, ()>>>,
-    pub on_new_connection: Option<Arc<TypedFunc<i32, i32>>>,
-    pub on_downstream_data: Option<Arc<TypedFunc<(i32, i32, i32), i32>>>,
-    pub on_upstream_data: Option<Arc<TypedFunc<(i32, i32, i32), i32>>>,
-    pub on_downstream_connection_close: Option<Arc<TypedFunc<(i32, i32), ()>>>,
-    pub on_upstream_connection_close: Option<Arc<TypedFunc<(i32, i32), ()>>>,
-    pub on_request_headers: Option<Arc<TypedFunc<(i32, i32, i32), i32>>>,
-    pub on_request_body: Option<Arc<TypedFunc<(i32, i32, i32), i32>>>,
-    pub on_response_headers: Option<Arc<TypedFunc<(i32, i32, i32), i32>>>,
-    pub on_response_body: Option<Arc<TypedFunc<(i32, i32, i32), i32>>>,
-    pub on_http_call_response: Option<Arc<TypedFunc<(i32, i32, i32, i32, i32), ()>>>,
-    pub on_grpc_receive_initial_metadata: Option<Arc<TypedFunc<(i32, i32, i32), ()>>>,
-    pub on_grpc_receive: Option<Arc<TypedFunc<(i32, i32, i32), ()>>>,
-    pub on_grpc_receive_trailing_metadata: Option<Arc<TypedFunc<(i32, i32, i32), ()>>>,
-    pub on_grpc_close: Option<Arc<TypedFunc<(i32, i32, i32), ()>>>,
-    pub on_foreign_function: Option<Arc<TypedFunc<(i32, i32, i32), ()>>>,
+    pub on_context_create: Callback<(i32, i32), ()>,
+    pub on_vm_start: Callback<(i32, i32), i32>,
+    pub on_configure: Callback<(i32, i32), i32>,
+    pub on_tick: Callback<i32, ()>,
+    pub on_queue_ready: Callback<(i32, i32), ()>,
+    pub on_done: Callback<i32, i32>,
+    pub on_log: Callback<i32, ()>,
+    pub on_delete: Callback<i32, ()>,
+    pub on_new_connection: Callback<i32, i32>,
+    pub on_downstream_data: Callback<(i32, i32, i32), i32>,
+    pub on_upstream_data: Callback<(i32, i32, i32), i32>,
+    pub on_downstream_connection_close: Callback<(i32, i32), ()>,
+    pub on_upstream_connection_close: Callback<(i32, i32), ()>,
+    pub on_request_headers: Callback<(i32, i32, i32), i32>,
+    pub on_request_body: Callback<(i32, i32, i32), i32>,
+    pub on_response_headers: Callback<(i32, i32, i32), i32>,
+    pub on_response_body: Callback<(i32, i32, i32), i32>,
+    pub on_http_call_response: Callback<(i32, i32, i32, i32, i32), ()>,
+    pub on_grpc_receive_initial_metadata: Callback<(i32, i32, i32), ()>,
+    pub on_grpc_receive: Callback<(i32, i32, i32), ()>,
+    pub on_grpc_receive_trailing_metadata: Callback<(i32, i32, i32), ()>,
+    pub on_grpc_close: Callback<(i32, i32, i32), ()>,
+    pub on_foreign_function: Callback<(i32, i32, i32), ()>,
 }
 
 fn typed<P: WasmParams, R: WasmResults>(
     store: &mut Store<VmState>,
     instance: &Instance,
     name: &str,
-) -> Result<Option<Arc<TypedFunc<P, R>>>, HostError> {
+) -> Result<Callback<P, R>, HostError> {
     match instance.get_func(&mut *store, name) {
         None => Ok(None),
         Some(f) => f
@@ -227,7 +230,7 @@ impl Vm {
     /// Creates a root context for a plugin and starts it: `proxy_on_context_create(root, 0)` then
     /// `proxy_on_vm_start` (proxy-wasm-cpp-host `ContextBase::onStart`).
     pub fn start_root(&mut self, plugin: Arc<PluginConfig>) -> Result<(u32, bool), Trap> {
-        let id = self.new_context(None, plugin, ContextKind::Root(RootState::default()));
+        let id = self.new_context(None, plugin, ContextKind::Root(Box::default()));
         self.context_create(id, 0)?;
         let size = self.state().vm_config.configuration.len() as i32;
         let started = match self.cb.on_vm_start.clone() {

@@ -23,7 +23,7 @@ use crate::error::HostError;
 use crate::headers::HeaderMap;
 use crate::host::HostInner;
 use crate::state::{
-    ContextKind, IdMap, HttpCallResponseData, HttpStreamState, LocalReplyRequest, StreamProtocol,
+    ContextKind, HttpCallResponseData, HttpStreamState, IdMap, LocalReplyRequest, StreamProtocol,
     StreamRequests, StreamState, TcpStreamState,
 };
 use crate::stream::{
@@ -140,7 +140,7 @@ struct TcpDriver {
 }
 
 enum Driver {
-    Http(HttpDriver),
+    Http(Box<HttpDriver>),
     Tcp(TcpDriver),
 }
 
@@ -231,14 +231,14 @@ impl Worker {
     pub fn begin_http(&mut self, request: &HttpRequest) -> Result<StreamHandle, HostError> {
         let plugin = self.plugin_of_kind(PluginKind::Http)?;
         self.poll();
-        let driver = Driver::Http(HttpDriver {
+        let driver = Driver::Http(Box::new(HttpDriver {
             request: request.clone(),
             step: HttpStep::Create,
             blocked: false,
             reply: None,
             forwarded_headers: None,
             forwarded: Vec::new(),
-        });
+        }));
         let state = StreamProtocol::Http(HttpStreamState {
             protocol: request.protocol.clone(),
             request_headers: self.request_headers(request),
@@ -325,7 +325,7 @@ impl Worker {
     pub fn is_paused(&self, handle: StreamHandle) -> bool {
         matches!(
             self.streams.get(&handle.0).map(|s| &s.driver),
-            Some(Driver::Http(HttpDriver { blocked: true, .. }))
+            Some(Driver::Http(h)) if h.blocked
         )
     }
 
@@ -618,10 +618,10 @@ impl Worker {
         Ok(())
     }
 
-    /// Shuts the VM down like Envoy draining a worker: `proxy_on_done` for every root context,
-    /// `proxy_on_delete` for those that are done (the others wait for `proxy_done`). Returns
-    /// the log lines not yet taken.
-    pub fn shutdown(mut self) -> Vec<LogRecord> {
+    /// Shuts the plugins down like Envoy draining a worker: `proxy_on_done` for every root
+    /// context, `proxy_on_delete` for those that are done; the others wait for `proxy_done`
+    /// (from a later tick or queue callback). No new stream starts afterwards.
+    pub fn shutdown(&mut self) {
         if self.failure.is_none() {
             let roots: Vec<u32> = self.plugins.iter().map(|p| p.root).collect();
             for root in roots {
@@ -639,11 +639,8 @@ impl Worker {
                 }
             }
         }
-        self.host
-            .shared
-            .queues
-            .forget_vm(self.vm.state().vm_instance);
-        self.take_root_logs()
+        self.plugins.clear();
+        self.collect_logs();
     }
 
     /// Root contexts waiting for `proxy_done` after returning false from `proxy_on_done`.
@@ -694,7 +691,7 @@ impl Worker {
         let blocked: Vec<u32> = self
             .streams
             .iter()
-            .filter(|(_, s)| matches!(s.driver, Driver::Http(HttpDriver { blocked: true, .. })))
+            .filter(|(_, s)| matches!(&s.driver, Driver::Http(h) if h.blocked))
             .map(|(id, _)| *id)
             .collect();
         for id in blocked {
@@ -948,7 +945,7 @@ impl Worker {
         &mut self,
         id: u32,
         name: &'static str,
-        f: Option<Arc<wasmtime::TypedFunc<(i32, i32, i32), i32>>>,
+        f: crate::vm::Callback<(i32, i32, i32), i32>,
         size: usize,
         end_of_stream: bool,
     ) -> Result<Action, Trap> {

@@ -543,3 +543,44 @@ fn grpc_callouts_deliver_messages_and_close() {
         Err(HostError::UnknownCallout(12345))
     ));
 }
+
+#[test]
+fn shutdown_waits_for_proxy_done_and_foreign_functions_work() {
+    let mut options = HostOptions::default();
+    let echo: egress_sim::config::ForeignFunction = std::sync::Arc::new(|args: &[u8]| {
+        let mut out = b"echo:".to_vec();
+        out.extend_from_slice(args);
+        Ok(out)
+    });
+    options.foreign_functions.insert("echo".into(), echo);
+    let host = Host::new(&wat_file("drain.wat"), VmConfig::default(), options).unwrap();
+    let mut worker = host.worker(0, &[http_plugin("")]).unwrap();
+    let messages = |worker: &mut egress_sim::Worker| -> Vec<String> {
+        worker
+            .take_root_logs()
+            .into_iter()
+            .map(|l| l.message)
+            .collect()
+    };
+    assert_eq!(messages(&mut worker), ["echo:hi"]);
+
+    worker
+        .call_foreign_callback("test.http", 7, b"args")
+        .unwrap();
+    assert_eq!(messages(&mut worker), ["args"]);
+
+    worker.shutdown();
+    assert_eq!(messages(&mut worker), ["done"]);
+    assert_eq!(worker.pending_done().len(), 1);
+    assert_eq!(worker.live_contexts(), 2);
+    assert!(matches!(
+        worker.http(&HttpRequest::get("a", "/")),
+        Err(HostError::NoPluginOfKind(_))
+    ));
+
+    host.clock().advance(Duration::from_secs(1));
+    worker.poll();
+    assert_eq!(messages(&mut worker), ["tick", "released", "delete"]);
+    assert!(worker.pending_done().is_empty());
+    assert_eq!(worker.live_contexts(), 1);
+}

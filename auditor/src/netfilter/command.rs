@@ -174,7 +174,12 @@ pub fn run(args: RulesArgs) -> anyhow::Result<ExitCode> {
     };
     ctx.evidence.insert(
         "dumps".into(),
-        Value::Array(args.dump.iter().map(|p| json!(p.display().to_string())).collect()),
+        Value::Array(
+            args.dump
+                .iter()
+                .map(|p| json!(p.display().to_string()))
+                .collect(),
+        ),
     );
 
     let (mut findings, judged_note): (Vec<Finding>, Value) = match &cfg {
@@ -185,7 +190,10 @@ pub fn run(args: RulesArgs) -> anyhow::Result<ExitCode> {
                 workload.namespace,
                 workload.name
             );
-            (Vec::new(), json!({"judged": false, "reason": "not injected"}))
+            (
+                Vec::new(),
+                json!({"judged": false, "reason": "not injected"}),
+            )
         }
         Some(cfg) if !cfg.captures_outbound() => (
             Vec::new(),

@@ -70,7 +70,11 @@ pub fn parse(text: &str, source: &str, family: Option<IpFamily>) -> Result<Rules
         if let Some(name) = line.strip_prefix('*') {
             let name = name.trim();
             if name.is_empty() {
-                return Err(DumpError::syntax(source, line_no, "table line without a name"));
+                return Err(DumpError::syntax(
+                    source,
+                    line_no,
+                    "table line without a name",
+                ));
             }
             if let Some(b) = current.take() {
                 return Err(DumpError::syntax(
@@ -95,13 +99,7 @@ pub fn parse(text: &str, source: &str, family: Option<IpFamily>) -> Result<Rules
         if line == "COMMIT" {
             match current.take() {
                 Some(b) => blocks.push(b),
-                None => {
-                    return Err(DumpError::syntax(
-                        source,
-                        line_no,
-                        "COMMIT outside a table",
-                    ))
-                }
+                None => return Err(DumpError::syntax(source, line_no, "COMMIT outside a table")),
             }
             continue;
         }
@@ -236,9 +234,10 @@ fn parse_line(block: &mut Block, line: &str, _line_no: usize) -> Result<(), Stri
         },
         "-X" | "--delete-chain" => match tokens.get(1) {
             Some(name) => block.table.chains.retain(|c| &c.name != name),
-            None => block.table.chains.retain(|c| {
-                iptables_base_chain(&block.table.name, &c.name).is_some()
-            }),
+            None => block
+                .table
+                .chains
+                .retain(|c| iptables_base_chain(&block.table.name, &c.name).is_some()),
         },
         "-A" | "--append" | "-I" | "--insert" => {
             let chain_name = tokens
@@ -489,9 +488,8 @@ pub(crate) fn parse_rule_args(args: &[String]) -> Result<RuleParts, String> {
             }
             _ if opt.starts_with("--") => {
                 module_has_options = true;
-                match module_option(opt, args, &mut i, negate, &protocols, &module)? {
-                    Some(m) => matches.push(m),
-                    None => {}
+                if let Some(m) = module_option(opt, args, &mut i, negate, &protocols, &module)? {
+                    matches.push(m);
                 }
             }
             other => return Err(format!("unexpected {other:?}")),
@@ -537,8 +535,14 @@ fn module_option(
         }
     };
     let m = match opt {
-        "--dport" | "--destination-port" | "--dports" | "--destination-ports" | "--sport"
-        | "--source-port" | "--sports" | "--source-ports" => {
+        "--dport"
+        | "--destination-port"
+        | "--dports"
+        | "--destination-ports"
+        | "--sport"
+        | "--source-port"
+        | "--sports"
+        | "--source-ports" => {
             let v = value(i)?;
             let ranges = parse_port_list(&v)?;
             let direction = if opt.starts_with("--d") {
@@ -601,7 +605,9 @@ fn module_option(
             }
             text.push_str(opt);
             while let Some(next) = args.get(*i + 1) {
-                if next.starts_with('-') && next.len() > 1 && !next[1..].starts_with(char::is_numeric)
+                if next.starts_with('-')
+                    && next.len() > 1
+                    && !next[1..].starts_with(char::is_numeric)
                     || next == "!"
                 {
                     break;
@@ -660,7 +666,10 @@ fn parse_mark(v: &str) -> Result<(u32, u32), String> {
 }
 
 /// Reads a `-j TARGET [options]`.
-fn parse_target(target: &str, opts: &[String]) -> Result<(Option<Effect>, Option<Verdict>), String> {
+fn parse_target(
+    target: &str,
+    opts: &[String],
+) -> Result<(Option<Effect>, Option<Verdict>), String> {
     let opt_value = |name: &[&str]| -> Option<&str> {
         opts.iter()
             .position(|o| name.contains(&o.as_str()))
@@ -735,7 +744,9 @@ pub(crate) fn parse_nat_destination(to: &str) -> Result<(Option<IpAddr>, Option<
         first.parse().map_err(|_| format!("bad port in {to:?}"))
     };
     if let Some(rest) = to.strip_prefix('[') {
-        let (a, p) = rest.split_once(']').ok_or_else(|| format!("bad address {to:?}"))?;
+        let (a, p) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("bad address {to:?}"))?;
         let addr: IpAddr = a.parse().map_err(|_| format!("bad address {to:?}"))?;
         let port = match p.strip_prefix(':') {
             Some(p) => Some(port_of(p)?),
@@ -887,13 +898,19 @@ mod tests {
                 port: Some(80)
             })
         );
-        assert!(matches!(&nat.rules[1].matches[0], Match::Unknown { text } if text.contains("statistic")));
+        assert!(
+            matches!(&nat.rules[1].matches[0], Match::Unknown { text } if text.contains("statistic"))
+        );
     }
 
     #[test]
     fn errors_name_the_line() {
-        let err = parse("*nat\n-A OUTPUT -p tcp --dport x -j RETURN\nCOMMIT\n", "pod.dump", None)
-            .unwrap_err();
+        let err = parse(
+            "*nat\n-A OUTPUT -p tcp --dport x -j RETURN\nCOMMIT\n",
+            "pod.dump",
+            None,
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "pod.dump:2: bad port \"x\"");
         let err = parse("-A OUTPUT -j RETURN\n", "pod.dump", None).unwrap_err();
         assert!(err.to_string().starts_with("pod.dump:1:"), "{err}");

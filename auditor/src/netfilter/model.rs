@@ -511,9 +511,13 @@ pub enum Match {
         states: Vec<String>,
     },
     /// A first packet of an outbound TCP connection (`--syn`).
-    Syn { negated: bool },
+    Syn {
+        negated: bool,
+    },
     /// Something this auditor does not evaluate: the packet may or may not match.
-    Unknown { text: String },
+    Unknown {
+        text: String,
+    },
 }
 
 /// A side effect that does not end the rule.
@@ -537,7 +541,9 @@ pub enum Verdict {
     Jump(String),
     Goto(String),
     /// NAT to a local port; `None` keeps the destination port.
-    Redirect { ports: Option<(u16, u16)> },
+    Redirect {
+        ports: Option<(u16, u16)>,
+    },
     /// NAT to another destination.
     Dnat {
         addr: Option<IpAddr>,

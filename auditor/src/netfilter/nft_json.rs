@@ -19,7 +19,9 @@ pub fn parse(text: &str, source: &str) -> Result<Ruleset, DumpError> {
     let items = doc
         .get("nftables")
         .and_then(Value::as_array)
-        .ok_or_else(|| DumpError::format(source, "expected an object with an \"nftables\" array"))?;
+        .ok_or_else(|| {
+            DumpError::format(source, "expected an object with an \"nftables\" array")
+        })?;
     let mut ruleset = Ruleset::default();
     for (i, item) in items.iter().enumerate() {
         let at = |msg: String| DumpError::format(source, format!("nftables[{i}]: {msg}"));
@@ -67,7 +69,8 @@ pub fn parse(text: &str, source: &str) -> Result<Ruleset, DumpError> {
                 .get("expr")
                 .and_then(Value::as_array)
                 .ok_or_else(|| at("rule without an \"expr\" array".into()))?;
-            let rule = rule_from_exprs(exprs).map_err(|m| at(format!("rule in chain {chain}: {m}")))?;
+            let rule =
+                rule_from_exprs(exprs).map_err(|m| at(format!("rule in chain {chain}: {m}")))?;
             let t = table_index(&mut ruleset, &family, &table, source);
             ruleset.tables[t].chain_or_insert(&chain).rules.push(rule);
         }
@@ -98,7 +101,10 @@ fn str_field(v: &Value, key: &str) -> Result<String, String> {
 }
 
 fn family_name(v: &Value, key: &str) -> Result<(TableFamily, String), String> {
-    Ok((TableFamily::parse(&str_field(v, "family")?), str_field(v, key)?))
+    Ok((
+        TableFamily::parse(&str_field(v, "family")?),
+        str_field(v, key)?,
+    ))
 }
 
 /// Renders a value in nft syntax; `quote` for strings that nft prints quoted (interface names).
@@ -106,7 +112,11 @@ fn render_value(v: &Value, quote: bool) -> Option<String> {
     Some(match v {
         Value::Number(n) => n.to_string(),
         Value::String(s) if s.starts_with('@') => s.clone(),
-        Value::String(s) if quote || s.is_empty() || s.contains(|c: char| !c.is_ascii_graphic() || "{},;\"#".contains(c)) => {
+        Value::String(s)
+            if quote
+                || s.is_empty()
+                || s.contains(|c: char| !c.is_ascii_graphic() || "{},;\"#".contains(c)) =>
+        {
             format!("{s:?}")
         }
         Value::String(s) => s.clone(),
@@ -117,11 +127,7 @@ fn render_value(v: &Value, quote: bool) -> Option<String> {
             .join(","),
         Value::Object(o) => {
             if let Some(p) = o.get("prefix") {
-                format!(
-                    "{}/{}",
-                    p.get("addr")?.as_str()?,
-                    p.get("len")?.as_u64()?
-                )
+                format!("{}/{}", p.get("addr")?.as_str()?, p.get("len")?.as_u64()?)
             } else if let Some(r) = o.get("range").and_then(Value::as_array) {
                 format!(
                     "{}-{}",
@@ -255,7 +261,9 @@ fn rule_from_exprs(exprs: &[Value]) -> Result<Rule, String> {
                     .unwrap_or_default();
                 match kind.as_str() {
                     "vmap" | "fwd" => verdict = Some(Verdict::Unknown(raw.clone())),
-                    "limit" | "match" | "lookup" => matches.push(Match::Unknown { text: raw.clone() }),
+                    "limit" | "match" | "lookup" => {
+                        matches.push(Match::Unknown { text: raw.clone() })
+                    }
                     _ => effects.push(Effect::Other),
                 }
                 texts.push(raw);
@@ -306,7 +314,10 @@ mod tests {
         let t = &rs.tables[0];
         let out = t.chain("output").unwrap();
         assert_eq!(out.base.unwrap().priority, -100);
-        assert_eq!(out.rules[0].verdict, Some(Verdict::Jump("istio-output".into())));
+        assert_eq!(
+            out.rules[0].verdict,
+            Some(Verdict::Jump("istio-output".into()))
+        );
         let r = &t.chain("istio-output").unwrap().rules;
         assert!(r[0].matches.contains(&Match::Family(IpFamily::V4)));
         assert!(r[0].matches.contains(&Match::Owner {
@@ -324,7 +335,9 @@ mod tests {
             r[0].text,
             "meta oifname == \"lo\" ip daddr != 127.0.0.1 tcp dport != { 53, 15008 } meta skuid == 1337 counter jump istio-in-redirect"
         );
-        assert!(matches!(&r[1].matches[1], Match::Address { nets, .. } if nets[0].to_string() == "9.9.0.0/16"));
+        assert!(
+            matches!(&r[1].matches[1], Match::Address { nets, .. } if nets[0].to_string() == "9.9.0.0/16")
+        );
         assert_eq!(
             t.chain("istio-redirect").unwrap().rules[0].verdict,
             Some(Verdict::Redirect {
@@ -332,7 +345,10 @@ mod tests {
             })
         );
         let xt = &r[2];
-        assert!(xt.matches.iter().any(|m| matches!(m, Match::Unknown { text } if text == "xt match owner")));
+        assert!(xt
+            .matches
+            .iter()
+            .any(|m| matches!(m, Match::Unknown { text } if text == "xt match owner")));
         assert_eq!(xt.verdict, Some(Verdict::Accept));
         let vmap = &rs.tables[1].chain("OUTPUT").unwrap().rules[0];
         assert!(matches!(vmap.verdict, Some(Verdict::Unknown(_))));
@@ -340,9 +356,19 @@ mod tests {
 
     #[test]
     fn errors_name_the_item() {
-        let err = parse("{\"nftables\": [{\"rule\": {\"family\": \"inet\"}}]}", "x.json").unwrap_err();
-        assert_eq!(err.to_string(), "x.json: nftables[0]: missing string field \"table\"");
+        let err = parse(
+            "{\"nftables\": [{\"rule\": {\"family\": \"inet\"}}]}",
+            "x.json",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "x.json: nftables[0]: missing string field \"table\""
+        );
         let err = parse("[1,2", "x.json").unwrap_err();
-        assert!(err.to_string().starts_with("x.json: not valid nft JSON"), "{err}");
+        assert!(
+            err.to_string().starts_with("x.json: not valid nft JSON"),
+            "{err}"
+        );
     }
 }

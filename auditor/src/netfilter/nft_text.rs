@@ -63,9 +63,7 @@ fn tokenize(text: &str, source: &str) -> Result<Vec<Token>, DumpError> {
                             }
                             Some('"') => break,
                             Some(x) => s.push(x),
-                            None => {
-                                return Err(DumpError::syntax(source, line, "unclosed quote"))
-                            }
+                            None => return Err(DumpError::syntax(source, line, "unclosed quote")),
                         }
                     }
                     out.push(Token {
@@ -177,7 +175,8 @@ impl<'a> Parser<'a> {
             }
             other => Err(self.err(format!(
                 "expected {what}, found {}",
-                other.map_or("end of input".to_string(), |t| tok_text(&t).replace('\n', "end of line"))
+                other.map_or("end of input".to_string(), |t| tok_text(&t)
+                    .replace('\n', "end of line"))
             ))),
         }
     }
@@ -290,7 +289,10 @@ impl<'a> Parser<'a> {
                 "add" | "create" | "insert" => self.add_command(&word)?,
                 "flush" => self.flush_command()?,
                 "delete" | "destroy" => self.delete_command()?,
-                "replace" => return Err(self.err("`replace rule` needs rule handles; cannot apply it to a saved dump")),
+                "replace" => {
+                    return Err(self
+                        .err("`replace rule` needs rule handles; cannot apply it to a saved dump"))
+                }
                 "define" | "include" | "redefine" | "undefine" => {
                     return Err(self.err(format!("`{word}` is not supported in a rule dump")))
                 }
@@ -374,7 +376,10 @@ impl<'a> Parser<'a> {
                     }
                     let rule = rule_from_tokens(&toks, line)
                         .map_err(|m| DumpError::syntax(self.source, line, m))?;
-                    self.ruleset.tables[t].chain_or_insert(chain).rules.push(rule);
+                    self.ruleset.tables[t]
+                        .chain_or_insert(chain)
+                        .rules
+                        .push(rule);
                 }
                 Some(other) => {
                     return Err(self.err(format!(
@@ -396,8 +401,8 @@ impl<'a> Parser<'a> {
             return Err(self.err(format!("expected `hook`, found {hook_kw:?}")));
         }
         let hook_word = self.next_word("a hook")?;
-        let hook =
-            Hook::parse(&hook_word).ok_or_else(|| self.err(format!("unknown hook {hook_word:?}")))?;
+        let hook = Hook::parse(&hook_word)
+            .ok_or_else(|| self.err(format!("unknown hook {hook_word:?}")))?;
         if self.peek_word() == Some("device") {
             self.pos += 1;
             self.next_word("a device")?;
@@ -408,8 +413,9 @@ impl<'a> Parser<'a> {
             let p = self.next_word("a priority")?;
             priority = match p.parse::<i32>() {
                 Ok(n) => n,
-                Err(_) => named_priority(&p)
-                    .ok_or_else(|| self.err(format!("unknown priority {p:?}")))?,
+                Err(_) => {
+                    named_priority(&p).ok_or_else(|| self.err(format!("unknown priority {p:?}")))?
+                }
             };
             // `filter + 10`, `mangle - 5`
             if let Some(op @ ("+" | "-")) = self.peek_word().map(str::to_string).as_deref() {
@@ -460,13 +466,14 @@ impl<'a> Parser<'a> {
                     Some("index") => {
                         self.pos += 1;
                         let n = self.next_word("an index")?;
-                        index = Some(n.parse().map_err(|_| self.err(format!("bad index {n:?}")))?);
+                        index = Some(
+                            n.parse()
+                                .map_err(|_| self.err(format!("bad index {n:?}")))?,
+                        );
                     }
-                    Some("position" | "handle") => {
-                        return Err(self.err(
-                            "rule positions by handle cannot be applied to a saved dump; use `index`",
-                        ))
-                    }
+                    Some("position" | "handle") => return Err(self.err(
+                        "rule positions by handle cannot be applied to a saved dump; use `index`",
+                    )),
                     _ => {}
                 }
                 let line = self.line();
@@ -560,9 +567,9 @@ impl<'a> Parser<'a> {
                 }
             }
             "rule" => {
-                return Err(self.err(
-                    "`delete rule` needs rule handles; cannot apply it to a saved dump",
-                ))
+                return Err(
+                    self.err("`delete rule` needs rule handles; cannot apply it to a saved dump")
+                )
             }
             _ => self.skip_statement(),
         }
@@ -572,10 +579,46 @@ impl<'a> Parser<'a> {
 
 /// Keywords that start an expression or statement; an unknown expression runs up to the next one.
 const STARTERS: [&str; 40] = [
-    "meta", "oifname", "iifname", "oif", "iif", "skuid", "skgid", "mark", "ip", "ip6", "tcp",
-    "udp", "sctp", "udplite", "dccp", "th", "ct", "counter", "log", "limit", "comment", "notrack",
-    "accept", "drop", "reject", "return", "continue", "jump", "goto", "queue", "redirect", "dnat",
-    "snat", "masquerade", "tproxy", "xt", "nfproto", "l4proto", "fib", "socket",
+    "meta",
+    "oifname",
+    "iifname",
+    "oif",
+    "iif",
+    "skuid",
+    "skgid",
+    "mark",
+    "ip",
+    "ip6",
+    "tcp",
+    "udp",
+    "sctp",
+    "udplite",
+    "dccp",
+    "th",
+    "ct",
+    "counter",
+    "log",
+    "limit",
+    "comment",
+    "notrack",
+    "accept",
+    "drop",
+    "reject",
+    "return",
+    "continue",
+    "jump",
+    "goto",
+    "queue",
+    "redirect",
+    "dnat",
+    "snat",
+    "masquerade",
+    "tproxy",
+    "xt",
+    "nfproto",
+    "l4proto",
+    "fib",
+    "socket",
 ];
 
 const META_KEYS: [&str; 9] = [
@@ -749,7 +792,9 @@ fn rule_from_tokens(toks: &[Token], line: usize) -> Result<Rule, String> {
                             Direction::Destination
                         };
                         let nets = vals.and_then(|v| {
-                            v.iter().map(|a| IpNet::parse(a)).collect::<Option<Vec<_>>>()
+                            v.iter()
+                                .map(|a| IpNet::parse(a))
+                                .collect::<Option<Vec<_>>>()
                         });
                         match (nets, op) {
                             (Some(nets), None) => matches.push(Match::Address {
@@ -766,7 +811,9 @@ fn rule_from_tokens(toks: &[Token], line: usize) -> Result<Rule, String> {
                         let (negated, _) = read_operator(&mut cur);
                         let vals = read_values(&mut cur)?;
                         match vals.and_then(|v| {
-                            v.iter().map(|p| protocol_number(p)).collect::<Option<Vec<_>>>()
+                            v.iter()
+                                .map(|p| protocol_number(p))
+                                .collect::<Option<Vec<_>>>()
                         }) {
                             Some(protocols) => matches.push(Match::Protocol { negated, protocols }),
                             None => matches.push(Match::Unknown {
@@ -894,9 +941,10 @@ fn rule_from_tokens(toks: &[Token], line: usize) -> Result<Rule, String> {
             "comment" => {
                 cur.word("a comment")?;
             }
-            "limit" | "quota" | "numgen" | "jhash" | "symhash" | "fib" | "rt" | "socket" | "osf"
-            | "exthdr" | "icmp" | "icmpv6" | "ether" | "vlan" | "arp" | "ipsec" | "tunnel"
-            | "frag" | "hbh" | "rt0" | "mh" | "dst" | "ah" | "esp" | "comp" | "cgroupv2" => {
+            "limit" | "quota" | "numgen" | "jhash" | "symhash" | "fib" | "rt" | "socket"
+            | "osf" | "exthdr" | "icmp" | "icmpv6" | "ether" | "vlan" | "arp" | "ipsec"
+            | "tunnel" | "frag" | "hbh" | "rt0" | "mh" | "dst" | "ah" | "esp" | "comp"
+            | "cgroupv2" => {
                 skip_unknown_value(&mut cur);
                 matches.push(Match::Unknown {
                     text: join(&toks[start..cur.pos]),
@@ -1011,7 +1059,10 @@ fn rule_from_tokens(toks: &[Token], line: usize) -> Result<Rule, String> {
 
 fn skip_nat_flags(cur: &mut RuleCursor<'_>) {
     while let Some(w) = cur.peek_word() {
-        if matches!(w, "random" | "fully-random" | "persistent" | "netmap" | "prefix") {
+        if matches!(
+            w,
+            "random" | "fully-random" | "persistent" | "netmap" | "prefix"
+        ) {
             cur.pos += 1;
             while cur.peek() == Some(&Tok::Comma) {
                 cur.pos += 2;
@@ -1048,7 +1099,10 @@ fn skip_set_value(cur: &mut RuleCursor<'_>) {
         }
     }
     // `meta mark set ct mark and 0xff`
-    while matches!(cur.peek_word(), Some("and" | "or" | "xor" | "&" | "|" | "^")) {
+    while matches!(
+        cur.peek_word(),
+        Some("and" | "or" | "xor" | "&" | "|" | "^")
+    ) {
         cur.pos += 2;
     }
 }
@@ -1162,7 +1216,11 @@ fn meta_expr(
             let vals = read_values(cur)?;
             match (key, vals) {
                 ("l4proto", Some(v)) => {
-                    match v.iter().map(|p| protocol_number(p)).collect::<Option<Vec<_>>>() {
+                    match v
+                        .iter()
+                        .map(|p| protocol_number(p))
+                        .collect::<Option<Vec<_>>>()
+                    {
                         Some(protocols) => matches.push(Match::Protocol { negated, protocols }),
                         None => unknown(cur, matches),
                     }
@@ -1231,9 +1289,15 @@ table inet istio-proxy-mangle {
         assert_eq!(nat.family, TableFamily::Inet);
         let out = nat.chain("output").unwrap();
         let base = out.base.unwrap();
-        assert_eq!((base.hook, base.kind, base.priority), (Hook::Output, ChainKind::Nat, -100));
+        assert_eq!(
+            (base.hook, base.kind, base.priority),
+            (Hook::Output, ChainKind::Nat, -100)
+        );
         assert_eq!(out.rules.len(), 2);
-        assert_eq!(out.rules[1].verdict, Some(Verdict::Jump("istio-output".into())));
+        assert_eq!(
+            out.rules[1].verdict,
+            Some(Verdict::Jump("istio-output".into()))
+        );
         assert_eq!(
             nat.chain("istio-redirect").unwrap().rules[0].verdict,
             Some(Verdict::Redirect {
@@ -1326,7 +1390,10 @@ table inet istio-proxy-mangle {
         .unwrap();
         let r = &rs.tables[0].chain("c").unwrap().rules;
         assert!(matches!(&r[0].matches[0], Match::Unknown { text } if text.starts_with("numgen")));
-        assert!(r[0].matches.iter().any(|m| matches!(m, Match::Unknown { text } if text.contains("@blocked"))));
+        assert!(r[0]
+            .matches
+            .iter()
+            .any(|m| matches!(m, Match::Unknown { text } if text.contains("@blocked"))));
         assert_eq!(r[0].verdict, Some(Verdict::Return));
         assert!(matches!(&r[1].matches[0], Match::Unknown { .. }));
         assert_eq!(r[1].verdict, Some(Verdict::Accept));
@@ -1336,8 +1403,11 @@ table inet istio-proxy-mangle {
     fn errors_are_located() {
         let err = parse("add rule inet nope c accept\n", "f.nft").unwrap_err();
         assert_eq!(err.to_string(), "f.nft:1: no table inet nope");
-        let err = parse("table inet t {\n chain c {\n  tcp dport x accept\n }\n}\n", "f.nft")
-            .unwrap_err();
+        let err = parse(
+            "table inet t {\n chain c {\n  tcp dport x accept\n }\n}\n",
+            "f.nft",
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "f.nft:3: bad port \"x\"");
         let err = parse("table inet t {\n chain c {\n", "f.nft").unwrap_err();
         assert!(err.to_string().contains("not closed"), "{err}");
@@ -1352,6 +1422,9 @@ table inet istio-proxy-mangle {
         .unwrap();
         let a = rs.tables[0].chain("a").unwrap().base.unwrap();
         assert_eq!((a.priority, a.policy), (10, Policy::Drop));
-        assert_eq!(rs.tables[0].chain("b").unwrap().base.unwrap().priority, -305);
+        assert_eq!(
+            rs.tables[0].chain("b").unwrap().base.unwrap().priority,
+            -305
+        );
     }
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::addr::IpFamily;
 use super::model::{
-    Backend, ChainKind, Direction, Effect, Hook, IfaceDirection, Identity, Match, OwnerKind,
+    Backend, ChainKind, Direction, Effect, Hook, Identity, IfaceDirection, Match, OwnerKind,
     Policy, Rule, Ruleset, Table, Verdict,
 };
 
@@ -108,7 +108,9 @@ pub enum Cause {
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Fate {
     /// NAT to a local port (REDIRECT, or DNAT to a loopback address).
-    Redirected { port: u16 },
+    Redirected {
+        port: u16,
+    },
     /// NAT to another destination.
     Translated {
         addr: Option<IpAddr>,
@@ -325,15 +327,15 @@ impl<'r> Simulator<'r> {
                 Tri::Yes => return self.apply(probe, table, chain, i, br, depth),
                 Tri::Unknown(text) => {
                     if self.forks.get() >= FORK_BUDGET {
-                        br.assumptions
-                            .push(format!("assumed to match: {text}"));
+                        br.assumptions.push(format!("assumed to match: {text}"));
                         return self.apply(probe, table, chain, i, br, depth);
                     }
                     self.forks.set(self.forks.get() + 1);
                     let mut yes = br.clone();
                     yes.assumptions.push(format!("if this matches: {text}"));
                     let mut no = br;
-                    no.assumptions.push(format!("if this does not match: {text}"));
+                    no.assumptions
+                        .push(format!("if this does not match: {text}"));
                     let mut out = self.apply(probe, table, chain, i, yes, depth);
                     out.extend(self.run_chain(probe, table, chain, i + 1, no, depth));
                     return out;
@@ -578,9 +580,7 @@ fn eval_match(m: &Match, p: &Probe, mark: u32) -> Tri {
             let current = if *ct { 0 } else { mark };
             yes_if(current & mask == *value, *negated)
         }
-        Match::CtState { negated, states } => {
-            yes_if(states.iter().any(|s| s == "new"), *negated)
-        }
+        Match::CtState { negated, states } => yes_if(states.iter().any(|s| s == "new"), *negated),
         Match::Syn { negated } => yes_if(true, *negated),
         Match::Unknown { text } => Tri::Unknown(text.clone()),
     }
@@ -628,11 +628,19 @@ mod tests {
     #[test]
     fn redirect_and_exemptions() {
         let rs = iptables::parse(ISTIO, "d", Some(IpFamily::V4)).unwrap();
-        assert_eq!(one(&rs, &probe("203.0.113.10", 443, 1000)).fate, Fate::Redirected { port: 15001 });
+        assert_eq!(
+            one(&rs, &probe("203.0.113.10", 443, 1000)).fate,
+            Fate::Redirected { port: 15001 }
+        );
         let proxy = one(&rs, &probe("203.0.113.10", 443, 1337));
         assert_eq!(proxy.fate, Fate::Unchanged);
-        assert!(matches!(proxy.cause, Cause::Rule(ref r) if r.position == 1 && r.chain == "ISTIO_OUTPUT"));
-        assert_eq!(one(&rs, &probe("10.100.0.1", 443, 1000)).fate, Fate::Unchanged);
+        assert!(
+            matches!(proxy.cause, Cause::Rule(ref r) if r.position == 1 && r.chain == "ISTIO_OUTPUT")
+        );
+        assert_eq!(
+            one(&rs, &probe("10.100.0.1", 443, 1000)).fate,
+            Fate::Unchanged
+        );
         // No IPv6 table at all: nothing handles IPv6.
         let v6 = one(&rs, &probe("2001:db8::1", 443, 1000));
         assert_eq!((v6.fate, v6.cause), (Fate::Unchanged, Cause::NoNatChain));
@@ -646,7 +654,10 @@ mod tests {
         )
         .unwrap();
         rs.extend(iptables::parse(ISTIO, "d", Some(IpFamily::V4)).unwrap());
-        assert_eq!(one(&rs, &probe("203.0.113.10", 443, 1000)).fate, Fate::Redirected { port: 15001 });
+        assert_eq!(
+            one(&rs, &probe("203.0.113.10", 443, 1000)).fate,
+            Fate::Redirected { port: 15001 }
+        );
     }
 
     #[test]
@@ -661,7 +672,10 @@ mod tests {
         assert!(matches!(dnat.fate, Fate::Translated { .. }));
         let untracked = one(&rs, &probe("203.0.113.10", 80, 1000));
         assert_eq!(untracked.fate, Fate::Untracked);
-        assert_eq!(one(&rs, &probe("203.0.113.10", 8080, 1000)).fate, Fate::Redirected { port: 15001 });
+        assert_eq!(
+            one(&rs, &probe("203.0.113.10", 8080, 1000)).fate,
+            Fate::Redirected { port: 15001 }
+        );
     }
 
     #[test]
@@ -700,7 +714,13 @@ mod tests {
             "t",
         )
         .unwrap();
-        assert_eq!(one(&rs, &probe("203.0.113.10", 443, 1000)).fate, Fate::Unchanged);
-        assert_eq!(one(&rs, &probe("203.0.113.10", 80, 1000)).fate, Fate::Redirected { port: 15001 });
+        assert_eq!(
+            one(&rs, &probe("203.0.113.10", 443, 1000)).fate,
+            Fate::Unchanged
+        );
+        assert_eq!(
+            one(&rs, &probe("203.0.113.10", 80, 1000)).fate,
+            Fate::Redirected { port: 15001 }
+        );
     }
 }

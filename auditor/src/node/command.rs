@@ -115,7 +115,11 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One pass over the node's namespaces; writes the report and returns its exit code.
-fn one_pass(args: &NodeArgs, opts: &NodeOptions, index: &pods::PodIndex) -> anyhow::Result<ExitCode> {
+fn one_pass(
+    args: &NodeArgs,
+    opts: &NodeOptions,
+    index: &pods::PodIndex,
+) -> anyhow::Result<ExitCode> {
     let report = run_node(opts, index);
     for e in &report.discovery_errors {
         eprintln!("warning: {e}");

@@ -89,13 +89,12 @@ fn pod_uid_in_segment(seg: &str) -> Option<String> {
         &seg[i + 4..]
     };
     // A UUID (dashes, or underscores with systemd) or a static pod's 32-hex config hash.
-    let uid: String = start.chars().map(|c| if c == '_' { '-' } else { c }).collect();
+    let uid: String = start
+        .chars()
+        .map(|c| if c == '_' { '-' } else { c })
+        .collect();
     let hex = uid.chars().filter(|c| *c != '-').count();
-    if hex >= 32
-        && uid
-            .chars()
-            .all(|c| c.is_ascii_hexdigit() || c == '-')
-    {
+    if hex >= 32 && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
         Some(uid.to_ascii_lowercase())
     } else {
         None
@@ -114,7 +113,11 @@ pub fn scan_proc(proc_root: &Path) -> std::io::Result<Vec<Netns>> {
     let mut by_inode: BTreeMap<u64, (String, Vec<u32>)> = BTreeMap::new();
     for entry in fs::read_dir(proc_root)? {
         let Ok(entry) = entry else { continue };
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let dir = entry.path();
@@ -204,9 +207,18 @@ mod tests {
 
     #[test]
     fn not_a_pod() {
-        assert_eq!(pod_uid_from_cgroup("0::/system.slice/containerd.service\n"), None);
-        assert_eq!(pod_uid_from_cgroup("0::/kubepods.slice/kubepods-burstable.slice\n"), None);
-        assert_eq!(pod_uid_from_cgroup("0::/user.slice/podman-1234.scope\n"), None);
+        assert_eq!(
+            pod_uid_from_cgroup("0::/system.slice/containerd.service\n"),
+            None
+        );
+        assert_eq!(
+            pod_uid_from_cgroup("0::/kubepods.slice/kubepods-burstable.slice\n"),
+            None
+        );
+        assert_eq!(
+            pod_uid_from_cgroup("0::/user.slice/podman-1234.scope\n"),
+            None
+        );
     }
 
     #[test]
@@ -217,8 +229,14 @@ mod tests {
         let own_ns = std::fs::canonicalize("/proc/self/ns/net").ok();
         let Some(_) = own_ns else { return };
         for (pid, cgroup) in [
-            ("10", "0::/kubepods/burstable/pod6b7f1e2a-90c1-4d2e-8a55-1f0c2b3d4e5f/a\n"),
-            ("11", "0::/kubepods/burstable/pod6b7f1e2a-90c1-4d2e-8a55-1f0c2b3d4e5f/b\n"),
+            (
+                "10",
+                "0::/kubepods/burstable/pod6b7f1e2a-90c1-4d2e-8a55-1f0c2b3d4e5f/a\n",
+            ),
+            (
+                "11",
+                "0::/kubepods/burstable/pod6b7f1e2a-90c1-4d2e-8a55-1f0c2b3d4e5f/b\n",
+            ),
             ("12", "0::/system.slice/x.service\n"),
         ] {
             let p = root.join(pid);

@@ -8,11 +8,13 @@
 //! replaces the same table from the nft listing, so no rule is judged twice and none is judged
 //! through an opaque `xt` expression.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::netns::{find_program, has_global_ipv6, read_in_netns, NetnsError, ToolCommand, ToolOutput};
+use super::netns::{
+    find_program, has_global_ipv6, read_in_netns, NetnsError, ToolCommand, ToolOutput,
+};
 use crate::netfilter::model::Backend;
 use crate::netfilter::{iptables, nft_json, IpFamily, Ruleset};
 
@@ -36,6 +38,17 @@ impl Toolset {
     pub fn detect() -> Toolset {
         let mut t = Toolset::default();
         let mut add = |name: &str, args: &[&str], kind: ToolKind| -> bool {
+            // x_tables lists the legacy tables of the current namespace here: when there are
+            // none, iptables-legacy-save has nothing to print and is not run.
+            let only_if_nonempty = match kind {
+                ToolKind::IptablesSave(family, Some(Backend::IptablesLegacy)) => {
+                    Some(PathBuf::from(match family {
+                        IpFamily::V4 => "/proc/thread-self/net/ip_tables_names",
+                        IpFamily::V6 => "/proc/thread-self/net/ip6_tables_names",
+                    }))
+                }
+                _ => None,
+            };
             match find_program(name) {
                 Some(program) => {
                     let label = std::iter::once(name)
@@ -47,6 +60,7 @@ impl Toolset {
                             label,
                             program,
                             args: args.iter().map(|s| s.to_string()).collect(),
+                            only_if_nonempty,
                         },
                         kind,
                     ));
@@ -76,8 +90,16 @@ impl Toolset {
             ToolKind::IptablesSave(IpFamily::V6, Some(Backend::IptablesNft)),
         );
         if !legacy && !nft_variant {
-            add("iptables-save", &[], ToolKind::IptablesSave(IpFamily::V4, None));
-            add("ip6tables-save", &[], ToolKind::IptablesSave(IpFamily::V6, None));
+            add(
+                "iptables-save",
+                &[],
+                ToolKind::IptablesSave(IpFamily::V4, None),
+            );
+            add(
+                "ip6tables-save",
+                &[],
+                ToolKind::IptablesSave(IpFamily::V6, None),
+            );
         }
         add("nft", &["-j", "list", "ruleset"], ToolKind::NftJson);
         t
@@ -94,6 +116,9 @@ impl Toolset {
 pub struct ToolReport {
     pub tool: String,
     pub ok: bool,
+    /// Not run: the namespace has no tables of its kind.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
     /// Tables it contributed.
     pub tables: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -146,6 +171,7 @@ pub fn assemble(outputs: &[ToolOutput], kinds: &[ToolKind]) -> Inspection {
                 reports.push(ToolReport {
                     tool: label,
                     ok: false,
+                    skipped: false,
                     tables: 0,
                     error: Some(format!("cannot run: {e}")),
                 });
@@ -157,6 +183,7 @@ pub fn assemble(outputs: &[ToolOutput], kinds: &[ToolKind]) -> Inspection {
                 reports.push(ToolReport {
                     tool: label,
                     ok: false,
+                    skipped: false,
                     tables: 0,
                     error: Some(format!("{}: {first}", o.status)),
                 });
@@ -181,6 +208,7 @@ pub fn assemble(outputs: &[ToolOutput], kinds: &[ToolKind]) -> Inspection {
                 reports.push(ToolReport {
                     tool: label,
                     ok: true,
+                    skipped: out.skipped,
                     tables: rs.tables.len(),
                     error: None,
                 });
@@ -201,6 +229,7 @@ pub fn assemble(outputs: &[ToolOutput], kinds: &[ToolKind]) -> Inspection {
             Err(e) => reports.push(ToolReport {
                 tool: label,
                 ok: false,
+                skipped: false,
                 tables: 0,
                 error: Some(e.to_string()),
             }),
@@ -237,12 +266,14 @@ mod tests {
                 label: label.into(),
                 program: label.into(),
                 args: vec![],
+                only_if_nonempty: None,
             },
             output: Ok(Output {
                 status: ExitStatus::from_raw(code << 8),
                 stdout: stdout.as_bytes().to_vec(),
                 stderr: b"iptables: permission denied\n".to_vec(),
             }),
+            skipped: false,
         }
     }
 
@@ -284,6 +315,10 @@ mod tests {
         );
         assert!(i.any_tool_ok());
         assert_eq!(i.errors().len(), 1);
-        assert!(i.errors()[0].contains("permission denied"), "{:?}", i.errors());
+        assert!(
+            i.errors()[0].contains("permission denied"),
+            "{:?}",
+            i.errors()
+        );
     }
 }

@@ -143,7 +143,11 @@ pub fn discover_namespaces(opts: &NodeOptions) -> (Vec<Netns>, Vec<String>) {
 }
 
 /// Judges one namespace that belongs to `pod`.
-pub fn judge_namespace(ns: &Netns, pod: &Workload, tools: &Toolset) -> (NamespaceReport, Vec<Finding>) {
+pub fn judge_namespace(
+    ns: &Netns,
+    pod: &Workload,
+    tools: &Toolset,
+) -> (NamespaceReport, Vec<Finding>) {
     let mut report = NamespaceReport {
         netns: ns.label(),
         path: ns.path.clone(),
@@ -181,7 +185,10 @@ pub fn judge_namespace(ns: &Netns, pod: &Workload, tools: &Toolset) -> (Namespac
     report.tools = inspection.tools.clone();
     if !inspection.any_tool_ok() {
         report.status = NamespaceStatus::Failed {
-            error: format!("no tool could read the rules: {}", inspection.errors().join("; ")),
+            error: format!(
+                "no tool could read the rules: {}",
+                inspection.errors().join("; ")
+            ),
         };
         return (report, Vec::new());
     }
@@ -250,11 +257,13 @@ fn judge_inspection(
     )
 }
 
+/// One namespace's report and findings.
+type Judged = (NamespaceReport, Vec<Finding>);
+
 /// Inspects every namespace, `opts.jobs` at a time, and judges those that belong to a pod.
 pub fn run_node(opts: &NodeOptions, pods: &PodIndex) -> NodeReport {
     let (namespaces, discovery_errors) = discover_namespaces(opts);
-    let results: Mutex<Vec<Option<(NamespaceReport, Vec<Finding>)>>> =
-        Mutex::new(vec![None; namespaces.len()]);
+    let results: Mutex<Vec<Option<Judged>>> = Mutex::new(vec![None; namespaces.len()]);
     let next = AtomicUsize::new(0);
     let workers = opts.jobs.clamp(1, 64).min(namespaces.len().max(1));
     std::thread::scope(|scope| {

@@ -7,8 +7,9 @@
 //! shows the pod namespace's view (its addresses).
 
 use std::fs::File;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 
 use nix::sched::{setns, CloneFlags};
 use serde::Serialize;
@@ -39,6 +40,10 @@ pub struct ToolCommand {
     pub label: String,
     pub program: PathBuf,
     pub args: Vec<String>,
+    /// Run only when this file, read inside the namespace, is not empty (e.g.
+    /// `/proc/thread-self/net/ip_tables_names`: no legacy tables, nothing to save).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub only_if_nonempty: Option<PathBuf>,
 }
 
 /// What one command printed.
@@ -47,6 +52,8 @@ pub struct ToolOutput {
     pub command: ToolCommand,
     /// `Err` when the program could not be started.
     pub output: Result<Output, String>,
+    /// Not run: its `only_if_nonempty` file was empty (the output is then empty).
+    pub skipped: bool,
 }
 
 /// What was read inside the namespace.
@@ -76,12 +83,30 @@ pub fn read_in_netns(path: &Path, commands: &[ToolCommand]) -> Result<NetnsReadi
             let outputs = commands
                 .into_iter()
                 .map(|command| {
+                    let nothing_to_read = command.only_if_nonempty.as_ref().is_some_and(|f| {
+                        std::fs::read_to_string(f).is_ok_and(|t| t.trim().is_empty())
+                    });
+                    if nothing_to_read {
+                        return ToolOutput {
+                            command,
+                            output: Ok(Output {
+                                status: ExitStatus::from_raw(0),
+                                stdout: Vec::new(),
+                                stderr: Vec::new(),
+                            }),
+                            skipped: true,
+                        };
+                    }
                     let output = Command::new(&command.program)
                         .args(&command.args)
                         .stdin(Stdio::null())
                         .output()
                         .map_err(|e| e.to_string());
-                    ToolOutput { command, output }
+                    ToolOutput {
+                        command,
+                        output,
+                        skipped: false,
+                    }
                 })
                 .collect();
             let if_inet6 = std::fs::read_to_string("/proc/thread-self/net/if_inet6").ok();

@@ -91,9 +91,14 @@ pub fn from_api(node_name: &str, connect_opts: &ConnectOptions) -> anyhow::Resul
         let api: Api<Pod> = Api::all(ctx.client.clone());
         let params = ListParams::default().fields(&format!("spec.nodeName={node_name}"));
         let pods = ctx
-            .list_all(&api, &params, 500, "list the pods on this node", "pods", |p| {
-                Workload::from_pod(&p)
-            })
+            .list_all(
+                &api,
+                &params,
+                500,
+                "list the pods on this node",
+                "pods",
+                |p| Workload::from_pod(&p),
+            )
             .await?;
         Ok(PodIndex::new(pods))
     })

@@ -17,16 +17,21 @@ use egress_auditor::snapshot::Workload;
 use egress_auditor::sources::files;
 
 pub fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/netfilter").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/netfilter")
+        .join(name)
 }
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
 /// Why the test cannot run here (not root, or a tool missing), or `None`.
 pub fn skip_reason(tools: &[&str]) -> Option<String> {
-    let euid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
+    let euid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX);
     if euid != 0 {
         return Some("needs root (creates network namespaces)".into());
     }
@@ -119,13 +124,18 @@ impl TestNetns {
 
 impl Drop for TestNetns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
 /// Runs a command; panics with its stderr on failure.
 pub fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
     assert!(
         out.status.success(),
         "{args:?} failed: {}",
@@ -137,7 +147,12 @@ pub fn run(args: &[&str]) -> String {
 /// The pod the in-repo rule files implement.
 pub fn pod() -> Workload {
     let loaded = files::load_paths(&[data("pod-sidecar.yaml")]).expect("pod-sidecar.yaml loads");
-    loaded.snapshot.workloads.into_iter().next().expect("one pod")
+    loaded
+        .snapshot
+        .workloads
+        .into_iter()
+        .next()
+        .expect("one pod")
 }
 
 /// The node agent's inspection of one namespace, judged against the pod.
@@ -159,8 +174,14 @@ pub fn iptables_backends() -> Vec<(&'static str, &'static str)> {
 
 /// Loads the sidecar rules with one iptables backend (`legacy` or `nft`), both families.
 pub fn load_iptables(ns: &TestNetns, variant: &str) {
-    ns.exec_stdin(&[&format!("iptables-{variant}-restore")], &data("sidecar.iptables"));
-    ns.exec_stdin(&[&format!("ip6tables-{variant}-restore")], &data("sidecar.ip6tables"));
+    ns.exec_stdin(
+        &[&format!("iptables-{variant}-restore")],
+        &data("sidecar.iptables"),
+    );
+    ns.exec_stdin(
+        &[&format!("ip6tables-{variant}-restore")],
+        &data("sidecar.ip6tables"),
+    );
 }
 
 pub fn load_nft(ns: &TestNetns) {
@@ -169,5 +190,8 @@ pub fn load_nft(ns: &TestNetns) {
 
 /// `rule: message` lines, for assertion messages.
 pub fn summary(findings: &[Finding]) -> Vec<String> {
-    findings.iter().map(|f| format!("{} [{}]: {}", f.rule, f.severity, f.message)).collect()
+    findings
+        .iter()
+        .map(|f| format!("{} [{}]: {}", f.rule, f.severity, f.message))
+        .collect()
 }

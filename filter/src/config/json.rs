@@ -404,7 +404,6 @@ impl JsonWriter {
         }
     }
 
-    #[inline(never)]
     /// A string value written through `Display` (addresses), which needs no escaping.
     #[inline(never)]
     pub fn display(&mut self, key: &str, value: &dyn std::fmt::Display) {
@@ -412,6 +411,7 @@ impl JsonWriter {
         let _ = write!(self.out, "\"{value}\"");
     }
 
+    #[inline(never)]
     pub fn bool(&mut self, key: &str, value: bool) {
         self.key(key);
         self.out.push_str(if value { "true" } else { "false" });

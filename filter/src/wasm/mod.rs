@@ -289,10 +289,13 @@ struct EgressStream {
 }
 
 impl EgressStream {
-    fn decide_now(&mut self) -> Action {
-        let attrs = gather_connection(&Host).map_err(|e| e.to_string());
+    fn decide_now(&mut self, attrs: Result<Attributes, String>) -> Action {
         let denied = decide(self.state.as_deref(), TrafficKind::Tcp, attrs).is_some();
-        self.verdict = Some(if denied { Verdict::Deny } else { Verdict::Allow });
+        self.verdict = Some(if denied {
+            Verdict::Deny
+        } else {
+            Verdict::Allow
+        });
         self.enforce()
     }
 
@@ -316,26 +319,25 @@ impl Context for EgressStream {}
 
 impl StreamContext for EgressStream {
     fn on_new_connection(&mut self) -> Action {
+        let attrs = gather_connection(&Host).map_err(|e| e.to_string());
         // TLS terminated here (a tls_version exists) without a peer certificate yet: wait.
-        let tls_terminated = matches!(
-            host::get_property(&["connection", "tls_version"]),
-            Ok(Some(_))
-        );
-        let has_peer = matches!(
-            host::get_property(&["connection", "uri_san_peer_certificate"]),
-            Ok(Some(_))
-        );
-        if tls_terminated && !has_peer {
+        if matches!(&attrs, Ok(a) if a.mtls != Some(true))
+            && matches!(
+                host::get_property(&["connection", "tls_version"]),
+                Ok(Some(_))
+            )
+        {
             self.identity_pending = true;
             return Action::Continue;
         }
-        self.decide_now()
+        self.decide_now(attrs)
     }
 
     fn on_downstream_data(&mut self, _data_size: usize, _end_of_stream: bool) -> Action {
         if self.identity_pending {
             self.identity_pending = false;
-            return self.decide_now();
+            let attrs = gather_connection(&Host).map_err(|e| e.to_string());
+            return self.decide_now(attrs);
         }
         // Never forward a byte of a denied connection.
         self.enforce()

@@ -78,12 +78,12 @@ impl Req {
         self
     }
 
-    pub fn from_ip(mut self, ip: &str) -> Self {
+    pub fn source_ip(mut self, ip: &str) -> Self {
         self.source_ip = Some(ip.into());
         self
     }
 
-    pub fn to_ip(mut self, ip: &str) -> Self {
+    pub fn destination_ip(mut self, ip: &str) -> Self {
         self.destination_ip = Some(ip.into());
         self
     }
