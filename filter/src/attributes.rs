@@ -41,6 +41,13 @@ pub struct Attributes {
     /// TLS SNI, normalised like a host.
     pub sni: Option<String>,
     pub mtls: Option<bool>,
+    /// `connection.protocol` (tls, http1, http2, ssh, unknown): for TCP from the connection's
+    /// first bytes (known only once they are inspected), for HTTP from `request.protocol`.
+    pub connection_protocol: Option<&'static str>,
+    /// `connection.tls_version`: the highest TLS version the ClientHello offers (TCP, inspected).
+    pub tls_version: Option<&'static str>,
+    /// `connection.alpn`: the ALPN protocols the ClientHello offers (TCP, inspected).
+    pub alpn: Vec<String>,
     /// Present for HTTP requests only.
     pub http: Option<HttpAttributes>,
 }
@@ -132,6 +139,13 @@ impl Attributes {
     pub fn with_sni(mut self, sni: &str) -> Self {
         self.sni = normalize_sni(sni);
         self
+    }
+
+    /// Records what inspecting the connection's first bytes found.
+    pub fn set_facts(&mut self, facts: &crate::protocol::ConnectionFacts) {
+        self.connection_protocol = Some(facts.protocol_name());
+        self.tls_version = facts.tls_version();
+        self.alpn = facts.alpn().to_vec();
     }
 
     pub fn with_http(mut self, http: HttpAttributes) -> Self {

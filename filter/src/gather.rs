@@ -10,6 +10,7 @@ use crate::attributes::{
     Attributes, HttpAttributes, RequestHead,
 };
 use crate::matchers::host::normalize_sni;
+use crate::protocol::{HttpChecks, HttpViolation, Protocol};
 
 /// Header name and value bytes, as the proxy lists them.
 pub type HeaderPairs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -151,11 +152,29 @@ pub fn gather_http(
     facts: &impl ProxyFacts,
     wanted_headers: &[String],
 ) -> Result<Attributes, AttributeError> {
+    gather_http_checked(facts, wanted_headers, None).map(|(attrs, _)| attrs)
+}
+
+/// [`gather_http`], also running the HTTP protocol `checks` over the raw header list (every
+/// header, as received). The violation is returned, not acted on: policies decide first.
+pub fn gather_http_checked(
+    facts: &impl ProxyFacts,
+    wanted_headers: &[String],
+    checks: Option<&HttpChecks>,
+) -> Result<(Attributes, Option<HttpViolation>), AttributeError> {
     let mut attrs = gather_connection(facts)?;
     let protocol = read_string(facts, &["request", "protocol"], "request.protocol")?;
     let raw_headers = facts.request_headers().map_err(|status| {
         AttributeError::Host("request headers".into(), format!("status {}", status.0))
     })?;
+    let violation = checks.and_then(|c| {
+        c.check(&raw_headers, protocol.as_deref(), attrs.sni.as_deref())
+            .err()
+    });
+    attrs.connection_protocol = protocol
+        .as_deref()
+        .and_then(Protocol::from_http_protocol)
+        .map(Protocol::as_str);
 
     let mut headers: Vec<(String, String)> = Vec::with_capacity(raw_headers.len());
     for (name, value) in raw_headers {
@@ -189,7 +208,7 @@ pub fn gather_http(
         headers: &pairs,
     };
     attrs.http = Some(HttpAttributes::from_request(&head, wanted_headers)?);
-    Ok(attrs)
+    Ok((attrs, violation))
 }
 
 /// Decodes a proxy-wasm header map (`u32` count, then `u32` key and value lengths, then each key

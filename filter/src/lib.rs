@@ -13,6 +13,7 @@ pub mod log;
 pub mod matchers;
 pub mod metrics;
 pub mod normalize;
+pub mod outcome;
 pub mod policy;
 pub mod protocol;
 pub mod ratelimit;
@@ -25,19 +26,115 @@ pub use attributes::{Attributes, HttpAttributes, RequestHead, TrafficKind};
 pub use config::{ConfigError, ConfigPath};
 pub use policy::{CompiledPolicy, Decision, PolicyAction, Reason, Verdict};
 
-/// Everything the filter compiles from one pluginConfig. Further sections of the configuration
-/// (rate limits, protocol checks) add their compiled form here.
+pub use outcome::{CompiledRateLimit, FinalVerdict, Outcome, ProtocolViolation, RateLimitHit};
+
+use policy::{compile_rule, HttpOnlyOnTcp};
+use protocol::ProtocolChecks;
+use ratelimit::{validate_rate_limits, CasStore, KeyAttribute, RateLimiter};
+
+/// Everything the filter compiles from one pluginConfig.
 #[derive(Debug, Clone, Default)]
 pub struct CompiledConfig {
     pub policy: CompiledPolicy,
+    pub rate_limits: Vec<CompiledRateLimit>,
+    /// `None`: the configuration has no `protocol` key, no protocol checks run.
+    pub protocol: Option<ProtocolChecks>,
+    header_names: Vec<String>,
+    tcp_needs_inspection: bool,
 }
 
 impl CompiledConfig {
     /// Parses, validates and compiles pluginConfig JSON; the error names the offending value.
     pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
         let config = config::parse_config(json)?;
-        let policy =
-            CompiledPolicy::compile(&config.policies, &ConfigPath::root().field("policies"))?;
-        Ok(Self { policy })
+        let root = ConfigPath::root();
+        let policy = CompiledPolicy::compile(&config.policies, &root.field("policies"))?;
+
+        let limits_path = root.field("rateLimits");
+        let specs = validate_rate_limits(&config.rate_limits, &limits_path)?;
+        let mut header_names: Vec<String> = policy.header_names().to_vec();
+        let mut add_header = |name: &str| {
+            if !header_names.iter().any(|h| h == name) {
+                header_names.push(name.to_string());
+            }
+        };
+        let mut rate_limits = Vec::with_capacity(specs.len());
+        let no_match = config::RuleSpec::default();
+        for (i, (limit, spec)) in config.rate_limits.iter().zip(specs).enumerate() {
+            // A limit on HTTP-only fields (hosts, paths, ...) does not apply to TCP connections.
+            let rule = compile_rule(
+                limit.match_rule.as_ref().unwrap_or(&no_match),
+                &limits_path.index(i).field("match"),
+                HttpOnlyOnTcp::DropRule,
+            )?;
+            rule.http.header_names().for_each(&mut add_header);
+            for attr in &spec.key {
+                if let KeyAttribute::RequestHeader(name) = attr {
+                    add_header(name);
+                }
+            }
+            rate_limits.push(CompiledRateLimit {
+                limiter: RateLimiter::new(spec),
+                http: rule.http,
+                tcp: rule.tcp,
+            });
+        }
+        text::sort_by(&mut header_names, |a, b| a < b);
+
+        let protocol = match &config.protocol {
+            Some(p) => Some(p.validate(&root.field("protocol"))?),
+            None => None,
+        };
+        let tcp_needs_inspection = protocol.is_some()
+            || policy.tcp_needs_inspection()
+            || rate_limits
+                .iter()
+                .any(|l| l.tcp.as_ref().is_some_and(|m| m.needs_inspection()));
+        Ok(Self {
+            policy,
+            rate_limits,
+            protocol,
+            header_names,
+            tcp_needs_inspection,
+        })
+    }
+
+    /// Lower-case names of the request headers policies and rate limits read.
+    pub fn header_names(&self) -> &[String] {
+        &self.header_names
+    }
+
+    /// TCP connections wait for their first bytes to be inspected before they are decided.
+    pub fn tcp_needs_inspection(&self) -> bool {
+        self.tcp_needs_inspection
+    }
+
+    /// Decides a stream: policies, then the protocol check result `violation` (computed by the
+    /// caller from the request headers or the connection's first bytes), then rate limits
+    /// against `store` at host time `now_ns`.
+    pub fn decide<S: CasStore + ?Sized>(
+        &self,
+        attrs: &Attributes,
+        violation: Option<ProtocolViolation>,
+        store: &S,
+        now_ns: u64,
+    ) -> Outcome<'_> {
+        let decision = self.policy.evaluate(attrs);
+        if !decision.is_allowed() {
+            return Outcome::policy_only(decision);
+        }
+        if violation.is_some() {
+            return Outcome {
+                decision,
+                violation,
+                rate_limit: None,
+            };
+        }
+        let rate_limit = outcome::check_rate_limits(&self.rate_limits, attrs, store, now_ns);
+        Outcome {
+            decision,
+            violation: None,
+            rate_limit,
+        }
     }
 }

@@ -12,6 +12,7 @@ use std::borrow::Cow;
 
 use crate::attributes::{Attributes, TrafficKind};
 use crate::config::JsonWriter;
+use crate::outcome::Outcome;
 use crate::policy::Decision;
 
 /// Longest attribute value written to the log, in bytes; longer values end with `...`.
@@ -55,6 +56,15 @@ fn attributes(w: &mut JsonWriter, attrs: &Attributes) {
         w.uint("destination.port", Some(u64::from(port)));
     }
     text(w, "connection.sni", attrs.sni.as_deref());
+    text(w, "connection.protocol", attrs.connection_protocol);
+    text(w, "connection.tls_version", attrs.tls_version);
+    if !attrs.alpn.is_empty() {
+        w.key_array("connection.alpn");
+        for alpn in &attrs.alpn {
+            w.element_str(&clip(alpn));
+        }
+        w.end_array();
+    }
     if let Some(mtls) = attrs.mtls {
         w.bool("connection.mtls", mtls);
     }
@@ -83,17 +93,56 @@ pub fn decision_line(
     decision: &Decision<'_>,
     attrs: Option<&Attributes>,
 ) -> String {
+    line(kind, decision, None, attrs)
+}
+
+/// Renders the decision log line of a whole stream outcome: `decision` becomes `deny` for a
+/// failed protocol check (reason: the check's name, detail: what failed) and `ratelimited` for
+/// a rate-limited stream; `rateLimit` describes the limit that answered, when one matched.
+pub fn outcome_line(kind: TrafficKind, outcome: &Outcome<'_>, attrs: Option<&Attributes>) -> String {
+    line(kind, &outcome.decision, Some(outcome), attrs)
+}
+
+fn line(
+    kind: TrafficKind,
+    decision: &Decision<'_>,
+    outcome: Option<&Outcome<'_>>,
+    attrs: Option<&Attributes>,
+) -> String {
     let mut w = JsonWriter::new();
     w.begin_object();
     w.str("event", Some("decision"));
     w.str("kind", Some(kind.as_str()));
-    w.str("decision", Some(decision.verdict.as_str()));
+    match outcome {
+        Some(o) => {
+            w.str("decision", Some(o.verdict().as_str()));
+        }
+        None => w.str("decision", Some(decision.verdict.as_str())),
+    }
     w.str("policy", decision.policy);
     w.uint("rule", decision.rule.map(|r| r as u64));
     w.str("action", decision.action.map(|a| a.as_str()));
-    w.str("reason", Some(decision.reason.code()));
+    w.str(
+        "reason",
+        Some(outcome.map_or(decision.reason.code(), Outcome::reason)),
+    );
     if let Some(detail) = decision.reason.detail() {
         w.str("detail", Some(detail));
+    } else if let Some(v) = outcome.and_then(|o| o.violation.as_ref()) {
+        w.str("detail", Some(&clip(&v.to_string())));
+    }
+    if let Some(hit) = outcome.and_then(|o| o.rate_limit.as_ref()) {
+        let d = &hit.decision;
+        w.key_object("rateLimit");
+        w.str("name", Some(&d.limit_name));
+        w.str("result", Some(d.reason()));
+        w.str("bucket", Some(&clip(&hit.key)));
+        w.bool("overflow", d.bucket == crate::ratelimit::BucketRef::Overflow);
+        w.uint("limit", Some(u64::from(d.limit)));
+        w.uint("remaining", Some(u64::from(d.remaining)));
+        w.uint("resetSeconds", Some(d.reset_secs));
+        w.uint("matchedLimits", Some(hit.matched as u64));
+        w.end_object();
     }
     w.key_array("audit");
     for policy in &decision.audit {

@@ -302,7 +302,8 @@ fn long_values_in_violations_are_cut() {
 #[test]
 fn config_defaults_match_check_defaults() {
     assert_eq!(
-        HttpConfig::default().validate("protocol.http").unwrap(),
+        HttpConfig::default()
+            .validate(&egress_filter::ConfigPath::root().field("protocol").field("http")).unwrap(),
         HttpChecks::default()
     );
     assert_eq!(

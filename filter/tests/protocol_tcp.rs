@@ -25,9 +25,9 @@ fn inspect(bytes: &[u8]) -> ConnectionFacts {
 }
 
 fn checks(json: serde_json::Value) -> TcpChecks {
-    serde_json::from_value::<ProtocolConfig>(serde_json::json!({ "tcp": json }))
+    ProtocolConfig::from_json(serde_json::json!({ "tcp": json }).to_string().as_bytes())
         .unwrap()
-        .validate("protocol")
+        .validate(&egress_filter::ConfigPath::root().field("protocol"))
         .unwrap()
         .tcp
 }

@@ -114,12 +114,16 @@ fn keys_have_independent_buckets() {
 
 #[test]
 fn bucket_key_is_built_from_the_configured_attributes() {
-    let spec = serde_json::from_value::<RateLimitConfig>(serde_json::json!({
-        "name": "per-tenant", "key": ["source.namespace", "request.headers[X-Tenant]"],
-        "maxTokens": 1, "fillInterval": "1s"
-    }))
+    let spec = RateLimitConfig::from_json(
+        serde_json::json!({
+            "name": "per-tenant", "key": ["source.namespace", "request.headers[X-Tenant]"],
+            "maxTokens": 1, "fillInterval": "1s"
+        })
+        .to_string()
+        .as_bytes(),
+    )
     .unwrap()
-    .validate("rateLimits[0]")
+    .validate(&egress_filter::ConfigPath::root().field("rateLimits").index(0))
     .unwrap();
     let l = RateLimiter::new(spec);
     let k = l.bucket_key(|attr| match attr {

@@ -7,6 +7,7 @@
 //! shows the pod namespace's view (its addresses).
 
 use std::fs::File;
+use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
@@ -97,11 +98,7 @@ pub fn read_in_netns(path: &Path, commands: &[ToolCommand]) -> Result<NetnsReadi
                             skipped: true,
                         };
                     }
-                    let output = Command::new(&command.program)
-                        .args(&command.args)
-                        .stdin(Stdio::null())
-                        .output()
-                        .map_err(|e| e.to_string());
+                    let output = run_bounded(&command);
                     ToolOutput {
                         command,
                         output,
@@ -118,6 +115,51 @@ pub fn read_in_netns(path: &Path, commands: &[ToolCommand]) -> Result<NetnsReadi
     handle.join().map_err(|_| NetnsError::Thread {
         path: path.to_path_buf(),
     })?
+}
+
+/// The most a dump tool may print (the rules in a namespace are not the agent's to trust): far
+/// beyond any real pod's rules, small enough for the agent's memory limit.
+pub const MAX_TOOL_OUTPUT: u64 = 32 << 20;
+
+/// Runs a tool, reading at most [`MAX_TOOL_OUTPUT`] bytes of its output.
+fn run_bounded(command: &ToolCommand) -> Result<Output, String> {
+    let mut child = Command::new(&command.program)
+        .args(&command.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stderr = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = (&mut e).take(64 * 1024).read_to_end(&mut buf);
+            // Drain the rest so the tool never blocks on a full pipe.
+            let _ = std::io::copy(&mut e, &mut std::io::sink());
+            buf
+        })
+    });
+    let mut stdout = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        out.take(MAX_TOOL_OUTPUT + 1)
+            .read_to_end(&mut stdout)
+            .map_err(|e| e.to_string())?;
+    }
+    if stdout.len() as u64 > MAX_TOOL_OUTPUT {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!(
+            "printed more than {} MiB of rules",
+            MAX_TOOL_OUTPUT >> 20
+        ));
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let stderr = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 /// Whether an `if_inet6` table lists an address the pod can reach the outside with: global scope

@@ -77,7 +77,7 @@ pub enum ConfigErrorKind {
     Unsupported(String),
     #[error("at least one of `values` or `notValues` must be set for key {}", quote(.0))]
     WhenWithoutValues(String),
-    #[error("unknown attribute {}; supported keys: request.headers[<name>], source.ip, remote.ip, source.namespace, source.principal, destination.ip, destination.port, connection.sni", quote(.0))]
+    #[error("unknown attribute {}; supported keys: request.headers[<name>], source.ip, remote.ip, source.namespace, source.principal, destination.ip, destination.port, connection.sni, connection.protocol, connection.tls_version, connection.alpn", quote(.0))]
     UnknownWhenKey(String),
     #[error("bad key {}: expected request.headers[<header name>]", quote(.0))]
     BadHeaderKey(String),

@@ -5,11 +5,13 @@ use super::error::{ConfigError, ConfigPath};
 use super::json::Json;
 use super::read::ObjectReader;
 
-/// The whole pluginConfig. Later sections (rate limits, protocol checks) become further fields
-/// here (read in [`Config::read`]); until then any other top-level key is refused as unknown.
+/// The whole pluginConfig; any other top-level key is refused as unknown.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub policies: Vec<PolicySpec>,
+    pub rate_limits: Vec<crate::ratelimit::RateLimitConfig>,
+    /// `None`: no protocol checks.
+    pub protocol: Option<crate::protocol::ProtocolConfig>,
 }
 
 /// One AuthorizationPolicy: a name plus the fields of its `spec` that apply to the egress gateway.
@@ -109,10 +111,16 @@ impl Scalar {
 
 impl Config {
     pub fn read(value: &Json, path: &ConfigPath) -> Result<Self, ConfigError> {
-        let mut obj = ObjectReader::new(value, path, &["policies"])?;
-        let policies = obj.list("policies", PolicySpec::read)?.unwrap_or_default();
+        let mut obj = ObjectReader::new(value, path, &["policies", "rateLimits", "protocol"])?;
+        let config = Self {
+            policies: obj.list("policies", PolicySpec::read)?.unwrap_or_default(),
+            rate_limits: obj
+                .list("rateLimits", crate::ratelimit::RateLimitConfig::read)?
+                .unwrap_or_default(),
+            protocol: obj.object("protocol", crate::protocol::ProtocolConfig::read)?,
+        };
         obj.finish()?;
-        Ok(Self { policies })
+        Ok(config)
     }
 }
 

@@ -84,6 +84,33 @@ impl<'a> ObjectReader<'a> {
         }
     }
 
+    /// A non-negative integer no larger than `u32::MAX`.
+    #[inline(never)]
+    pub fn u32(&mut self, key: &str) -> Result<Option<u32>, ConfigError> {
+        self.take(key)
+            .map(|(v, path)| read_u32(v, &path))
+            .transpose()
+    }
+
+    #[inline(never)]
+    pub fn required_u32(&mut self, key: &'static str) -> Result<u32, ConfigError> {
+        self.u32(key)?.ok_or_else(|| {
+            ConfigError::new(
+                self.path.clone(),
+                ConfigErrorKind::Syntax(format!("missing field `{key}`")),
+            )
+        })
+    }
+
+    /// An object field read by `item`, unless absent or `null`.
+    pub fn object<T>(
+        &mut self,
+        key: &str,
+        item: impl Fn(&'a Json, &ConfigPath) -> Result<T, ConfigError>,
+    ) -> Result<Option<T>, ConfigError> {
+        self.take(key).map(|(v, path)| item(v, &path)).transpose()
+    }
+
     pub fn list<T>(
         &mut self,
         key: &str,
@@ -142,6 +169,20 @@ pub fn read_string(value: &Json, path: &ConfigPath) -> Result<String, ConfigErro
     match value {
         Json::String(s) => Ok(s.clone()),
         other => Err(wrong_type(path, "a string", other)),
+    }
+}
+
+/// A JSON integer in `0..=u32::MAX`.
+#[inline(never)]
+pub fn read_u32(value: &Json, path: &ConfigPath) -> Result<u32, ConfigError> {
+    match value {
+        Json::Number(n) => n.parse::<u32>().map_err(|_| {
+            ConfigError::new(
+                path.clone(),
+                ConfigErrorKind::Syntax(format!("{n} is not an integer in 0..={}", u32::MAX)),
+            )
+        }),
+        other => Err(wrong_type(path, "an integer", other)),
     }
 }
 

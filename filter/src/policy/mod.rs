@@ -208,6 +208,8 @@ pub struct CompiledPolicy {
     enforced_allow: bool,
     dry_run_allow: Vec<u32>,
     header_names: Vec<String>,
+    /// Some rule that applies to TCP reads inspection facts (`connection.protocol`, ...).
+    tcp_needs_inspection: bool,
 }
 
 fn validate_name(name: &str, path: &ConfigPath) -> Result<(), ConfigError> {
@@ -251,6 +253,7 @@ impl CompiledPolicy {
         let mut http = TierBuilder::default();
         let mut tcp = TierBuilder::default();
         let mut header_names: Vec<String> = Vec::new();
+        let mut tcp_needs_inspection = false;
 
         for (p, spec) in specs.iter().enumerate() {
             let path = path.index(p);
@@ -290,6 +293,7 @@ impl CompiledPolicy {
                 }
                 let (policy, rule_index) = (p as u32, r as u32);
                 if let Some(tcp_matcher) = rule.tcp {
+                    tcp_needs_inspection |= tcp_matcher.needs_inspection();
                     let entry = RuleEntry {
                         policy,
                         rule: rule_index,
@@ -324,7 +328,13 @@ impl CompiledPolicy {
             enforced_allow,
             dry_run_allow,
             header_names,
+            tcp_needs_inspection,
         })
+    }
+
+    /// TCP connections must be inspected before these policies can decide them.
+    pub fn tcp_needs_inspection(&self) -> bool {
+        self.tcp_needs_inspection
     }
 
     pub fn policies(&self) -> &[PolicyInfo] {

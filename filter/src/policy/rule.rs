@@ -34,6 +34,12 @@ pub enum FieldMatcher {
     Method(StringMatcher),
     Path(PathMatcher),
     Header(Box<str>, StringMatcher),
+    /// `connection.protocol`, `connection.tls_version`, `connection.alpn`: facts from
+    /// inspecting the connection (see `protocol`).
+    ConnectionProtocol(StringMatcher),
+    TlsVersion(StringMatcher),
+    /// Matches when any offered ALPN protocol does; unknown when none was offered.
+    Alpn(StringMatcher),
 }
 
 impl FieldMatcher {
@@ -58,7 +64,23 @@ impl FieldMatcher {
             Self::Method(m) => m.matches(attrs.method()?),
             Self::Path(m) => m.matches(attrs.path()?),
             Self::Header(name, m) => m.matches(attrs.header(name)?),
+            Self::ConnectionProtocol(m) => m.matches(attrs.connection_protocol?),
+            Self::TlsVersion(m) => m.matches(attrs.tls_version?),
+            Self::Alpn(m) => {
+                if attrs.alpn.is_empty() {
+                    return None;
+                }
+                attrs.alpn.iter().any(|a| m.matches(a))
+            }
         })
+    }
+
+    /// Reads facts only known after the connection's first bytes were inspected.
+    pub fn needs_inspection(&self) -> bool {
+        matches!(
+            self,
+            Self::ConnectionProtocol(_) | Self::TlsVersion(_) | Self::Alpn(_)
+        )
     }
 }
 
@@ -97,6 +119,16 @@ impl RuleMatcher {
         (self.from.is_empty() || self.from.iter().any(|s| all(s, attrs)))
             && (self.to.is_empty() || self.to.iter().any(|o| all(o, attrs)))
             && all(&self.when, attrs)
+    }
+
+    /// Some check reads `connection.protocol`, `connection.tls_version` or `connection.alpn`.
+    pub fn needs_inspection(&self) -> bool {
+        self.from
+            .iter()
+            .chain(self.to.iter())
+            .flatten()
+            .chain(self.when.iter())
+            .any(|c| c.field.needs_inspection())
     }
 
     fn has_http_only(&self) -> bool {
@@ -392,6 +424,9 @@ enum WhenKey {
     DestinationIp,
     DestinationPort,
     Sni,
+    ConnectionProtocol,
+    TlsVersion,
+    Alpn,
 }
 
 fn is_header_name_char(b: u8) -> bool {
@@ -408,6 +443,9 @@ fn parse_when_key(key: &str, path: &ConfigPath) -> Result<WhenKey, ConfigError> 
         "destination.ip" => WhenKey::DestinationIp,
         "destination.port" => WhenKey::DestinationPort,
         "connection.sni" => WhenKey::Sni,
+        "connection.protocol" => WhenKey::ConnectionProtocol,
+        "connection.tls_version" => WhenKey::TlsVersion,
+        "connection.alpn" => WhenKey::Alpn,
         "" => return Err(ConfigError::new(at(), ConfigErrorKind::EmptyValue)),
         _ if key.starts_with("request.headers") => {
             let name = key
@@ -441,6 +479,34 @@ fn parse_when_key(key: &str, path: &ConfigPath) -> Result<WhenKey, ConfigError> 
     })
 }
 
+const PROTOCOL_VALUES: &[&str] = &["tls", "http1", "http2", "ssh", "unknown"];
+const TLS_VERSION_VALUES: &[&str] = &["1.0", "1.1", "1.2", "1.3"];
+
+/// A condition on an inspection fact: exact values from a closed set, so that a typo is an
+/// error rather than a condition that never matches.
+#[inline(never)]
+fn fact_check(
+    values: &Option<Vec<String>>,
+    path: &ConfigPath,
+    negated: bool,
+    known: &[&str],
+    make: fn(StringMatcher) -> FieldMatcher,
+) -> Result<Option<Check>, ConfigError> {
+    for (i, value) in values.iter().flatten().enumerate() {
+        if !known.contains(&value.as_str()) {
+            return Err(invalid(
+                path.index(i),
+                format!(
+                    "{} is not one of {}",
+                    crate::text::quote(value),
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    string_check(values, path, negated, make)
+}
+
 fn scalar_texts(values: &Option<Vec<Scalar>>) -> Option<Vec<String>> {
     values
         .as_ref()
@@ -470,6 +536,13 @@ fn condition_checks(
             field: FieldMatcher::DestinationPort(PortSet::new(ports)),
             negated,
         }),
+        WhenKey::ConnectionProtocol => {
+            fact_check(&texts, path, negated, PROTOCOL_VALUES, FieldMatcher::ConnectionProtocol)?
+        }
+        WhenKey::TlsVersion => {
+            fact_check(&texts, path, negated, TLS_VERSION_VALUES, FieldMatcher::TlsVersion)?
+        }
+        WhenKey::Alpn => string_check(&texts, path, negated, FieldMatcher::Alpn)?,
         WhenKey::Sni => {
             let patterns = parse_list(&texts, path, HostPattern::parse)?;
             let check = patterns.as_ref().map(|p| Check {

@@ -1,26 +1,24 @@
 //! The `protocol` configuration key: its JSON shape, defaults and validation.
 
-use serde::{Deserialize, Serialize};
-
 use super::http::{is_tchar, HttpChecks, HTTP_VERSIONS};
 use super::tcp::TcpChecks;
 use super::tls::TlsVersion;
-pub use crate::ratelimit::ConfigError;
+use crate::config::read::{read_u32, ObjectReader};
+pub use crate::config::ConfigError;
+use crate::config::{ConfigPath, Json};
+use crate::ratelimit::config::invalid;
 
-/// `protocol`: `{"http": {...}, "tcp": {...}}`. A missing section (or a missing `protocol` key,
-/// through `ProtocolConfig::default()`) means that section's defaults, which are on: the checks
-/// are cheap and their defaults only refuse what a well-behaved egress client never sends.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+/// `protocol`: `{"http": {...}, "tcp": {...}}`. A missing section means that section's
+/// defaults, which are on: the checks are cheap and their defaults only refuse what a
+/// well-behaved egress client never sends. (Without a `protocol` key at all, the filter runs
+/// no protocol checks.)
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProtocolConfig {
-    #[serde(default)]
     pub http: HttpConfig,
-    #[serde(default)]
     pub tcp: TcpConfig,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpConfig {
     /// Methods allowed; absent: any method token except CONNECT.
     pub allowed_methods: Option<Vec<String>>,
@@ -30,6 +28,83 @@ pub struct HttpConfig {
     pub allowed_versions: Vec<String>,
     pub max_headers: u32,
     pub max_header_bytes: u32,
+}
+
+impl ProtocolConfig {
+    pub fn read(value: &Json, path: &ConfigPath) -> Result<Self, ConfigError> {
+        let mut obj = ObjectReader::new(value, path, &["http", "tcp"])?;
+        let config = Self {
+            http: obj.object("http", HttpConfig::read)?.unwrap_or_default(),
+            tcp: obj.object("tcp", TcpConfig::read)?.unwrap_or_default(),
+        };
+        obj.finish()?;
+        Ok(config)
+    }
+
+    /// Parses a `protocol` object from JSON text (errors are located from the document root).
+    pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
+        Self::read(&crate::config::json::parse(json)?, &ConfigPath::root())
+    }
+}
+
+impl HttpConfig {
+    const FIELDS: &'static [&'static str] = &[
+        "allowedMethods",
+        "allowConnect",
+        "requireAuthority",
+        "requireSniMatch",
+        "allowedVersions",
+        "maxHeaders",
+        "maxHeaderBytes",
+    ];
+
+    pub fn read(value: &Json, path: &ConfigPath) -> Result<Self, ConfigError> {
+        let mut obj = ObjectReader::new(value, path, Self::FIELDS)?;
+        let d = Self::default();
+        let config = Self {
+            allowed_methods: obj.strings("allowedMethods")?,
+            allow_connect: obj.bool("allowConnect")?.unwrap_or(d.allow_connect),
+            require_authority: obj.bool("requireAuthority")?.unwrap_or(d.require_authority),
+            require_sni_match: obj.bool("requireSniMatch")?.unwrap_or(d.require_sni_match),
+            allowed_versions: obj
+                .strings("allowedVersions")?
+                .unwrap_or(d.allowed_versions),
+            max_headers: obj.u32("maxHeaders")?.unwrap_or(d.max_headers),
+            max_header_bytes: obj.u32("maxHeaderBytes")?.unwrap_or(d.max_header_bytes),
+        };
+        obj.finish()?;
+        Ok(config)
+    }
+}
+
+impl TcpConfig {
+    const FIELDS: &'static [&'static str] = &[
+        "tlsPorts",
+        "minTlsVersion",
+        "allowedAlpn",
+        "requireAlpn",
+        "requireSni",
+        "allowEch",
+        "maxClientHelloBytes",
+    ];
+
+    pub fn read(value: &Json, path: &ConfigPath) -> Result<Self, ConfigError> {
+        let mut obj = ObjectReader::new(value, path, Self::FIELDS)?;
+        let d = Self::default();
+        let config = Self {
+            tls_ports: obj.list("tlsPorts", read_u32)?.unwrap_or(d.tls_ports),
+            min_tls_version: obj.string("minTlsVersion")?.unwrap_or(d.min_tls_version),
+            allowed_alpn: obj.strings("allowedAlpn")?,
+            require_alpn: obj.bool("requireAlpn")?.unwrap_or(d.require_alpn),
+            require_sni: obj.bool("requireSni")?.unwrap_or(d.require_sni),
+            allow_ech: obj.bool("allowEch")?.unwrap_or(d.allow_ech),
+            max_client_hello_bytes: obj
+                .u32("maxClientHelloBytes")?
+                .unwrap_or(d.max_client_hello_bytes),
+        };
+        obj.finish()?;
+        Ok(config)
+    }
 }
 
 impl Default for HttpConfig {
@@ -47,8 +122,7 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpConfig {
     /// Ports on which only TLS is accepted. Integers, validated to 1..=65535.
     pub tls_ports: Vec<u32>,
@@ -86,46 +160,43 @@ pub struct ProtocolChecks {
     pub tcp: TcpChecks,
 }
 
-fn in_range(value: u32, (min, max): (u32, u32), path: String) -> Result<u32, ConfigError> {
+fn in_range(value: u32, (min, max): (u32, u32), path: ConfigPath) -> Result<u32, ConfigError> {
     if value < min || value > max {
-        return Err(ConfigError::new(
-            path,
-            format!("{value} is outside {min}..={max}"),
-        ));
+        return Err(invalid(path, format!("{value} is outside {min}..={max}")));
     }
     Ok(value)
 }
 
 impl ProtocolConfig {
     /// Validates; `path` locates this object (normally `protocol`).
-    pub fn validate(&self, path: &str) -> Result<ProtocolChecks, ConfigError> {
+    pub fn validate(&self, path: &ConfigPath) -> Result<ProtocolChecks, ConfigError> {
         Ok(ProtocolChecks {
-            http: self.http.validate(&format!("{path}.http"))?,
-            tcp: self.tcp.validate(&format!("{path}.tcp"))?,
+            http: self.http.validate(&path.field("http"))?,
+            tcp: self.tcp.validate(&path.field("tcp"))?,
         })
     }
 }
 
 impl HttpConfig {
-    pub fn validate(&self, path: &str) -> Result<HttpChecks, ConfigError> {
-        let at = |field: &str| format!("{path}.{field}");
+    pub fn validate(&self, path: &ConfigPath) -> Result<HttpChecks, ConfigError> {
+        let at = |field: &str| path.field(field);
         if let Some(methods) = &self.allowed_methods {
             if methods.is_empty() {
-                return Err(ConfigError::new(
+                return Err(invalid(
                     at("allowedMethods"),
                     "an empty list refuses every request; omit the field to allow any method",
                 ));
             }
             for (i, method) in methods.iter().enumerate() {
-                let here = at(&format!("allowedMethods[{i}]"));
+                let here = at("allowedMethods").index(i);
                 if method.is_empty() || !method.bytes().all(is_tchar) {
-                    return Err(ConfigError::new(
+                    return Err(invalid(
                         here,
                         format!("{method:?} is not a method token"),
                     ));
                 }
                 if method == "CONNECT" && !self.allow_connect {
-                    return Err(ConfigError::new(
+                    return Err(invalid(
                         here,
                         "CONNECT is governed by allowConnect; set \"allowConnect\": true instead",
                     ));
@@ -134,7 +205,7 @@ impl HttpConfig {
                     .get(..i)
                     .is_some_and(|before| before.contains(method))
                 {
-                    return Err(ConfigError::new(
+                    return Err(invalid(
                         here,
                         format!("{method:?} is listed twice"),
                     ));
@@ -142,15 +213,15 @@ impl HttpConfig {
             }
         }
         if self.allowed_versions.is_empty() {
-            return Err(ConfigError::new(
+            return Err(invalid(
                 at("allowedVersions"),
                 "an empty list refuses every request",
             ));
         }
         for (i, version) in self.allowed_versions.iter().enumerate() {
             if !HTTP_VERSIONS.contains(&version.as_str()) {
-                return Err(ConfigError::new(
-                    at(&format!("allowedVersions[{i}]")),
+                return Err(invalid(
+                    at("allowedVersions").index(i),
                     format!("{version:?} is not one of {}", HTTP_VERSIONS.join(", ")),
                 ));
             }
@@ -174,24 +245,24 @@ impl HttpConfig {
 }
 
 impl TcpConfig {
-    pub fn validate(&self, path: &str) -> Result<TcpChecks, ConfigError> {
-        let at = |field: &str| format!("{path}.{field}");
+    pub fn validate(&self, path: &ConfigPath) -> Result<TcpChecks, ConfigError> {
+        let at = |field: &str| path.field(field);
         let mut tls_ports = Vec::with_capacity(self.tls_ports.len());
         for (i, &port) in self.tls_ports.iter().enumerate() {
-            let here = at(&format!("tlsPorts[{i}]"));
+            let here = at("tlsPorts").index(i);
             let port = u16::try_from(port)
                 .ok()
                 .filter(|p| *p != 0)
                 .ok_or_else(|| {
-                    ConfigError::new(here.clone(), format!("{port} is not a port (1..=65535)"))
+                    invalid(here.clone(), format!("{port} is not a port (1..=65535)"))
                 })?;
             if tls_ports.contains(&port) {
-                return Err(ConfigError::new(here, format!("{port} is listed twice")));
+                return Err(invalid(here, format!("{port} is listed twice")));
             }
             tls_ports.push(port);
         }
         let min_tls_version = TlsVersion::parse(&self.min_tls_version).ok_or_else(|| {
-            ConfigError::new(
+            invalid(
                 at("minTlsVersion"),
                 format!(
                     "{:?} is not one of \"1.0\", \"1.1\", \"1.2\", \"1.3\"",
@@ -201,15 +272,15 @@ impl TcpConfig {
         })?;
         if let Some(alpn) = &self.allowed_alpn {
             if alpn.is_empty() {
-                return Err(ConfigError::new(
+                return Err(invalid(
                     at("allowedAlpn"),
                     "an empty list refuses every client that sends ALPN; omit the field to allow any",
                 ));
             }
             for (i, name) in alpn.iter().enumerate() {
                 if name.is_empty() || name.len() > 255 {
-                    return Err(ConfigError::new(
-                        at(&format!("allowedAlpn[{i}]")),
+                    return Err(invalid(
+                        at("allowedAlpn").index(i),
                         "an ALPN protocol name has 1 to 255 bytes",
                     ));
                 }
@@ -238,9 +309,9 @@ mod tests {
     use serde_json::json;
 
     fn validate(value: serde_json::Value) -> Result<ProtocolChecks, ConfigError> {
-        serde_json::from_value::<ProtocolConfig>(value)
+        ProtocolConfig::from_json(value.to_string().as_bytes())
             .expect("test config parses")
-            .validate("protocol")
+            .validate(&ConfigPath::root().field("protocol"))
     }
 
     #[test]
@@ -283,7 +354,7 @@ mod tests {
             json!({"http": {"allowedMethod": ["GET"]}}),
             json!({"tcp": {"tlsPort": 443}}),
         ] {
-            assert!(serde_json::from_value::<ProtocolConfig>(value).is_err());
+            assert!(ProtocolConfig::from_json(value.to_string().as_bytes()).is_err());
         }
     }
 
@@ -353,7 +424,7 @@ mod tests {
         ];
         for (value, path) in cases {
             let err = validate(value.clone()).unwrap_err();
-            assert_eq!(err.path, path, "{value}: {err}");
+            assert_eq!(err.path.as_str(), path, "{value}: {err}");
         }
         let err = validate(json!({"http": {"allowedMethods": ["GET", "CONNECT"]}})).unwrap_err();
         assert_eq!(

@@ -191,7 +191,7 @@ pub fn normalize_host(host: &str) -> String {
 
 /// Istio's own SNI for mesh mTLS (`outbound_.443_._.svc.ns.svc.cluster.local`) names a cluster,
 /// not the host the client asked for, so it says nothing about domain fronting.
-fn is_istio_internal_sni(sni: &str) -> bool {
+pub fn is_istio_internal_sni(sni: &str) -> bool {
     sni.starts_with("outbound_.") || sni.starts_with("inbound_.")
 }
 

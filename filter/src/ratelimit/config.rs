@@ -2,25 +2,9 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
-
-/// A configuration error located by its JSON path, e.g.
-/// `rateLimits[1].fillInterval: "10ms" is below the 50ms minimum`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct ConfigError {
-    pub path: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
+use crate::config::read::ObjectReader;
+pub use crate::config::ConfigError;
+use crate::config::{ConfigErrorKind, ConfigPath, Json, RuleSpec};
 
 /// Envoy's local_ratelimit refuses fill intervals below 50ms; so do we.
 pub const MIN_FILL_INTERVAL_NS: u64 = 50 * NANOS_PER_MILLI;
@@ -36,32 +20,58 @@ const MAX_NAME_LEN: usize = 64;
 pub(crate) const NANOS_PER_MILLI: u64 = 1_000_000;
 pub(crate) const NANOS_PER_SEC: u64 = 1_000_000_000;
 
-fn default_tokens_per_fill() -> u32 {
-    1
+#[inline(never)]
+pub(crate) fn invalid(path: ConfigPath, message: impl Into<String>) -> ConfigError {
+    ConfigError::new(path, ConfigErrorKind::InvalidValue(message.into()))
 }
 
-fn default_max_keys() -> u32 {
-    DEFAULT_MAX_KEYS
-}
-
-/// One entry of `rateLimits`. `M` is the shape of `match`, which the policy engine parses and
-/// compiles with its own rule matchers; it defaults to raw JSON.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RateLimitConfig<M = serde_json::Value> {
+/// One entry of `rateLimits`, as read (strictly: unknown fields are refused).
+#[derive(Debug, Clone, Default)]
+pub struct RateLimitConfig {
     pub name: String,
     /// Which traffic the limit applies to (`from`/`to`/`when`, as a policy rule). Absent: all.
-    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
-    pub match_rule: Option<M>,
+    pub match_rule: Option<RuleSpec>,
     /// Attributes whose values split the traffic into buckets; empty: one bucket.
-    #[serde(default)]
     pub key: Vec<String>,
     pub max_tokens: u32,
-    #[serde(default = "default_tokens_per_fill")]
+    /// Default 1.
     pub tokens_per_fill: u32,
     pub fill_interval: String,
-    #[serde(default = "default_max_keys")]
+    /// Default [`DEFAULT_MAX_KEYS`].
     pub max_keys: u32,
+}
+
+impl RateLimitConfig {
+    const FIELDS: &'static [&'static str] = &[
+        "name",
+        "match",
+        "key",
+        "maxTokens",
+        "tokensPerFill",
+        "fillInterval",
+        "maxKeys",
+    ];
+
+    /// Reads one entry at `path` (e.g. `rateLimits[1]`).
+    pub fn read(value: &Json, path: &ConfigPath) -> Result<Self, ConfigError> {
+        let mut obj = ObjectReader::new(value, path, Self::FIELDS)?;
+        let config = Self {
+            name: obj.required_string("name")?,
+            match_rule: obj.object("match", RuleSpec::read)?,
+            key: obj.strings("key")?.unwrap_or_default(),
+            max_tokens: obj.required_u32("maxTokens")?,
+            tokens_per_fill: obj.u32("tokensPerFill")?.unwrap_or(1),
+            fill_interval: obj.required_string("fillInterval")?,
+            max_keys: obj.u32("maxKeys")?.unwrap_or(DEFAULT_MAX_KEYS),
+        };
+        obj.finish()?;
+        Ok(config)
+    }
+
+    /// Parses one entry from JSON text (errors are located from the document root).
+    pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
+        Self::read(&crate::config::json::parse(json)?, &ConfigPath::root())
+    }
 }
 
 /// An attribute that splits buckets.
@@ -138,47 +148,44 @@ pub struct RateLimitSpec {
     pub max_keys: u32,
 }
 
-impl<M> RateLimitConfig<M> {
+impl RateLimitConfig {
     /// Checks every field; `path` locates this entry (e.g. `rateLimits[1]`).
-    pub fn validate(&self, path: &str) -> Result<RateLimitSpec, ConfigError> {
-        let at = |field: &str| format!("{path}.{field}");
-        validate_name(&self.name).map_err(|m| ConfigError::new(at("name"), m))?;
+    pub fn validate(&self, path: &ConfigPath) -> Result<RateLimitSpec, ConfigError> {
+        let at = |field: &str| path.field(field);
+        validate_name(&self.name).map_err(|m| invalid(at("name"), m))?;
 
         let mut key = Vec::with_capacity(self.key.len());
         for (i, text) in self.key.iter().enumerate() {
-            let attr = KeyAttribute::parse(text)
-                .map_err(|m| ConfigError::new(at(&format!("key[{i}]")), m))?;
+            let here = at("key").index(i);
+            let attr = KeyAttribute::parse(text).map_err(|m| invalid(here.clone(), m))?;
             if key.contains(&attr) {
-                return Err(ConfigError::new(
-                    at(&format!("key[{i}]")),
-                    format!("{text:?} is listed twice"),
-                ));
+                return Err(invalid(here, format!("{text:?} is listed twice")));
             }
             key.push(attr);
         }
 
         if self.max_tokens == 0 {
-            return Err(ConfigError::new(at("maxTokens"), "must be at least 1"));
+            return Err(invalid(at("maxTokens"), "must be at least 1"));
         }
         if self.tokens_per_fill == 0 {
-            return Err(ConfigError::new(at("tokensPerFill"), "must be at least 1"));
+            return Err(invalid(at("tokensPerFill"), "must be at least 1"));
         }
-        let fill_interval_ns = parse_duration(&self.fill_interval)
-            .map_err(|m| ConfigError::new(at("fillInterval"), m))?;
+        let fill_interval_ns =
+            parse_duration(&self.fill_interval).map_err(|m| invalid(at("fillInterval"), m))?;
         if fill_interval_ns < MIN_FILL_INTERVAL_NS {
-            return Err(ConfigError::new(
+            return Err(invalid(
                 at("fillInterval"),
                 format!("{:?} is below the 50ms minimum", self.fill_interval),
             ));
         }
         if fill_interval_ns > MAX_FILL_INTERVAL_NS {
-            return Err(ConfigError::new(
+            return Err(invalid(
                 at("fillInterval"),
                 format!("{:?} is above the 24h maximum", self.fill_interval),
             ));
         }
         if self.max_keys == 0 || self.max_keys > MAX_MAX_KEYS {
-            return Err(ConfigError::new(
+            return Err(invalid(
                 at("maxKeys"),
                 format!("{} is outside 1..={MAX_MAX_KEYS}", self.max_keys),
             ));
@@ -198,18 +205,18 @@ impl<M> RateLimitConfig<M> {
 
 /// Validates a whole `rateLimits` list: each entry, then that names are unique (names key the
 /// shared data, so two limits with one name would share buckets).
-pub fn validate_rate_limits<M>(
-    limits: &[RateLimitConfig<M>],
-    path: &str,
+pub fn validate_rate_limits(
+    limits: &[RateLimitConfig],
+    path: &ConfigPath,
 ) -> Result<Vec<RateLimitSpec>, ConfigError> {
     let mut specs: Vec<RateLimitSpec> = Vec::with_capacity(limits.len());
     for (i, limit) in limits.iter().enumerate() {
-        let entry_path = format!("{path}[{i}]");
+        let entry_path = path.index(i);
         let spec = limit.validate(&entry_path)?;
         if let Some(first) = specs.iter().position(|s| s.name == spec.name) {
-            return Err(ConfigError::new(
-                format!("{entry_path}.name"),
-                format!("{:?} is already used by {path}[{first}]", spec.name),
+            return Err(invalid(
+                entry_path.field("name"),
+                format!("{:?} is already used by {}", spec.name, path.index(first)),
             ));
         }
         specs.push(spec);
@@ -309,7 +316,11 @@ mod tests {
     use serde_json::json;
 
     fn config(value: serde_json::Value) -> RateLimitConfig {
-        serde_json::from_value(value).expect("test config parses")
+        RateLimitConfig::from_json(value.to_string().as_bytes()).expect("test config parses")
+    }
+
+    fn at(i: usize) -> ConfigPath {
+        ConfigPath::root().field("rateLimits").index(i)
     }
 
     #[test]
@@ -347,7 +358,7 @@ mod tests {
             "tokensPerFill": 10,
             "fillInterval": "1s"
         }))
-        .validate("rateLimits[0]")
+        .validate(&at(0))
         .unwrap();
         assert_eq!(spec.name, "per-principal");
         assert_eq!(
@@ -370,9 +381,11 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused() {
-        let err = serde_json::from_value::<RateLimitConfig>(json!({
-            "name": "a", "maxTokens": 1, "fillInterval": "1s", "burst": 3
-        }))
+        let err = RateLimitConfig::from_json(
+            json!({"name": "a", "maxTokens": 1, "fillInterval": "1s", "burst": 3})
+                .to_string()
+                .as_bytes(),
+        )
         .unwrap_err();
         assert!(err.to_string().contains("burst"), "{err}");
     }
@@ -410,22 +423,22 @@ mod tests {
             ),
         ];
         for (value, expected) in cases {
-            let err = config(value).validate("rateLimits[1]").unwrap_err();
+            let err = config(value).validate(&at(1)).unwrap_err();
             assert_eq!(err.to_string(), expected);
         }
         let err = config(json!({"name": "a", "maxTokens": 1, "fillInterval": "1s",
                                 "key": ["source.user"]}))
-        .validate("rateLimits[0]")
+        .validate(&at(0))
         .unwrap_err();
-        assert_eq!(err.path, "rateLimits[0].key[0]");
+        assert_eq!(err.path.as_str(), "rateLimits[0].key[0]");
         assert!(err
-            .message
+            .to_string()
             .contains("unknown key attribute \"source.user\""));
         let err = config(json!({"name": "a", "maxTokens": 1, "fillInterval": "1s",
                                 "key": ["request.headers[bad header]"]}))
-        .validate("rateLimits[0]")
+        .validate(&at(0))
         .unwrap_err();
-        assert_eq!(err.path, "rateLimits[0].key[0]");
+        assert_eq!(err.path.as_str(), "rateLimits[0].key[0]");
     }
 
     #[test]
@@ -435,13 +448,13 @@ mod tests {
             config(json!({"name": "b", "maxTokens": 1, "fillInterval": "1s"})),
             config(json!({"name": "a", "maxTokens": 2, "fillInterval": "1s"})),
         ];
-        let err = validate_rate_limits(&limits, "rateLimits").unwrap_err();
+        let err = validate_rate_limits(&limits, &ConfigPath::root().field("rateLimits")).unwrap_err();
         assert_eq!(
             err.to_string(),
             "rateLimits[2].name: \"a\" is already used by rateLimits[0]"
         );
         assert_eq!(
-            validate_rate_limits(&limits[..2], "rateLimits")
+            validate_rate_limits(&limits[..2], &ConfigPath::root().field("rateLimits"))
                 .unwrap()
                 .len(),
             2

@@ -6,11 +6,14 @@
 use std::ptr::null_mut;
 
 use crate::gather::{decode_header_map, encode_header_map, HeaderPairs, HostStatus, ProxyFacts};
+use crate::ratelimit::{CasMismatch, CasStore};
 
 const STATUS_OK: u32 = 0;
 const STATUS_NOT_FOUND: u32 = 1;
+const STATUS_CAS_MISMATCH: u32 = 8;
 
 const MAP_HTTP_REQUEST_HEADERS: u32 = 0;
+const BUFFER_DOWNSTREAM_DATA: u32 = 2;
 const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
 const STREAM_HTTP_REQUEST: u32 = 0;
 const STREAM_DOWNSTREAM: u32 = 2;
@@ -62,6 +65,21 @@ extern "C" {
         return_metric_id: *mut u32,
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
 }
 
 /// Takes ownership of a buffer the host filled through `proxy_on_memory_allocate`.
@@ -128,13 +146,67 @@ pub fn get_plugin_configuration() -> Result<Vec<u8>, HostStatus> {
     }
 }
 
+/// Host time in Unix nanoseconds; `None` if the host cannot tell.
+pub fn current_time_ns() -> Option<u64> {
+    let mut time: u64 = 0;
+    // SAFETY: the out-pointer is a valid local.
+    let status = unsafe { proxy_get_current_time_nanoseconds(&mut time) };
+    (status == STATUS_OK).then_some(time)
+}
+
+/// `size` bytes of the downstream data buffer from `start` (the buffer Envoy holds while the
+/// connection is paused, so earlier bytes are handed over again).
+pub fn get_downstream_data(start: usize, size: usize) -> Result<Vec<u8>, HostStatus> {
+    let mut data: *mut u8 = null_mut();
+    let mut len: usize = 0;
+    // SAFETY: out-pointers are valid locals.
+    let status = unsafe {
+        proxy_get_buffer_bytes(BUFFER_DOWNSTREAM_DATA, start, size, &mut data, &mut len)
+    };
+    match status {
+        STATUS_OK => Ok(take_buffer(data, len)),
+        STATUS_NOT_FOUND => Ok(Vec::new()),
+        other => Err(HostStatus(other)),
+    }
+}
+
+/// Rate-limit buckets in proxy-wasm shared data (shared by every worker VM of the plugin's VM
+/// id). Any host failure reads as "absent" or as a lost race: the limiter retries, then denies.
+pub struct SharedData;
+
+impl CasStore for SharedData {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        let mut cas: u32 = 0;
+        // SAFETY: the key is live for the call; out-pointers are valid locals.
+        let status = unsafe {
+            proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
+        };
+        let value = take_buffer(data, size);
+        (status == STATUS_OK).then_some((value, cas))
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), CasMismatch> {
+        // SAFETY: key and value are live for the call.
+        let status = unsafe {
+            proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+        };
+        match status {
+            STATUS_OK => Ok(()),
+            STATUS_CAS_MISMATCH => Err(CasMismatch),
+            _ => Err(CasMismatch),
+        }
+    }
+}
+
 pub fn send_local_response(
     status_code: u32,
+    details: &str,
     headers: &[(&str, &str)],
     body: &str,
 ) -> Result<(), HostStatus> {
     let headers = encode_header_map(headers);
-    let details = "egress_denied";
     // SAFETY: every pointer/length pair describes live memory for the duration of the call.
     let status = unsafe {
         proxy_send_local_response(
