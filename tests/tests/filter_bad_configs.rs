@@ -79,7 +79,10 @@ fn every_malformed_configuration_is_rejected_by_the_canary_with_its_location() {
         cases.len(),
         failures.join("\n")
     );
-    println!("{} malformed configurations rejected by the canary", cases.len());
+    println!(
+        "{} malformed configurations rejected by the canary",
+        cases.len()
+    );
 }
 
 #[test]
@@ -93,7 +96,11 @@ fn check_config_prints_the_filters_reason_and_exits_1() {
         .into_iter()
         .filter(|case| serde_json::from_str::<serde_json::Value>(&case.config).is_ok())
         .collect();
-    assert!(json_cases.len() >= 20, "only {} JSON cases", json_cases.len());
+    assert!(
+        json_cases.len() >= 20,
+        "only {} JSON cases",
+        json_cases.len()
+    );
     for case in json_cases.iter().step_by(4) {
         let file = dir.join(format!("{}.json", case.name));
         std::fs::write(&file, &case.config).unwrap();
