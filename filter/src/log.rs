@@ -99,7 +99,11 @@ pub fn decision_line(
 /// Renders the decision log line of a whole stream outcome: `decision` becomes `deny` for a
 /// failed protocol check (reason: the check's name, detail: what failed) and `ratelimited` for
 /// a rate-limited stream; `rateLimit` describes the limit that answered, when one matched.
-pub fn outcome_line(kind: TrafficKind, outcome: &Outcome<'_>, attrs: Option<&Attributes>) -> String {
+pub fn outcome_line(
+    kind: TrafficKind,
+    outcome: &Outcome<'_>,
+    attrs: Option<&Attributes>,
+) -> String {
     line(kind, &outcome.decision, Some(outcome), attrs)
 }
 
@@ -137,7 +141,10 @@ fn line(
         w.str("name", Some(&d.limit_name));
         w.str("result", Some(d.reason()));
         w.str("bucket", Some(&clip(&hit.key)));
-        w.bool("overflow", d.bucket == crate::ratelimit::BucketRef::Overflow);
+        w.bool(
+            "overflow",
+            d.bucket == crate::ratelimit::BucketRef::Overflow,
+        );
         w.uint("limit", Some(u64::from(d.limit)));
         w.uint("remaining", Some(u64::from(d.remaining)));
         w.uint("resetSeconds", Some(d.reset_secs));

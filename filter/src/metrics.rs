@@ -6,7 +6,13 @@
 //! - `egress_filter.decision.<http|tcp>.<allow|deny>`: every decision;
 //! - `egress_filter.reason.<reason code>`: every decision, by reason;
 //! - `egress_filter.policy.<name>.<allow|deny|audit>`: decisions (and audit hits) per policy;
-//! - `egress_filter.policy.<name>.dry_run.<allow|deny|audit>`: dry-run outcomes per policy.
+//! - `egress_filter.policy.<name>.dry_run.<allow|deny|audit>`: dry-run outcomes per policy;
+//! - `egress_filter.ratelimited.<http|tcp>` and `egress_filter.ratelimit.<limit>.limited`:
+//!   streams refused by a rate limit (total, and by the limit that answered);
+//! - `egress_filter.protocol_denied.<http|tcp>`: streams refused by a protocol check.
+//!
+//! `decision.*`, `reason.*` and `policy.*` count the policy decision, which comes first; a
+//! stream a policy allowed may still be refused by a protocol check or a rate limit.
 //!
 //! Names come only from the configuration (policy names are restricted to `[A-Za-z0-9_-]`), so
 //! their number is bounded by it.
@@ -29,6 +35,24 @@ pub fn reason_counter(code: &str) -> String {
 #[inline(never)]
 pub fn policy_counter(policy: &str, outcome: &str) -> String {
     format!("{PREFIX}.policy.{policy}.{outcome}")
+}
+
+/// `egress_filter.ratelimited.<http|tcp>`: streams refused by a rate limit.
+#[inline(never)]
+pub fn ratelimited_counter(kind: TrafficKind) -> String {
+    format!("{PREFIX}.ratelimited.{}", kind.as_str())
+}
+
+/// `egress_filter.protocol_denied.<http|tcp>`: streams refused by a protocol check.
+#[inline(never)]
+pub fn protocol_denied_counter(kind: TrafficKind) -> String {
+    format!("{PREFIX}.protocol_denied.{}", kind.as_str())
+}
+
+/// `egress_filter.ratelimit.<name>.limited`: refusals answered by this limit.
+#[inline(never)]
+pub fn limit_counter(limit: &str) -> String {
+    format!("{PREFIX}.ratelimit.{limit}.limited")
 }
 
 /// The per-policy outcome counted for an enforced policy of this action.

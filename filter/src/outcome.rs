@@ -104,7 +104,11 @@ impl<'p> Outcome<'p> {
     pub fn verdict(&self) -> FinalVerdict {
         if !self.decision.is_allowed() || self.violation.is_some() {
             FinalVerdict::Deny
-        } else if self.rate_limit.as_ref().is_some_and(|h| !h.decision.allowed()) {
+        } else if self
+            .rate_limit
+            .as_ref()
+            .is_some_and(|h| !h.decision.allowed())
+        {
             FinalVerdict::RateLimited
         } else {
             FinalVerdict::Allow
@@ -167,10 +171,8 @@ pub fn check_rate_limits<S: CasStore + ?Sized>(
         let decision = limit.limiter.check(store, &key, now_ns);
         let replace = match &best {
             None => true,
-            Some(current) => {
-                RateLimitDecision::most_restrictive([&current.decision, &decision])
-                    .is_some_and(|d| std::ptr::eq(d, &decision))
-            }
+            Some(current) => RateLimitDecision::most_restrictive([&current.decision, &decision])
+                .is_some_and(|d| std::ptr::eq(d, &decision)),
         };
         if replace {
             best = Some(RateLimitHit {

@@ -303,7 +303,12 @@ fn long_values_in_violations_are_cut() {
 fn config_defaults_match_check_defaults() {
     assert_eq!(
         HttpConfig::default()
-            .validate(&egress_filter::ConfigPath::root().field("protocol").field("http")).unwrap(),
+            .validate(
+                &egress_filter::ConfigPath::root()
+                    .field("protocol")
+                    .field("http")
+            )
+            .unwrap(),
         HttpChecks::default()
     );
     assert_eq!(

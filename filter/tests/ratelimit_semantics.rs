@@ -123,7 +123,11 @@ fn bucket_key_is_built_from_the_configured_attributes() {
         .as_bytes(),
     )
     .unwrap()
-    .validate(&egress_filter::ConfigPath::root().field("rateLimits").index(0))
+    .validate(
+        &egress_filter::ConfigPath::root()
+            .field("rateLimits")
+            .index(0),
+    )
     .unwrap();
     let l = RateLimiter::new(spec);
     let k = l.bucket_key(|attr| match attr {

@@ -173,7 +173,7 @@ fn finish_table(table: &mut Table) {
     }
 }
 
-fn parse_line(block: &mut Block, line: &str, _line_no: usize) -> Result<(), String> {
+fn parse_line(block: &mut Block, line: &str, line_no: usize) -> Result<(), String> {
     if let Some(decl) = line.strip_prefix(':') {
         // `:OUTPUT ACCEPT [0:0]` or `:ISTIO_OUTPUT - [0:0]`
         let mut parts = decl.split_whitespace();
@@ -267,7 +267,7 @@ fn parse_line(block: &mut Block, line: &str, _line_no: usize) -> Result<(), Stri
                 effects,
                 verdict,
                 text,
-                line: _line_no,
+                line: line_no,
             };
             let chain = block.table.chain_or_insert(&chain_name);
             match position {

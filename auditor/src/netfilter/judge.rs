@@ -723,7 +723,6 @@ fn rule_by_rule_probes(
         }
         probed_rules += 1;
     }
-    drop(push);
     (out, total - probed_rules)
 }
 
@@ -1154,7 +1153,10 @@ mod tests {
             .unwrap()
             .contains("uid 4242 gid 1000 to 198.19.7.7:8443"));
         // Whatever could not be probed is reported, never silently passed.
-        assert!(f.iter().any(|x| x.evidence["reason"] == "too-many-rules"), "{f:#?}");
+        assert!(
+            f.iter().any(|x| x.evidence["reason"] == "too-many-rules"),
+            "{f:#?}"
+        );
         for x in f.iter().filter(|x| x.evidence["cause"].is_null()) {
             assert_eq!(x.evidence["reason"], "too-many-rules");
             assert!(x.evidence["unprobedRules"].as_u64().unwrap() > 0);

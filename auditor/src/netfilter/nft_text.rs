@@ -235,9 +235,9 @@ impl<'a> Parser<'a> {
     /// `[family] name`; family defaults to `ip` as in nft.
     fn family_and_name(&mut self) -> Result<(TableFamily, String), DumpError> {
         let first = self.next_word("a table family or name")?;
-        if FAMILIES.contains(&first.as_str()) && self.peek_word().is_some()
-            || FAMILIES.contains(&first.as_str()) && matches!(self.peek(), Some(Tok::Str(_)))
-        {
+        // `table inet x` or `table x` (family ip): a family word followed by a name.
+        let name_follows = matches!(self.peek(), Some(Tok::Word(_) | Tok::Str(_)));
+        if FAMILIES.contains(&first.as_str()) && name_follows {
             let name = self.next_word("a table name")?;
             Ok((TableFamily::parse(&first), name))
         } else {

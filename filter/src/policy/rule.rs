@@ -536,12 +536,20 @@ fn condition_checks(
             field: FieldMatcher::DestinationPort(PortSet::new(ports)),
             negated,
         }),
-        WhenKey::ConnectionProtocol => {
-            fact_check(&texts, path, negated, PROTOCOL_VALUES, FieldMatcher::ConnectionProtocol)?
-        }
-        WhenKey::TlsVersion => {
-            fact_check(&texts, path, negated, TLS_VERSION_VALUES, FieldMatcher::TlsVersion)?
-        }
+        WhenKey::ConnectionProtocol => fact_check(
+            &texts,
+            path,
+            negated,
+            PROTOCOL_VALUES,
+            FieldMatcher::ConnectionProtocol,
+        )?,
+        WhenKey::TlsVersion => fact_check(
+            &texts,
+            path,
+            negated,
+            TLS_VERSION_VALUES,
+            FieldMatcher::TlsVersion,
+        )?,
         WhenKey::Alpn => string_check(&texts, path, negated, FieldMatcher::Alpn)?,
         WhenKey::Sni => {
             let patterns = parse_list(&texts, path, HostPattern::parse)?;

@@ -190,10 +190,7 @@ impl HttpConfig {
             for (i, method) in methods.iter().enumerate() {
                 let here = at("allowedMethods").index(i);
                 if method.is_empty() || !method.bytes().all(is_tchar) {
-                    return Err(invalid(
-                        here,
-                        format!("{method:?} is not a method token"),
-                    ));
+                    return Err(invalid(here, format!("{method:?} is not a method token")));
                 }
                 if method == "CONNECT" && !self.allow_connect {
                     return Err(invalid(
@@ -205,10 +202,7 @@ impl HttpConfig {
                     .get(..i)
                     .is_some_and(|before| before.contains(method))
                 {
-                    return Err(invalid(
-                        here,
-                        format!("{method:?} is listed twice"),
-                    ));
+                    return Err(invalid(here, format!("{method:?} is listed twice")));
                 }
             }
         }

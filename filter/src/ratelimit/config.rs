@@ -448,7 +448,8 @@ mod tests {
             config(json!({"name": "b", "maxTokens": 1, "fillInterval": "1s"})),
             config(json!({"name": "a", "maxTokens": 2, "fillInterval": "1s"})),
         ];
-        let err = validate_rate_limits(&limits, &ConfigPath::root().field("rateLimits")).unwrap_err();
+        let err =
+            validate_rate_limits(&limits, &ConfigPath::root().field("rateLimits")).unwrap_err();
         assert_eq!(
             err.to_string(),
             "rateLimits[2].name: \"a\" is already used by rateLimits[0]"

@@ -10,7 +10,6 @@ use crate::ratelimit::{CasMismatch, CasStore};
 
 const STATUS_OK: u32 = 0;
 const STATUS_NOT_FOUND: u32 = 1;
-const STATUS_CAS_MISMATCH: u32 = 8;
 
 const MAP_HTTP_REQUEST_HEADERS: u32 = 0;
 const BUFFER_DOWNSTREAM_DATA: u32 = 2;
@@ -160,9 +159,8 @@ pub fn get_downstream_data(start: usize, size: usize) -> Result<Vec<u8>, HostSta
     let mut data: *mut u8 = null_mut();
     let mut len: usize = 0;
     // SAFETY: out-pointers are valid locals.
-    let status = unsafe {
-        proxy_get_buffer_bytes(BUFFER_DOWNSTREAM_DATA, start, size, &mut data, &mut len)
-    };
+    let status =
+        unsafe { proxy_get_buffer_bytes(BUFFER_DOWNSTREAM_DATA, start, size, &mut data, &mut len) };
     match status {
         STATUS_OK => Ok(take_buffer(data, len)),
         STATUS_NOT_FOUND => Ok(Vec::new()),
@@ -192,10 +190,12 @@ impl CasStore for SharedData {
         let status = unsafe {
             proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
         };
-        match status {
-            STATUS_OK => Ok(()),
-            STATUS_CAS_MISMATCH => Err(CasMismatch),
-            _ => Err(CasMismatch),
+        // CasMismatch (8) is the race the limiter retries; any other failure is treated the
+        // same way, so a failing host ends in a denial, never in an unlimited pass.
+        if status == STATUS_OK {
+            Ok(())
+        } else {
+            Err(CasMismatch)
         }
     }
 }

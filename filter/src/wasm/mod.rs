@@ -2,24 +2,22 @@
 //! hands an `Rc` of it to every HTTP and TCP stream; streams gather attributes, ask the engine,
 //! log, count and act. Nothing here parses JSON per request.
 
+mod abi;
 mod host;
 
 use std::rc::Rc;
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
-use proxy_wasm::types::{Action, ContextType, PeerType};
+use abi::Action;
 
 use crate::attributes::{Attributes, TrafficKind};
-use crate::gather::{gather_connection, gather_http};
-use crate::log::decision_line;
+use crate::gather::{gather_connection, gather_http_checked};
+use crate::log::{decision_line, outcome_line};
 use crate::metrics;
 use crate::policy::{Decision, Reason, Verdict, WouldBe};
-use crate::CompiledConfig;
-use host::{Host, LogLevel};
-
-proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(EgressRoot::default()) });
-}}
+use crate::protocol::http::is_istio_internal_sni;
+use crate::protocol::{ConnectionFacts, ConnectionInspector, DEFAULT_MAX_CLIENT_HELLO_BYTES};
+use crate::{CompiledConfig, FinalVerdict, Outcome, ProtocolViolation};
+use host::{Host, LogLevel, SharedData};
 
 /// Counter ids, defined at configure time (names are bounded by the configuration), laid out so
 /// counting a decision formats no names.
@@ -30,6 +28,11 @@ struct Counters {
     reason: [Option<u32>; 5],
     /// By policy name, sorted for binary search.
     policy: Vec<(String, PolicyCounters)>,
+    /// `[kind]`: http, tcp.
+    ratelimited: [Option<u32>; 2],
+    protocol_denied: [Option<u32>; 2],
+    /// By limit name, in configuration order.
+    limit: Vec<(String, Option<u32>)>,
 }
 
 #[derive(Default)]
@@ -89,6 +92,20 @@ impl Counters {
                 }
             }
         }
+        for kind in [TrafficKind::Http, TrafficKind::Tcp] {
+            if let Some(slot) = counters.ratelimited.get_mut(kind_index(kind)) {
+                *slot = define(&metrics::ratelimited_counter(kind));
+            }
+            if let Some(slot) = counters.protocol_denied.get_mut(kind_index(kind)) {
+                *slot = define(&metrics::protocol_denied_counter(kind));
+            }
+        }
+        for limit in &config.rate_limits {
+            let name = limit.limiter.name();
+            counters
+                .limit
+                .push((name.to_string(), define(&metrics::limit_counter(name))));
+        }
         for (slot, code) in counters.reason.iter_mut().zip(Reason::CODES) {
             *slot = define(&metrics::reason_counter(code));
         }
@@ -118,6 +135,28 @@ impl Counters {
             .binary_search_by(|(n, _)| n.as_str().cmp(name))
             .ok()?;
         self.policy.get(at).map(|(_, ids)| ids)
+    }
+
+    fn record_outcome(&self, kind: TrafficKind, outcome: &Outcome<'_>) {
+        self.record(kind, &outcome.decision);
+        let bump = |id: Option<&Option<u32>>| {
+            if let Some(Some(id)) = id {
+                host::increment_counter(*id);
+            }
+        };
+        match outcome.verdict() {
+            FinalVerdict::RateLimited => {
+                bump(self.ratelimited.get(kind_index(kind)));
+                if let Some(hit) = &outcome.rate_limit {
+                    let name: &str = &hit.decision.limit_name;
+                    bump(self.limit.iter().find(|(n, _)| n == name).map(|(_, id)| id));
+                }
+            }
+            FinalVerdict::Deny if outcome.violation.is_some() => {
+                bump(self.protocol_denied.get(kind_index(kind)));
+            }
+            _ => {}
+        }
     }
 
     fn record(&self, kind: TrafficKind, decision: &Decision<'_>) {
@@ -161,14 +200,8 @@ struct EgressRoot {
     state: Option<Rc<FilterState>>,
 }
 
-impl Context for EgressRoot {}
-
-impl RootContext for EgressRoot {
-    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
-        true
-    }
-
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+impl EgressRoot {
+    fn on_configure(&mut self) -> bool {
         let bytes = match host::get_plugin_configuration() {
             Ok(bytes) => bytes,
             Err(status) => {
@@ -185,8 +218,10 @@ impl RootContext for EgressRoot {
                 host::log(
                     LogLevel::Info,
                     &format!(
-                        "{{\"event\":\"configured\",\"policies\":{}}}",
-                        config.policy.policies().len()
+                        "{{\"event\":\"configured\",\"policies\":{},\"rateLimits\":{},\"protocolChecks\":{}}}",
+                        config.policy.policies().len(),
+                        config.rate_limits.len(),
+                        config.protocol.is_some()
                     ),
                 );
                 self.state = Some(Rc::new(FilterState { config, counters }));
@@ -203,73 +238,143 @@ impl RootContext for EgressRoot {
     /// proxy-wasm does not say whether a new stream belongs to an HTTP or a network filter, so
     /// it is asked of the stream itself while it is being created: Envoy gives an HTTP stream
     /// its protocol (`request.protocol`) before the filter chain runs, a TCP connection has none.
-    fn get_type(&self) -> Option<ContextType> {
-        let is_http = matches!(host::get_property(&["request", "protocol"]), Ok(Some(p)) if !p.is_empty())
-            || matches!(host::get_request_headers(), Ok(h) if !h.is_empty());
-        if is_http {
-            Some(ContextType::HttpContext)
-        } else {
-            Some(ContextType::StreamContext)
+    fn new_stream_is_http(&self) -> bool {
+        matches!(host::get_property(&["request", "protocol"]), Ok(Some(p)) if !p.is_empty())
+            || matches!(host::get_request_headers(), Ok(h) if !h.is_empty())
+    }
+
+    fn create_http_context(&self) -> EgressHttp {
+        EgressHttp {
+            state: self.state.clone(),
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(EgressHttp {
-            state: self.state.clone(),
-        }))
-    }
-
-    fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
-        Some(Box::new(EgressStream {
+    fn create_stream_context(&self) -> EgressStream {
+        EgressStream {
             state: self.state.clone(),
             verdict: None,
             identity_pending: false,
-        }))
+            attrs: None,
+            inspection: None,
+        }
     }
 }
 
-/// Evaluates, logs and counts one decision; returns the body of the deny reply, `None` when
-/// the request is allowed.
+/// A local reply: 403 for a denial, 429 for a rate-limited request.
+struct Reply {
+    status: u32,
+    details: &'static str,
+    body: String,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    fn deny(body: String) -> Self {
+        Self {
+            status: 403,
+            details: "egress_denied",
+            body,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// Denies a stream that cannot be evaluated, logging and counting it.
+fn cannot_evaluate(state: Option<&FilterState>, kind: TrafficKind, detail: String) -> Reply {
+    let decision = Decision::cannot_evaluate(detail);
+    host::log(LogLevel::Info, &decision_line(kind, &decision, None));
+    if let Some(state) = state {
+        state.counters.record(kind, &decision);
+    }
+    Reply::deny(decision.deny_body())
+}
+
+/// Evaluates (policies, then the protocol check result, then rate limits), logs and counts one
+/// stream; returns the reply to send, `None` when the stream may go on.
 fn decide(
     state: Option<&FilterState>,
     kind: TrafficKind,
-    attrs: Result<Attributes, String>,
-) -> Option<String> {
+    attrs: Result<&Attributes, String>,
+    violation: Option<ProtocolViolation>,
+) -> Option<Reply> {
     let Some(state) = state else {
-        let decision = Decision::cannot_evaluate("the filter has no valid configuration");
-        host::log(LogLevel::Info, &decision_line(kind, &decision, None));
-        return Some(decision.deny_body());
+        return Some(cannot_evaluate(
+            None,
+            kind,
+            "the filter has no valid configuration".to_string(),
+        ));
     };
-    let (decision, attrs) = match &attrs {
-        Ok(attrs) => (state.config.policy.evaluate(attrs), Some(attrs)),
-        Err(detail) => (Decision::cannot_evaluate(detail.clone()), None),
+    let attrs = match attrs {
+        Ok(attrs) => attrs,
+        Err(detail) => return Some(cannot_evaluate(Some(state), kind, detail)),
     };
-    host::log(LogLevel::Info, &decision_line(kind, &decision, attrs));
-    state.counters.record(kind, &decision);
-    (!decision.is_allowed()).then(|| decision.deny_body())
+    // The clock is read only when a limit may need it (each host call costs time).
+    let now_ns = if state.config.rate_limits.is_empty() {
+        0
+    } else {
+        match host::current_time_ns() {
+            Some(now) => now,
+            None => {
+                return Some(cannot_evaluate(
+                    Some(state),
+                    kind,
+                    "cannot read the host clock".to_string(),
+                ))
+            }
+        }
+    };
+    let outcome = state.config.decide(attrs, violation, &SharedData, now_ns);
+    host::log(LogLevel::Info, &outcome_line(kind, &outcome, Some(attrs)));
+    state.counters.record_outcome(kind, &outcome);
+    match outcome.verdict() {
+        FinalVerdict::Allow => None,
+        FinalVerdict::Deny => Some(Reply::deny(outcome.reply_body())),
+        FinalVerdict::RateLimited => Some(Reply {
+            status: 429,
+            details: "egress_rate_limited",
+            body: outcome.reply_body(),
+            headers: outcome
+                .rate_limit
+                .as_ref()
+                .map(|hit| hit.decision.limited_response_headers())
+                .unwrap_or_default(),
+        }),
+    }
 }
 
 struct EgressHttp {
     state: Option<Rc<FilterState>>,
 }
 
-impl Context for EgressHttp {}
-
-impl HttpContext for EgressHttp {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+impl EgressHttp {
+    fn on_http_request_headers(&mut self) -> Action {
         let state = self.state.as_deref();
-        let wanted: &[String] = state.map_or(&[], |s| s.config.policy.header_names());
-        let attrs = gather_http(&Host, wanted).map_err(|e| e.to_string());
-        let Some(body) = decide(state, TrafficKind::Http, attrs) else {
+        let wanted: &[String] = state.map_or(&[], |s| s.config.header_names());
+        let checks = state
+            .and_then(|s| s.config.protocol.as_ref())
+            .map(|p| &p.http);
+        let (attrs, violation) = match gather_http_checked(&Host, wanted, checks) {
+            Ok((attrs, violation)) => (Ok(attrs), violation.map(ProtocolViolation::Http)),
+            Err(e) => (Err(e.to_string()), None),
+        };
+        let Some(reply) = decide(
+            state,
+            TrafficKind::Http,
+            attrs.as_ref().map_err(Clone::clone),
+            violation,
+        ) else {
             return Action::Continue;
         };
-        let headers = [("content-type", "text/plain")];
-        if let Err(status) = host::send_local_response(403, &headers, &body) {
+        let mut headers: Vec<(&str, &str)> = vec![("content-type", "text/plain")];
+        headers.extend(reply.headers.iter().map(|(k, v)| (*k, v.as_str())));
+        if let Err(status) =
+            host::send_local_response(reply.status, reply.details, &headers, &reply.body)
+        {
             // Fail closed: without a reply, the request must not go on.
             host::log(
                 LogLevel::Error,
                 &format!(
-                    "cannot send the deny reply (status {}); resetting the stream",
+                    "cannot send the local reply (status {}); resetting the stream",
                     status.0
                 ),
             );
@@ -279,6 +384,14 @@ impl HttpContext for EgressHttp {
     }
 }
 
+/// A connection waiting for its first bytes to be inspected.
+struct Inspection {
+    inspector: ConnectionInspector,
+    /// Bytes of the downstream buffer already fed: Envoy hands over the whole buffered data
+    /// on every call while the connection is paused.
+    fed: usize,
+}
+
 struct EgressStream {
     state: Option<Rc<FilterState>>,
     verdict: Option<Verdict>,
@@ -286,16 +399,25 @@ struct EgressStream {
     /// running at connect time); the decision waits for the first data, as Envoy's network RBAC
     /// filter does.
     identity_pending: bool,
+    /// Attributes gathered at connect time, kept while the decision waits.
+    attrs: Option<Result<Attributes, String>>,
+    inspection: Option<Inspection>,
 }
 
 impl EgressStream {
-    fn decide_now(&mut self, attrs: Result<Attributes, String>) -> Action {
-        let denied = decide(self.state.as_deref(), TrafficKind::Tcp, attrs).is_some();
+    fn decide_now(
+        &mut self,
+        attrs: Result<&Attributes, String>,
+        violation: Option<ProtocolViolation>,
+    ) -> Action {
+        let denied = decide(self.state.as_deref(), TrafficKind::Tcp, attrs, violation).is_some();
         self.verdict = Some(if denied {
             Verdict::Deny
         } else {
             Verdict::Allow
         });
+        self.inspection = None;
+        self.attrs = None;
         self.enforce()
     }
 
@@ -310,14 +432,60 @@ impl EgressStream {
                 }
                 Action::Pause
             }
-            _ => Action::Continue,
+            Some(Verdict::Allow) => Action::Continue,
+            None => Action::Pause,
         }
+    }
+
+    /// Feeds the bytes not seen yet; the facts once inspection is complete (or must end).
+    fn inspect(
+        &mut self,
+        data_size: usize,
+        end_of_stream: bool,
+    ) -> Result<Option<ConnectionFacts>, String> {
+        let Some(inspection) = self.inspection.as_mut() else {
+            return Ok(None);
+        };
+        let new = data_size.saturating_sub(inspection.fed);
+        if new > 0 {
+            let bytes = host::get_downstream_data(inspection.fed, new)
+                .map_err(|s| format!("cannot read the connection's data (status {})", s.0))?;
+            inspection.fed = inspection.fed.saturating_add(bytes.len());
+            if let Some(facts) = inspection.inspector.feed(&bytes) {
+                return Ok(Some(facts.clone()));
+            }
+        }
+        if end_of_stream {
+            return Ok(Some(inspection.inspector.finish().clone()));
+        }
+        Ok(None)
+    }
+
+    /// Decides with the inspected `facts`: they become attributes for the policies, and the
+    /// TCP protocol checks run on them.
+    fn decide_with_facts(&mut self, facts: &ConnectionFacts) -> Action {
+        let mut attrs = match self.attrs.take() {
+            Some(Ok(attrs)) => attrs,
+            Some(Err(detail)) => return self.decide_now(Err(detail), None),
+            None => return self.decide_now(Err("connection attributes missing".to_string()), None),
+        };
+        attrs.set_facts(facts);
+        let violation = self
+            .state
+            .as_deref()
+            .and_then(|s| s.config.protocol.as_ref())
+            .and_then(|p| {
+                let requested = attrs.sni.as_deref().filter(|s| !is_istio_internal_sni(s));
+                p.tcp
+                    .check(facts, attrs.destination_port.unwrap_or(0), requested)
+                    .err()
+            })
+            .map(ProtocolViolation::Tcp);
+        self.decide_now(Ok(&attrs), violation)
     }
 }
 
-impl Context for EgressStream {}
-
-impl StreamContext for EgressStream {
+impl EgressStream {
     fn on_new_connection(&mut self) -> Action {
         let attrs = gather_connection(&Host).map_err(|e| e.to_string());
         // TLS terminated here (a tls_version exists) without a peer certificate yet: wait.
@@ -328,27 +496,75 @@ impl StreamContext for EgressStream {
             )
         {
             self.identity_pending = true;
-            return Action::Continue;
         }
-        self.decide_now(attrs)
+        let inspect = attrs.is_ok()
+            && self
+                .state
+                .as_deref()
+                .is_some_and(|s| s.config.tcp_needs_inspection());
+        if inspect {
+            let max = self
+                .state
+                .as_deref()
+                .and_then(|s| s.config.protocol.as_ref())
+                .map_or(DEFAULT_MAX_CLIENT_HELLO_BYTES, |p| {
+                    p.tcp.max_client_hello_bytes
+                });
+            self.inspection = Some(Inspection {
+                inspector: ConnectionInspector::new(max),
+                fed: 0,
+            });
+        }
+        if self.identity_pending || inspect {
+            self.attrs = Some(attrs);
+            // Nothing goes upstream before the decision.
+            return if inspect {
+                Action::Pause
+            } else {
+                Action::Continue
+            };
+        }
+        self.decide_now(attrs.as_ref().map_err(Clone::clone), None)
     }
 
-    fn on_downstream_data(&mut self, _data_size: usize, _end_of_stream: bool) -> Action {
+    fn on_downstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
+        if self.verdict.is_some() {
+            // Never forward a byte of a denied connection.
+            return self.enforce();
+        }
         if self.identity_pending {
             self.identity_pending = false;
-            let attrs = gather_connection(&Host).map_err(|e| e.to_string());
-            return self.decide_now(attrs);
+            self.attrs = Some(gather_connection(&Host).map_err(|e| e.to_string()));
         }
-        // Never forward a byte of a denied connection.
-        self.enforce()
+        if self.inspection.is_none() {
+            let attrs = self
+                .attrs
+                .take()
+                .unwrap_or_else(|| Err("connection attributes missing".to_string()));
+            return self.decide_now(attrs.as_ref().map_err(Clone::clone), None);
+        }
+        match self.inspect(data_size, end_of_stream) {
+            Err(detail) => self.decide_now(Err(detail), None),
+            Ok(None) => Action::Pause,
+            Ok(Some(facts)) => self.decide_with_facts(&facts),
+        }
     }
 
-    fn on_upstream_data(&mut self, _data_size: usize, _end_of_stream: bool) -> Action {
+    fn on_upstream_data(&mut self) -> Action {
         if self.verdict == Some(Verdict::Deny) {
             return Action::Pause;
         }
         Action::Continue
     }
 
-    fn on_downstream_close(&mut self, _peer_type: PeerType) {}
+    fn on_downstream_close(&mut self) {
+        // Closed before inspection settled: decide on what arrived, so the log says why
+        // nothing was forwarded.
+        if self.verdict.is_none() {
+            if let Some(inspection) = self.inspection.as_mut() {
+                let facts = inspection.inspector.finish().clone();
+                let _ = self.decide_with_facts(&facts);
+            }
+        }
+    }
 }

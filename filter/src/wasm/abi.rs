@@ -1,0 +1,164 @@
+//! The proxy-wasm ABI (0.2.1) entry points the filter exports, dispatching to its contexts.
+//!
+//! Only the callbacks the filter acts on are exported; a host treats a missing one as
+//! "continue". A small dispatcher of its own, rather than the SDK's, keeps the `.wasm` small:
+//! the SDK links every callback of the ABI.
+#![allow(unsafe_code)]
+
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+
+use crate::matchers::{fast_map, FastMap};
+
+use super::{EgressHttp, EgressRoot, EgressStream};
+
+/// What a stream callback tells the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Continue = 0,
+    Pause = 1,
+}
+
+enum Ctx {
+    Root(EgressRoot),
+    Http(EgressHttp),
+    Stream(EgressStream),
+}
+
+type Contexts = FastMap<u32, Ctx>;
+
+thread_local! {
+    static CONTEXTS: RefCell<Contexts> = RefCell::new(fast_map());
+}
+
+fn with<R>(f: impl FnOnce(&mut Contexts) -> R) -> R {
+    CONTEXTS.with(|c| f(&mut c.borrow_mut()))
+}
+
+#[cfg(target_os = "wasi")]
+extern "C" {
+    fn __wasm_call_ctors();
+}
+
+#[no_mangle]
+pub extern "C" fn _initialize() {
+    // SAFETY: runs the module's static constructors once, as the host calls `_initialize` once.
+    #[cfg(target_os = "wasi")]
+    unsafe {
+        __wasm_call_ctors();
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+/// Memory the host fills and hands over (`take_buffer` in `host` takes ownership back).
+#[no_mangle]
+pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+    let mut buffer: Vec<MaybeUninit<u8>> = Vec::with_capacity(size);
+    // SAFETY: the capacity is `size`; the host writes every byte before the filter reads them.
+    unsafe {
+        buffer.set_len(size);
+    }
+    Box::into_raw(buffer.into_boxed_slice()) as *mut u8
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_context_create(context_id: u32, parent_id: u32) {
+    with(|contexts| {
+        let ctx = if parent_id == 0 {
+            Ctx::Root(EgressRoot::default())
+        } else {
+            match contexts.get(&parent_id) {
+                Some(Ctx::Root(root)) if root.new_stream_is_http() => {
+                    Ctx::Http(root.create_http_context())
+                }
+                Some(Ctx::Root(root)) => Ctx::Stream(root.create_stream_context()),
+                // No root: a stream without configuration, denied by the contexts themselves.
+                _ if EgressRoot::default().new_stream_is_http() => {
+                    Ctx::Http(EgressRoot::default().create_http_context())
+                }
+                _ => Ctx::Stream(EgressRoot::default().create_stream_context()),
+            }
+        };
+        contexts.insert(context_id, ctx);
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_vm_start(_context_id: u32, _vm_configuration_size: usize) -> u32 {
+    1
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_configure(context_id: u32, _plugin_configuration_size: usize) -> u32 {
+    with(|contexts| match contexts.get_mut(&context_id) {
+        Some(Ctx::Root(root)) => u32::from(root.on_configure()),
+        _ => 0,
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_headers(
+    context_id: u32,
+    _num_headers: usize,
+    _end_of_stream: u32,
+) -> u32 {
+    with(|contexts| match contexts.get_mut(&context_id) {
+        Some(Ctx::Http(http)) => http.on_http_request_headers() as u32,
+        _ => Action::Pause as u32,
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_new_connection(context_id: u32) -> u32 {
+    with(|contexts| match contexts.get_mut(&context_id) {
+        Some(Ctx::Stream(stream)) => stream.on_new_connection() as u32,
+        _ => Action::Pause as u32,
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_downstream_data(
+    context_id: u32,
+    data_size: usize,
+    end_of_stream: u32,
+) -> u32 {
+    with(|contexts| match contexts.get_mut(&context_id) {
+        Some(Ctx::Stream(stream)) => {
+            stream.on_downstream_data(data_size, end_of_stream != 0) as u32
+        }
+        _ => Action::Pause as u32,
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_upstream_data(
+    context_id: u32,
+    _data_size: usize,
+    _end_of_stream: u32,
+) -> u32 {
+    with(|contexts| match contexts.get_mut(&context_id) {
+        Some(Ctx::Stream(stream)) => stream.on_upstream_data() as u32,
+        _ => Action::Pause as u32,
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_downstream_connection_close(context_id: u32, _peer_type: u32) {
+    with(|contexts| {
+        if let Some(Ctx::Stream(stream)) = contexts.get_mut(&context_id) {
+            stream.on_downstream_close();
+        }
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_done(_context_id: u32) -> u32 {
+    1
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_delete(context_id: u32) {
+    with(|contexts| contexts.remove(&context_id));
+}
