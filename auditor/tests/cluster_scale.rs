@@ -30,7 +30,12 @@ async fn scan_50k_pods_through_the_mock() {
         .collect();
     let mock = MockApi::start().await;
     // Cluster-wide objects as in the repo set, then PODS pods spread over NAMESPACES namespaces.
-    mock.apply_all(objects.iter().filter(|o| o["kind"] != "Pod" || o["metadata"]["namespace"] == "istio-system").cloned());
+    mock.apply_all(
+        objects
+            .iter()
+            .filter(|o| o["kind"] != "Pod" || o["metadata"]["namespace"] == "istio-system")
+            .cloned(),
+    );
     for n in 0..NAMESPACES {
         mock.apply(json!({"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": format!("team-{n}"), "labels": {"istio-injection": "enabled"}}}));
@@ -69,7 +74,12 @@ async fn scan_50k_pods_through_the_mock() {
     let peak = stderr
         .lines()
         .find_map(|l| l.strip_prefix("peak_rss_kb="))
-        .map(|kb| format!("{:.0} MiB", kb.trim().parse::<f64>().unwrap_or(0.0) / 1024.0))
+        .map(|kb| {
+            format!(
+                "{:.0} MiB",
+                kb.trim().parse::<f64>().unwrap_or(0.0) / 1024.0
+            )
+        })
         .unwrap_or_else(|| "n/a (/usr/bin/time missing)".into());
     println!(
         "live scan: {PODS} pods in {NAMESPACES} namespaces: {:.2} s wall, peak RSS {peak}, {} API requests ({pod_pages} pod pages of 500), {} findings",

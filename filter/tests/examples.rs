@@ -96,9 +96,55 @@ type Expected = (
 
 fn expected() -> HashMap<&'static str, Expected> {
     HashMap::from([
+        // The policy decision of the lines that show rate limits and protocol checks (which come
+        // after it; tests/tests/filter_examples.rs covers them through the real .wasm).
+        (
+            "payments-burst-1",
+            (
+                "allow",
+                Some("allow-payments-stripe"),
+                &["audit-payment-writes"][..],
+                &[][..],
+            ),
+        ),
+        (
+            "payments-burst-2",
+            (
+                "allow",
+                Some("allow-payments-stripe"),
+                &["audit-payment-writes"],
+                &[],
+            ),
+        ),
+        (
+            "payments-burst-3",
+            (
+                "allow",
+                Some("allow-payments-stripe"),
+                &["audit-payment-writes"],
+                &[],
+            ),
+        ),
+        (
+            "payments-burst-4",
+            (
+                "allow",
+                Some("allow-payments-stripe"),
+                &["audit-payment-writes"],
+                &[],
+            ),
+        ),
+        (
+            "app-fronted-sni",
+            ("allow", Some("allow-package-mirror"), &[], &[]),
+        ),
+        (
+            "app-ssh-over-443",
+            ("allow", Some("allow-package-mirror"), &[], &[]),
+        ),
         (
             "ci-clone-acme",
-            ("allow", Some("allow-ci-github"), &[][..], &[][..]),
+            ("allow", Some("allow-ci-github"), &[], &[]),
         ),
         (
             "ci-clone-foreign",

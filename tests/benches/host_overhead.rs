@@ -52,6 +52,35 @@ fn config(hosts: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+/// `config(1_000)` plus ten rate limits every request matches (five one-bucket limits, five keyed
+/// by principal), sized so that no request is ever limited: the cost of ten CAS updates.
+fn config_with_limits() -> Vec<u8> {
+    let base = String::from_utf8(config(1_000)).unwrap_or_default();
+    let limits: Vec<String> = (0..10)
+        .map(|i| {
+            let key = if i % 2 == 0 { "[]" } else { r#"["source.principal"]"# };
+            format!(
+                r#"{{"name":"limit-{i}","key":{key},"maxTokens":4000000000,"tokensPerFill":1,"fillInterval":"1h"}}"#
+            )
+        })
+        .collect();
+    let body = base.trim_end().trim_end_matches('}');
+    format!(r#"{body},"rateLimits":[{}]}}"#, limits.join(",")).into_bytes()
+}
+
+/// `config(1_000)` plus every protocol check at its defaults.
+fn config_with_protocol() -> Vec<u8> {
+    let base = String::from_utf8(config(1_000)).unwrap_or_default();
+    let body = base.trim_end().trim_end_matches('}');
+    format!(r#"{body},"protocol":{{}}}}"#).into_bytes()
+}
+
+/// A ClientHello captured from curl (SNI api.example.com), whole.
+fn client_hello() -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../filter/tests/data/tls/curl.bin");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 fn worker(wasm: &Path, configuration: Vec<u8>) -> Worker {
     let host = Host::from_file(wasm, VmConfig::default(), HostOptions::default())
         .unwrap_or_else(|e| panic!("{e}"));
@@ -118,6 +147,20 @@ fn bench_http(c: &mut Criterion) {
             |b, r| b.iter(|| worker.http(r).unwrap()),
         );
     }
+    let allowed = request("host-999.example.com");
+    for (name, configuration) in [
+        ("egress_filter_10_limits", config_with_limits()),
+        ("egress_filter_protocol_checks", config_with_protocol()),
+    ] {
+        let mut worker = worker(&egress, configuration);
+        assert_eq!(
+            worker.http(&allowed).unwrap().result,
+            StreamResult::Continued
+        );
+        group.bench_with_input(BenchmarkId::new(name, 1_000), &allowed, |b, r| {
+            b.iter(|| worker.http(r).unwrap())
+        });
+    }
     group.finish();
 
     let mut group = c.benchmark_group("tcp_connection");
@@ -126,6 +169,28 @@ fn bench_http(c: &mut Criterion) {
     let mut worker = worker(&egress, config(1_000));
     group.bench_function("egress_filter/1000", |b| {
         b.iter(|| worker.tcp(&connection).unwrap())
+    });
+    // TLS passthrough with inspection: a real ClientHello parsed and checked, then forwarded.
+    let hello = TcpStream {
+        connection: Connection {
+            sni: Some("api.example.com".into()),
+            destination: "10.0.0.2:443".parse().unwrap_or_else(|e| panic!("{e}")),
+            ..Connection::default()
+        },
+        downstream: vec![client_hello()],
+        upstream: Vec::new(),
+    };
+    let mut worker = self::worker(
+        &egress,
+        br#"{"protocol":{"tcp":{"tlsPorts":[443]}}}"#.to_vec(),
+    );
+    assert_eq!(worker.tcp(&hello).unwrap().result, StreamResult::Continued);
+    group.bench_function("egress_filter_client_hello", |b| {
+        b.iter(|| worker.tcp(&hello).unwrap())
+    });
+    let mut worker = self::worker(&egress, b"{}".to_vec());
+    group.bench_function("egress_filter_no_inspection", |b| {
+        b.iter(|| worker.tcp(&hello).unwrap())
     });
     group.finish();
 }
@@ -157,6 +222,20 @@ fn print_ratios() {
                     mean / floor
                 );
             }
+        }
+    }
+    for kind in ["egress_filter_10_limits", "egress_filter_protocol_checks"] {
+        if let Some(mean) = mean_nanos(&format!("http_request/{kind}/1000")) {
+            println!(
+                "  {kind:<30} 1000 hosts: {:>8.2} µs  {:>5.2}x",
+                mean / 1000.0,
+                mean / floor
+            );
+        }
+    }
+    for kind in ["egress_filter_client_hello", "egress_filter_no_inspection"] {
+        if let Some(mean) = mean_nanos(&format!("tcp_connection/{kind}")) {
+            println!("  tcp {kind:<30} {:>8.2} µs", mean / 1000.0);
         }
     }
     if let (Some(floor), Some(mean)) = (

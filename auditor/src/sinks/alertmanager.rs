@@ -6,12 +6,15 @@
 //! again with `endsAt` = now: they resolve as soon as the bypass is fixed, without the auditor
 //! keeping state of its own. Should the auditor stop running, its alerts end by themselves after
 //! the TTL.
+//!
+//! Alerts of the node agent carry `source="node"` and `node=<name>`; each mode (and each node)
+//! resolves only the alerts it raised, since none of them sees what the others judge.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
-use super::delivery::{post_json, send_with_retry, ScanScope, SinkSettings};
+use super::delivery::{post_json, send_with_retry, Origin, ScanScope, SinkSettings};
 use crate::checks::rules::rule;
 use crate::finding::Finding;
 
@@ -47,8 +50,41 @@ pub fn alert_labels(f: &Finding) -> BTreeMap<String, String> {
     labels
 }
 
+/// [`alert_labels`] plus, for the node agent, `source="node"` and `node`. Scan alerts carry no
+/// `source` label, so alerts raised before node alerts existed keep their identity.
+pub fn alert_labels_from(f: &Finding, origin: &Origin) -> BTreeMap<String, String> {
+    let mut labels = alert_labels(f);
+    if let Origin::Node { node } = origin {
+        labels.insert("source".to_string(), origin.source().to_string());
+        labels.insert("node".to_string(), node.clone());
+    }
+    labels
+}
+
+/// Whether an active alert was raised by `origin`: a scan owns the alerts without a `source`
+/// label, a node agent those with its own `source` and `node`.
+pub fn raised_by(labels: &BTreeMap<String, String>, origin: &Origin) -> bool {
+    match origin {
+        Origin::Scan => !labels.contains_key("source"),
+        Origin::Node { node } => {
+            labels.get("source").map(String::as_str) == Some(origin.source())
+                && labels.get("node") == Some(node)
+        }
+    }
+}
+
 /// A firing alert for a finding.
 pub fn firing_alert(f: &Finding, now: jiff::Timestamp, ttl: std::time::Duration) -> Value {
+    firing_alert_from(f, &Origin::Scan, now, ttl)
+}
+
+/// A firing alert for a finding of `origin`.
+pub fn firing_alert_from(
+    f: &Finding,
+    origin: &Origin,
+    now: jiff::Timestamp,
+    ttl: std::time::Duration,
+) -> Value {
     let ends = now
         .checked_add(
             jiff::SignedDuration::try_from(ttl).unwrap_or(jiff::SignedDuration::from_hours(3)),
@@ -56,7 +92,7 @@ pub fn firing_alert(f: &Finding, now: jiff::Timestamp, ttl: std::time::Duration)
         .unwrap_or(now);
     let info = rule(&f.rule);
     json!({
-        "labels": alert_labels(f),
+        "labels": alert_labels_from(f, origin),
         "annotations": {
             "summary": f.message,
             "description": info.map(|r| format!("{}. Fix: {}", r.title, r.fix)).unwrap_or_default(),
@@ -105,9 +141,12 @@ pub async fn publish(
     let endpoint = alerts_endpoint(base_url);
     let firing: Vec<Value> = findings
         .iter()
-        .map(|f| firing_alert(f, now, settings.alert_ttl))
+        .map(|f| firing_alert_from(f, &settings.origin, now, settings.alert_ttl))
         .collect();
-    let current: BTreeSet<BTreeMap<String, String>> = findings.iter().map(alert_labels).collect();
+    let current: BTreeSet<BTreeMap<String, String>> = findings
+        .iter()
+        .map(|f| alert_labels_from(f, &settings.origin))
+        .collect();
 
     // Read what is active before posting, so a slow Alertmanager cannot make us resolve an alert
     // we are about to re-fire.
@@ -136,12 +175,16 @@ pub async fn publish(
                 serde_json::from_value(a["labels"].clone()).ok()?;
             if labels.get("alertname").map(String::as_str) != Some(ALERT_NAME)
                 || current.contains(&labels)
+                || !raised_by(&labels, &settings.origin)
             {
                 return None;
             }
-            let in_scope = match labels.get("namespace") {
-                Some(ns) => scope.covers_namespace(ns),
-                None => scope.covers_cluster(),
+            let in_scope = match (&settings.origin, labels.get("namespace")) {
+                // A node agent judges every pod on its node in each pass: all its alerts are in
+                // scope, whatever the namespace.
+                (Origin::Node { .. }, _) => true,
+                (Origin::Scan, Some(ns)) => scope.covers_namespace(ns),
+                (Origin::Scan, None) => scope.covers_cluster(),
             };
             if !in_scope {
                 return None;
@@ -198,6 +241,27 @@ mod tests {
         let ns = alert_labels(&finding("Namespace", None, "shop"));
         assert_eq!(ns["namespace"], "shop");
         assert!(!ns.contains_key("pod"));
+    }
+
+    #[test]
+    fn modes_own_only_their_alerts() {
+        let node_a = Origin::Node {
+            node: "node-a".into(),
+        };
+        let node_b = Origin::Node {
+            node: "node-b".into(),
+        };
+        let f = finding("Pod", Some("shop"), "web-1");
+        let scan_labels = alert_labels_from(&f, &Origin::Scan);
+        assert_eq!(scan_labels, alert_labels(&f));
+        let node_labels = alert_labels_from(&f, &node_a);
+        assert_eq!(node_labels["source"], "node");
+        assert_eq!(node_labels["node"], "node-a");
+        assert!(raised_by(&scan_labels, &Origin::Scan));
+        assert!(!raised_by(&scan_labels, &node_a));
+        assert!(raised_by(&node_labels, &node_a));
+        assert!(!raised_by(&node_labels, &node_b));
+        assert!(!raised_by(&node_labels, &Origin::Scan));
     }
 
     #[test]

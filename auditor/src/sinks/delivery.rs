@@ -119,9 +119,33 @@ impl ScanScope {
     }
 }
 
+/// Which mode produced the findings. Modes share the sinks but never replace or resolve each
+/// other's records: a cluster scan cannot see the rules inside network namespaces, so its silence
+/// about them must not clear what a node agent reported, and the other way round.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// `scan` (files or `--cluster`) and `watch`: judge objects read from the API or files.
+    #[default]
+    Scan,
+    /// `node`: judges the rules inside the network namespaces of one node's pods.
+    Node { node: String },
+}
+
+impl Origin {
+    /// The value of the `egress-guard.io/source` label on what this mode writes.
+    pub fn source(&self) -> &'static str {
+        match self {
+            Origin::Scan => "scan",
+            Origin::Node { .. } => "node",
+        }
+    }
+}
+
 /// Settings shared by the sinks.
 #[derive(Debug, Clone)]
 pub struct SinkSettings {
+    /// Which mode delivers: decides report names and which alerts a run may resolve.
+    pub origin: Origin,
     /// `endsAt` of a firing alert is now + this: longer than the time between two runs, so an
     /// alert stays firing between CronJob runs and ends by itself if the auditor stops running.
     pub alert_ttl: Duration,
@@ -136,6 +160,7 @@ pub struct SinkSettings {
 impl Default for SinkSettings {
     fn default() -> Self {
         SinkSettings {
+            origin: Origin::Scan,
             alert_ttl: Duration::from_secs(3 * 3600),
             event_refresh: Duration::from_secs(3600),
             reporting_instance: default_instance(),
@@ -269,7 +294,7 @@ impl Sinks {
         match spec {
             SinkSpec::PolicyReport => {
                 let api = self.api.as_ref().ok_or("no cluster connection")?;
-                policyreport::publish(api, d.findings, d.scope, now)
+                policyreport::publish(api, d.findings, d.scope, &self.settings.origin, now)
                     .await
                     .map(|_| ())
             }

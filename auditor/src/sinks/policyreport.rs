@@ -1,6 +1,10 @@
 //! `--sink policyreport`: findings as `wgpolicyk8s.io/v1alpha2` PolicyReports (one per namespace,
 //! named `egress-auditor`) and one ClusterPolicyReport for cluster-scoped findings.
 //!
+//! The node agent writes its own reports, named `egress-guard-node-<node>` and labelled
+//! `egress-guard.io/source=node`, only in namespaces where it has findings or had a report: each
+//! mode replaces only the reports it owns, so neither clears what only the other can see.
+//!
 //! Each run writes the whole current state: a report is created, or replaced when its results
 //! changed, so fixed findings disappear. A result that was already in the report keeps its
 //! original timestamp (when it was first found). Namespaces judged clean get an empty report, so
@@ -11,13 +15,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use serde_json::{json, Value};
 
-use super::delivery::ScanScope;
+use super::delivery::{Origin, ScanScope};
 use super::events::{api_version_of, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::checks::rules::{rule, SCAN_INCOMPLETE};
 use crate::finding::Finding;
 use crate::sources::cluster::api::{ApiContext, ClusterError};
 
 pub const REPORT_NAME: &str = "egress-auditor";
+/// Prefix of a node agent's report name; the node name follows.
+pub const NODE_REPORT_PREFIX: &str = "egress-guard-node-";
+/// Label saying which mode wrote a report ([`Origin::source`]).
+pub const SOURCE_LABEL: &str = "egress-guard.io/source";
 pub const GROUP: &str = "wgpolicyk8s.io";
 pub const VERSION: &str = "v1alpha2";
 /// `source` of every result.
@@ -38,6 +46,31 @@ pub fn cluster_policy_report_resource() -> ApiResource {
         &GroupVersionKind::gvk(GROUP, VERSION, "ClusterPolicyReport"),
         "clusterpolicyreports",
     )
+}
+
+/// The name of the reports `origin` writes: `egress-auditor` for scans, `egress-guard-node-<node>`
+/// for a node agent. Node names are DNS subdomains of up to 253 characters; a name that would
+/// exceed that limit with the prefix ends in a digest of the node name instead, so it stays
+/// unique and stable.
+pub fn report_name(origin: &Origin) -> String {
+    match origin {
+        Origin::Scan => REPORT_NAME.to_string(),
+        Origin::Node { node } => {
+            let name = format!("{NODE_REPORT_PREFIX}{node}");
+            if name.len() <= 253 {
+                return name;
+            }
+            use sha2::Digest;
+            let digest = hex::encode(sha2::Sha256::digest(node.as_bytes()));
+            let keep = 253 - NODE_REPORT_PREFIX.len() - 17;
+            let head: String = node.chars().take(keep).collect();
+            format!(
+                "{NODE_REPORT_PREFIX}{}-{}",
+                head.trim_end_matches(['.', '-']),
+                &digest[..16]
+            )
+        }
+    }
 }
 
 /// One report result for a finding.
@@ -118,8 +151,11 @@ fn summary(results: &[Value]) -> Value {
     json!({"pass": count("pass"), "fail": count("fail"), "warn": count("warn"), "error": count("error"), "skip": count("skip")})
 }
 
-fn report(kind: &str, namespace: Option<&str>, results: Vec<Value>) -> Value {
-    let mut metadata = json!({"name": REPORT_NAME, "labels": {MANAGED_BY_LABEL: MANAGED_BY}});
+fn report(kind: &str, namespace: Option<&str>, results: Vec<Value>, origin: &Origin) -> Value {
+    let mut metadata = json!({
+        "name": report_name(origin),
+        "labels": {MANAGED_BY_LABEL: MANAGED_BY, SOURCE_LABEL: origin.source()},
+    });
     if let Some(ns) = namespace {
         metadata["namespace"] = json!(ns);
     }
@@ -137,12 +173,14 @@ pub fn namespace_report(
     namespace: &str,
     findings: &[&Finding],
     previous: Option<&Value>,
+    origin: &Origin,
     now: jiff::Timestamp,
 ) -> Value {
     report(
         "PolicyReport",
         Some(namespace),
         results_with_history(findings, previous, now),
+        origin,
     )
 }
 
@@ -176,14 +214,16 @@ pub fn cluster_report(
             .collect();
         results.extend(kept);
     }
-    report("ClusterPolicyReport", None, results)
+    report("ClusterPolicyReport", None, results, &Origin::Scan)
 }
 
-/// Every report this run should write, keyed by namespace (`None`: the cluster report).
+/// Every report this run should write, keyed by namespace (`None`: the cluster report, which
+/// only scans write: node findings are always about a pod).
 pub fn desired_reports(
     findings: &[Finding],
     scope: &ScanScope,
     previous: &BTreeMap<Option<String>, Value>,
+    origin: &Origin,
     now: jiff::Timestamp,
 ) -> BTreeMap<Option<String>, Value> {
     let mut by_ns: BTreeMap<&str, Vec<&Finding>> = BTreeMap::new();
@@ -203,8 +243,11 @@ pub fn desired_reports(
     let mut out = BTreeMap::new();
     for (ns, fs) in by_ns {
         let key = Some(ns.to_string());
-        let report = namespace_report(ns, &fs, previous.get(&key), now);
+        let report = namespace_report(ns, &fs, previous.get(&key), origin, now);
         out.insert(key, report);
+    }
+    if *origin != Origin::Scan {
+        return out;
     }
     if scope.covers_cluster() || !cluster.is_empty() || previous.contains_key(&None) {
         out.insert(
@@ -249,10 +292,16 @@ pub async fn publish(
     api: &ApiContext,
     findings: &[Finding],
     scope: &ScanScope,
+    origin: &Origin,
     now: jiff::Timestamp,
 ) -> Result<ReportStats, String> {
+    if let Origin::Node { .. } = origin {
+        return publish_node(api, findings, origin, now).await;
+    }
     let namespaced = policy_report_resource();
     let clustered = cluster_policy_report_resource();
+    // Listed by label, then kept by name: the reports of node agents carry the same label but
+    // another name, and are never read, replaced or emptied here.
     let params = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
 
     // What is stored now.
@@ -317,7 +366,62 @@ pub async fn publish(
         stored.insert(None, r);
     }
 
-    let desired = desired_reports(findings, scope, &stored, now);
+    let desired = desired_reports(findings, scope, &stored, origin, now);
+    write_reports(api, desired, &stored, REPORT_NAME).await
+}
+
+/// A node agent's reports: its own reports are listed cluster-wide (by the source label, then
+/// by name), and written where it has findings now or had a report before, so a report whose
+/// findings were fixed (or whose pods left the node) is emptied rather than left stale.
+async fn publish_node(
+    api: &ApiContext,
+    findings: &[Finding],
+    origin: &Origin,
+    now: jiff::Timestamp,
+) -> Result<ReportStats, String> {
+    let name = report_name(origin);
+    let namespaced = policy_report_resource();
+    let params = ListParams::default().labels(&format!(
+        "{MANAGED_BY_LABEL}={MANAGED_BY},{SOURCE_LABEL}={}",
+        origin.source()
+    ));
+    let all: Api<DynamicObject> = Api::all_with(api.client.clone(), &namespaced);
+    let mut stored: BTreeMap<Option<String>, Value> = BTreeMap::new();
+    for r in api
+        .list_all(
+            &all,
+            &params,
+            500,
+            "list policyreports",
+            "policyreports",
+            |o: DynamicObject| {
+                (o.metadata.name.as_deref() == Some(name.as_str()))
+                    .then(|| serde_json::to_value(&o).unwrap_or(Value::Null))
+            },
+        )
+        .await
+        .map_err(explain)?
+    {
+        stored.insert(r["metadata"]["namespace"].as_str().map(str::to_string), r);
+    }
+    let scope = ScanScope {
+        all_namespaces: false,
+        namespaces: stored.keys().flatten().cloned().collect(),
+    };
+    let desired = desired_reports(findings, &scope, &stored, origin, now);
+    write_reports(api, desired, &stored, &name).await
+}
+
+/// Creates the desired reports that are missing and replaces those that changed.
+async fn write_reports(
+    api: &ApiContext,
+    desired: BTreeMap<Option<String>, Value>,
+    stored: &BTreeMap<Option<String>, Value>,
+    name: &str,
+) -> Result<ReportStats, String> {
+    let namespaced = policy_report_resource();
+    let cluster_api: Api<DynamicObject> =
+        Api::all_with(api.client.clone(), &cluster_policy_report_resource());
     let mut stats = ReportStats::default();
     let mut errors = Vec::new();
     for (ns, report) in desired {
@@ -331,7 +435,7 @@ pub async fn publish(
                 stats.unchanged += 1;
                 continue;
             }
-            Some(current) => replace(api, &target, report, current, &place)
+            Some(current) => replace(api, &target, name, report, current, &place)
                 .await
                 .map(|_| stats.replaced += 1),
             None => create(api, &target, &report, &place)
@@ -379,6 +483,7 @@ async fn create(
 async fn replace(
     api: &ApiContext,
     target: &Api<DynamicObject>,
+    name: &str,
     mut report: Value,
     current: &Value,
     place: &str,
@@ -389,20 +494,20 @@ async fn replace(
     let obj = to_dynamic(&report)?;
     match api
         .call(&what, "policyreports", || {
-            target.replace(REPORT_NAME, &params, &obj)
+            target.replace(name, &params, &obj)
         })
         .await
     {
         Ok(_) => Ok(()),
         Err(e) if e.code() == Some(409) => {
             let fresh = api
-                .call(&what, "policyreports", || target.get(REPORT_NAME))
+                .call(&what, "policyreports", || target.get(name))
                 .await
                 .map_err(explain)?;
             report["metadata"]["resourceVersion"] = json!(fresh.metadata.resource_version);
             let obj = to_dynamic(&report)?;
             api.call(&what, "policyreports", || {
-                target.replace(REPORT_NAME, &params, &obj)
+                target.replace(name, &params, &obj)
             })
             .await
             .map(|_| ())
@@ -445,7 +550,13 @@ mod tests {
             finding("privileged", Some("a"), "Pod", "p2"),
             finding("egress-networkpolicy-missing", None, "Namespace", "a"),
         ];
-        let out = desired_reports(&fs, &scope(true, &["a", "b"]), &BTreeMap::new(), now);
+        let out = desired_reports(
+            &fs,
+            &scope(true, &["a", "b"]),
+            &BTreeMap::new(),
+            &Origin::Scan,
+            now,
+        );
         let a = &out[&Some("a".to_string())];
         assert_eq!(a["kind"], "PolicyReport");
         assert_eq!(a["metadata"]["namespace"], "a");
@@ -464,16 +575,68 @@ mod tests {
     }
 
     #[test]
+    fn node_reports_have_their_own_name_and_label() {
+        let now: jiff::Timestamp = "2025-06-01T12:00:00Z".parse().unwrap();
+        let node = Origin::Node {
+            node: "worker-1".into(),
+        };
+        let fs = vec![finding("iptables-tampered", Some("a"), "Pod", "p1")];
+        let out = desired_reports(&fs, &scope(false, &["b"]), &BTreeMap::new(), &node, now);
+        let a = &out[&Some("a".to_string())];
+        assert_eq!(a["metadata"]["name"], "egress-guard-node-worker-1");
+        assert_eq!(a["metadata"]["labels"][SOURCE_LABEL], "node");
+        assert_eq!(a["metadata"]["labels"][MANAGED_BY_LABEL], MANAGED_BY);
+        assert_eq!(a["summary"]["fail"], 1);
+        // A namespace where it had a report and now has no finding gets an empty one.
+        assert_eq!(out[&Some("b".to_string())]["results"], json!([]));
+        // Never a ClusterPolicyReport: that one belongs to the cluster scan.
+        assert!(!out.contains_key(&None));
+        let scan = desired_reports(
+            &fs,
+            &scope(false, &["a"]),
+            &BTreeMap::new(),
+            &Origin::Scan,
+            now,
+        );
+        assert_eq!(
+            scan[&Some("a".to_string())]["metadata"]["name"],
+            REPORT_NAME
+        );
+        assert_eq!(
+            scan[&Some("a".to_string())]["metadata"]["labels"][SOURCE_LABEL],
+            "scan"
+        );
+    }
+
+    #[test]
+    fn long_node_names_give_valid_report_names() {
+        let long = "n".repeat(253);
+        let name = report_name(&Origin::Node { node: long.clone() });
+        assert!(name.len() <= 253, "{}", name.len());
+        assert!(name.starts_with(NODE_REPORT_PREFIX));
+        let other = report_name(&Origin::Node {
+            node: format!("{}m", &long[..252]),
+        });
+        assert_ne!(name, other);
+    }
+
+    #[test]
     fn known_results_keep_their_first_timestamp() {
         let t1: jiff::Timestamp = "2025-06-01T12:00:00Z".parse().unwrap();
         let t2: jiff::Timestamp = "2025-06-01T13:00:00Z".parse().unwrap();
         let fs = vec![finding("host-network", Some("a"), "Pod", "p1")];
-        let first = desired_reports(&fs, &scope(true, &["a"]), &BTreeMap::new(), t1);
-        let second = desired_reports(&fs, &scope(true, &["a"]), &first, t2);
+        let first = desired_reports(
+            &fs,
+            &scope(true, &["a"]),
+            &BTreeMap::new(),
+            &Origin::Scan,
+            t1,
+        );
+        let second = desired_reports(&fs, &scope(true, &["a"]), &first, &Origin::Scan, t2);
         let key = Some("a".to_string());
         assert!(!changed(&second[&key], &first[&key]));
         let more = vec![fs[0].clone(), finding("privileged", Some("a"), "Pod", "p1")];
-        let third = desired_reports(&more, &scope(true, &["a"]), &first, t2);
+        let third = desired_reports(&more, &scope(true, &["a"]), &first, &Origin::Scan, t2);
         assert_eq!(
             third[&key]["results"][0]["timestamp"]["seconds"],
             t1.as_second()
@@ -491,9 +654,15 @@ mod tests {
             finding("egress-networkpolicy-missing", None, "Namespace", "a"),
             finding("egress-networkpolicy-missing", None, "Namespace", "b"),
         ];
-        let before = desired_reports(&all, &scope(true, &["a", "b"]), &BTreeMap::new(), now);
+        let before = desired_reports(
+            &all,
+            &scope(true, &["a", "b"]),
+            &BTreeMap::new(),
+            &Origin::Scan,
+            now,
+        );
         // Namespace a was fixed and only a was scanned: b's result stays.
-        let after = desired_reports(&[], &scope(false, &["a"]), &before, now);
+        let after = desired_reports(&[], &scope(false, &["a"]), &before, &Origin::Scan, now);
         let results = after[&None]["results"].as_array().unwrap().clone();
         assert_eq!(results.len(), 1);
         assert_eq!(results[0]["resources"][0]["name"], "b");

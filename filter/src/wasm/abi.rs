@@ -22,7 +22,8 @@ pub enum Action {
 enum Ctx {
     Root(EgressRoot),
     Http(EgressHttp),
-    Stream(EgressStream),
+    // Boxed: a connection waiting for inspection carries its attributes and inspector.
+    Stream(Box<EgressStream>),
 }
 
 type Contexts = FastMap<u32, Ctx>;
@@ -73,12 +74,12 @@ pub extern "C" fn proxy_on_context_create(context_id: u32, parent_id: u32) {
                 Some(Ctx::Root(root)) if root.new_stream_is_http() => {
                     Ctx::Http(root.create_http_context())
                 }
-                Some(Ctx::Root(root)) => Ctx::Stream(root.create_stream_context()),
+                Some(Ctx::Root(root)) => Ctx::Stream(Box::new(root.create_stream_context())),
                 // No root: a stream without configuration, denied by the contexts themselves.
                 _ if EgressRoot::default().new_stream_is_http() => {
                     Ctx::Http(EgressRoot::default().create_http_context())
                 }
-                _ => Ctx::Stream(EgressRoot::default().create_stream_context()),
+                _ => Ctx::Stream(Box::new(EgressRoot::default().create_stream_context())),
             }
         };
         contexts.insert(context_id, ctx);

@@ -256,6 +256,7 @@ impl EgressRoot {
             identity_pending: false,
             attrs: None,
             inspection: None,
+            closing: false,
         }
     }
 }
@@ -402,6 +403,8 @@ struct EgressStream {
     /// Attributes gathered at connect time, kept while the decision waits.
     attrs: Option<Result<Attributes, String>>,
     inspection: Option<Inspection>,
+    /// The client closed: a late decision is logged and counted, there is nothing to close.
+    closing: bool,
 }
 
 impl EgressStream {
@@ -424,6 +427,9 @@ impl EgressStream {
     fn enforce(&self) -> Action {
         match self.verdict {
             Some(Verdict::Deny) => {
+                if self.closing {
+                    return Action::Pause;
+                }
                 if let Err(status) = host::close_downstream() {
                     host::log(
                         LogLevel::Error,
@@ -561,6 +567,7 @@ impl EgressStream {
         // Closed before inspection settled: decide on what arrived, so the log says why
         // nothing was forwarded.
         if self.verdict.is_none() {
+            self.closing = true;
             if let Some(inspection) = self.inspection.as_mut() {
                 let facts = inspection.inspector.finish().clone();
                 let _ = self.decide_with_facts(&facts);

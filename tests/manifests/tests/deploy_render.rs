@@ -209,6 +209,24 @@ fn node_agent_gets_exactly_the_privileges_it_uses() {
     );
     // $(NODE_NAME) is expanded by the kubelet from the env var set from the downward API.
     assert!(args(container).contains(&"$(NODE_NAME)"));
+    // A DaemonSet's container must not exit: the agent repeats its pass, and delivers each one.
+    let args = args(container);
+    let interval = args
+        .iter()
+        .position(|a| *a == "--interval")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(interval.is_some_and(|s| s > 0), "{args:?}");
+    let sinks: BTreeSet<&str> = args
+        .windows(2)
+        .filter(|w| w[0] == "--sink")
+        .map(|w| w[1])
+        .collect();
+    assert_eq!(
+        sinks,
+        BTreeSet::from(["events", "policyreport"]),
+        "{args:?}"
+    );
     assert_eq!(
         container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
         "spec.nodeName"

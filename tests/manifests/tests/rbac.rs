@@ -254,7 +254,8 @@ fn writes_only_reports_and_events_and_reads_only_the_mesh_configmap() {
     }
 }
 
-/// Least privilege per component: the CronJob never watches, the node agent reads only pods.
+/// Least privilege per component: the CronJob never watches, the node agent reads only pods and
+/// writes only its own PolicyReports (never ClusterPolicyReports) and Events.
 #[test]
 fn each_component_gets_only_its_own_part() {
     let Some(overlays) = rendered_overlays() else {
@@ -278,4 +279,22 @@ fn each_component_gets_only_its_own_part() {
         node_reads,
         BTreeSet::from(["list pods".to_string(), "watch pods".to_string()])
     );
+    for overlay in ["node", "full"] {
+        let node_sinks: BTreeSet<String> = of(overlay, "egress-guard-node")
+            .into_iter()
+            .filter(|g| g.ends_with("policyreports") || g.ends_with("events"))
+            .collect();
+        let expected: BTreeSet<String> = [
+            "list policyreports",
+            "create policyreports",
+            "update policyreports",
+            "list events",
+            "create events",
+            "patch events",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        assert_eq!(node_sinks, expected, "{overlay}");
+    }
 }
