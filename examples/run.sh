@@ -11,10 +11,11 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
 fi
 cargo build -q --release --target wasm32-wasip1 -p egress-filter
 cargo build -q -p egress-sim -p egress-auditor
+target="${CARGO_TARGET_DIR:-target}"
 
 echo "== egress filter: examples/egress-policy.json against examples/traffic.jsonl"
-target/debug/egress-sim replay --summary \
-  --wasm target/wasm32-wasip1/release/egress_filter.wasm \
+"$target/debug/egress-sim" replay --summary \
+  --wasm "$target/wasm32-wasip1/release/egress_filter.wasm" \
   --config examples/egress-policy.json \
   --requests examples/traffic.jsonl --workers 2
 
@@ -22,5 +23,5 @@ echo
 echo "== auditor: examples/cluster/"
 # Exit code 1 means "findings at or above --fail-on": expected for this snapshot.
 rc=0
-target/debug/egress-auditor scan --input examples/cluster --format table || rc=$?
+"$target/debug/egress-auditor" scan --input examples/cluster --format table || rc=$?
 [ "$rc" -le 1 ] || exit "$rc"
