@@ -29,7 +29,7 @@ use crate::state::{
 use crate::stream::{
     HttpRequest, LocalReply, LogRecord, StreamKind, StreamOutcome, StreamResult, TcpStream,
 };
-use crate::vm::{Trap, Vm};
+use crate::vm::{Callback, Trap, Vm};
 
 /// Log lines kept from outside any stream (root contexts, ticks): the newest are kept.
 const ROOT_LOG_CAP: usize = 10_000;
@@ -484,23 +484,15 @@ impl Worker {
         response: GrpcResponse,
     ) -> Result<(), Trap> {
         let (id, tok) = (root as i32, token as i32);
-        if !response.initial_metadata.is_empty() {
-            if let Some(r) = self.root_state(root) {
-                r.grpc_initial_metadata = Some(to_map(&response.initial_metadata));
-            }
-            if let Some(f) = self.vm.cb.on_grpc_receive_initial_metadata.clone() {
-                let n = response.initial_metadata.len() as i32;
-                self.vm.call(
-                    root,
-                    "proxy_on_grpc_receive_initial_metadata",
-                    &f,
-                    (id, tok, n),
-                )?;
-            }
-            if let Some(r) = self.root_state(root) {
-                r.grpc_initial_metadata = None;
-            }
-        }
+        let callback = self.vm.cb.on_grpc_receive_initial_metadata.clone();
+        self.deliver_grpc_metadata(
+            root,
+            tok,
+            &response.initial_metadata,
+            |r| &mut r.grpc_initial_metadata,
+            callback,
+            "proxy_on_grpc_receive_initial_metadata",
+        )?;
         for message in response.messages {
             let len = message.len() as i32;
             if let Some(r) = self.root_state(root) {
@@ -514,23 +506,15 @@ impl Worker {
         if let Some(r) = self.root_state(root) {
             r.grpc_message.clear();
         }
-        if !response.trailing_metadata.is_empty() {
-            if let Some(r) = self.root_state(root) {
-                r.grpc_trailing_metadata = Some(to_map(&response.trailing_metadata));
-            }
-            if let Some(f) = self.vm.cb.on_grpc_receive_trailing_metadata.clone() {
-                let n = response.trailing_metadata.len() as i32;
-                self.vm.call(
-                    root,
-                    "proxy_on_grpc_receive_trailing_metadata",
-                    &f,
-                    (id, tok, n),
-                )?;
-            }
-            if let Some(r) = self.root_state(root) {
-                r.grpc_trailing_metadata = None;
-            }
-        }
+        let callback = self.vm.cb.on_grpc_receive_trailing_metadata.clone();
+        self.deliver_grpc_metadata(
+            root,
+            tok,
+            &response.trailing_metadata,
+            |r| &mut r.grpc_trailing_metadata,
+            callback,
+            "proxy_on_grpc_receive_trailing_metadata",
+        )?;
         if streaming || response.status != 0 {
             if let Some(r) = self.root_state(root) {
                 r.status = (response.status, response.status_message.into_bytes());
@@ -543,6 +527,33 @@ impl Worker {
                     (id, tok, response.status as i32),
                 )?;
             }
+        }
+        Ok(())
+    }
+
+    /// Initial or trailing gRPC metadata: readable through its header map only while the
+    /// module's callback runs, as in Envoy.
+    fn deliver_grpc_metadata(
+        &mut self,
+        root: u32,
+        token: i32,
+        metadata: &[(String, String)],
+        slot: fn(&mut crate::state::RootState) -> &mut Option<HeaderMap>,
+        callback: Callback<(i32, i32, i32), ()>,
+        name: &'static str,
+    ) -> Result<(), Trap> {
+        if metadata.is_empty() {
+            return Ok(());
+        }
+        if let Some(r) = self.root_state(root) {
+            *slot(r) = Some(to_map(metadata));
+        }
+        if let Some(f) = callback {
+            let n = metadata.len() as i32;
+            self.vm.call(root, name, &f, (root as i32, token, n))?;
+        }
+        if let Some(r) = self.root_state(root) {
+            *slot(r) = None;
         }
         Ok(())
     }
