@@ -12,31 +12,98 @@ use crate::attributes::{
 use crate::matchers::host::normalize_sni;
 use crate::protocol::{HttpChecks, HttpViolation, Protocol};
 
-/// Header name and value bytes, as the proxy lists them.
-pub type HeaderPairs = Vec<(Vec<u8>, Vec<u8>)>;
+/// A request's header list as the proxy hands it over: the serialised map, kept whole, with
+/// the place of each name and value, so reading it costs no allocation per header.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderList {
+    bytes: Vec<u8>,
+    /// Name start, name length, value start, value length.
+    spans: Vec<[usize; 4]>,
+}
+
+impl HeaderList {
+    /// Decodes a proxy-wasm header map (`u32` count, then `u32` key and value lengths, then each
+    /// key and value followed by a NUL), refusing anything inconsistent instead of panicking.
+    pub fn decode(bytes: Vec<u8>) -> Option<Self> {
+        if bytes.is_empty() {
+            return Some(Self::default());
+        }
+        let u32_at = |at: usize| -> Option<usize> {
+            let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+            usize::try_from(u32::from_le_bytes(raw)).ok()
+        };
+        let count = u32_at(0)?;
+        let mut data = count.checked_mul(8)?.checked_add(4)?;
+        if data > bytes.len() {
+            return None;
+        }
+        let mut spans = Vec::with_capacity(count);
+        for i in 0..count {
+            let key_len = u32_at(4 + i * 8)?;
+            let value_len = u32_at(8 + i * 8)?;
+            let key_at = data;
+            data = data.checked_add(key_len)?;
+            if bytes.get(data) != Some(&0) {
+                return None;
+            }
+            data += 1;
+            let value_at = data;
+            data = data.checked_add(value_len)?;
+            if bytes.get(data) != Some(&0) {
+                return None;
+            }
+            data += 1;
+            spans.push([key_at, key_len, value_at, value_len]);
+        }
+        Some(Self { bytes, spans })
+    }
+
+    /// A list of these pairs, as the proxy would hand it over.
+    pub fn from_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Self {
+        Self::decode(encode_header_map(pairs)).unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Name and value of every header, in order.
+    pub fn pairs(&self) -> Vec<(&[u8], &[u8])> {
+        let at = |start: usize, len: usize| self.bytes.get(start..start + len).unwrap_or(&[]);
+        self.spans
+            .iter()
+            .map(|&[k, kl, v, vl]| (at(k, kl), at(v, vl)))
+            .collect()
+    }
+}
 
 /// A host call failure other than "not found", with the ABI status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostStatus(pub u32);
 
 pub trait ProxyFacts {
-    /// `Ok(None)` when the property does not exist for this stream.
-    fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostStatus>;
+    /// The property at `path` (segments joined by NUL, as the ABI passes them: e.g.
+    /// `"source\0address"`); `Ok(None)` when it does not exist for this stream.
+    fn property(&self, path: &str) -> Result<Option<Vec<u8>>, HostStatus>;
     /// All request headers, in order, repeated names included.
-    fn request_headers(&self) -> Result<HeaderPairs, HostStatus>;
+    fn request_headers(&self) -> Result<HeaderList, HostStatus>;
 }
 
 #[inline(never)]
-fn read(facts: &impl ProxyFacts, path: &[&str]) -> Result<Option<Vec<u8>>, AttributeError> {
-    facts
-        .property(path)
-        .map_err(|status| AttributeError::Host(path.join("."), format!("status {}", status.0)))
+fn read(facts: &impl ProxyFacts, path: &str) -> Result<Option<Vec<u8>>, AttributeError> {
+    facts.property(path).map_err(|status| {
+        AttributeError::Host(path.replace('\0', "."), format!("status {}", status.0))
+    })
 }
 
 #[inline(never)]
 fn read_string(
     facts: &impl ProxyFacts,
-    path: &[&str],
+    path: &str,
     what: &'static str,
 ) -> Result<Option<String>, AttributeError> {
     match read(facts, path)? {
@@ -49,7 +116,7 @@ fn read_string(
 
 fn read_int(
     facts: &impl ProxyFacts,
-    path: &[&str],
+    path: &str,
     what: &'static str,
 ) -> Result<Option<i64>, AttributeError> {
     match read(facts, path)? {
@@ -67,7 +134,7 @@ fn read_int(
 #[inline(never)]
 fn read_bool(
     facts: &impl ProxyFacts,
-    path: &[&str],
+    path: &str,
     what: &'static str,
 ) -> Result<Option<bool>, AttributeError> {
     match read(facts, path)?.as_deref() {
@@ -84,7 +151,7 @@ fn read_bool(
 #[inline(never)]
 fn read_port(
     facts: &impl ProxyFacts,
-    path: &[&str],
+    path: &str,
     what: &'static str,
 ) -> Result<Option<u16>, AttributeError> {
     match read_int(facts, path, what)? {
@@ -97,24 +164,25 @@ fn read_port(
 
 /// Connection-level attributes (all a TCP connection has).
 pub fn gather_connection(facts: &impl ProxyFacts) -> Result<Attributes, AttributeError> {
-    let mut attrs = Attributes {
-        mtls: read_bool(facts, &["connection", "mtls"], "connection.mtls")?,
-        ..Attributes::default()
-    };
+    let mut attrs = Attributes::default();
     let san = read_string(
         facts,
-        &["connection", "uri_san_peer_certificate"],
+        "connection\0uri_san_peer_certificate",
         "connection.uri_san_peer_certificate",
     )?;
-    // A certificate SAN without mTLS would be a host inconsistency; trust only an mTLS peer.
-    if attrs.mtls != Some(false) {
-        if let Some(principal) = san.as_deref().and_then(principal_from_uri_san) {
-            attrs.source_namespace = namespace_of(principal).map(str::to_string);
-            attrs.source_principal = Some(principal.to_string());
-        }
+    // A peer certificate exists only on a TLS connection whose client presented one, which is
+    // what `connection.mtls` says: with a URI SAN it need not be read (one host call less on
+    // every mesh request).
+    attrs.mtls = match san {
+        Some(_) => Some(true),
+        None => read_bool(facts, "connection\0mtls", "connection.mtls")?,
+    };
+    if let Some(principal) = san.as_deref().and_then(principal_from_uri_san) {
+        attrs.source_namespace = namespace_of(principal).map(str::to_string);
+        attrs.source_principal = Some(principal.to_string());
     }
 
-    if let Some(address) = read_string(facts, &["source", "address"], "source.address")? {
+    if let Some(address) = read_string(facts, "source\0address", "source.address")? {
         let (ip, port) = parse_socket_address(&address)?;
         attrs.source_ip = Some(ip);
         attrs.source_port = port;
@@ -122,24 +190,24 @@ pub fn gather_connection(facts: &impl ProxyFacts) -> Result<Attributes, Attribut
     // The address carries the port in Envoy; the separate property is read only without it
     // (each host call costs time on every request).
     if attrs.source_port.is_none() {
-        attrs.source_port = read_port(facts, &["source", "port"], "source.port")?;
+        attrs.source_port = read_port(facts, "source\0port", "source.port")?;
     }
     // Envoy's downstream remote address already reflects the gateway's trusted-proxy settings
     // (XFF hops, PROXY protocol); the filter never trusts x-forwarded-for on its own.
     attrs.remote_ip = attrs.source_ip.map(canonical_ip);
 
-    if let Some(address) = read_string(facts, &["destination", "address"], "destination.address")? {
+    if let Some(address) = read_string(facts, "destination\0address", "destination.address")? {
         let (ip, port) = parse_socket_address(&address)?;
         attrs.destination_ip = Some(ip);
         attrs.destination_port = port;
     }
     if attrs.destination_port.is_none() {
-        attrs.destination_port = read_port(facts, &["destination", "port"], "destination.port")?;
+        attrs.destination_port = read_port(facts, "destination\0port", "destination.port")?;
     }
 
     if let Some(sni) = read_string(
         facts,
-        &["connection", "requested_server_name"],
+        "connection\0requested_server_name",
         "connection.requested_server_name",
     )? {
         attrs.sni = normalize_sni(&sni);
@@ -163,10 +231,11 @@ pub fn gather_http_checked(
     checks: Option<&HttpChecks>,
 ) -> Result<(Attributes, Option<HttpViolation>), AttributeError> {
     let mut attrs = gather_connection(facts)?;
-    let protocol = read_string(facts, &["request", "protocol"], "request.protocol")?;
-    let raw_headers = facts.request_headers().map_err(|status| {
+    let protocol = read_string(facts, "request\0protocol", "request.protocol")?;
+    let list = facts.request_headers().map_err(|status| {
         AttributeError::Host("request headers".into(), format!("status {}", status.0))
     })?;
+    let raw_headers = list.pairs();
     let violation = checks.and_then(|c| {
         c.check(&raw_headers, protocol.as_deref(), attrs.sni.as_deref())
             .err()
@@ -176,29 +245,43 @@ pub fn gather_http_checked(
         .and_then(Protocol::from_http_protocol)
         .map(Protocol::as_str);
 
-    let mut headers: Vec<(String, String)> = Vec::with_capacity(raw_headers.len());
-    for (name, value) in raw_headers {
-        let name = String::from_utf8(name).map_err(|_| AttributeError::NotUtf8("header name"))?;
-        let value = match String::from_utf8(value) {
+    // Values that are not UTF-8 are read lossily (they are rarely matched); names and
+    // pseudo-header values must be UTF-8. Nothing is copied for valid text.
+    let lossy: Vec<String>;
+    let mut any_lossy = false;
+    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(raw_headers.len());
+    for (name, value) in &raw_headers {
+        let name = std::str::from_utf8(name).map_err(|_| AttributeError::NotUtf8("header name"))?;
+        let value = match std::str::from_utf8(value) {
             Ok(value) => value,
             // Pseudo-headers decide host and path matching: refuse rather than guess.
             Err(_) if name.starts_with(':') => {
                 return Err(AttributeError::NotUtf8("pseudo-header"))
             }
-            Err(err) => String::from_utf8_lossy(err.as_bytes()).into_owned(),
+            Err(_) => {
+                any_lossy = true;
+                ""
+            }
         };
-        headers.push((name, value));
+        pairs.push((name, value));
+    }
+    if any_lossy {
+        lossy = raw_headers
+            .iter()
+            .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+            .collect();
+        pairs = pairs
+            .iter()
+            .zip(&lossy)
+            .map(|((name, _), value)| (*name, value.as_str()))
+            .collect();
     }
     let first = |name: &str| {
-        headers
+        pairs
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| *v)
     };
-    let pairs: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
     let head = RequestHead {
         authority: first(":authority").or_else(|| first("host")),
         method: first(":method"),
@@ -211,54 +294,18 @@ pub fn gather_http_checked(
     Ok((attrs, violation))
 }
 
-/// Decodes a proxy-wasm header map (`u32` count, then `u32` key and value lengths, then each key
-/// and value followed by a NUL), refusing anything inconsistent instead of panicking.
-pub fn decode_header_map(bytes: &[u8]) -> Option<HeaderPairs> {
-    if bytes.is_empty() {
-        return Some(Vec::new());
-    }
-    let u32_at = |at: usize| -> Option<usize> {
-        let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
-        usize::try_from(u32::from_le_bytes(raw)).ok()
-    };
-    let count = u32_at(0)?;
-    let mut data = count.checked_mul(8)?.checked_add(4)?;
-    if data > bytes.len() {
-        return None;
-    }
-    let mut pairs = Vec::with_capacity(count);
-    for i in 0..count {
-        let key_len = u32_at(4 + i * 8)?;
-        let value_len = u32_at(8 + i * 8)?;
-        let key = bytes.get(data..data.checked_add(key_len)?)?.to_vec();
-        data = data.checked_add(key_len)?;
-        if bytes.get(data) != Some(&0) {
-            return None;
-        }
-        data += 1;
-        let value = bytes.get(data..data.checked_add(value_len)?)?.to_vec();
-        data = data.checked_add(value_len)?;
-        if bytes.get(data) != Some(&0) {
-            return None;
-        }
-        data += 1;
-        pairs.push((key, value));
-    }
-    Some(pairs)
-}
-
-/// Encodes a header map the same way (for local replies).
-pub fn encode_header_map(pairs: &[(&str, &str)]) -> Vec<u8> {
+/// Encodes a proxy-wasm header map (for local replies): see [`HeaderList::decode`].
+pub fn encode_header_map<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Vec<u8> {
     let mut bytes = Vec::new();
     bytes.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
     for (name, value) in pairs {
-        bytes.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&(name.as_ref().len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&(value.as_ref().len() as u32).to_le_bytes());
     }
     for (name, value) in pairs {
-        bytes.extend_from_slice(name.as_bytes());
+        bytes.extend_from_slice(name.as_ref());
         bytes.push(0);
-        bytes.extend_from_slice(value.as_bytes());
+        bytes.extend_from_slice(value.as_ref());
         bytes.push(0);
     }
     bytes
@@ -298,11 +345,14 @@ mod tests {
     }
 
     impl ProxyFacts for FakeProxy {
-        fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostStatus> {
-            self.properties.get(&path.join(".")).cloned().transpose()
+        fn property(&self, path: &str) -> Result<Option<Vec<u8>>, HostStatus> {
+            self.properties
+                .get(&path.replace('\0', "."))
+                .cloned()
+                .transpose()
         }
-        fn request_headers(&self) -> Result<HeaderPairs, HostStatus> {
-            Ok(self.headers.clone())
+        fn request_headers(&self) -> Result<HeaderList, HostStatus> {
+            Ok(HeaderList::from_pairs(&self.headers))
         }
     }
 
@@ -356,9 +406,22 @@ mod tests {
     }
 
     #[test]
-    fn no_principal_without_mtls() {
-        let proxy = connection().raw("connection.mtls", Ok(vec![0]));
-        assert_eq!(gather_connection(&proxy).unwrap().source_principal, None);
+    fn a_peer_uri_san_means_mtls() {
+        // The SAN exists only for a presented client certificate: mtls is not read then.
+        let proxy = connection().raw("connection.mtls", Err(HostStatus(3)));
+        let attrs = gather_connection(&proxy).unwrap();
+        assert_eq!(attrs.mtls, Some(true));
+        assert_eq!(
+            attrs.source_principal.as_deref(),
+            Some("cluster.local/ns/dev/sa/app")
+        );
+        // Without one, mtls is read as the proxy reports it, and there is no principal.
+        let mut proxy = connection().raw("connection.mtls", Ok(vec![0]));
+        proxy
+            .properties
+            .remove("connection.uri_san_peer_certificate");
+        let attrs = gather_connection(&proxy).unwrap();
+        assert_eq!((attrs.mtls, attrs.source_principal), (Some(false), None));
     }
 
     #[test]
@@ -371,7 +434,13 @@ mod tests {
             connection()
                 .string("destination.address", "10.0.0.1")
                 .int("destination.port", 70000),
-            connection().raw("connection.mtls", Ok(vec![2])),
+            {
+                let mut proxy = connection().raw("connection.mtls", Ok(vec![2]));
+                proxy
+                    .properties
+                    .remove("connection.uri_san_peer_certificate");
+                proxy
+            },
             connection().string("source.address", "not-an-address"),
             connection().raw("connection.uri_san_peer_certificate", Ok(vec![0xff, 0xfe])),
         ];
@@ -416,16 +485,14 @@ mod tests {
         assert_eq!(&bytes[..4], &[2, 0, 0, 0]);
         assert_eq!(&bytes[4..12], &[7, 0, 0, 0, 3, 0, 0, 0]);
         assert_eq!(&bytes[20..], b":method\0GET\0x\0\0");
-        let decoded = decode_header_map(&bytes).unwrap();
+        let decoded = HeaderList::decode(bytes.clone()).unwrap();
         assert_eq!(
-            decoded,
-            vec![
-                (b":method".to_vec(), b"GET".to_vec()),
-                (b"x".to_vec(), vec![])
-            ]
+            decoded.pairs(),
+            vec![(&b":method"[..], &b"GET"[..]), (&b"x"[..], &b""[..])]
         );
-        assert!(decode_header_map(&bytes[..bytes.len() - 1]).is_none());
-        assert!(decode_header_map(&[255, 255, 255, 255]).is_none());
-        assert_eq!(decode_header_map(&[]), Some(vec![]));
+        assert_eq!(decoded.len(), 2);
+        assert!(HeaderList::decode(bytes[..bytes.len() - 1].to_vec()).is_none());
+        assert!(HeaderList::decode(vec![255, 255, 255, 255]).is_none());
+        assert!(HeaderList::decode(vec![]).unwrap().is_empty());
     }
 }

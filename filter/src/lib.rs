@@ -9,6 +9,7 @@
 pub mod attributes;
 pub mod config;
 pub mod gather;
+pub mod heap;
 pub mod log;
 pub mod matchers;
 pub mod metrics;
@@ -21,6 +22,10 @@ pub mod text;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;
+
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static HEAP: heap::SizeClasses<std::alloc::System> = heap::SizeClasses::new(std::alloc::System);
 
 pub use attributes::{Attributes, HttpAttributes, RequestHead, TrafficKind};
 pub use config::{ConfigError, ConfigPath};

@@ -41,16 +41,16 @@ fn attributes(w: &mut JsonWriter, attrs: &Attributes) {
     text(w, "source.principal", attrs.source_principal.as_deref());
     text(w, "source.namespace", attrs.source_namespace.as_deref());
     if let Some(ip) = &attrs.source_ip {
-        w.display("source.ip", ip);
+        w.ip("source.ip", ip);
     }
     if let Some(port) = attrs.source_port {
         w.uint("source.port", Some(u64::from(port)));
     }
     if let Some(ip) = &attrs.remote_ip {
-        w.display("remote.ip", ip);
+        w.ip("remote.ip", ip);
     }
     if let Some(ip) = &attrs.destination_ip {
-        w.display("destination.ip", ip);
+        w.ip("destination.ip", ip);
     }
     if let Some(port) = attrs.destination_port {
         w.uint("destination.port", Some(u64::from(port)));
@@ -114,15 +114,16 @@ fn line(
     attrs: Option<&Attributes>,
 ) -> String {
     let mut w = JsonWriter::new();
-    w.begin_object();
-    w.str("event", Some("decision"));
-    w.str("kind", Some(kind.as_str()));
-    match outcome {
-        Some(o) => {
-            w.str("decision", Some(o.verdict().as_str()));
-        }
-        None => w.str("decision", Some(decision.verdict.as_str())),
-    }
+    // The fixed head in one piece: kinds and verdicts are plain identifiers.
+    w.raw(match kind {
+        TrafficKind::Http => r#"{"event":"decision","kind":"http","decision":""#,
+        TrafficKind::Tcp => r#"{"event":"decision","kind":"tcp","decision":""#,
+    });
+    w.raw(match outcome {
+        Some(o) => o.verdict().as_str(),
+        None => decision.verdict.as_str(),
+    });
+    w.raw("\"");
     w.str("policy", decision.policy);
     w.uint("rule", decision.rule.map(|r| r as u64));
     w.str("action", decision.action.map(|a| a.as_str()));

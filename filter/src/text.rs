@@ -10,32 +10,101 @@ pub fn quote(value: &str) -> String {
 }
 
 /// Appends `value` quoted and escaped as [`quote`] does, without an intermediate string.
+///
+/// Runs of bytes that need no escape are copied whole (found eight bytes at a time): every byte
+/// that needs one is ASCII, so the runs always end on a character boundary.
 pub fn push_quoted(out: &mut String, value: &str) {
+    out.reserve(value.len() + 2);
     out.push('"');
+    let bytes = value.as_bytes();
     let mut plain_from = 0;
-    for (at, c) in value.char_indices() {
-        let escape = match c {
-            '"' => "\\\"",
-            '\\' => "\\\\",
-            '\n' => "\\n",
-            '\r' => "\\r",
-            '\t' => "\\t",
-            c if (c as u32) < 0x20 || c == '\u{7f}' => "",
-            _ => continue,
-        };
+    let mut at = 0;
+    loop {
+        at = next_escape(bytes, at);
+        let Some(&b) = bytes.get(at) else { break };
         out.push_str(value.get(plain_from..at).unwrap_or(""));
-        if escape.is_empty() {
-            let code = c as u32;
-            out.push_str("\\u00");
-            out.push(hex_digit(code >> 4));
-            out.push(hex_digit(code & 0xf));
-        } else {
-            out.push_str(escape);
+        match escape_of(b) {
+            Some(escape) => out.push_str(escape),
+            None => {
+                let code = u32::from(b);
+                out.push_str("\\u00");
+                out.push(hex_digit(code >> 4));
+                out.push(hex_digit(code & 0xf));
+            }
         }
-        plain_from = at + c.len_utf8();
+        at += 1;
+        plain_from = at;
     }
     out.push_str(value.get(plain_from..).unwrap_or(""));
     out.push('"');
+}
+
+/// Whether `value` can be written between quotes as it is.
+pub fn needs_no_escape(value: &str) -> bool {
+    next_escape(value.as_bytes(), 0) == value.len()
+}
+
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
+}
+
+/// The short escape of `b`; `None` for a control character written as `\u00XX`.
+fn escape_of(b: u8) -> Option<&'static str> {
+    match b {
+        b'"' => Some("\\\""),
+        b'\\' => Some("\\\\"),
+        b'\n' => Some("\\n"),
+        b'\r' => Some("\\r"),
+        b'\t' => Some("\\t"),
+        _ => None,
+    }
+}
+
+/// Index of the first byte at or after `from` that needs an escape (`bytes.len()` if none).
+fn next_escape(bytes: &[u8], from: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Whether any byte of `x` is below `n` (n <= 128), or is zero.
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH != 0;
+    let zero = |x: u64| below(x, 1);
+    let mut at = from;
+    while let Some(Ok(word)) = bytes.get(at..at + 8).map(<[u8; 8]>::try_from) {
+        let x = u64::from_le_bytes(word);
+        if below(x, 0x20)
+            || zero(x ^ (ONES * u64::from(b'"')))
+            || zero(x ^ (ONES * u64::from(b'\\')))
+            || zero(x ^ (ONES * 0x7f))
+        {
+            break;
+        }
+        at += 8;
+    }
+    while let Some(&b) = bytes.get(at) {
+        if needs_escape(b) {
+            return at;
+        }
+        at += 1;
+    }
+    bytes.len()
+}
+
+/// Appends `n` in decimal without the formatting machinery.
+pub fn push_uint(out: &mut String, mut n: u64) {
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    while at > 0 {
+        at -= 1;
+        if let Some(d) = digits.get_mut(at) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in digits.get(at..).unwrap_or(&[]) {
+        out.push(char::from(d));
+    }
 }
 
 fn hex_digit(n: u32) -> char {
@@ -85,6 +154,31 @@ mod tests {
     fn quotes_like_json() {
         assert_eq!(quote("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
         assert_eq!(quote("é"), "\"é\"");
+        assert_eq!(quote("x\u{7f}é\t"), "\"x\\u007fé\\t\"");
+        assert_eq!(quote(""), "\"\"");
+        // Escapes at every position of the eight-byte scan.
+        for at in 0..20 {
+            for special in ['"', '\\', '\u{1f}', '\u{7f}', '\n'] {
+                let mut s: String = "abcdefghijklmnopqrst".into();
+                s.replace_range(at..at + 1, &special.to_string());
+                let quoted = quote(&s);
+                let expected = serde_json::to_string(&s)
+                    .unwrap()
+                    .replace("\u{7f}", "\\u007f");
+                assert_eq!(quoted, expected, "{s:?}");
+            }
+        }
+        let long = "héllo wörld, a plain value of some length".repeat(3);
+        assert_eq!(quote(&long), format!("\"{long}\""));
+    }
+
+    #[test]
+    fn writes_integers() {
+        for n in [0, 7, 10, 443, 65535, u64::MAX] {
+            let mut out = String::new();
+            push_uint(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
     }
 
     #[test]

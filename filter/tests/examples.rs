@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use egress_filter::gather::{gather_connection, gather_http, HeaderPairs, HostStatus, ProxyFacts};
+use egress_filter::gather::{gather_connection, gather_http, HeaderList, HostStatus, ProxyFacts};
 use egress_filter::log::decision_line;
 use egress_filter::{CompiledConfig, TrafficKind};
 use serde_json::Value;
@@ -12,15 +12,15 @@ use serde_json::Value;
 /// One replay line presented as Envoy properties and request headers.
 struct ReplayedStream {
     properties: HashMap<String, Vec<u8>>,
-    headers: HeaderPairs,
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl ProxyFacts for ReplayedStream {
-    fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostStatus> {
-        Ok(self.properties.get(&path.join(".")).cloned())
+    fn property(&self, path: &str) -> Result<Option<Vec<u8>>, HostStatus> {
+        Ok(self.properties.get(&path.replace('\0', ".")).cloned())
     }
-    fn request_headers(&self) -> Result<HeaderPairs, HostStatus> {
-        Ok(self.headers.clone())
+    fn request_headers(&self) -> Result<HeaderList, HostStatus> {
+        Ok(HeaderList::from_pairs(&self.headers))
     }
 }
 

@@ -4,7 +4,7 @@
 mod common;
 
 use egress_filter::config::json;
-use egress_filter::gather::decode_header_map;
+use egress_filter::gather::HeaderList;
 use egress_filter::matchers::host::{normalize_host, normalize_sni};
 use egress_filter::matchers::{
     CidrSet, HostMatcher, HostPattern, IpBlock, PathMatcher, PathPattern, StringMatcher,
@@ -127,7 +127,9 @@ proptest! {
 
     #[test]
     fn header_map_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-        let _ = decode_header_map(&bytes);
+        if let Some(list) = HeaderList::decode(bytes) {
+            prop_assert_eq!(list.pairs().len(), list.len());
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Cost of one request through the host: the no-op filter (the floor: host plus SDK dispatch)
-//! and egress_filter with 1, 1,000 and 100,000 hosts in its configuration, then the ratio of
-//! each to the floor.
+//! Cost of one request through the host: the no-op filter (the floor: host plus SDK dispatch),
+//! the ABI floor (`tests/data/abi_floor.wat`: egress_filter's host calls and nothing else) and
+//! egress_filter with 1, 1,000 and 100,000 hosts in its configuration, then the ratio of each
+//! to the floors.
 //!
 //! Both modules must be built first:
 //! `cargo build --release --target wasm32-wasip1 -p noop-filter -p egress-filter`
@@ -84,6 +85,20 @@ fn client_hello() -> Vec<u8> {
 fn worker(wasm: &Path, configuration: Vec<u8>) -> Worker {
     let host = Host::from_file(wasm, VmConfig::default(), HostOptions::default())
         .unwrap_or_else(|e| panic!("{e}"));
+    start(host, configuration)
+}
+
+/// The second floor: `tests/data/abi_floor.wat` makes egress_filter's host calls (property
+/// reads, header list, log line, counters) and nothing else.
+fn abi_floor_worker() -> Worker {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/abi_floor.wat");
+    let wasm = wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let host = Host::new(&wasm, VmConfig::default(), HostOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    start(host, b"{}".to_vec())
+}
+
+fn start(host: Host, configuration: Vec<u8>) -> Worker {
     let plugins = vec![
         PluginConfig::http("bench", "bench", configuration.clone()),
         PluginConfig::network("bench-tcp", "bench-tcp", configuration),
@@ -124,6 +139,8 @@ fn bench_http(c: &mut Criterion) {
     let mut noop = worker(&module("noop_filter"), b"{}".to_vec());
     let allowed = request("host-0.example.com");
     group.bench_function("noop", |b| b.iter(|| noop.http(&allowed).unwrap()));
+    let mut floor = abi_floor_worker();
+    group.bench_function("abi_floor", |b| b.iter(|| floor.http(&allowed).unwrap()));
 
     let egress = module("egress_filter");
     for hosts in HOST_COUNTS {
@@ -213,11 +230,22 @@ fn print_ratios() {
         "\nper request, relative to the no-op floor ({:.2} µs):",
         floor / 1000.0
     );
+    let abi_floor = mean_nanos("http_request/abi_floor");
+    if let Some(abi) = abi_floor {
+        println!(
+            "  abi_floor (egress_filter's host calls only): {:>8.2} µs  {:>5.2}x",
+            abi / 1000.0,
+            abi / floor
+        );
+    }
     for kind in ["egress_filter_allow", "egress_filter_deny"] {
         for hosts in HOST_COUNTS {
             if let Some(mean) = mean_nanos(&format!("http_request/{kind}/{hosts}")) {
+                let over_abi = abi_floor.map_or(String::new(), |abi| {
+                    format!("  {:>5.2}x the ABI floor", mean / abi)
+                });
                 println!(
-                    "  {kind:<20} {hosts:>7} hosts: {:>8.2} µs  {:>5.2}x",
+                    "  {kind:<20} {hosts:>7} hosts: {:>8.2} µs  {:>5.2}x{over_abi}",
                     mean / 1000.0,
                     mean / floor
                 );

@@ -17,10 +17,21 @@ use crate::stream::LogRecord;
 use crate::vm::Vm;
 use crate::worker::Worker;
 
-/// One engine per process, as Envoy has one Wasm runtime.
+/// One engine per process, as Envoy has one Wasm runtime. Built with the `profiling` feature,
+/// `EGRESS_SIM_PERFMAP=1` writes `/tmp/perf-<pid>.map` so `perf report` names Wasm functions.
 fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(Engine::default)
+    ENGINE.get_or_init(|| {
+        #[cfg(feature = "profiling")]
+        if std::env::var_os("EGRESS_SIM_PERFMAP").is_some() {
+            let mut config = wasmtime::Config::new();
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+            if let Ok(engine) = Engine::new(&config) {
+                return engine;
+            }
+        }
+        Engine::default()
+    })
 }
 
 /// Compiled modules by content, so tests that start many hosts from one file compile it once.

@@ -40,13 +40,13 @@ impl PropertyValue {
     }
 
     /// The bytes the module receives.
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(self) -> Vec<u8> {
         match self {
-            PropertyValue::Bytes(b) => b.clone(),
+            PropertyValue::Bytes(b) => b,
             PropertyValue::Int(i) | PropertyValue::Timestamp(i) => i.to_le_bytes().to_vec(),
             PropertyValue::Uint(u) => u.to_le_bytes().to_vec(),
-            PropertyValue::Bool(b) => vec![u8::from(*b)],
-            PropertyValue::Map(pairs) => crate::pairs::encode(pairs),
+            PropertyValue::Bool(b) => vec![u8::from(b)],
+            PropertyValue::Map(pairs) => crate::pairs::encode(&pairs),
         }
     }
 }
@@ -73,9 +73,34 @@ pub(crate) struct PropertyEnv<'a> {
     pub local_principal: &'a str,
 }
 
+/// Paths this deep are split on the stack; deeper ones (rare) in a `Vec`.
+const STACK_SEGMENTS: usize = 8;
+
 /// Looks a property up for a context.
 pub(crate) fn get(ctx: &Context, env: &PropertyEnv<'_>, path: &[u8]) -> Result<Vec<u8>, Status> {
-    let segments = split_path(path);
+    let mut stack: [&[u8]; STACK_SEGMENTS] = [&[]; STACK_SEGMENTS];
+    let mut count = 0;
+    let heap;
+    let mut parts = path.split(|&b| b == 0);
+    for part in parts.by_ref() {
+        if count == STACK_SEGMENTS {
+            break;
+        }
+        stack[count] = part;
+        count += 1;
+    }
+    let segments: &[&[u8]] = if count < STACK_SEGMENTS {
+        &stack[..count]
+    } else {
+        heap = split_path(path);
+        &heap
+    };
+    // `split` yields an empty last part for a trailing NUL (and one part for an empty path);
+    // Envoy adds no segment for either.
+    let segments = match segments.split_last() {
+        Some((last, init)) if last.is_empty() && count < STACK_SEGMENTS => init,
+        _ => segments,
+    };
     let Some((top, rest)) = segments.split_first() else {
         // Envoy serialises the empty (null) value it starts from: a serialisation failure.
         return Err(Status::SerializationFailure);
@@ -312,9 +337,37 @@ fn connection_field(
 fn address_field(addr: SocketAddr, field: &[u8]) -> Result<PropertyValue, Status> {
     match field {
         // IPv4 "ip:port", IPv6 "[ip]:port", as Envoy's address `asString`.
-        b"address" => Ok(PropertyValue::string(addr.to_string())),
+        b"address" => Ok(PropertyValue::Bytes(address_string(addr))),
         b"port" => Ok(PropertyValue::Int(i64::from(addr.port()))),
         _ => Err(Status::NotFound),
+    }
+}
+
+/// `addr` as Envoy writes it; IPv4 without the formatting machinery (read on every request).
+fn address_string(addr: SocketAddr) -> Vec<u8> {
+    let SocketAddr::V4(v4) = addr else {
+        return addr.to_string().into_bytes();
+    };
+    let mut out = Vec::with_capacity(21);
+    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        push_decimal(&mut out, u32::from(octet));
+    }
+    out.push(b':');
+    push_decimal(&mut out, u32::from(v4.port()));
+    out
+}
+
+fn push_decimal(out: &mut Vec<u8>, n: u32) {
+    let mut divisor = 1;
+    while n / divisor >= 10 {
+        divisor *= 10;
+    }
+    while divisor > 0 {
+        out.push(b'0' + (n / divisor % 10) as u8);
+        divisor /= 10;
     }
 }
 
@@ -353,5 +406,18 @@ mod tests {
         assert_eq!(PropertyValue::Bool(false).encode(), vec![0]);
         assert_eq!(PropertyValue::string("ab").encode(), b"ab".to_vec());
         assert_eq!(PropertyValue::Uint(u64::MAX).encode(), vec![0xff; 8]);
+    }
+
+    #[test]
+    fn addresses_as_envoy_writes_them() {
+        for text in [
+            "10.1.2.3:51000",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "[2001:db8::1]:443",
+        ] {
+            let addr: SocketAddr = text.parse().unwrap();
+            assert_eq!(address_string(addr), text.as_bytes());
+        }
     }
 }

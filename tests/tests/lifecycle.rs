@@ -584,3 +584,41 @@ fn shutdown_waits_for_proxy_done_and_foreign_functions_work() {
     assert!(worker.pending_done().is_empty());
     assert_eq!(worker.live_contexts(), 1);
 }
+
+#[test]
+fn abi_floor_module_reads_logs_counts_and_continues() {
+    // The benchmark's second floor: it must really make its host calls, or it measures nothing.
+    let mut deployment = host_from_wat("abi_floor.wat")
+        .start(vec![http_plugin("{}")], 1)
+        .unwrap();
+    let worker = deployment.worker(0);
+    for _ in 0..3 {
+        let outcome = worker
+            .http(&HttpRequest {
+                connection: egress_sim::Connection {
+                    principal: Some("cluster.local/ns/ci/sa/runner".into()),
+                    ..Default::default()
+                },
+                ..HttpRequest::get("host-999.example.com", "/v1/items")
+            })
+            .unwrap();
+        assert_eq!(outcome.result, StreamResult::Continued);
+        assert_eq!(outcome.logs.len(), 1);
+        assert!(outcome.logs[0]
+            .message
+            .starts_with(r#"{"event":"decision","kind":"http""#));
+        assert_eq!(outcome.logs[0].message.len(), 639);
+    }
+    let metrics = deployment.host().shared().metrics.snapshot();
+    for name in [
+        "egress_floor.decision",
+        "egress_floor.reason",
+        "egress_floor.policy",
+    ] {
+        assert_eq!(
+            metrics.iter().find(|m| m.name == name).map(|m| m.value),
+            Some(3),
+            "{name}"
+        );
+    }
+}

@@ -6,7 +6,6 @@
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
-use std::mem::MaybeUninit;
 
 use crate::matchers::{fast_map, FastMap};
 
@@ -21,9 +20,37 @@ pub enum Action {
 
 enum Ctx {
     Root(EgressRoot),
+    /// A stream whose kind is not known yet: proxy-wasm does not say at creation whether it
+    /// belongs to an HTTP or a network filter; its first callback (`on_request_headers` or
+    /// `on_new_connection`) does, at no cost.
+    New(EgressRoot),
     Http(EgressHttp),
     // Boxed: a connection waiting for inspection carries its attributes and inspector.
     Stream(Box<EgressStream>),
+}
+
+/// The HTTP context of `id`, made from a new stream on its first HTTP callback.
+fn http_ctx(contexts: &mut Contexts, id: u32) -> Option<&mut EgressHttp> {
+    let ctx = contexts.get_mut(&id)?;
+    if let Ctx::New(root) = ctx {
+        *ctx = Ctx::Http(root.create_http_context());
+    }
+    match ctx {
+        Ctx::Http(http) => Some(http),
+        _ => None,
+    }
+}
+
+/// The TCP context of `id`, made from a new stream on its first network callback.
+fn stream_ctx(contexts: &mut Contexts, id: u32) -> Option<&mut EgressStream> {
+    let ctx = contexts.get_mut(&id)?;
+    if let Ctx::New(root) = ctx {
+        *ctx = Ctx::Stream(Box::new(root.create_stream_context()));
+    }
+    match ctx {
+        Ctx::Stream(stream) => Some(stream),
+        _ => None,
+    }
 }
 
 type Contexts = FastMap<u32, Ctx>;
@@ -56,12 +83,14 @@ pub extern "C" fn proxy_abi_version_0_2_1() {}
 /// Memory the host fills and hands over (`take_buffer` in `host` takes ownership back).
 #[no_mangle]
 pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
-    let mut buffer: Vec<MaybeUninit<u8>> = Vec::with_capacity(size);
-    // SAFETY: the capacity is `size`; the host writes every byte before the filter reads them.
-    unsafe {
-        buffer.set_len(size);
+    match std::alloc::Layout::array::<u8>(size) {
+        // SAFETY: a non-zero size; the block has the layout of a `Vec<u8>` of capacity `size`,
+        // which is how `take_buffer` takes it back. Null (no memory) fails the host call.
+        Ok(layout) if size > 0 => unsafe { std::alloc::alloc(layout) },
+        // Nothing to hold: a dangling, well-aligned pointer, as an empty `Vec` has.
+        Ok(_) => std::ptr::NonNull::<u8>::dangling().as_ptr(),
+        Err(_) => std::ptr::null_mut(),
     }
-    Box::into_raw(buffer.into_boxed_slice()) as *mut u8
 }
 
 #[no_mangle]
@@ -71,15 +100,9 @@ pub extern "C" fn proxy_on_context_create(context_id: u32, parent_id: u32) {
             Ctx::Root(EgressRoot::default())
         } else {
             match contexts.get(&parent_id) {
-                Some(Ctx::Root(root)) if root.new_stream_is_http() => {
-                    Ctx::Http(root.create_http_context())
-                }
-                Some(Ctx::Root(root)) => Ctx::Stream(Box::new(root.create_stream_context())),
+                Some(Ctx::Root(root)) => Ctx::New(root.clone()),
                 // No root: a stream without configuration, denied by the contexts themselves.
-                _ if EgressRoot::default().new_stream_is_http() => {
-                    Ctx::Http(EgressRoot::default().create_http_context())
-                }
-                _ => Ctx::Stream(Box::new(EgressRoot::default().create_stream_context())),
+                _ => Ctx::New(EgressRoot::default()),
             }
         };
         contexts.insert(context_id, ctx);
@@ -105,17 +128,17 @@ pub extern "C" fn proxy_on_request_headers(
     _num_headers: usize,
     _end_of_stream: u32,
 ) -> u32 {
-    with(|contexts| match contexts.get_mut(&context_id) {
-        Some(Ctx::Http(http)) => http.on_http_request_headers() as u32,
-        _ => Action::Pause as u32,
+    with(|contexts| match http_ctx(contexts, context_id) {
+        Some(http) => http.on_http_request_headers() as u32,
+        None => Action::Pause as u32,
     })
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_new_connection(context_id: u32) -> u32 {
-    with(|contexts| match contexts.get_mut(&context_id) {
-        Some(Ctx::Stream(stream)) => stream.on_new_connection() as u32,
-        _ => Action::Pause as u32,
+    with(|contexts| match stream_ctx(contexts, context_id) {
+        Some(stream) => stream.on_new_connection() as u32,
+        None => Action::Pause as u32,
     })
 }
 
@@ -125,11 +148,9 @@ pub extern "C" fn proxy_on_downstream_data(
     data_size: usize,
     end_of_stream: u32,
 ) -> u32 {
-    with(|contexts| match contexts.get_mut(&context_id) {
-        Some(Ctx::Stream(stream)) => {
-            stream.on_downstream_data(data_size, end_of_stream != 0) as u32
-        }
-        _ => Action::Pause as u32,
+    with(|contexts| match stream_ctx(contexts, context_id) {
+        Some(stream) => stream.on_downstream_data(data_size, end_of_stream != 0) as u32,
+        None => Action::Pause as u32,
     })
 }
 
@@ -139,9 +160,9 @@ pub extern "C" fn proxy_on_upstream_data(
     _data_size: usize,
     _end_of_stream: u32,
 ) -> u32 {
-    with(|contexts| match contexts.get_mut(&context_id) {
-        Some(Ctx::Stream(stream)) => stream.on_upstream_data() as u32,
-        _ => Action::Pause as u32,
+    with(|contexts| match stream_ctx(contexts, context_id) {
+        Some(stream) => stream.on_upstream_data() as u32,
+        None => Action::Pause as u32,
     })
 }
 

@@ -5,7 +5,7 @@
 
 use std::ptr::null_mut;
 
-use crate::gather::{decode_header_map, encode_header_map, HeaderPairs, HostStatus, ProxyFacts};
+use crate::gather::{encode_header_map, HeaderList, HostStatus, ProxyFacts};
 use crate::ratelimit::{CasMismatch, CasStore};
 
 const STATUS_OK: u32 = 0;
@@ -86,8 +86,8 @@ fn take_buffer(data: *mut u8, size: usize) -> Vec<u8> {
     if data.is_null() || size == 0 {
         return Vec::new();
     }
-    // SAFETY: the host allocated exactly `size` bytes through the SDK's allocator, which hands
-    // out boxed slices of that length; ownership passes to us.
+    // SAFETY: the host allocated exactly `size` bytes through `proxy_on_memory_allocate`, which
+    // allocates them with the layout of a `Vec<u8>` of that capacity; ownership passes to us.
     unsafe { Vec::from_raw_parts(data, size, size) }
 }
 
@@ -98,8 +98,9 @@ pub fn log(level: LogLevel, message: &str) {
     }
 }
 
-pub fn get_property(path: &[&str]) -> Result<Option<Vec<u8>>, HostStatus> {
-    let serialized = path.join("\0");
+/// Reads a property; `path` is its segments joined by NUL (`"source\0address"`).
+pub fn get_property(path: &str) -> Result<Option<Vec<u8>>, HostStatus> {
+    let serialized = path.as_bytes();
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     // SAFETY: in-pointers describe live memory; out-pointers are valid locals.
@@ -112,7 +113,7 @@ pub fn get_property(path: &[&str]) -> Result<Option<Vec<u8>>, HostStatus> {
     }
 }
 
-pub fn get_request_headers() -> Result<HeaderPairs, HostStatus> {
+pub fn get_request_headers() -> Result<HeaderList, HostStatus> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     // SAFETY: out-pointers are valid locals.
@@ -122,7 +123,7 @@ pub fn get_request_headers() -> Result<HeaderPairs, HostStatus> {
         return Err(HostStatus(status));
     }
     // A map that does not decode is reported with the ABI's SerializationFailure code.
-    decode_header_map(&take_buffer(data, size)).ok_or(HostStatus(3))
+    HeaderList::decode(take_buffer(data, size)).ok_or(HostStatus(3))
 }
 
 pub fn get_plugin_configuration() -> Result<Vec<u8>, HostStatus> {
@@ -270,11 +271,11 @@ pub fn increment_counter(id: u32) {
 pub struct Host;
 
 impl ProxyFacts for Host {
-    fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostStatus> {
+    fn property(&self, path: &str) -> Result<Option<Vec<u8>>, HostStatus> {
         get_property(path)
     }
 
-    fn request_headers(&self) -> Result<HeaderPairs, HostStatus> {
+    fn request_headers(&self) -> Result<HeaderList, HostStatus> {
         get_request_headers()
     }
 }

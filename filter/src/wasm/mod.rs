@@ -195,7 +195,7 @@ struct FilterState {
     counters: Counters,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct EgressRoot {
     state: Option<Rc<FilterState>>,
 }
@@ -233,14 +233,6 @@ impl EgressRoot {
                 false
             }
         }
-    }
-
-    /// proxy-wasm does not say whether a new stream belongs to an HTTP or a network filter, so
-    /// it is asked of the stream itself while it is being created: Envoy gives an HTTP stream
-    /// its protocol (`request.protocol`) before the filter chain runs, a TCP connection has none.
-    fn new_stream_is_http(&self) -> bool {
-        matches!(host::get_property(&["request", "protocol"]), Ok(Some(p)) if !p.is_empty())
-            || matches!(host::get_request_headers(), Ok(h) if !h.is_empty())
     }
 
     fn create_http_context(&self) -> EgressHttp {
@@ -496,10 +488,7 @@ impl EgressStream {
         let attrs = gather_connection(&Host).map_err(|e| e.to_string());
         // TLS terminated here (a tls_version exists) without a peer certificate yet: wait.
         if matches!(&attrs, Ok(a) if a.mtls != Some(true))
-            && matches!(
-                host::get_property(&["connection", "tls_version"]),
-                Ok(Some(_))
-            )
+            && matches!(host::get_property("connection\0tls_version"), Ok(Some(_)))
         {
             self.identity_pending = true;
         }
