@@ -34,8 +34,9 @@ pub struct SizeClasses<A> {
     heads: [Cell<usize>; CLASSES],
 }
 
-// SAFETY: the module is single-threaded (see the module documentation); native tests use an
-// instance per test, never shared between threads.
+// SAFETY: only where the module runs, single-threaded (see the module documentation); the
+// lists have no lock, so natively (tests use an instance per test) the type is not `Sync`.
+#[cfg(target_arch = "wasm32")]
 unsafe impl<A: Sync> Sync for SizeClasses<A> {}
 
 impl<A> SizeClasses<A> {
