@@ -249,8 +249,7 @@ pub fn run_scan(args: &ScanArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_BAD_INPUT));
             }
         };
-        metrics.set_findings(&scan.findings);
-        metrics.scan_done(true, scan.workloads, started.elapsed());
+        metrics.judged(&scan.findings, true, scan.workloads, started.elapsed());
         let input = json!({
             "source": "cluster",
             "namespaces": scan.scope.namespaces.len(),
@@ -327,8 +326,7 @@ pub fn deliver_file_sinks(
     }
     init_tracing("warn");
     let metrics = Metrics::new();
-    metrics.set_findings(findings);
-    metrics.scan_done(true, loaded.summary.workloads, Duration::ZERO);
+    metrics.judged(findings, true, loaded.summary.workloads, Duration::ZERO);
     let sinks = Sinks::new(
         args.sinks.sinks.clone(),
         None,

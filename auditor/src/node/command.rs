@@ -165,13 +165,12 @@ impl NodeSinks {
         summary: &Summary,
         elapsed: Duration,
     ) -> Vec<SinkFailure> {
-        self.metrics.set_findings(&report.findings);
         let judged = report
             .namespaces
             .iter()
             .filter(|n| matches!(n.status, NamespaceStatus::Judged { .. }))
             .count();
-        self.metrics.scan_done(true, judged, elapsed);
+        self.metrics.judged(&report.findings, true, judged, elapsed);
         let failures = self.runtime.block_on(self.sinks.deliver(Delivery {
             findings: &report.findings,
             document: &document(&report.findings, summary),

@@ -46,6 +46,8 @@ struct Inner {
     findings: Family<FindingLabels, Gauge>,
     /// Label sets ever set, so a fixed rule drops to 0 instead of vanishing (a vanished series
     /// looks like missing data, not like "fixed").
+    /// Label sets ever reported (so a rule that stops firing is set to 0, not left stale); its
+    /// lock also keeps a scrape from seeing half of a judgement.
     seen: Mutex<BTreeSet<FindingLabels>>,
     scans: Family<ResultLabels, Counter>,
     api_errors: Family<ApiErrorLabels, Counter>,
@@ -135,6 +137,11 @@ impl Metrics {
 
     /// Replaces the finding counts with those of `findings`.
     pub fn set_findings(&self, findings: &[Finding]) {
+        let mut seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
+        self.replace_findings(&mut seen, findings);
+    }
+
+    fn replace_findings(&self, seen: &mut BTreeSet<FindingLabels>, findings: &[Finding]) {
         let mut counts = std::collections::BTreeMap::<FindingLabels, i64>::new();
         for f in findings {
             *counts
@@ -144,7 +151,6 @@ impl Metrics {
                 })
                 .or_default() += 1;
         }
-        let mut seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
         for labels in seen.iter() {
             if !counts.contains_key(labels) {
                 self.inner.findings.get_or_create(labels).set(0);
@@ -158,6 +164,26 @@ impl Metrics {
 
     /// Records one judgement.
     pub fn scan_done(&self, ok: bool, workloads: usize, duration: std::time::Duration) {
+        let _update = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
+        self.record_scan(ok, workloads, duration);
+    }
+
+    /// Publishes a whole judgement at once: its findings and the scan that produced them. A
+    /// scrape sees either the previous judgement or this one, never the findings of one with
+    /// the scan count of the other.
+    pub fn judged(
+        &self,
+        findings: &[Finding],
+        ok: bool,
+        workloads: usize,
+        duration: std::time::Duration,
+    ) {
+        let mut seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
+        self.replace_findings(&mut seen, findings);
+        self.record_scan(ok, workloads, duration);
+    }
+
+    fn record_scan(&self, ok: bool, workloads: usize, duration: std::time::Duration) {
         let result = if ok { "success" } else { "error" };
         self.inner
             .scans
@@ -194,6 +220,8 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
+        // Not in the middle of publishing a judgement.
+        let _update = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
@@ -225,6 +253,34 @@ mod tests {
             message: String::new(),
             evidence: serde_json::json!({}),
         }
+    }
+
+    #[test]
+    fn a_scrape_never_sees_half_a_judgement() {
+        let m = Metrics::new();
+        let value = |text: &str, series: &str| -> Option<u64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        };
+        std::thread::scope(|scope| {
+            let publisher = m.clone();
+            scope.spawn(move || {
+                // Judgement n has n findings and is the n-th scan.
+                for n in 1..=300 {
+                    let findings = vec![finding("host-network", Severity::High); n];
+                    publisher.judged(&findings, true, n, std::time::Duration::ZERO);
+                }
+            });
+            for _ in 0..300 {
+                let text = m.encode();
+                let findings = value(
+                    &text,
+                    r#"egress_auditor_findings{rule="host-network",severity="high"} "#,
+                );
+                let scans = value(&text, r#"egress_auditor_scans_total{result="success"} "#);
+                assert_eq!(findings, scans, "{text}");
+            }
+        });
     }
 
     #[test]

@@ -475,7 +475,6 @@ async fn judge_loop(
             &opts.checks,
             &live,
         );
-        shared.metrics.set_findings(&result.findings);
         *shared.findings.lock().unwrap_or_else(|e| e.into_inner()) = result.findings.clone();
 
         let changed = delivered.as_ref() != Some(&result.findings);
@@ -502,9 +501,10 @@ async fn judge_loop(
             delivered = ok.then(|| result.findings.clone());
             last_delivery = Instant::now();
         }
+        // Findings and the scan count appear together, once the judgement has been delivered.
         shared
             .metrics
-            .scan_done(ok, result.workloads, started.elapsed());
+            .judged(&result.findings, ok, result.workloads, started.elapsed());
         shared.ready.store(true, Ordering::SeqCst);
         tracing::info!(findings = result.findings.len(), workloads = result.workloads, elapsed = ?started.elapsed(), "judged");
     }
