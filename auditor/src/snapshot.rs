@@ -8,11 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Namespace, Pod, PodSpec, PodStatus, PodTemplateSpec, ReplicationController,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, PodSpec, PodStatus};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
@@ -92,22 +88,6 @@ pub struct Workload {
 }
 
 impl Workload {
-    fn from_template(
-        kind: WorkloadKind,
-        meta: &ObjectMeta,
-        template: Option<&PodTemplateSpec>,
-    ) -> Option<Workload> {
-        let template = template?;
-        Some(Workload {
-            kind,
-            namespace: namespace_of(meta),
-            name: meta.name.clone().unwrap_or_default(),
-            meta: template.metadata.clone().unwrap_or_default(),
-            spec: template.spec.clone()?,
-            status: None,
-        })
-    }
-
     /// `None` when the pod has no spec.
     pub fn from_pod(pod: &Pod) -> Option<Workload> {
         Some(Workload {
@@ -118,65 +98,6 @@ impl Workload {
             spec: pod.spec.clone()?,
             status: pod.status.clone(),
         })
-    }
-
-    pub fn from_deployment(d: &Deployment) -> Option<Workload> {
-        Self::from_template(
-            WorkloadKind::Deployment,
-            &d.metadata,
-            d.spec.as_ref().map(|s| &s.template),
-        )
-    }
-
-    pub fn from_stateful_set(s: &StatefulSet) -> Option<Workload> {
-        Self::from_template(
-            WorkloadKind::StatefulSet,
-            &s.metadata,
-            s.spec.as_ref().map(|s| &s.template),
-        )
-    }
-
-    pub fn from_daemon_set(d: &DaemonSet) -> Option<Workload> {
-        Self::from_template(
-            WorkloadKind::DaemonSet,
-            &d.metadata,
-            d.spec.as_ref().map(|s| &s.template),
-        )
-    }
-
-    pub fn from_replica_set(r: &ReplicaSet) -> Option<Workload> {
-        Self::from_template(
-            WorkloadKind::ReplicaSet,
-            &r.metadata,
-            r.spec.as_ref().and_then(|s| s.template.as_ref()),
-        )
-    }
-
-    pub fn from_replication_controller(r: &ReplicationController) -> Option<Workload> {
-        Self::from_template(
-            WorkloadKind::ReplicationController,
-            &r.metadata,
-            r.spec.as_ref().and_then(|s| s.template.as_ref()),
-        )
-    }
-
-    pub fn from_job(j: &Job) -> Option<Workload> {
-        Self::from_template(
-            WorkloadKind::Job,
-            &j.metadata,
-            j.spec.as_ref().map(|s| &s.template),
-        )
-    }
-
-    pub fn from_cron_job(c: &CronJob) -> Option<Workload> {
-        Self::from_template(
-            WorkloadKind::CronJob,
-            &c.metadata,
-            c.spec
-                .as_ref()
-                .and_then(|s| s.job_template.spec.as_ref())
-                .map(|s| &s.template),
-        )
     }
 
     /// The pod's (template's) labels.
@@ -200,7 +121,8 @@ impl Workload {
     }
 }
 
-fn namespace_of(meta: &ObjectMeta) -> String {
+/// The object's namespace; `default` when it has none (as the API server defaults it).
+pub(crate) fn namespace_of(meta: &ObjectMeta) -> String {
     meta.namespace
         .clone()
         .filter(|n| !n.is_empty())

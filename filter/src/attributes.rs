@@ -187,15 +187,17 @@ impl HttpAttributes {
         let mut headers: Vec<(String, String)> = Vec::new();
         if !wanted_headers.is_empty() {
             for (name, value) in head.headers {
-                let lower = name.to_ascii_lowercase();
-                if wanted_headers.contains(&lower) {
-                    match headers.iter_mut().find(|(n, _)| *n == lower) {
-                        Some((_, joined)) => {
-                            joined.push(',');
-                            joined.push_str(value);
-                        }
-                        None => headers.push((lower, (*value).to_string())),
+                // Wanted names are lower case already (compiled so): no copy for the others.
+                let Some(wanted) = wanted_headers.iter().find(|w| name.eq_ignore_ascii_case(w))
+                else {
+                    continue;
+                };
+                match headers.iter_mut().find(|(n, _)| n == wanted) {
+                    Some((_, joined)) => {
+                        joined.push(',');
+                        joined.push_str(value);
                     }
+                    None => headers.push((wanted.clone(), (*value).to_string())),
                 }
             }
             crate::text::sort_by(&mut headers, |a, b| a.0 < b.0);

@@ -6,8 +6,8 @@
 //! the whole stream unevaluable, and the caller denies it.
 
 use crate::attributes::{
-    canonical_ip, namespace_of, parse_socket_address, principal_from_uri_san, AttributeError,
-    Attributes, HttpAttributes, RequestHead,
+    parse_socket_address, principal_from_uri_san, AttributeError, Attributes, HttpAttributes,
+    RequestHead,
 };
 use crate::matchers::host::normalize_sni;
 use crate::protocol::{HttpChecks, HttpViolation, Protocol};
@@ -178,8 +178,7 @@ pub fn gather_connection(facts: &impl ProxyFacts) -> Result<Attributes, Attribut
         None => read_bool(facts, "connection\0mtls", "connection.mtls")?,
     };
     if let Some(principal) = san.as_deref().and_then(principal_from_uri_san) {
-        attrs.source_namespace = namespace_of(principal).map(str::to_string);
-        attrs.source_principal = Some(principal.to_string());
+        attrs = attrs.with_principal(principal);
     }
 
     if let Some(address) = read_string(facts, "source\0address", "source.address")? {
@@ -194,7 +193,8 @@ pub fn gather_connection(facts: &impl ProxyFacts) -> Result<Attributes, Attribut
     }
     // Envoy's downstream remote address already reflects the gateway's trusted-proxy settings
     // (XFF hops, PROXY protocol); the filter never trusts x-forwarded-for on its own.
-    attrs.remote_ip = attrs.source_ip.map(canonical_ip);
+    // (`parse_socket_address` returns canonical addresses.)
+    attrs.remote_ip = attrs.source_ip;
 
     if let Some(address) = read_string(facts, "destination\0address", "destination.address")? {
         let (ip, port) = parse_socket_address(&address)?;

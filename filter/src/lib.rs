@@ -128,17 +128,14 @@ impl CompiledConfig {
         if !decision.is_allowed() {
             return Outcome::policy_only(decision);
         }
-        if violation.is_some() {
-            return Outcome {
-                decision,
-                violation,
-                rate_limit: None,
-            };
-        }
-        let rate_limit = outcome::check_rate_limits(&self.rate_limits, attrs, store, now_ns);
+        // A stream refused by a protocol check takes no token.
+        let rate_limit = match violation {
+            Some(_) => None,
+            None => outcome::check_rate_limits(&self.rate_limits, attrs, store, now_ns),
+        };
         Outcome {
             decision,
-            violation: None,
+            violation,
             rate_limit,
         }
     }

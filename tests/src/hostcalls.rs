@@ -331,10 +331,7 @@ fn map_view(state: &VmState, map: MapType) -> Option<&HeaderMap> {
     let root = state.contexts.get(&ctx.root_id).and_then(|c| c.root());
     let http = ctx.http();
     match map {
-        MapType::HttpRequestHeaders => {
-            let h = http?;
-            (h.request_headers_live || h.access_log_phase).then_some(&h.request_headers)
-        }
+        MapType::HttpRequestHeaders => http?.visible_request_headers(),
         MapType::HttpRequestTrailers => {
             let h = http?;
             if h.access_log_phase {
@@ -343,14 +340,7 @@ fn map_view(state: &VmState, map: MapType) -> Option<&HeaderMap> {
                 h.request_trailers.as_ref()
             }
         }
-        MapType::HttpResponseHeaders => {
-            let h = http?;
-            if h.response_headers_live || h.access_log_phase {
-                h.response_headers.as_ref()
-            } else {
-                None
-            }
-        }
+        MapType::HttpResponseHeaders => http?.visible_response_headers(),
         MapType::HttpResponseTrailers => http?.response_trailers.as_ref(),
         MapType::GrpcReceiveInitialMetadata => root?.grpc_initial_metadata.as_ref(),
         MapType::GrpcReceiveTrailingMetadata => root?.grpc_trailing_metadata.as_ref(),

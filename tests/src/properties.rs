@@ -51,20 +51,17 @@ impl PropertyValue {
     }
 }
 
-/// Splits a path as Envoy's `Context::getProperty` does: NUL-separated, a trailing NUL adds no
-/// empty segment.
+/// The segments of a path as Envoy's `Context::getProperty` splits it: NUL-separated, a
+/// trailing NUL adds no empty segment, an empty path has none.
+fn segments(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let body = path.strip_suffix(b"\0").unwrap_or(path);
+    let count = if path.is_empty() { 0 } else { usize::MAX };
+    body.split(|&b| b == 0).take(count)
+}
+
+/// [`segments`], collected.
 pub fn split_path(path: &[u8]) -> Vec<&[u8]> {
-    let mut segments = Vec::new();
-    let mut start = 0;
-    while start < path.len() {
-        let end = path[start..]
-            .iter()
-            .position(|&b| b == 0)
-            .map_or(path.len(), |i| start + i);
-        segments.push(&path[start..end]);
-        start = end + 1;
-    }
-    segments
+    segments(path).collect()
 }
 
 /// What the property look-up needs from the VM besides the context.
@@ -80,26 +77,19 @@ const STACK_SEGMENTS: usize = 8;
 pub(crate) fn get(ctx: &Context, env: &PropertyEnv<'_>, path: &[u8]) -> Result<Vec<u8>, Status> {
     let mut stack: [&[u8]; STACK_SEGMENTS] = [&[]; STACK_SEGMENTS];
     let mut count = 0;
-    let heap;
-    let mut parts = path.split(|&b| b == 0);
-    for part in parts.by_ref() {
-        if count == STACK_SEGMENTS {
-            break;
+    for part in segments(path) {
+        if let Some(slot) = stack.get_mut(count) {
+            *slot = part;
         }
-        stack[count] = part;
         count += 1;
     }
-    let segments: &[&[u8]] = if count < STACK_SEGMENTS {
-        &stack[..count]
-    } else {
-        heap = split_path(path);
-        &heap
-    };
-    // `split` yields an empty last part for a trailing NUL (and one part for an empty path);
-    // Envoy adds no segment for either.
-    let segments = match segments.split_last() {
-        Some((last, init)) if last.is_empty() && count < STACK_SEGMENTS => init,
-        _ => segments,
+    let heap;
+    let segments: &[&[u8]] = match stack.get(..count) {
+        Some(on_stack) => on_stack,
+        None => {
+            heap = split_path(path);
+            &heap
+        }
     };
     let Some((top, rest)) = segments.split_first() else {
         // Envoy serialises the empty (null) value it starts from: a serialisation failure.
@@ -219,7 +209,7 @@ fn request_field(
         _ => {}
     }
     let http = http.ok_or(Status::NotFound)?;
-    let headers = visible_request_headers(http).ok_or(Status::NotFound)?;
+    let headers = http.visible_request_headers().ok_or(Status::NotFound)?;
     let header = |name: &str| headers.get(name).map(|v| PropertyValue::Bytes(v.to_vec()));
     let value = match field {
         b"path" => header(":path"),
@@ -253,10 +243,6 @@ fn request_size(headers: &HeaderMap, http: &HttpStreamState) -> i64 {
         .unwrap_or(http.request_body.len() as i64)
 }
 
-fn visible_request_headers(http: &HttpStreamState) -> Option<&HeaderMap> {
-    (http.request_headers_live || http.access_log_phase).then_some(&http.request_headers)
-}
-
 fn response_field(
     http: Option<&HttpStreamState>,
     field: &[u8],
@@ -276,9 +262,10 @@ fn response_field(
             let details = http.response_details.as_ref().ok_or(Status::NotFound)?;
             leaf(rest, PropertyValue::string(details))
         }
-        b"headers" if http.response_headers_live || http.access_log_phase => {
-            header_map_property(headers, rest)
-        }
+        b"headers" => header_map_property(
+            http.visible_response_headers().ok_or(Status::NotFound)?,
+            rest,
+        ),
         _ => Err(Status::NotFound),
     }
 }

@@ -284,6 +284,22 @@ pub(crate) struct HttpStreamState {
     pub response_details: Option<String>,
 }
 
+impl HttpStreamState {
+    /// The request headers as the module may read them (Envoy `getConstMap`).
+    pub fn visible_request_headers(&self) -> Option<&HeaderMap> {
+        (self.request_headers_live || self.access_log_phase).then_some(&self.request_headers)
+    }
+
+    /// The response headers as the module may read them.
+    pub fn visible_response_headers(&self) -> Option<&HeaderMap> {
+        if self.response_headers_live || self.access_log_phase {
+            self.response_headers.as_ref()
+        } else {
+            None
+        }
+    }
+}
+
 pub(crate) struct TcpStreamState {
     pub downstream: Vec<u8>,
     pub upstream: Vec<u8>,

@@ -294,6 +294,17 @@ impl Vm {
     }
 
     /// `proxy_on_done`; true when the module is done with the context.
+    /// Ends a root context as Envoy does: `proxy_on_done`, then `proxy_on_delete` when it is
+    /// done; otherwise it waits in `pending_done` for `proxy_done`.
+    pub fn retire_root(&mut self, root: u32) -> Result<(), Trap> {
+        if self.done(root)? {
+            self.delete_context(root)
+        } else {
+            self.state_mut().pending_done.push(root);
+            Ok(())
+        }
+    }
+
     pub fn done(&mut self, id: u32) -> Result<bool, Trap> {
         match self.cb.on_done.clone() {
             Some(f) => Ok(self.call(id, "proxy_on_done", &f, id as i32)? != 0),

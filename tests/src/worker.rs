@@ -145,7 +145,6 @@ enum Driver {
 }
 
 struct OpenStream {
-    kind: StreamKind,
     policy: FailurePolicy,
     result: Option<StreamResult>,
     logs: Vec<LogRecord>,
@@ -254,7 +253,7 @@ impl Worker {
             access_log_phase: false,
             response_details: None,
         });
-        let handle = self.open(plugin, StreamKind::Http, &request.connection, state, driver);
+        let handle = self.open(plugin, &request.connection, state, driver);
         self.advance(handle.0);
         Ok(handle)
     }
@@ -276,13 +275,7 @@ impl Worker {
             downstream: Vec::new(),
             upstream: Vec::new(),
         });
-        let handle = self.open(
-            plugin,
-            StreamKind::Tcp,
-            &connection.connection,
-            state,
-            driver,
-        );
+        let handle = self.open(plugin, &connection.connection, state, driver);
         self.advance(handle.0);
         Ok(handle)
     }
@@ -307,12 +300,12 @@ impl Worker {
             .expect("finish is called with a handle from begin_http/begin_tcp");
         // A stream cut short by a VM failure leaves its context behind; drop it.
         self.vm.state_mut().contexts.remove(&id);
-        let (forwarded_request_headers, forwarded_bytes) = match stream.driver {
-            Driver::Http(h) => (h.forwarded_headers, h.forwarded),
-            Driver::Tcp(t) => (None, t.forwarded),
+        let (kind, forwarded_request_headers, forwarded_bytes) = match stream.driver {
+            Driver::Http(h) => (StreamKind::Http, h.forwarded_headers, h.forwarded),
+            Driver::Tcp(t) => (StreamKind::Tcp, None, t.forwarded),
         };
         StreamOutcome {
-            kind: stream.kind,
+            kind,
             context_id: id,
             result: stream.result.unwrap_or(StreamResult::Continued),
             logs: stream.logs,
@@ -617,14 +610,7 @@ impl Worker {
             },
         )
         .root;
-        let retired = self.vm.done(old_root).and_then(|done| {
-            if done {
-                self.vm.delete_context(old_root)
-            } else {
-                self.vm.state_mut().pending_done.push(old_root);
-                Ok(())
-            }
-        });
+        let retired = self.vm.retire_root(old_root);
         self.after_out_of_stream_call(retired);
         Ok(())
     }
@@ -636,14 +622,7 @@ impl Worker {
         if self.failure.is_none() {
             let roots: Vec<u32> = self.plugins.iter().map(|p| p.root).collect();
             for root in roots {
-                let result = self.vm.done(root).and_then(|done| {
-                    if done {
-                        self.vm.delete_context(root)
-                    } else {
-                        self.vm.state_mut().pending_done.push(root);
-                        Ok(())
-                    }
-                });
+                let result = self.vm.retire_root(root);
                 if let Err(trap) = result {
                     self.fail_vm(trap);
                     break;
@@ -745,7 +724,6 @@ impl Worker {
     fn open(
         &mut self,
         plugin_index: usize,
-        kind: StreamKind,
         connection: &crate::stream::Connection,
         protocol: StreamProtocol,
         driver: Driver,
@@ -787,7 +765,6 @@ impl Worker {
         self.streams.insert(
             id,
             OpenStream {
-                kind,
                 policy,
                 result,
                 logs: Vec::new(),

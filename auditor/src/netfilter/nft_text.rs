@@ -631,6 +631,19 @@ struct RuleCursor<'t> {
 }
 
 impl<'t> RuleCursor<'t> {
+    /// The tokens read since `start`, kept as a match the judge does not understand.
+    fn unknown_since(&self, start: usize) -> Match {
+        Match::Unknown {
+            text: join(&self.toks[start..self.pos]),
+        }
+    }
+
+    /// Skips a value the parser does not know, then [`Self::unknown_since`].
+    fn skip_unknown(&mut self, start: usize) -> Match {
+        skip_unknown_value(self);
+        self.unknown_since(start)
+    }
+
     fn peek(&self) -> Option<&'t Tok> {
         self.toks.get(self.pos).map(|t| &t.tok)
     }
@@ -802,9 +815,7 @@ fn rule_from_tokens(toks: &[Token], line: usize) -> Result<Rule, String> {
                                 negated,
                                 nets,
                             }),
-                            _ => matches.push(Match::Unknown {
-                                text: join(&toks[start..cur.pos]),
-                            }),
+                            _ => matches.push(cur.unknown_since(start)),
                         }
                     }
                     "protocol" | "nexthdr" => {
@@ -816,16 +827,11 @@ fn rule_from_tokens(toks: &[Token], line: usize) -> Result<Rule, String> {
                                 .collect::<Option<Vec<_>>>()
                         }) {
                             Some(protocols) => matches.push(Match::Protocol { negated, protocols }),
-                            None => matches.push(Match::Unknown {
-                                text: join(&toks[start..cur.pos]),
-                            }),
+                            None => matches.push(cur.unknown_since(start)),
                         }
                     }
                     _ => {
-                        skip_unknown_value(&mut cur);
-                        matches.push(Match::Unknown {
-                            text: join(&toks[start..cur.pos]),
-                        });
+                        matches.push(cur.skip_unknown(start));
                     }
                 }
             }
@@ -867,16 +873,11 @@ fn rule_from_tokens(toks: &[Token], line: usize) -> Result<Rule, String> {
                                     protocols,
                                 });
                             }
-                            None => matches.push(Match::Unknown {
-                                text: join(&toks[start..cur.pos]),
-                            }),
+                            None => matches.push(cur.unknown_since(start)),
                         }
                     }
                     _ => {
-                        skip_unknown_value(&mut cur);
-                        matches.push(Match::Unknown {
-                            text: join(&toks[start..cur.pos]),
-                        });
+                        matches.push(cur.skip_unknown(start));
                     }
                 }
             }
@@ -893,22 +894,15 @@ fn rule_from_tokens(toks: &[Token], line: usize) -> Result<Rule, String> {
                         let (negated, _) = read_operator(&mut cur);
                         match read_values(&mut cur)? {
                             Some(states) => matches.push(Match::CtState { negated, states }),
-                            None => matches.push(Match::Unknown {
-                                text: join(&toks[start..cur.pos]),
-                            }),
+                            None => matches.push(cur.unknown_since(start)),
                         }
                     }
                     "mark" => match mark_match(&mut cur, true)? {
                         Some(m) => matches.push(m),
-                        None => matches.push(Match::Unknown {
-                            text: join(&toks[start..cur.pos]),
-                        }),
+                        None => matches.push(cur.unknown_since(start)),
                     },
                     _ => {
-                        skip_unknown_value(&mut cur);
-                        matches.push(Match::Unknown {
-                            text: join(&toks[start..cur.pos]),
-                        });
+                        matches.push(cur.skip_unknown(start));
                     }
                 }
             }
@@ -945,10 +939,7 @@ fn rule_from_tokens(toks: &[Token], line: usize) -> Result<Rule, String> {
             | "osf" | "exthdr" | "icmp" | "icmpv6" | "ether" | "vlan" | "arp" | "ipsec"
             | "tunnel" | "frag" | "hbh" | "rt0" | "mh" | "dst" | "ah" | "esp" | "comp"
             | "cgroupv2" => {
-                skip_unknown_value(&mut cur);
-                matches.push(Match::Unknown {
-                    text: join(&toks[start..cur.pos]),
-                });
+                matches.push(cur.skip_unknown(start));
             }
             "notrack" => effects.push(Effect::NoTrack),
             "accept" => verdict = Some(Verdict::Accept),
@@ -1036,16 +1027,8 @@ fn rule_from_tokens(toks: &[Token], line: usize) -> Result<Rule, String> {
                     effects.push(Effect::Other);
                 }
             }
-            other => {
-                skip_unknown_value(&mut cur);
-                matches.push(Match::Unknown {
-                    text: if cur.pos > start {
-                        join(&toks[start..cur.pos])
-                    } else {
-                        other.to_string()
-                    },
-                });
-            }
+            // The word itself is already read, so the match is never empty.
+            _ => matches.push(cur.skip_unknown(start)),
         }
     }
     Ok(Rule {

@@ -21,8 +21,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::snapshot::{
-    is_mesh_config_map, json_type, MeshConfig, Snapshot, Workload, WorkloadKind, DEFAULT_NAMESPACE,
-    MESH_CONFIG_KEY,
+    is_mesh_config_map, json_type, MeshConfig, Snapshot, Workload, WorkloadKind, MESH_CONFIG_KEY,
 };
 
 /// What the inputs held, for the scan summary.
@@ -787,11 +786,7 @@ impl<'a> ManifestReader<'a> {
         here: &Here<'_>,
         label: &str,
     ) {
-        let namespace = meta
-            .namespace
-            .clone()
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        let namespace = crate::snapshot::namespace_of(&meta);
         let name = meta.name.clone().unwrap_or_default();
         let spec = match obj.remove("spec") {
             None | Some(Value::Null) => {

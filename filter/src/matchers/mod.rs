@@ -15,22 +15,17 @@ pub use path::{PathMatcher, PathPattern};
 pub use port::{parse_port, PortSet};
 pub use string::{StringMatcher, StringPattern};
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// Tables are keyed by configuration values, never grown by requests, so a fixed seed is safe and
 /// keeps the module free of a random-number import.
 pub type FixedState = foldhash::fast::FixedState;
 pub type FastMap<K, V> = HashMap<K, V, FixedState>;
-pub type FastSet<K> = HashSet<K, FixedState>;
 
 const HASH_SEED: u64 = 0x6567_7265_7373_2d67; // "egress-g"
 
 pub fn fast_map<K, V>() -> FastMap<K, V> {
     HashMap::with_hasher(FixedState::with_seed(HASH_SEED))
-}
-
-pub fn fast_set<K>() -> FastSet<K> {
-    HashSet::with_hasher(FixedState::with_seed(HASH_SEED))
 }
 
 /// The ids attached to one key of a table: almost always one, so that case does not allocate.

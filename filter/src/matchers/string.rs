@@ -59,16 +59,6 @@ impl StringPattern {
             Self::Presence => !value.is_empty(),
         }
     }
-
-    /// The same pattern with its text lower-cased (for case-insensitive fields).
-    pub fn to_lowercase(&self) -> Self {
-        match self {
-            Self::Exact(s) => Self::Exact(s.to_ascii_lowercase()),
-            Self::Prefix(s) => Self::Prefix(s.to_ascii_lowercase()),
-            Self::Suffix(s) => Self::Suffix(s.to_ascii_lowercase()),
-            Self::Presence => Self::Presence,
-        }
-    }
 }
 
 /// A list of string patterns, ORed: matches when any pattern matches. Lookup cost does not grow

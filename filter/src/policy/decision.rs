@@ -65,14 +65,19 @@ impl Reason {
         "cannot_evaluate",
     ];
 
-    pub fn code(&self) -> &'static str {
+    /// Position of this reason's code in [`Reason::CODES`].
+    pub fn index(&self) -> usize {
         match self {
-            Self::DeniedByPolicy => Self::CODES[0],
-            Self::AllowedByPolicy => Self::CODES[1],
-            Self::NoAllowPolicies => Self::CODES[2],
-            Self::NoAllowPolicyMatched => Self::CODES[3],
-            Self::CannotEvaluate(_) => Self::CODES[4],
+            Self::DeniedByPolicy => 0,
+            Self::AllowedByPolicy => 1,
+            Self::NoAllowPolicies => 2,
+            Self::NoAllowPolicyMatched => 3,
+            Self::CannotEvaluate(_) => 4,
         }
+    }
+
+    pub fn code(&self) -> &'static str {
+        Self::CODES.get(self.index()).copied().unwrap_or("")
     }
 
     pub fn detail(&self) -> Option<&str> {

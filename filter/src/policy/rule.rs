@@ -121,23 +121,22 @@ impl RuleMatcher {
             && all(&self.when, attrs)
     }
 
-    /// Some check reads `connection.protocol`, `connection.tls_version` or `connection.alpn`.
-    pub fn needs_inspection(&self) -> bool {
+    /// Every check of the rule: sources, operations, conditions.
+    fn checks(&self) -> impl Iterator<Item = &Check> {
         self.from
             .iter()
             .chain(self.to.iter())
             .flatten()
             .chain(self.when.iter())
-            .any(|c| c.field.needs_inspection())
+    }
+
+    /// Some check reads `connection.protocol`, `connection.tls_version` or `connection.alpn`.
+    pub fn needs_inspection(&self) -> bool {
+        self.checks().any(|c| c.field.needs_inspection())
     }
 
     fn has_http_only(&self) -> bool {
-        self.from
-            .iter()
-            .chain(self.to.iter())
-            .flatten()
-            .chain(self.when.iter())
-            .any(|c| c.field.is_http_only())
+        self.checks().any(|c| c.field.is_http_only())
     }
 
     fn without_http_only(&self) -> Self {
@@ -157,15 +156,10 @@ impl RuleMatcher {
 
     /// Names (lower case) of the request headers this rule reads.
     pub fn header_names(&self) -> impl Iterator<Item = &str> {
-        self.from
-            .iter()
-            .chain(self.to.iter())
-            .flatten()
-            .chain(self.when.iter())
-            .filter_map(|c| match &c.field {
-                FieldMatcher::Header(name, _) => Some(name.as_ref()),
-                _ => None,
-            })
+        self.checks().filter_map(|c| match &c.field {
+            FieldMatcher::Header(name, _) => Some(name.as_ref()),
+            _ => None,
+        })
     }
 }
 

@@ -206,10 +206,6 @@ impl RateLimiter {
         &self.name
     }
 
-    pub fn key_attributes(&self) -> &[KeyAttribute] {
-        &self.key
-    }
-
     pub fn params(&self) -> &BucketParams {
         &self.params
     }

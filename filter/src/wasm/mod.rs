@@ -139,11 +139,6 @@ impl Counters {
 
     fn record_outcome(&self, kind: TrafficKind, outcome: &Outcome<'_>) {
         self.record(kind, &outcome.decision);
-        let bump = |id: Option<&Option<u32>>| {
-            if let Some(Some(id)) = id {
-                host::increment_counter(*id);
-            }
-        };
         match outcome.verdict() {
             FinalVerdict::RateLimited => {
                 bump(self.ratelimited.get(kind_index(kind)));
@@ -160,20 +155,12 @@ impl Counters {
     }
 
     fn record(&self, kind: TrafficKind, decision: &Decision<'_>) {
-        let bump = |id: Option<&Option<u32>>| {
-            if let Some(Some(id)) = id {
-                host::increment_counter(*id);
-            }
-        };
         bump(
             self.decision
                 .get(kind_index(kind))
                 .and_then(|row| row.get(verdict_index(decision.verdict))),
         );
-        let reason = Reason::CODES
-            .iter()
-            .position(|c| *c == decision.reason.code());
-        bump(reason.and_then(|i| self.reason.get(i)));
+        bump(self.reason.get(decision.reason.index()));
         if let Some(policy) = decision.policy {
             bump(self.policy(policy).map(|p| &p.outcome));
         }
@@ -186,6 +173,13 @@ impl Counters {
                     .and_then(|p| p.dry_run.get(would_be_index(hit.would_be))),
             );
         }
+    }
+}
+
+/// Counts one on a counter that was defined (a failed definition was logged at configure time).
+fn bump(id: Option<&Option<u32>>) {
+    if let Some(Some(id)) = id {
+        host::increment_counter(*id);
     }
 }
 

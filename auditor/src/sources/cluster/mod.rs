@@ -177,12 +177,7 @@ fn strip<K: kube::Resource>(mut obj: K) -> K {
 pub fn pod_workload(pod: Pod) -> Option<Workload> {
     let mut pod = strip(pod);
     let spec = pod.spec.take()?;
-    let namespace = pod
-        .metadata
-        .namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| crate::snapshot::DEFAULT_NAMESPACE.to_string());
+    let namespace = crate::snapshot::namespace_of(&pod.metadata);
     Some(Workload {
         kind: WorkloadKind::Pod,
         namespace,
