@@ -6,8 +6,7 @@
 
 #[path = "support/cluster_data.rs"]
 mod cluster_data;
-#[path = "support/mock_api.rs"]
-mod mock_api;
+use kube_mock as mock_api;
 
 use std::time::Instant;
 

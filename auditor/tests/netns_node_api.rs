@@ -4,8 +4,7 @@
 //!
 //! Needs root, iproute2, iptables and nftables; skips with a printed reason otherwise.
 
-#[path = "support/mock_api.rs"]
-mod mock_api;
+use kube_mock as mock_api;
 mod netns_support;
 
 use mock_api::MockApi;

@@ -15,7 +15,7 @@ use egress_auditor::sources::cluster::{
 };
 use serde_json::{json, Value};
 
-use super::mock_api::MockApi;
+use kube_mock::MockApi;
 
 pub fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cluster")

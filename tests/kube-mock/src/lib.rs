@@ -5,7 +5,6 @@
 //! and can be told to misbehave: expire a continue token (410), throttle (429), fail (500), answer
 //! slowly, or forbid a namespace (403). Every request is recorded so tests can assert what the
 //! client sent. Tests reach it through a generated kubeconfig file.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
