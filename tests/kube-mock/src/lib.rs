@@ -3,8 +3,14 @@
 //! It serves objects the way the API server does (list with `limit`/`continue`, typed lists whose
 //! items carry no `kind`, `Status` bodies on errors, `watch=true` as a chunked stream of JSON lines)
 //! and can be told to misbehave: expire a continue token (410), throttle (429), fail (500), answer
-//! slowly, or forbid a namespace (403). Every request is recorded so tests can assert what the
-//! client sent. Tests reach it through a generated kubeconfig file.
+//! slowly, forbid a namespace (403), end a watch with 410 Gone. Every request is recorded so tests
+//! can assert what the client sent. Tests reach it through a generated kubeconfig file.
+//!
+//! Collections with a status subresource behave as the API server's do: `metadata.generation`
+//! starts at 1 and grows when the spec changes; writes to the object keep its status, writes to
+//! `/status` change only the status. Server-side apply (`PATCH` with
+//! `application/apply-patch+yaml`) creates the object or merges the applied fields. A write that
+//! carries `metadata.resourceVersion` is refused with 409 Conflict when the object has moved on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -28,6 +34,8 @@ pub struct Collection {
     pub plural: &'static str,
     pub kind: &'static str,
     pub namespaced: bool,
+    /// A `/status` subresource, and `metadata.generation` tracking the spec.
+    pub status: bool,
 }
 
 pub const COLLECTIONS: &[Collection] = &[
@@ -36,54 +44,84 @@ pub const COLLECTIONS: &[Collection] = &[
         plural: "namespaces",
         kind: "Namespace",
         namespaced: false,
+        status: false,
     },
     Collection {
         group_version: "v1",
         plural: "pods",
         kind: "Pod",
         namespaced: true,
+        status: false,
     },
     Collection {
         group_version: "v1",
         plural: "configmaps",
         kind: "ConfigMap",
         namespaced: true,
+        status: false,
     },
     Collection {
         group_version: "networking.k8s.io/v1",
         plural: "networkpolicies",
         kind: "NetworkPolicy",
         namespaced: true,
+        status: false,
     },
     Collection {
         group_version: "extensions.istio.io/v1alpha1",
         plural: "wasmplugins",
         kind: "WasmPlugin",
         namespaced: true,
+        status: false,
     },
     Collection {
         group_version: "networking.istio.io/v1alpha3",
         plural: "envoyfilters",
         kind: "EnvoyFilter",
         namespaced: true,
+        status: false,
     },
     Collection {
         group_version: "events.k8s.io/v1",
         plural: "events",
         kind: "Event",
         namespaced: true,
+        status: false,
     },
     Collection {
         group_version: "wgpolicyk8s.io/v1alpha2",
         plural: "policyreports",
         kind: "PolicyReport",
         namespaced: true,
+        status: false,
     },
     Collection {
         group_version: "wgpolicyk8s.io/v1alpha2",
         plural: "clusterpolicyreports",
         kind: "ClusterPolicyReport",
         namespaced: false,
+        status: false,
+    },
+    Collection {
+        group_version: "policy.egress-guard.dev/v1alpha1",
+        plural: "clusteregresspolicies",
+        kind: "ClusterEgressPolicy",
+        namespaced: false,
+        status: true,
+    },
+    Collection {
+        group_version: "policy.egress-guard.dev/v1alpha1",
+        plural: "egresspolicies",
+        kind: "EgressPolicy",
+        namespaced: true,
+        status: true,
+    },
+    Collection {
+        group_version: "coordination.k8s.io/v1",
+        plural: "leases",
+        kind: "Lease",
+        namespaced: true,
+        status: false,
     },
 ];
 
@@ -114,6 +152,10 @@ pub enum FaultAction {
     ExpiredContinue,
     /// Wait this long, then answer normally.
     Delay(Duration),
+    /// A watch that starts, then ends at once with an ERROR event 410 Gone ("too old resource
+    /// version"), as when the API server's watch cache has moved past the client's version: the
+    /// client must list again.
+    WatchGone,
 }
 
 /// A misbehaviour applied to the next `times` requests that match.
@@ -167,6 +209,9 @@ impl Recorded {
         parse_query(&self.query).remove(key)
     }
 }
+
+/// The event type [`MockApi::expire_watches`] sends to the open watches (never to clients).
+const EXPIRED: &str = "EXPIRED";
 
 #[derive(Debug, Clone)]
 struct WatchEvent {
@@ -337,6 +382,22 @@ impl MockApi {
             .cloned()
     }
 
+    /// Ends every open watch of this plural with an ERROR event 410 Gone, as the API server does
+    /// when its watch cache has moved past the client's version: the clients must list again.
+    pub fn expire_watches(&self, plural: &str) {
+        let Some(coll) = COLLECTIONS.iter().find(|c| c.plural == plural) else {
+            return;
+        };
+        let st = self.shared.lock();
+        let _ = self.shared.events.send(WatchEvent {
+            rv: st.resource_version,
+            collection: coll.plural,
+            namespace: None,
+            event_type: EXPIRED,
+            object: Value::Null,
+        });
+    }
+
     pub fn inject(&self, fault: Fault) {
         self.shared.lock().faults.push(fault);
     }
@@ -405,20 +466,84 @@ fn identify(object: &Value) -> Option<(&'static Collection, String, String)> {
     Some((coll, ns, name))
 }
 
+/// Which part of an object a write may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// The object: with a status subresource, its status is kept as it was.
+    Object,
+    /// The `/status` subresource: only the status changes.
+    Status,
+}
+
 /// Stores an object with fresh server-side metadata; returns the stored copy.
 fn store(
     st: &mut ApiState,
     coll: &'static Collection,
     ns: String,
     name: String,
+    object: Value,
+) -> Value {
+    store_part(st, coll, ns, name, object, Part::Object)
+}
+
+fn store_part(
+    st: &mut ApiState,
+    coll: &'static Collection,
+    ns: String,
+    name: String,
     mut object: Value,
+    part: Part,
 ) -> Value {
     st.resource_version += 1;
     let rv = st.resource_version;
-    let previous_uid = st
+    let previous = st
         .objects
         .get(coll.plural)
         .and_then(|m| m.get(&(ns.clone(), name.clone())))
+        .cloned();
+    if coll.status {
+        let previous_generation = previous
+            .as_ref()
+            .and_then(|p| p["metadata"]["generation"].as_i64());
+        let generation = match (&previous, part) {
+            (None, _) => 1,
+            (Some(p), Part::Object) if p["spec"] != object["spec"] => {
+                previous_generation.unwrap_or(0) + 1
+            }
+            _ => previous_generation.unwrap_or(1),
+        };
+        match (part, &previous) {
+            (Part::Object, Some(p)) => match p.get("status") {
+                Some(status) => object["status"] = status.clone(),
+                None => {
+                    if let Some(m) = object.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            },
+            (Part::Object, None) => {
+                if let Some(m) = object.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+            (Part::Status, Some(p)) => {
+                let status = object.get("status").cloned();
+                object = p.clone();
+                match status {
+                    Some(status) => object["status"] = status,
+                    None => {
+                        if let Some(m) = object.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+            }
+            (Part::Status, None) => {}
+        }
+        object["metadata"]["generation"] = json!(generation);
+    }
+    let previous_uid = previous
+        .as_ref()
         .and_then(|o| o["metadata"]["uid"].as_str().map(str::to_string));
     let uid = previous_uid.unwrap_or_else(|| {
         st.uid_counter += 1;
@@ -450,6 +575,8 @@ struct Route {
     coll: &'static Collection,
     namespace: Option<String>,
     name: Option<String>,
+    /// `/status`.
+    status: bool,
 }
 
 fn parse_route(path: &str, missing: &BTreeSet<String>) -> Option<Route> {
@@ -459,13 +586,23 @@ fn parse_route(path: &str, missing: &BTreeSet<String>) -> Option<Route> {
         ["apis", g, v, rest @ ..] => (format!("{g}/{v}"), rest),
         _ => return None,
     };
-    let (namespace, plural, name) = match rest {
-        ["namespaces", ns, plural] => (Some((*ns).to_string()), *plural, None),
-        ["namespaces", ns, plural, name] => {
-            (Some((*ns).to_string()), *plural, Some((*name).to_string()))
-        }
-        [plural] => (None, *plural, None),
-        [plural, name] => (None, *plural, Some((*name).to_string())),
+    let (namespace, plural, name, status) = match rest {
+        ["namespaces", ns, plural] => (Some((*ns).to_string()), *plural, None, false),
+        ["namespaces", ns, plural, name] => (
+            Some((*ns).to_string()),
+            *plural,
+            Some((*name).to_string()),
+            false,
+        ),
+        ["namespaces", ns, plural, name, "status"] => (
+            Some((*ns).to_string()),
+            *plural,
+            Some((*name).to_string()),
+            true,
+        ),
+        [plural] => (None, *plural, None, false),
+        [plural, name] => (None, *plural, Some((*name).to_string()), false),
+        [plural, name, "status"] => (None, *plural, Some((*name).to_string()), true),
         _ => return None,
     };
     if missing.contains(plural) {
@@ -475,10 +612,14 @@ fn parse_route(path: &str, missing: &BTreeSet<String>) -> Option<Route> {
     if coll.namespaced != namespace.is_some() && name.is_some() {
         return None;
     }
+    if status && !coll.status {
+        return None;
+    }
     Some(Route {
         coll,
         namespace,
         name,
+        status,
     })
 }
 
@@ -664,6 +805,8 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         Some(FaultAction::Status(code)) => {
             record(code);
             let reason = match code {
+                409 => "Conflict",
+                410 => "Expired",
                 429 => "TooManyRequests",
                 500 => "InternalError",
                 503 => "ServiceUnavailable",
@@ -685,6 +828,15 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             );
         }
         Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
+        Some(FaultAction::WatchGone) => {
+            record(0);
+            let gone = json!({"type": "ERROR", "object": status_body(410, "Expired", "too old resource version")});
+            return Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .body(Body::from(format!("{gone}\n")))
+                .unwrap_or_default();
+        }
         None => {}
     }
 
@@ -745,6 +897,11 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         (&Method::GET, Some(name)) => get(&shared, &route, name),
         (&Method::POST, None) => create(&shared, &route, body.clone()),
         (&Method::PUT, Some(name)) => replace(&shared, &route, name, body.clone()),
+        (&Method::PATCH, Some(name))
+            if content_type.as_deref() == Some("application/apply-patch+yaml") =>
+        {
+            server_side_apply(&shared, &route, name, body.clone())
+        }
         (&Method::PATCH, Some(name)) => patch(&shared, &route, name, body.clone()),
         (&Method::DELETE, Some(name)) => delete(&shared, &route, name),
         _ => (
@@ -900,13 +1057,15 @@ fn replace(shared: &Shared, route: &Route, name: &str, body: Option<Value>) -> (
     };
     if let Some(rv) = object["metadata"]["resourceVersion"].as_str() {
         if Some(rv) != current["metadata"]["resourceVersion"].as_str() {
-            return (
-                409,
-                status_body(409, "Conflict", "the object has been modified; please apply your changes to the latest version and try again"),
-            );
+            return (409, conflict());
         }
     }
-    let stored = store(&mut st, route.coll, ns, name.to_string(), object);
+    let part = if route.status {
+        Part::Status
+    } else {
+        Part::Object
+    };
+    let stored = store_part(&mut st, route.coll, ns, name.to_string(), object, part);
     publish_locked(shared, &mut st, route.coll, "MODIFIED", stored.clone());
     (200, stored)
 }
@@ -947,10 +1106,73 @@ fn patch(shared: &Shared, route: &Route, name: &str, body: Option<Value>) -> (u1
             ),
         );
     };
+    if let Some(rv) = p["metadata"]["resourceVersion"].as_str() {
+        if Some(rv) != current["metadata"]["resourceVersion"].as_str() {
+            return (409, conflict());
+        }
+    }
     merge_patch(&mut current, &p);
-    let stored = store(&mut st, route.coll, ns, name.to_string(), current);
+    let part = if route.status {
+        Part::Status
+    } else {
+        Part::Object
+    };
+    let stored = store_part(&mut st, route.coll, ns, name.to_string(), current, part);
     publish_locked(shared, &mut st, route.coll, "MODIFIED", stored.clone());
     (200, stored)
+}
+
+fn conflict() -> Value {
+    status_body(
+        409,
+        "Conflict",
+        "the object has been modified; please apply your changes to the latest version and try again",
+    )
+}
+
+/// Server-side apply, as far as one field manager goes: the object is created, or the applied
+/// fields are merged into it (the request's `fieldManager` and `force` are recorded).
+fn server_side_apply(
+    shared: &Shared,
+    route: &Route,
+    name: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let Some(applied) = body else {
+        return (400, status_body(400, "BadRequest", "no body"));
+    };
+    if applied["metadata"]["name"].as_str() != Some(name) {
+        return (
+            400,
+            status_body(
+                400,
+                "BadRequest",
+                "the name of the object does not match the name on the URL",
+            ),
+        );
+    }
+    let ns = route.namespace.clone().unwrap_or_default();
+    let mut st = shared.lock();
+    let current = st
+        .objects
+        .get(route.coll.plural)
+        .and_then(|m| m.get(&(ns.clone(), name.to_string())))
+        .cloned();
+    let part = if route.status {
+        Part::Status
+    } else {
+        Part::Object
+    };
+    let (object, event, code) = match current {
+        Some(mut current) => {
+            merge_patch(&mut current, &applied);
+            (current, "MODIFIED", 200)
+        }
+        None => (applied, "ADDED", 201),
+    };
+    let stored = store_part(&mut st, route.coll, ns, name.to_string(), object, part);
+    publish_locked(shared, &mut st, route.coll, event, stored.clone());
+    (code, stored)
 }
 
 fn delete(shared: &Shared, route: &Route, name: &str) -> (u16, Value) {
@@ -1010,7 +1232,8 @@ fn watch(shared: &Shared, route: &Route, query: &BTreeMap<String, String>) -> Re
     let namespace = route.namespace.clone();
     let query = query.clone();
     let wanted = move |ev: &WatchEvent| {
-        ev.collection == coll.plural
+        ev.event_type != EXPIRED
+            && ev.collection == coll.plural
             && namespace
                 .as_ref()
                 .is_none_or(|ns| ev.namespace.as_ref() == Some(ns))
@@ -1057,6 +1280,11 @@ fn watch(shared: &Shared, route: &Route, query: &BTreeMap<String, String>) -> Re
             tokio::select! {
                 _ = &mut deadline => return,
                 ev = live.recv() => match ev {
+                    Ok(ev) if ev.event_type == EXPIRED && ev.collection == coll.plural => {
+                        let gone = json!({"type": "ERROR", "object": status_body(410, "Expired", "too old resource version")});
+                        let _ = tx.send(Bytes::from(format!("{gone}\n"))).await;
+                        return;
+                    }
                     Ok(ev) if ev.rv > since && wanted(&ev) => {
                         if tx.send(line(&ev)).await.is_err() { return; }
                     }
