@@ -12,7 +12,7 @@ use common::{deploy_dir, k8s, object_name, render_kustomization};
 use egress_manifests::schema::CrdSchemas;
 use egress_manifests::yaml;
 
-const OVERLAYS: [&str; 4] = ["cronjob", "watch", "node", "full"];
+const OVERLAYS: [&str; 5] = ["cronjob", "watch", "node", "full", "policy-controller"];
 
 fn render(overlay: &str) -> Option<Vec<Value>> {
     render_kustomization(&deploy_dir().join("overlays").join(overlay))
@@ -448,10 +448,96 @@ fn dockerfile_builds_both_images_the_manifests_use() {
         .filter_map(|l| l.split(" AS ").nth(1))
         .map(str::trim)
         .collect();
-    for stage in ["build", "auditor", "auditor-node"] {
+    for stage in ["build", "auditor", "auditor-node", "controller"] {
         assert!(stages.contains(&stage), "stage {stage} missing: {stages:?}");
     }
     assert!(dockerfile.contains("iptables") && dockerfile.contains("nftables"));
     assert!(dockerfile.contains("x86_64-unknown-linux-musl") || dockerfile.contains("-linux-musl"));
     assert!(Path::new(&deploy_dir().join("README.md")).is_file());
+}
+
+#[test]
+fn policy_controller_runs_two_replicas_with_one_leader_and_the_restricted_standard() {
+    let Some(objects) = render("policy-controller") else {
+        return;
+    };
+    let kinds: BTreeSet<String> = objects.iter().map(object_name).collect();
+    for expected in [
+        "CustomResourceDefinition /clusteregresspolicies.policy.egress-guard.dev",
+        "CustomResourceDefinition /egresspolicies.policy.egress-guard.dev",
+        "Deployment egress-guard/egress-guard-policy-controller",
+        "ServiceAccount egress-guard/egress-guard-policy-controller",
+        "ConfigMap egress-guard/egress-guard-policy-controller-base",
+        "Service egress-guard/egress-guard-policy-controller-metrics",
+    ] {
+        assert!(kinds.contains(expected), "{expected} missing: {kinds:#?}");
+    }
+    let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = workload_pod_spec(deployment).unwrap();
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let [container] = containers(pod)[..] else {
+        panic!("one container")
+    };
+    let security = &container["securityContext"];
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["capabilities"], json!({"drop": ["ALL"]}));
+    assert!(container["image"]
+        .as_str()
+        .unwrap()
+        .contains("/egress-controller:"));
+    let arguments = args(container);
+    assert_eq!(arguments[0], "run");
+    assert!(arguments.contains(&"--leader-elect"));
+    // The identity and the Lease namespace come from the downward API.
+    let env: Vec<(&str, &str)> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap(),
+                e["valueFrom"]["fieldRef"]["fieldPath"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("POD_NAME", "metadata.name"),
+            ("POD_NAMESPACE", "metadata.namespace")
+        ]
+    );
+    // Each --wasmplugin base configuration is a key of the mounted ConfigMap, and compiles.
+    let config_map = objects.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
+    let mount = container["volumeMounts"][0]["mountPath"].as_str().unwrap();
+    let targets: Vec<&str> = arguments
+        .windows(2)
+        .filter(|w| w[0] == "--wasmplugin")
+        .map(|w| w[1])
+        .collect();
+    assert_eq!(targets.len(), 2, "{arguments:?}");
+    for target in targets {
+        let (_, file) = target.split_once('=').expect("a base configuration");
+        let key = file.strip_prefix(&format!("{mount}/")).unwrap();
+        let text = config_map["data"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} missing"));
+        egress_controller::compile::BaseConfig::from_json(text.as_bytes())
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+    }
+    let listen = arguments
+        .iter()
+        .position(|a| *a == "--listen")
+        .map(|i| arguments[i + 1])
+        .unwrap();
+    let port: u64 = listen.rsplit_once(':').unwrap().1.parse().unwrap();
+    assert_eq!(container["ports"][0]["containerPort"].as_u64(), Some(port));
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
 }

@@ -8,95 +8,15 @@ use std::collections::BTreeSet;
 use egress_auditor::sources::cluster::{ApiCall, API_CALLS};
 use serde_json::Value;
 
+use common::rbac::{grants, strings, Grant};
 use common::{deploy_dir, object_name, render_kustomization};
 
-/// One permission: (namespace of the Role, or None for a ClusterRole), group, resource, verb.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Grant {
-    role: String,
-    namespace: Option<String>,
-    group: String,
-    resource: String,
-    verb: String,
+fn used(grant: &Grant, call: &ApiCall) -> bool {
+    grant.is_used_by((call.group, call.resource, call.verb), call.namespace)
 }
 
-impl Grant {
-    /// A call the auditor makes that this grant is for. A call made only in one namespace must
-    /// be granted by a Role there: a ClusterRole for it would grant every namespace.
-    fn is_used_by(&self, call: &ApiCall) -> bool {
-        (call.group, call.resource, call.verb)
-            == (
-                self.group.as_str(),
-                self.resource.as_str(),
-                self.verb.as_str(),
-            )
-            && match (call.namespace, self.namespace.as_deref()) {
-                (None, _) => true,
-                (Some(only), Some(role_namespace)) => only == role_namespace,
-                (Some(_), None) => false,
-            }
-    }
-
-    fn allows(&self, call: &ApiCall) -> bool {
-        (call.group, call.resource, call.verb)
-            == (
-                self.group.as_str(),
-                self.resource.as_str(),
-                self.verb.as_str(),
-            )
-            && (self.namespace.is_none() || self.namespace.as_deref() == call.namespace)
-    }
-}
-
-fn strings(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn grants(objects: &[Value]) -> Vec<Grant> {
-    let mut out = Vec::new();
-    for role in objects
-        .iter()
-        .filter(|o| matches!(o["kind"].as_str(), Some("Role" | "ClusterRole")))
-    {
-        let namespace = match role["kind"].as_str() {
-            Some("Role") => Some(
-                role["metadata"]["namespace"]
-                    .as_str()
-                    .expect("a Role has a namespace")
-                    .to_string(),
-            ),
-            _ => None,
-        };
-        for rule in role["rules"].as_array().into_iter().flatten() {
-            assert!(
-                rule["nonResourceURLs"].is_null(),
-                "{}: nonResourceURLs",
-                object_name(role)
-            );
-            for group in strings(&rule["apiGroups"]) {
-                for resource in strings(&rule["resources"]) {
-                    for verb in strings(&rule["verbs"]) {
-                        out.push(Grant {
-                            role: object_name(role),
-                            namespace: namespace.clone(),
-                            group: group.clone(),
-                            resource: resource.clone(),
-                            verb,
-                        });
-                    }
-                }
-            }
-        }
-    }
-    out
+fn allowed(grant: &Grant, call: &ApiCall) -> bool {
+    grant.allows((call.group, call.resource, call.verb), call.namespace)
 }
 
 fn rendered_overlays() -> Option<Vec<(String, Vec<Value>)>> {
@@ -129,7 +49,7 @@ fn roles_grant_nothing_beyond_the_auditors_api_calls() {
                     grant.role
                 );
             }
-            if !API_CALLS.iter().any(|call| grant.is_used_by(call)) {
+            if !API_CALLS.iter().any(|call| used(&grant, call)) {
                 excess.push(format!(
                     "{overlay}: {} grants {} on {}/{}",
                     grant.role, grant.verb, grant.group, grant.resource
@@ -155,7 +75,7 @@ fn roles_grant_every_call_the_auditor_makes() {
         .collect();
     let missing: Vec<String> = API_CALLS
         .iter()
-        .filter(|call| !granted.iter().any(|g| g.allows(call)))
+        .filter(|call| !granted.iter().any(|g| allowed(g, call)))
         .map(|c| {
             format!(
                 "{} on {}/{} (namespace {:?})",
@@ -188,7 +108,7 @@ fn rbac_check_catches_an_extra_grant() {
         ));
     let unused: Vec<Grant> = grants(&objects)
         .into_iter()
-        .filter(|g| !API_CALLS.iter().any(|call| g.is_used_by(call)))
+        .filter(|g| !API_CALLS.iter().any(|call| used(g, call)))
         .collect();
     assert_eq!(unused.len(), 1);
     assert_eq!(unused[0].resource, "secrets");
@@ -199,8 +119,9 @@ fn rbac_check_catches_an_extra_grant() {
         group: String::new(),
         resource: "configmaps".into(),
         verb: "list".into(),
+        names: Vec::new(),
     };
-    assert!(!API_CALLS.iter().any(|call| cluster_wide.is_used_by(call)));
+    assert!(!API_CALLS.iter().any(|call| used(&cluster_wide, call)));
 }
 
 #[test]

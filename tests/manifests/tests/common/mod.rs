@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 pub mod k8s;
+pub mod rbac;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
