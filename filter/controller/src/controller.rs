@@ -333,6 +333,10 @@ struct Reconciler {
     applied: BTreeMap<String, String>,
 }
 
+/// Invalid policies, each with its first (field, reason).
+type InvalidPolicies = BTreeMap<PolicyRef, (String, String)>;
+type ShadowedRules = BTreeMap<PolicyRef, Vec<shadow::Shadowed>>;
+
 /// What one reconcile found out about the WasmPlugins.
 enum Outcome {
     /// Every policy compiled; per WasmPlugin, whether it holds the configuration.
@@ -570,54 +574,52 @@ impl Reconciler {
 
     /// Writes the status every policy should have; `false` when a write must be retried.
     async fn write_statuses(&self, set: &PolicySet, outcome: &Outcome) -> bool {
-        let (errors, shadowed, ready_all): (
-            BTreeMap<PolicyRef, (String, String)>,
-            Option<BTreeMap<PolicyRef, Vec<shadow::Shadowed>>>,
-            Ready,
-        ) = match outcome {
-            Outcome::Compiled { documents, written } => {
-                let failures: Vec<&String> = written
-                    .iter()
-                    .filter_map(|(_, r)| r.as_ref().err())
-                    .collect();
-                let ready = if failures.is_empty() {
-                    Ready::Applied {
-                        wasmplugins: written.iter().map(|(l, _)| l.clone()).collect(),
-                    }
-                } else {
-                    Ready::NotWritten {
-                        message: failures
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    }
-                };
-                // The subjects do not depend on the base configuration.
-                let shadowed = documents
-                    .first()
-                    .map(|(_, compiled)| shadow::analyse(set, &compiled.subjects));
-                (BTreeMap::new(), shadowed, ready)
-            }
-            Outcome::Refused { errors, base } => {
-                let mut by_policy = BTreeMap::new();
-                for e in errors {
-                    by_policy
-                        .entry(e.policy.clone())
-                        .or_insert_with(|| (e.field.clone(), e.message.clone()));
+        // (invalid policies with their first error, shadowed rules, Ready of the valid ones)
+        let (errors, shadowed, ready_all): (InvalidPolicies, Option<ShadowedRules>, Ready) =
+            match outcome {
+                Outcome::Compiled { documents, written } => {
+                    let failures: Vec<&String> = written
+                        .iter()
+                        .filter_map(|(_, r)| r.as_ref().err())
+                        .collect();
+                    let ready = if failures.is_empty() {
+                        Ready::Applied {
+                            wasmplugins: written.iter().map(|(l, _)| l.clone()).collect(),
+                        }
+                    } else {
+                        Ready::NotWritten {
+                            message: failures
+                                .iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                        }
+                    };
+                    // The subjects do not depend on the base configuration.
+                    let shadowed = documents
+                        .first()
+                        .map(|(_, compiled)| shadow::analyse(set, &compiled.subjects));
+                    (BTreeMap::new(), shadowed, ready)
                 }
-                let ready = if base.is_empty() {
-                    Ready::Held {
-                        blockers: by_policy.keys().cloned().collect(),
+                Outcome::Refused { errors, base } => {
+                    let mut by_policy = BTreeMap::new();
+                    for e in errors {
+                        by_policy
+                            .entry(e.policy.clone())
+                            .or_insert_with(|| (e.field.clone(), e.message.clone()));
                     }
-                } else {
-                    Ready::NotWritten {
-                        message: base.join("; "),
-                    }
-                };
-                (by_policy, None, ready)
-            }
-        };
+                    let ready = if base.is_empty() {
+                        Ready::Held {
+                            blockers: by_policy.keys().cloned().collect(),
+                        }
+                    } else {
+                        Ready::NotWritten {
+                            message: base.join("; "),
+                        }
+                    };
+                    (by_policy, None, ready)
+                }
+            };
         let verdict = |reference: &PolicyRef| {
             let accepted = match errors.get(reference) {
                 Some((field, message)) => Err((field.clone(), message.clone())),
