@@ -125,6 +125,9 @@ pub struct Handle {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     main: tokio::task::JoinHandle<()>,
     elector: Option<tokio::task::JoinHandle<()>>,
+    /// Without leader election, the never-changing "leader" signal (a dropped sender would
+    /// wake the reconcile loop forever).
+    _always_leader: Option<watch::Sender<bool>>,
 }
 
 impl Handle {
@@ -188,10 +191,16 @@ pub async fn start(options: RunOptions) -> Result<Handle> {
     };
     let (leader_tx, leader_rx) = watch::channel(options.lease.is_none());
     metrics.set_leader(options.lease.is_none());
-    let elector = options.lease.clone().map(|settings| {
-        let elector = Elector::new(client.clone(), settings, metrics.clone());
-        tokio::spawn(elector.run(leader_tx, stop_rx.clone()))
-    });
+    let (elector, always_leader) = match options.lease.clone() {
+        Some(settings) => {
+            let elector = Elector::new(client.clone(), settings, metrics.clone());
+            (
+                Some(tokio::spawn(elector.run(leader_tx, stop_rx.clone()))),
+                None,
+            )
+        }
+        None => (None, Some(leader_tx)),
+    };
     let reconciler = Reconciler {
         options,
         context: context.clone(),
@@ -207,6 +216,7 @@ pub async fn start(options: RunOptions) -> Result<Handle> {
         tasks,
         main,
         elector,
+        _always_leader: always_leader,
     })
 }
 
@@ -392,7 +402,13 @@ impl Reconciler {
             let wait = backoff.unwrap_or(self.options.resync.saturating_sub(last_full.elapsed()));
             tokio::select! {
                 _ = self.context.changed.notified() => self.debounce(&mut stop).await,
-                _ = self.leader.changed() => {}
+                changed = self.leader.changed() => {
+                    if changed.is_err() {
+                        // The elector stopped (only on shutdown): wait for the stop signal.
+                        let _ = stop.changed().await;
+                        return;
+                    }
+                }
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => return,
             }
