@@ -29,23 +29,73 @@ static HEAP: heap::SizeClasses<std::alloc::System> = heap::SizeClasses::new(std:
 
 pub use attributes::{Attributes, HttpAttributes, RequestHead, TrafficKind};
 pub use config::{ConfigError, ConfigPath};
-pub use policy::{CompiledPolicy, Decision, PolicyAction, Reason, Verdict};
+pub use policy::{
+    CompiledPolicy, CompiledTiers, Decision, PolicyAction, Reason, TierName, TraceStep, Verdict,
+};
 
 pub use outcome::{CompiledRateLimit, FinalVerdict, Outcome, ProtocolViolation, RateLimitHit};
 
-use policy::{compile_rule, HttpOnlyOnTcp};
+use policy::{compile_rule, HttpOnlyOnTcp, LimitPlan, Tracer};
 use protocol::ProtocolChecks;
-use ratelimit::{validate_rate_limits, CasStore, KeyAttribute, RateLimiter};
+use ratelimit::{name_already_used, CasStore, KeyAttribute, RateLimitConfig, RateLimiter};
 
 /// Everything the filter compiles from one pluginConfig.
 #[derive(Debug, Clone, Default)]
 pub struct CompiledConfig {
+    /// Plain `policies` (empty with `tiers`).
     pub policy: CompiledPolicy,
+    /// `Some` for a configuration with `tiers`.
+    pub tiers: Option<CompiledTiers>,
+    /// Every limit: the global `rateLimits` first, then those attached to tier policies.
     pub rate_limits: Vec<CompiledRateLimit>,
+    /// How many of `rate_limits` are global (apply to every allowed stream they match).
+    global_limits: usize,
     /// `None`: the configuration has no `protocol` key, no protocol checks run.
     pub protocol: Option<ProtocolChecks>,
     header_names: Vec<String>,
     tcp_needs_inspection: bool,
+}
+
+/// Compiles rate limits in document order, keeping their names unique across the document
+/// (names key the shared data and the metrics).
+#[derive(Default)]
+struct LimitCompiler {
+    limits: Vec<CompiledRateLimit>,
+    paths: Vec<(String, ConfigPath)>,
+    header_names: Vec<String>,
+}
+
+impl LimitCompiler {
+    /// Validates and adds the limit at `path`.
+    #[inline(never)]
+    fn add(&mut self, limit: &RateLimitConfig, path: &ConfigPath) -> Result<u32, ConfigError> {
+        let spec = limit.validate(path)?;
+        if let Some((_, first)) = self.paths.iter().find(|(name, _)| *name == spec.name) {
+            return Err(name_already_used(&spec.name, path, first));
+        }
+        let no_match = config::RuleSpec::default();
+        // A limit on HTTP-only fields (hosts, paths, ...) does not apply to TCP connections.
+        let rule = compile_rule(
+            limit.match_rule.as_ref().unwrap_or(&no_match),
+            &path.field("match"),
+            HttpOnlyOnTcp::DropRule,
+        )?;
+        for name in rule.http.header_names() {
+            text::add_unique(&mut self.header_names, name);
+        }
+        for attr in &spec.key {
+            if let KeyAttribute::RequestHeader(name) = attr {
+                text::add_unique(&mut self.header_names, name);
+            }
+        }
+        self.paths.push((spec.name.clone(), path.clone()));
+        self.limits.push(CompiledRateLimit {
+            limiter: RateLimiter::new(spec),
+            http: rule.http,
+            tcp: rule.tcp,
+        });
+        Ok((self.limits.len() - 1) as u32)
+    }
 }
 
 impl CompiledConfig {
@@ -56,35 +106,27 @@ impl CompiledConfig {
         let policy = CompiledPolicy::compile(&config.policies, &root.field("policies"))?;
 
         let limits_path = root.field("rateLimits");
-        let specs = validate_rate_limits(&config.rate_limits, &limits_path)?;
-        let mut header_names: Vec<String> = policy.header_names().to_vec();
-        let mut add_header = |name: &str| {
-            if !header_names.iter().any(|h| h == name) {
-                header_names.push(name.to_string());
-            }
+        let mut limits = LimitCompiler::default();
+        for (i, limit) in config.rate_limits.iter().enumerate() {
+            limits.add(limit, &limits_path.index(i))?;
+        }
+        let global_limits = limits.limits.len();
+        let tiers = match &config.tiers {
+            Some(spec) => Some(CompiledTiers::compile(
+                spec,
+                &root.field("tiers"),
+                &mut |limit, path| limits.add(limit, path),
+            )?),
+            None => None,
         };
-        let mut rate_limits = Vec::with_capacity(specs.len());
-        let no_match = config::RuleSpec::default();
-        for (i, (limit, spec)) in config.rate_limits.iter().zip(specs).enumerate() {
-            // A limit on HTTP-only fields (hosts, paths, ...) does not apply to TCP connections.
-            let rule = compile_rule(
-                limit.match_rule.as_ref().unwrap_or(&no_match),
-                &limits_path.index(i).field("match"),
-                HttpOnlyOnTcp::DropRule,
-            )?;
-            rule.http.header_names().for_each(&mut add_header);
-            for attr in &spec.key {
-                if let KeyAttribute::RequestHeader(name) = attr {
-                    add_header(name);
-                }
-            }
-            rate_limits.push(CompiledRateLimit {
-                limiter: RateLimiter::new(spec),
-                http: rule.http,
-                tcp: rule.tcp,
-            });
+
+        let mut header_names: Vec<String> = policy.header_names().to_vec();
+        let tier_headers = tiers.iter().flat_map(|t| t.header_names());
+        for name in tier_headers.chain(&limits.header_names) {
+            text::add_unique(&mut header_names, name);
         }
         text::sort_by(&mut header_names, |a, b| a < b);
+        let rate_limits = limits.limits;
 
         let protocol = match &config.protocol {
             Some(p) => Some(p.validate(&root.field("protocol"))?),
@@ -92,12 +134,17 @@ impl CompiledConfig {
         };
         let tcp_needs_inspection = protocol.is_some()
             || policy.tcp_needs_inspection()
+            || tiers
+                .as_ref()
+                .is_some_and(CompiledTiers::tcp_needs_inspection)
             || rate_limits
                 .iter()
                 .any(|l| l.tcp.as_ref().is_some_and(|m| m.needs_inspection()));
         Ok(Self {
             policy,
+            tiers,
             rate_limits,
+            global_limits,
             protocol,
             header_names,
             tcp_needs_inspection,
@@ -114,6 +161,29 @@ impl CompiledConfig {
         self.tcp_needs_inspection
     }
 
+    /// The policy decision alone (plain `policies`, or the tiers).
+    pub fn evaluate(&self, attrs: &Attributes) -> Decision<'_> {
+        self.evaluate_traced(attrs, None).0
+    }
+
+    /// The policy decision and the tier-attached limits that apply if the stream is allowed;
+    /// every step goes to `tracer` when there is one (`explain`).
+    pub fn evaluate_traced<'p>(
+        &'p self,
+        attrs: &Attributes,
+        tracer: Option<Tracer<'_>>,
+    ) -> (Decision<'p>, LimitPlan<'p>) {
+        match &self.tiers {
+            None => {
+                if let Some(tracer) = tracer {
+                    self.policy.trace(attrs, None, tracer);
+                }
+                (self.policy.evaluate(attrs), LimitPlan::default())
+            }
+            Some(tiers) => tiers.evaluate(attrs, tracer),
+        }
+    }
+
     /// Decides a stream: policies, then the protocol check result `violation` (computed by the
     /// caller from the request headers or the connection's first bytes), then rate limits
     /// against `store` at host time `now_ns`.
@@ -124,14 +194,35 @@ impl CompiledConfig {
         store: &S,
         now_ns: u64,
     ) -> Outcome<'_> {
-        let decision = self.policy.evaluate(attrs);
+        self.decide_traced(attrs, violation, store, now_ns, None)
+    }
+
+    /// [`CompiledConfig::decide`], reporting the policy evaluation's steps to `tracer`.
+    pub fn decide_traced<S: CasStore + ?Sized>(
+        &self,
+        attrs: &Attributes,
+        violation: Option<ProtocolViolation>,
+        store: &S,
+        now_ns: u64,
+        tracer: Option<Tracer<'_>>,
+    ) -> Outcome<'_> {
+        let (decision, plan) = self.evaluate_traced(attrs, tracer);
         if !decision.is_allowed() {
             return Outcome::policy_only(decision);
         }
         // A stream refused by a protocol check takes no token.
         let rate_limit = match violation {
             Some(_) => None,
-            None => outcome::check_rate_limits(&self.rate_limits, attrs, store, now_ns),
+            None => {
+                let global = self.rate_limits.get(..self.global_limits).unwrap_or(&[]);
+                let attached = plan
+                    .rules
+                    .iter()
+                    .flatten()
+                    .chain(plan.scope)
+                    .filter_map(|&i| self.rate_limits.get(i as usize));
+                outcome::check_rate_limits(global.iter().chain(attached), attrs, store, now_ns)
+            }
         };
         Outcome {
             decision,

@@ -7,13 +7,21 @@
 //!   "dryRun":[{"policy":<name>,"rule":<index>|null,"wouldBe":"allow"|"deny"|"audit"}...],
 //!   "attributes":{<Istio attribute name>: <value>, ...}}`
 //! Attributes that are unknown are left out; long values are cut to [`MAX_LOGGED_VALUE`] bytes.
+//!
+//! A `tiers` configuration adds `"tier"` after `"decision"`, writes `"rule"` as the rule's name
+//! when it has one (else its index), adds `"passed":{"policy","rule"}` after `"action"` when an
+//! admin PASS was taken, and `"tier"` to each `dryRun` entry. Lines of plain `policies` are
+//! unchanged.
+//!
+//! At debug level, [`trace_line`] renders the steps of an evaluation for `explain`:
+//! `{"event":"explain","step":"policy"|"rule"|"tier",...}`.
 
 use std::borrow::Cow;
 
 use crate::attributes::{Attributes, TrafficKind};
 use crate::config::JsonWriter;
 use crate::outcome::Outcome;
-use crate::policy::Decision;
+use crate::policy::{Decision, RuleResult, TraceStep};
 
 /// Longest attribute value written to the log, in bytes; longer values end with `...`.
 pub const MAX_LOGGED_VALUE: usize = 256;
@@ -124,9 +132,18 @@ fn line(
         None => decision.verdict.as_str(),
     });
     w.raw("\"");
+    if let Some(tier) = decision.tier {
+        w.str("tier", Some(tier.as_str()));
+    }
     w.str("policy", decision.policy);
-    w.uint("rule", decision.rule.map(|r| r as u64));
+    rule(&mut w, decision.rule, decision.rule_name);
     w.str("action", decision.action.map(|a| a.as_str()));
+    if let Some(passed) = &decision.passed {
+        w.key_object("passed");
+        w.str("policy", Some(passed.policy));
+        rule(&mut w, Some(passed.rule), passed.name);
+        w.end_object();
+    }
     w.str(
         "reason",
         Some(outcome.map_or(decision.reason.code(), Outcome::reason)),
@@ -160,13 +177,89 @@ fn line(
     w.key_array("dryRun");
     for hit in &decision.dry_run {
         w.element_object();
+        if let Some(tier) = hit.tier {
+            w.str("tier", Some(tier.as_str()));
+        }
         w.str("policy", Some(hit.policy));
-        w.uint("rule", hit.rule.map(|r| r as u64));
+        rule(&mut w, hit.rule, hit.rule_name);
         w.str("wouldBe", Some(hit.would_be.as_str()));
         w.end_object();
     }
     w.end_array();
     attributes(&mut w, attrs.unwrap_or(&Attributes::default()));
+    w.end_object();
+    w.finish()
+}
+
+/// `"rule"`: the rule's name when it has one, else its index (or `null`).
+fn rule(w: &mut JsonWriter, index: Option<usize>, name: Option<&str>) {
+    match name {
+        Some(name) => w.str("rule", Some(name)),
+        None => w.uint("rule", index.map(|r| r as u64)),
+    }
+}
+
+/// One step of an evaluation, for `explain` (logged at debug level only).
+pub fn trace_line(step: &TraceStep<'_>) -> String {
+    let mut w = JsonWriter::new();
+    w.raw(r#"{"event":"explain""#);
+    match step {
+        TraceStep::Tier {
+            tier,
+            outcome,
+            detail,
+        } => {
+            w.str("step", Some("tier"));
+            w.str("tier", Some(tier.as_str()));
+            w.str("outcome", Some(outcome));
+            if !detail.is_empty() {
+                w.str("detail", Some(detail));
+            }
+        }
+        TraceStep::Policy {
+            tier,
+            policy,
+            priority,
+            dry_run,
+            skipped,
+        } => {
+            w.str("step", Some("policy"));
+            w.str("tier", tier.map(|t| t.as_str()));
+            w.str("policy", Some(policy));
+            if let Some(priority) = priority {
+                w.uint("priority", Some(u64::from(*priority)));
+            }
+            w.bool("dryRun", *dry_run);
+            w.str("skipped", *skipped);
+        }
+        TraceStep::Rule {
+            tier,
+            policy,
+            rule,
+            name,
+            action,
+            result,
+        } => {
+            w.str("step", Some("rule"));
+            w.str("tier", tier.map(|t| t.as_str()));
+            w.str("policy", Some(policy));
+            w.uint("index", Some(*rule as u64));
+            w.str("name", *name);
+            w.str("action", Some(action));
+            let (matched, why) = match result {
+                RuleResult::Matched => (true, None),
+                RuleResult::Missed(why) => (false, Some(why.as_str())),
+                RuleResult::NotOnTcp => (
+                    false,
+                    Some("an ALLOW or PASS rule with HTTP-only fields never matches TCP"),
+                ),
+            };
+            w.bool("matched", matched);
+            if let Some(why) = why {
+                w.str("why", Some(why));
+            }
+        }
+    }
     w.end_object();
     w.finish()
 }

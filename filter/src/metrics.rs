@@ -11,14 +11,23 @@
 //!   streams refused by a rate limit (total, and by the limit that answered);
 //! - `egress_filter.protocol_denied.<http|tcp>`: streams refused by a protocol check.
 //!
-//! `decision.*`, `reason.*` and `policy.*` count the policy decision, which comes first; a
-//! stream a policy allowed may still be refused by a protocol check or a rate limit.
+//! With `tiers`, instead of `policy.*`:
+//! - `egress_filter.tier.<admin|namespace|baseline|default>.<allow|deny>`: decisions by the tier
+//!   that made them, and `egress_filter.tier.admin.pass`: PASSes taken;
+//! - `egress_filter.admin_policy.<name>.<allow|deny|pass>`,
+//!   `egress_filter.baseline_policy.<name>.<allow|deny>` and
+//!   `egress_filter.namespace_policy.<namespace>.<name>.<allow|deny|audit>` (namespace-tier
+//!   names are unique only within their namespace), each with `.dry_run.<outcome>` for dry-run
+//!   policies.
+//!
+//! `decision.*`, `reason.*`, `policy.*` and `tier*` count the policy decision, which comes
+//! first; a stream a policy allowed may still be refused by a protocol check or a rate limit.
 //!
 //! Names come only from the configuration (policy names are restricted to `[A-Za-z0-9_-]`), so
 //! their number is bounded by it.
 
 use crate::attributes::TrafficKind;
-use crate::policy::{PolicyAction, PolicyInfo, Reason, Verdict, WouldBe};
+use crate::policy::{PolicyAction, PolicyInfo, Reason, TierName, Verdict, WouldBe};
 
 pub const PREFIX: &str = "egress_filter";
 
@@ -34,7 +43,28 @@ pub fn reason_counter(code: &str) -> String {
 
 #[inline(never)]
 pub fn policy_counter(policy: &str, outcome: &str) -> String {
-    format!("{PREFIX}.policy.{policy}.{outcome}")
+    format!("{}.{outcome}", policy_prefix(policy))
+}
+
+/// What a policy's counter names start with: `egress_filter.policy.<name>`.
+#[inline(never)]
+pub fn policy_prefix(policy: &str) -> String {
+    format!("{PREFIX}.policy.{policy}")
+}
+
+/// `egress_filter.tier.<tier>.<outcome>`: decisions (and PASSes) by tier.
+#[inline(never)]
+pub fn tier_counter(tier: TierName, outcome: &str) -> String {
+    format!("{PREFIX}.tier.{}.{outcome}", tier.as_str())
+}
+
+/// What a tier policy's counter names start with: `egress_filter.<tier>_policy.[<ns>.]<name>`.
+#[inline(never)]
+pub fn tier_policy_prefix(tier: TierName, namespace: Option<&str>, policy: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{PREFIX}.{}_policy.{ns}.{policy}", tier.as_str()),
+        None => format!("{PREFIX}.{}_policy.{policy}", tier.as_str()),
+    }
 }
 
 /// `egress_filter.ratelimited.<http|tcp>`: streams refused by a rate limit.
@@ -66,7 +96,7 @@ pub fn policy_outcome(action: PolicyAction) -> &'static str {
 
 #[inline(never)]
 pub fn dry_run_counter(policy: &str, would_be: WouldBe) -> String {
-    format!("{PREFIX}.policy.{policy}.dry_run.{}", would_be.as_str())
+    format!("{}.dry_run.{}", policy_prefix(policy), would_be.as_str())
 }
 
 /// Every counter name a configuration can produce, for defining them at configure time.
@@ -101,16 +131,19 @@ mod tests {
                 name: "allow-ci".into(),
                 action: PolicyAction::Allow,
                 dry_run: false,
+                rules: 1,
             },
             PolicyInfo {
                 name: "deny-evil".into(),
                 action: PolicyAction::Deny,
                 dry_run: false,
+                rules: 1,
             },
             PolicyInfo {
                 name: "try".into(),
                 action: PolicyAction::Deny,
                 dry_run: true,
+                rules: 1,
             },
         ];
         let names = all_counter_names(&policies);

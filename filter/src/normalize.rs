@@ -101,7 +101,7 @@ fn remove_dot_segments(path: &str) -> String {
     }
     let mut result = String::with_capacity(path.len());
     result.push('/');
-    result.push_str(&out.join("/"));
+    crate::text::push_joined(&mut result, &out, "/", "");
     result
 }
 

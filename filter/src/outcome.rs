@@ -157,15 +157,15 @@ pub fn key_value(attrs: &Attributes, attr: &KeyAttribute) -> Option<String> {
 }
 
 /// Takes a token from every limit that applies; the most restrictive answer is kept.
-pub fn check_rate_limits<S: CasStore + ?Sized>(
-    limits: &[CompiledRateLimit],
+pub fn check_rate_limits<'a, S: CasStore + ?Sized>(
+    limits: impl IntoIterator<Item = &'a CompiledRateLimit>,
     attrs: &Attributes,
     store: &S,
     now_ns: u64,
 ) -> Option<RateLimitHit> {
     let mut best: Option<RateLimitHit> = None;
     let mut matched = 0usize;
-    for limit in limits.iter().filter(|l| l.applies(attrs)) {
+    for limit in limits.into_iter().filter(|l| l.applies(attrs)) {
         matched += 1;
         let key = limit.limiter.bucket_key(|attr| key_value(attrs, attr));
         let decision = limit.limiter.check(store, &key, now_ns);

@@ -1,6 +1,35 @@
 //! Small text helpers kept out of the formatting machinery (`{:?}` on strings pulls Unicode
 //! tables into the `.wasm`) and out of the standard sorts (one large copy per element type).
 
+/// Adds `name` to `names` unless it is there already (lists of header names).
+#[inline(never)]
+pub fn add_unique(names: &mut Vec<String>, name: &str) {
+    if !names.iter().any(|n| n == name) {
+        names.push(name.to_string());
+    }
+}
+
+/// Appends `items` separated by `sep`, each between `quote` characters (`""` for none): one
+/// small loop instead of the standard `join` code for every element type.
+#[inline(never)]
+pub fn push_joined(out: &mut String, items: &[&str], sep: &str, quote: &str) {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(sep);
+        }
+        out.push_str(quote);
+        out.push_str(item);
+        out.push_str(quote);
+    }
+}
+
+/// `items` joined by `", "`.
+pub fn joined(items: &[&str]) -> String {
+    let mut out = String::new();
+    push_joined(&mut out, items, ", ", "");
+    out
+}
+
 /// `value` in double quotes, with quotes, backslashes and control characters escaped as in JSON.
 #[inline(never)]
 pub fn quote(value: &str) -> String {

@@ -81,19 +81,41 @@ pub enum ConfigErrorKind {
     UnknownWhenKey(String),
     #[error("bad key {}: expected request.headers[<header name>]", quote(.0))]
     BadHeaderKey(String),
+    /// A rule of `tiers` broken (the message says which).
+    #[error("{0}")]
+    Tiers(&'static str),
+    /// A value of `tiers` that is not allowed: `{0}` then the quoted value, then `{2}`.
+    #[error("{}{}{}", .0, quote(.1), .2)]
+    TiersValue(&'static str, String, &'static str),
+}
+
+impl ConfigErrorKind {
+    pub const POLICIES_WITH_TIERS: &'static str =
+        "`policies` and `tiers` cannot be used together: put the policies in a tier";
+    pub const PASS_OUTSIDE_ADMIN: &'static str =
+        "PASS is only allowed in the admin tier (it hands the request to the namespace tier)";
+    pub const NO_TIER_RULES: &'static str = "a tier policy needs at least one rule";
+    pub const PRIORITY_TOO_HIGH: &'static str = "priority must be in 0..=1000";
+    pub const RULE_LIMIT_WITH_MATCH: &'static str =
+        "a rule's `rateLimit` applies to the requests the rule matches: it takes no `match`";
+    pub const LIMIT_ON_DENY_RULE: &'static str =
+        "a DENY rule cannot have a `rateLimit`: the requests it matches are denied";
 }
 
 /// A rejected configuration: the JSON path of the offending value and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {kind}")]
 pub struct ConfigError {
-    pub path: ConfigPath,
-    pub kind: ConfigErrorKind,
+    pub path: Box<ConfigPath>,
+    pub kind: Box<ConfigErrorKind>,
 }
 
 impl ConfigError {
     #[inline(never)]
     pub fn new(path: ConfigPath, kind: ConfigErrorKind) -> Self {
-        Self { path, kind }
+        Self {
+            path: Box::new(path),
+            kind: Box::new(kind),
+        }
     }
 }

@@ -9,6 +9,7 @@ mod error;
 pub mod json;
 mod model;
 pub mod read;
+pub mod tiers;
 
 pub use error::{ConfigError, ConfigErrorKind, ConfigPath};
 pub use json::{Json, JsonWriter};
@@ -16,6 +17,7 @@ pub use model::{
     ConditionSpec, Config, FromSpec, OperationSpec, PolicySpec, RuleSpec, Scalar, SourceSpec,
     ToSpec,
 };
+pub use tiers::TiersSpec;
 
 /// Parses pluginConfig JSON into the model, locating syntax and shape errors.
 pub fn parse_config(json: &[u8]) -> Result<Config, ConfigError> {

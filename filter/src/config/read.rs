@@ -7,7 +7,7 @@ use super::json::Json;
 use super::model::Scalar;
 
 #[inline(never)]
-fn wrong_type(path: &ConfigPath, expected: &str, found: &Json) -> ConfigError {
+pub(crate) fn wrong_type(path: &ConfigPath, expected: &str, found: &Json) -> ConfigError {
     ConfigError::new(
         path.clone(),
         ConfigErrorKind::Syntax(format!("expected {expected}, found {}", found.kind())),
@@ -45,9 +45,13 @@ impl<'a> ObjectReader<'a> {
         &self.path
     }
 
-    /// The value of `key`, unless absent or `null`.
+    /// The value of `key`, unless absent or `null`. A key this object does not know is absent
+    /// (one reader serves several shapes; `finish` refuses what none asked for).
     #[inline(never)]
     pub fn take(&mut self, key: &str) -> Option<(&'a Json, ConfigPath)> {
+        if !self.known.contains(&key) {
+            return None;
+        }
         let at = self.members.iter().position(|(k, _)| k == key)?;
         if let Some(used) = self.used.get_mut(at) {
             *used = true;
@@ -151,13 +155,11 @@ impl<'a> ObjectReader<'a> {
         match unknown {
             None => Ok(()),
             Some(key) => {
-                let expected: Vec<String> = self.known.iter().map(|k| format!("`{k}`")).collect();
+                let mut message = format!("unknown field `{key}`, expected one of ");
+                crate::text::push_joined(&mut message, self.known, ", ", "`");
                 Err(ConfigError::new(
                     self.path.field(key),
-                    ConfigErrorKind::Syntax(format!(
-                        "unknown field `{key}`, expected one of {}",
-                        expected.join(", ")
-                    )),
+                    ConfigErrorKind::Syntax(message),
                 ))
             }
         }

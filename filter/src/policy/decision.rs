@@ -26,6 +26,28 @@ impl fmt::Display for PolicyAction {
     }
 }
 
+/// The tier of a `tiers` configuration that decided (or that a dry-run hit belongs to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TierName {
+    Admin,
+    Namespace,
+    Baseline,
+    Default,
+}
+
+impl TierName {
+    pub const ALL: [TierName; 4] = [Self::Admin, Self::Namespace, Self::Baseline, Self::Default];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Namespace => "namespace",
+            Self::Baseline => "baseline",
+            Self::Default => "default",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verdict {
     Allow,
@@ -54,6 +76,10 @@ pub enum Reason {
     NoAllowPolicyMatched,
     /// The request could not be evaluated (unreadable or malformed attributes): denied.
     CannotEvaluate(String),
+    /// `tiers`: no tier decided and `tiers.default` is `ALLOW`.
+    DefaultAllow,
+    /// `tiers`: no tier decided and `tiers.default` is `DENY` (or absent).
+    DefaultDeny,
 }
 
 impl Reason {
@@ -65,7 +91,10 @@ impl Reason {
         "cannot_evaluate",
     ];
 
-    /// Position of this reason's code in [`Reason::CODES`].
+    /// Codes only a `tiers` configuration produces, after [`Reason::CODES`].
+    pub const TIER_CODES: [&'static str; 2] = ["default_allow", "default_deny"];
+
+    /// Position of this reason's code in [`Reason::CODES`] followed by [`Reason::TIER_CODES`].
     pub fn index(&self) -> usize {
         match self {
             Self::DeniedByPolicy => 0,
@@ -73,11 +102,18 @@ impl Reason {
             Self::NoAllowPolicies => 2,
             Self::NoAllowPolicyMatched => 3,
             Self::CannotEvaluate(_) => 4,
+            Self::DefaultAllow => 5,
+            Self::DefaultDeny => 6,
         }
     }
 
     pub fn code(&self) -> &'static str {
-        Self::CODES.get(self.index()).copied().unwrap_or("")
+        let i = self.index();
+        Self::CODES
+            .get(i)
+            .or_else(|| Self::TIER_CODES.get(i.wrapping_sub(Self::CODES.len())))
+            .copied()
+            .unwrap_or("")
     }
 
     pub fn detail(&self) -> Option<&str> {
@@ -94,6 +130,8 @@ pub enum WouldBe {
     Allow,
     Deny,
     Audit,
+    /// An admin-tier rule that would hand the request to the namespace tier.
+    Pass,
 }
 
 impl WouldBe {
@@ -102,6 +140,7 @@ impl WouldBe {
             Self::Allow => "allow",
             Self::Deny => "deny",
             Self::Audit => "audit",
+            Self::Pass => "pass",
         }
     }
 }
@@ -113,7 +152,20 @@ pub struct DryRunHit<'p> {
     pub policy: &'p str,
     pub rule: Option<usize>,
     /// The final decision had this policy been enforced (`audit` for a matching AUDIT policy).
+    /// In the admin and baseline tiers: what the policy's matching rule would do.
     pub would_be: WouldBe,
+    /// `None` for plain `policies`.
+    pub tier: Option<TierName>,
+    /// The matching rule's name, when it has one (admin and baseline rules).
+    pub rule_name: Option<&'p str>,
+}
+
+/// A rule of a tier policy: its policy, its index and its name (when it has one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleRef<'p> {
+    pub policy: &'p str,
+    pub rule: usize,
+    pub name: Option<&'p str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +182,12 @@ pub struct Decision<'p> {
     /// Enforced AUDIT policies that matched, in configuration order.
     pub audit: Vec<&'p str>,
     pub dry_run: Vec<DryRunHit<'p>>,
+    /// The tier that decided; `None` for plain `policies`.
+    pub tier: Option<TierName>,
+    /// Name of the deciding rule, when it has one (admin and baseline rules).
+    pub rule_name: Option<&'p str>,
+    /// The admin rule whose PASS handed the request to the later tiers.
+    pub passed: Option<RuleRef<'p>>,
 }
 
 impl Decision<'static> {
@@ -143,6 +201,9 @@ impl Decision<'static> {
             reason: Reason::CannotEvaluate(detail.into()),
             audit: Vec::new(),
             dry_run: Vec::new(),
+            tier: None,
+            rule_name: None,
+            passed: None,
         }
     }
 }
@@ -158,6 +219,9 @@ impl Decision<'_> {
             (Reason::DeniedByPolicy, Some(policy)) => format!("egress denied by policy {policy}\n"),
             (Reason::CannotEvaluate(_), _) => {
                 "egress denied: request could not be evaluated\n".to_string()
+            }
+            (Reason::DefaultDeny, _) => {
+                "egress denied by default: no policy allowed the request\n".to_string()
             }
             _ => "egress denied: no ALLOW policy matched\n".to_string(),
         }

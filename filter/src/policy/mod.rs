@@ -7,12 +7,18 @@
 
 mod decision;
 mod rule;
+mod tiers;
+mod trace;
 
-pub use decision::{Decision, DryRunHit, PolicyAction, Reason, Verdict, WouldBe};
+pub use decision::{
+    Decision, DryRunHit, PolicyAction, Reason, RuleRef, TierName, Verdict, WouldBe,
+};
 pub use rule::{compile_rule, Check, CompiledRule, FieldMatcher, HttpOnlyOnTcp, RuleMatcher};
+pub use tiers::{CompiledTiers, LimitPlan, RuleAction, TierPolicyInfo};
+pub use trace::{RuleResult, TraceStep, Tracer};
 
 use crate::attributes::{Attributes, TrafficKind};
-use crate::config::{ConfigError, ConfigErrorKind, ConfigPath, PolicySpec};
+use crate::config::{ConfigError, ConfigErrorKind, ConfigPath, PolicySpec, RuleSpec};
 use crate::matchers::host::{HostTable, HostTableBuilder};
 use crate::matchers::{fast_map, HostPattern};
 use crate::text::sort_by;
@@ -25,6 +31,8 @@ pub struct PolicyInfo {
     pub name: String,
     pub action: PolicyAction,
     pub dry_run: bool,
+    /// Number of rules in the configuration (some may not apply to TCP connections).
+    pub rules: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -102,11 +110,21 @@ impl RuleList {
     }
 
     /// Visits the entries that match, in order; stops when `f` returns true.
-    fn each_match<'a>(&'a self, attrs: &Attributes, mut f: impl FnMut(&'a RuleEntry) -> bool) {
+    fn each_match<'a>(&'a self, attrs: &Attributes, f: impl FnMut(&'a RuleEntry) -> bool) {
+        self.each_match_where(attrs, |_| true, f);
+    }
+
+    /// [`RuleList::each_match`] over the entries `keep` accepts (checked before matching).
+    fn each_match_where<'a>(
+        &'a self,
+        attrs: &Attributes,
+        keep: impl Fn(&RuleEntry) -> bool,
+        mut f: impl FnMut(&'a RuleEntry) -> bool,
+    ) {
         match &self.index {
             None => {
                 for entry in &self.entries {
-                    if entry.matcher.matches(attrs) && f(entry) {
+                    if keep(entry) && entry.matcher.matches(attrs) && f(entry) {
                         return;
                     }
                 }
@@ -129,7 +147,7 @@ impl RuleList {
                     let Some(entry) = self.entries.get(id as usize) else {
                         continue;
                     };
-                    if entry.matcher.matches(attrs) && f(entry) {
+                    if keep(entry) && entry.matcher.matches(attrs) && f(entry) {
                         return;
                     }
                 }
@@ -159,24 +177,38 @@ impl RuleList {
     }
 }
 
-/// The policies compiled for one kind of traffic.
+/// The policies compiled for one kind of traffic, by action.
 #[derive(Debug, Clone, Default)]
-struct Tier {
+struct ActionLists {
     deny: RuleList,
     allow: RuleList,
     audit: RuleList,
     dry_run: RuleList,
 }
 
+impl ActionLists {
+    /// The list holding `info`'s rules (as [`ActionListsBuilder::list`] filled it).
+    fn list_of(&self, info: &PolicyInfo) -> &RuleList {
+        if info.dry_run {
+            return &self.dry_run;
+        }
+        match info.action {
+            PolicyAction::Deny => &self.deny,
+            PolicyAction::Allow => &self.allow,
+            PolicyAction::Audit => &self.audit,
+        }
+    }
+}
+
 #[derive(Default)]
-struct TierBuilder {
+struct ActionListsBuilder {
     deny: RuleListBuilder,
     allow: RuleListBuilder,
     audit: RuleListBuilder,
     dry_run: RuleListBuilder,
 }
 
-impl TierBuilder {
+impl ActionListsBuilder {
     fn list(&mut self, info: &PolicyInfo) -> &mut RuleListBuilder {
         if info.dry_run {
             return &mut self.dry_run;
@@ -188,8 +220,8 @@ impl TierBuilder {
         }
     }
 
-    fn build(self, key: IndexKey) -> Tier {
-        Tier {
+    fn build(self, key: IndexKey) -> ActionLists {
+        ActionLists {
             deny: self.deny.build(key),
             allow: self.allow.build(key),
             audit: self.audit.build(key),
@@ -202,8 +234,8 @@ impl TierBuilder {
 #[derive(Debug, Clone, Default)]
 pub struct CompiledPolicy {
     policies: Vec<PolicyInfo>,
-    http: Tier,
-    tcp: Tier,
+    http: ActionLists,
+    tcp: ActionLists,
     /// An enforced ALLOW policy exists (even one without rules): requests must match one.
     enforced_allow: bool,
     dry_run_allow: Vec<u32>,
@@ -212,15 +244,60 @@ pub struct CompiledPolicy {
     tcp_needs_inspection: bool,
 }
 
+/// Where a rule goes: its policy (position in the list being built) and index, its path in
+/// the document, and how its HTTP-only fields apply to TCP.
+struct RuleAt<'a> {
+    policy: u32,
+    rule: u32,
+    path: &'a ConfigPath,
+    on_tcp: HttpOnlyOnTcp,
+}
+
+/// Compiles a rule into its HTTP list and, when it applies to TCP, its TCP list; adds the
+/// headers it reads to `header_names`. Returns whether TCP connections must be inspected for it.
+#[inline(never)]
+fn push_rule(
+    [http, tcp]: [&mut RuleListBuilder; 2],
+    spec: &RuleSpec,
+    at: &RuleAt<'_>,
+    header_names: &mut Vec<String>,
+) -> Result<bool, ConfigError> {
+    let rule = compile_rule(spec, at.path, at.on_tcp)?;
+    for name in rule.http.header_names() {
+        crate::text::add_unique(header_names, name);
+    }
+    let mut needs_inspection = false;
+    if let Some(matcher) = rule.tcp {
+        needs_inspection = matcher.needs_inspection();
+        let entry = RuleEntry {
+            policy: at.policy,
+            rule: at.rule,
+            matcher,
+        };
+        tcp.push(entry, rule.sni_keys);
+    }
+    let entry = RuleEntry {
+        policy: at.policy,
+        rule: at.rule,
+        matcher: rule.http,
+    };
+    http.push(entry, rule.host_keys);
+    Ok(needs_inspection)
+}
+
+/// Policy and rule names become parts of metric names and log lines.
+fn is_valid_name(name: &str) -> bool {
+    name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn validate_name(name: &str, path: &ConfigPath) -> Result<(), ConfigError> {
     if name.is_empty() {
         return Err(ConfigError::new(path.clone(), ConfigErrorKind::EmptyName));
     }
-    let valid = name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !valid {
+    if !is_valid_name(name) {
         return Err(ConfigError::new(
             path.clone(),
             ConfigErrorKind::InvalidName(name.to_string()),
@@ -250,8 +327,8 @@ impl CompiledPolicy {
     pub fn compile(specs: &[PolicySpec], path: &ConfigPath) -> Result<Self, ConfigError> {
         let mut policies = Vec::with_capacity(specs.len());
         let mut names = fast_map::<Box<str>, Vec<()>>();
-        let mut http = TierBuilder::default();
-        let mut tcp = TierBuilder::default();
+        let mut http = ActionListsBuilder::default();
+        let mut tcp = ActionListsBuilder::default();
         let mut header_names: Vec<String> = Vec::new();
         let mut tcp_needs_inspection = false;
 
@@ -279,34 +356,21 @@ impl CompiledPolicy {
                 name: spec.name.clone(),
                 action,
                 dry_run: spec.dry_run,
+                rules: spec.rules.as_ref().map_or(0, Vec::len),
             };
             let on_tcp = match action {
                 PolicyAction::Allow => HttpOnlyOnTcp::DropRule,
                 PolicyAction::Deny | PolicyAction::Audit => HttpOnlyOnTcp::IgnoreField,
             };
             for (r, rule_spec) in spec.rules.iter().flatten().enumerate() {
-                let rule = compile_rule(rule_spec, &path.field("rules").index(r), on_tcp)?;
-                for name in rule.http.header_names() {
-                    if !header_names.iter().any(|h| h == name) {
-                        header_names.push(name.to_string());
-                    }
-                }
-                let (policy, rule_index) = (p as u32, r as u32);
-                if let Some(tcp_matcher) = rule.tcp {
-                    tcp_needs_inspection |= tcp_matcher.needs_inspection();
-                    let entry = RuleEntry {
-                        policy,
-                        rule: rule_index,
-                        matcher: tcp_matcher,
-                    };
-                    tcp.list(&info).push(entry, rule.sni_keys.clone());
-                }
-                let entry = RuleEntry {
-                    policy,
-                    rule: rule_index,
-                    matcher: rule.http,
+                let lists = [http.list(&info), tcp.list(&info)];
+                let at = RuleAt {
+                    policy: p as u32,
+                    rule: r as u32,
+                    path: &path.field("rules").index(r),
+                    on_tcp,
                 };
-                http.list(&info).push(entry, rule.host_keys);
+                tcp_needs_inspection |= push_rule(lists, rule_spec, &at, &mut header_names)?;
             }
             policies.push(info);
         }
@@ -356,11 +420,15 @@ impl CompiledPolicy {
         self.policies.get(policy as usize).map(|p| p.action)
     }
 
-    pub fn evaluate(&self, attrs: &Attributes) -> Decision<'_> {
-        let tier = match attrs.kind() {
+    fn lists(&self, kind: TrafficKind) -> &ActionLists {
+        match kind {
             TrafficKind::Http => &self.http,
             TrafficKind::Tcp => &self.tcp,
-        };
+        }
+    }
+
+    pub fn evaluate(&self, attrs: &Attributes) -> Decision<'_> {
+        let tier = self.lists(attrs.kind());
 
         let audit = tier
             .audit
@@ -377,6 +445,9 @@ impl CompiledPolicy {
             reason: Reason::NoAllowPolicyMatched,
             audit,
             dry_run: Vec::new(),
+            tier: None,
+            rule_name: None,
+            passed: None,
         };
         if let Some(entry) = tier.deny.first_match(attrs) {
             decision.policy = Some(self.name(entry.policy));
@@ -402,7 +473,7 @@ impl CompiledPolicy {
 
     fn dry_run_hits<'p>(
         &'p self,
-        tier: &Tier,
+        tier: &ActionLists,
         attrs: &Attributes,
         actual: &Decision<'_>,
     ) -> Vec<DryRunHit<'p>> {
@@ -423,6 +494,8 @@ impl CompiledPolicy {
                         policy: self.name(p),
                         rule: Some(r as usize),
                         would_be,
+                        tier: None,
+                        rule_name: None,
                     },
                 ))
             })
@@ -438,6 +511,8 @@ impl CompiledPolicy {
                             policy: self.name(p),
                             rule: None,
                             would_be: WouldBe::Deny,
+                            tier: None,
+                            rule_name: None,
                         },
                     ));
                 }

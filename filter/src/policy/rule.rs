@@ -82,6 +82,27 @@ impl FieldMatcher {
             Self::ConnectionProtocol(_) | Self::TlsVersion(_) | Self::Alpn(_)
         )
     }
+
+    /// For `explain`: the attribute this field reads (named as in `when` keys and in the
+    /// decision line), and the `from`/`to` fields it comes from, positive and negated.
+    fn names(&self) -> [&'static str; 3] {
+        match self {
+            Self::Principal(_) => ["source.principal", "principals", "notPrincipals"],
+            Self::Namespace(_) => ["source.namespace", "namespaces", "notNamespaces"],
+            Self::SourceIp(_) => ["source.ip", "ipBlocks", "notIpBlocks"],
+            Self::RemoteIp(_) => ["remote.ip", "remoteIpBlocks", "notRemoteIpBlocks"],
+            Self::DestinationIp(_) => ["destination.ip", "", ""],
+            Self::DestinationPort(_) => ["destination.port", "ports", "notPorts"],
+            Self::Sni(_) => ["connection.sni", "", ""],
+            Self::Host(_) => ["request.host", "hosts", "notHosts"],
+            Self::Method(_) => ["request.method", "methods", "notMethods"],
+            Self::Path(_) => ["request.normalized_path", "paths", "notPaths"],
+            Self::Header(..) => ["request.headers", "", ""],
+            Self::ConnectionProtocol(_) => ["connection.protocol", "", ""],
+            Self::TlsVersion(_) => ["connection.tls_version", "", ""],
+            Self::Alpn(_) => ["connection.alpn", "", ""],
+        }
+    }
 }
 
 /// One field of a source, operation or condition: `principals` (positive) or `notPrincipals`
@@ -105,6 +126,47 @@ fn all(checks: &[Check], attrs: &Attributes) -> bool {
     checks.iter().all(|c| c.matches(attrs))
 }
 
+impl Check {
+    /// Which check fails, for `explain`: the field, then the attribute in parentheses (its
+    /// value is in the decision line), e.g. `hosts (request.host)`,
+    /// `when notValues (request.headers[x-team])`.
+    fn describe_miss(&self, in_condition: bool, out: &mut String) {
+        let [attribute, positive, negative] = self.field.names();
+        out.push_str(match (in_condition, self.negated) {
+            (true, true) => "when notValues",
+            (true, false) => "when values",
+            (false, true) => negative,
+            (false, false) => positive,
+        });
+        out.push_str(" (");
+        out.push_str(attribute);
+        if let FieldMatcher::Header(header, _) = &self.field {
+            out.push('[');
+            out.push_str(header);
+            out.push(']');
+        }
+        out.push(')');
+    }
+}
+
+/// `from` or `to` entries of which none matched: the first failing check of each.
+fn entries_miss(list: &str, entries: &[Vec<Check>], attrs: &Attributes) -> String {
+    let mut out = String::new();
+    for (i, checks) in entries.iter().enumerate() {
+        if let Some(check) = checks.iter().find(|c| !c.matches(attrs)) {
+            if !out.is_empty() {
+                out.push_str("; ");
+            }
+            out.push_str(list);
+            out.push('[');
+            crate::text::push_uint(&mut out, i as u64);
+            out.push_str("].");
+            check.describe_miss(false, &mut out);
+        }
+    }
+    out
+}
+
 /// A compiled rule: some `from` entry, some `to` entry and every `when` condition must match;
 /// an empty list matches anything.
 #[derive(Debug, Clone, Default)]
@@ -119,6 +181,21 @@ impl RuleMatcher {
         (self.from.is_empty() || self.from.iter().any(|s| all(s, attrs)))
             && (self.to.is_empty() || self.to.iter().any(|o| all(o, attrs)))
             && all(&self.when, attrs)
+    }
+
+    /// Why the rule does not match `attrs` (the first part that fails: `from`, `to`, then
+    /// `when`), or `None` when it matches. Uses the same checks as [`RuleMatcher::matches`].
+    pub fn miss(&self, attrs: &Attributes) -> Option<String> {
+        if !self.from.is_empty() && !self.from.iter().any(|s| all(s, attrs)) {
+            return Some(entries_miss("from", &self.from, attrs));
+        }
+        if !self.to.is_empty() && !self.to.iter().any(|o| all(o, attrs)) {
+            return Some(entries_miss("to", &self.to, attrs));
+        }
+        let check = self.when.iter().find(|c| !c.matches(attrs))?;
+        let mut out = String::new();
+        check.describe_miss(true, &mut out);
+        Some(out)
     }
 
     /// Every check of the rule: sources, operations, conditions.
@@ -139,19 +216,13 @@ impl RuleMatcher {
         self.checks().any(|c| c.field.is_http_only())
     }
 
-    fn without_http_only(&self) -> Self {
-        let keep = |checks: &Vec<Check>| -> Vec<Check> {
-            checks
-                .iter()
-                .filter(|c| !c.field.is_http_only())
-                .cloned()
-                .collect()
-        };
-        Self {
-            from: self.from.iter().map(keep).collect(),
-            to: self.to.iter().map(keep).collect(),
-            when: keep(&self.when),
+    /// Removes the HTTP-only checks (a TCP connection has none of those attributes).
+    fn drop_http_only(&mut self) {
+        let keep = |check: &Check| !check.field.is_http_only();
+        for checks in self.from.iter_mut().chain(self.to.iter_mut()) {
+            checks.retain(keep);
         }
+        self.when.retain(keep);
     }
 
     /// Names (lower case) of the request headers this rule reads.
@@ -254,6 +325,14 @@ fn cidr_check(
     )
 }
 
+/// A `from.source` field: its values, its name, whether it is a `not` field, its matcher.
+type SourceField<'a, M> = (
+    &'a Option<Vec<String>>,
+    &'a str,
+    bool,
+    fn(M) -> FieldMatcher,
+);
+
 #[inline(never)]
 fn compile_source(spec: &SourceSpec, path: &ConfigPath) -> Result<Vec<Check>, ConfigError> {
     let unsupported = [
@@ -272,57 +351,61 @@ fn compile_source(spec: &SourceSpec, path: &ConfigPath) -> Result<Vec<Check>, Co
             ));
         }
     }
-    let checks = [
-        string_check(
+    // Loops over tables rather than one call per field: smaller `.wasm`.
+    let mut checks = Vec::new();
+    let strings: [SourceField<StringMatcher>; 4] = [
+        (
             &spec.principals,
-            &path.field("principals"),
+            "principals",
             false,
             FieldMatcher::Principal,
-        )?,
-        string_check(
+        ),
+        (
             &spec.not_principals,
-            &path.field("notPrincipals"),
+            "notPrincipals",
             true,
             FieldMatcher::Principal,
-        )?,
-        string_check(
+        ),
+        (
             &spec.namespaces,
-            &path.field("namespaces"),
+            "namespaces",
             false,
             FieldMatcher::Namespace,
-        )?,
-        string_check(
+        ),
+        (
             &spec.not_namespaces,
-            &path.field("notNamespaces"),
+            "notNamespaces",
             true,
             FieldMatcher::Namespace,
-        )?,
-        cidr_check(
-            &spec.ip_blocks,
-            &path.field("ipBlocks"),
-            false,
-            FieldMatcher::SourceIp,
-        )?,
-        cidr_check(
-            &spec.not_ip_blocks,
-            &path.field("notIpBlocks"),
-            true,
-            FieldMatcher::SourceIp,
-        )?,
-        cidr_check(
-            &spec.remote_ip_blocks,
-            &path.field("remoteIpBlocks"),
-            false,
-            FieldMatcher::RemoteIp,
-        )?,
-        cidr_check(
-            &spec.not_remote_ip_blocks,
-            &path.field("notRemoteIpBlocks"),
-            true,
-            FieldMatcher::RemoteIp,
-        )?,
+        ),
     ];
-    let checks: Vec<Check> = checks.into_iter().flatten().collect();
+    for (values, name, negated, make) in strings {
+        checks.extend(string_check(values, &path.field(name), negated, make)?);
+    }
+    let cidrs: [SourceField<CidrSet>; 4] = [
+        (&spec.ip_blocks, "ipBlocks", false, FieldMatcher::SourceIp),
+        (
+            &spec.not_ip_blocks,
+            "notIpBlocks",
+            true,
+            FieldMatcher::SourceIp,
+        ),
+        (
+            &spec.remote_ip_blocks,
+            "remoteIpBlocks",
+            false,
+            FieldMatcher::RemoteIp,
+        ),
+        (
+            &spec.not_remote_ip_blocks,
+            "notRemoteIpBlocks",
+            true,
+            FieldMatcher::RemoteIp,
+        ),
+    ];
+    for (values, name, negated, make) in cidrs {
+        checks.extend(cidr_check(values, &path.field(name), negated, make)?);
+    }
     if checks.is_empty() {
         return Err(ConfigError::new(
             path.clone(),
@@ -493,7 +576,7 @@ fn fact_check(
                 format!(
                     "{} is not one of {}",
                     crate::text::quote(value),
-                    known.join(", ")
+                    crate::text::joined(known)
                 ),
             ));
         }
@@ -507,6 +590,7 @@ fn scalar_texts(values: &Option<Vec<Scalar>>) -> Option<Vec<String>> {
         .map(|v| v.iter().map(|s| s.text.clone()).collect())
 }
 
+#[inline(never)]
 fn condition_checks(
     key: &WhenKey,
     values: &Option<Vec<Scalar>>,
@@ -585,6 +669,33 @@ pub fn compile_rule(
     path: &ConfigPath,
     on_tcp: HttpOnlyOnTcp,
 ) -> Result<CompiledRule, ConfigError> {
+    let (http, host_keys, sni_keys) = compile_matcher(spec, path)?;
+    // The TCP variant is compiled again rather than cloned: matchers have no `Clone` code in
+    // the `.wasm` that way, and the second pass cannot fail where the first did not.
+    let tcp = match (http.has_http_only(), on_tcp) {
+        (true, HttpOnlyOnTcp::DropRule) => None,
+        (has_http_only, _) => {
+            let (mut tcp, _, _) = compile_matcher(spec, path)?;
+            if has_http_only {
+                tcp.drop_http_only();
+            }
+            Some(tcp)
+        }
+    };
+    Ok(CompiledRule {
+        http,
+        tcp,
+        host_keys,
+        sni_keys,
+    })
+}
+
+type Keys = Option<Vec<HostPattern>>;
+
+fn compile_matcher(
+    spec: &RuleSpec,
+    path: &ConfigPath,
+) -> Result<(RuleMatcher, Keys, Keys), ConfigError> {
     let mut rule = RuleMatcher::default();
 
     if let Some(from) = &spec.from {
@@ -631,19 +742,5 @@ pub fn compile_rule(
                 .extend(compile_condition(condition, &path.index(i), &mut sni_keys)?);
         }
     }
-
-    let tcp = if !rule.has_http_only() {
-        Some(rule.clone())
-    } else {
-        match on_tcp {
-            HttpOnlyOnTcp::DropRule => None,
-            HttpOnlyOnTcp::IgnoreField => Some(rule.without_http_only()),
-        }
-    };
-    Ok(CompiledRule {
-        http: rule,
-        tcp,
-        host_keys,
-        sni_keys,
-    })
+    Ok((rule, host_keys, sni_keys))
 }

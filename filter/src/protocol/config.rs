@@ -60,18 +60,29 @@ impl HttpConfig {
 
     pub fn read(value: &Json, path: &ConfigPath) -> Result<Self, ConfigError> {
         let mut obj = ObjectReader::new(value, path, Self::FIELDS)?;
-        let d = Self::default();
-        let config = Self {
+        // Field by field over the defaults: an error drops one whole value (smaller `.wasm`).
+        let mut config = Self {
             allowed_methods: obj.strings("allowedMethods")?,
-            allow_connect: obj.bool("allowConnect")?.unwrap_or(d.allow_connect),
-            require_authority: obj.bool("requireAuthority")?.unwrap_or(d.require_authority),
-            require_sni_match: obj.bool("requireSniMatch")?.unwrap_or(d.require_sni_match),
-            allowed_versions: obj
-                .strings("allowedVersions")?
-                .unwrap_or(d.allowed_versions),
-            max_headers: obj.u32("maxHeaders")?.unwrap_or(d.max_headers),
-            max_header_bytes: obj.u32("maxHeaderBytes")?.unwrap_or(d.max_header_bytes),
+            ..Self::default()
         };
+        if let Some(v) = obj.bool("allowConnect")? {
+            config.allow_connect = v;
+        }
+        if let Some(v) = obj.bool("requireAuthority")? {
+            config.require_authority = v;
+        }
+        if let Some(v) = obj.bool("requireSniMatch")? {
+            config.require_sni_match = v;
+        }
+        if let Some(v) = obj.strings("allowedVersions")? {
+            config.allowed_versions = v;
+        }
+        if let Some(v) = obj.u32("maxHeaders")? {
+            config.max_headers = v;
+        }
+        if let Some(v) = obj.u32("maxHeaderBytes")? {
+            config.max_header_bytes = v;
+        }
         obj.finish()?;
         Ok(config)
     }
@@ -90,18 +101,26 @@ impl TcpConfig {
 
     pub fn read(value: &Json, path: &ConfigPath) -> Result<Self, ConfigError> {
         let mut obj = ObjectReader::new(value, path, Self::FIELDS)?;
-        let d = Self::default();
-        let config = Self {
-            tls_ports: obj.list("tlsPorts", read_u32)?.unwrap_or(d.tls_ports),
-            min_tls_version: obj.string("minTlsVersion")?.unwrap_or(d.min_tls_version),
-            allowed_alpn: obj.strings("allowedAlpn")?,
-            require_alpn: obj.bool("requireAlpn")?.unwrap_or(d.require_alpn),
-            require_sni: obj.bool("requireSni")?.unwrap_or(d.require_sni),
-            allow_ech: obj.bool("allowEch")?.unwrap_or(d.allow_ech),
-            max_client_hello_bytes: obj
-                .u32("maxClientHelloBytes")?
-                .unwrap_or(d.max_client_hello_bytes),
-        };
+        let mut config = Self::default();
+        if let Some(v) = obj.list("tlsPorts", read_u32)? {
+            config.tls_ports = v;
+        }
+        if let Some(v) = obj.string("minTlsVersion")? {
+            config.min_tls_version = v;
+        }
+        config.allowed_alpn = obj.strings("allowedAlpn")?;
+        if let Some(v) = obj.bool("requireAlpn")? {
+            config.require_alpn = v;
+        }
+        if let Some(v) = obj.bool("requireSni")? {
+            config.require_sni = v;
+        }
+        if let Some(v) = obj.bool("allowEch")? {
+            config.allow_ech = v;
+        }
+        if let Some(v) = obj.u32("maxClientHelloBytes")? {
+            config.max_client_hello_bytes = v;
+        }
         obj.finish()?;
         Ok(config)
     }
@@ -216,7 +235,10 @@ impl HttpConfig {
             if !HTTP_VERSIONS.contains(&version.as_str()) {
                 return Err(invalid(
                     at("allowedVersions").index(i),
-                    format!("{version:?} is not one of {}", HTTP_VERSIONS.join(", ")),
+                    format!(
+                        "{version:?} is not one of {}",
+                        crate::text::joined(&HTTP_VERSIONS)
+                    ),
                 ));
             }
         }

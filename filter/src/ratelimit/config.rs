@@ -53,17 +53,19 @@ impl RateLimitConfig {
     ];
 
     /// Reads one entry at `path` (e.g. `rateLimits[1]`).
+    #[inline(never)]
     pub fn read(value: &Json, path: &ConfigPath) -> Result<Self, ConfigError> {
         let mut obj = ObjectReader::new(value, path, Self::FIELDS)?;
-        let config = Self {
+        let mut config = Self {
             name: obj.required_string("name")?,
-            match_rule: obj.object("match", RuleSpec::read)?,
-            key: obj.strings("key")?.unwrap_or_default(),
-            max_tokens: obj.required_u32("maxTokens")?,
-            tokens_per_fill: obj.u32("tokensPerFill")?.unwrap_or(1),
-            fill_interval: obj.required_string("fillInterval")?,
-            max_keys: obj.u32("maxKeys")?.unwrap_or(DEFAULT_MAX_KEYS),
+            ..Self::default()
         };
+        config.match_rule = obj.object("match", RuleSpec::read)?;
+        config.key = obj.strings("key")?.unwrap_or_default();
+        config.max_tokens = obj.required_u32("maxTokens")?;
+        config.tokens_per_fill = obj.u32("tokensPerFill")?.unwrap_or(1);
+        config.fill_interval = obj.required_string("fillInterval")?;
+        config.max_keys = obj.u32("maxKeys")?.unwrap_or(DEFAULT_MAX_KEYS);
         obj.finish()?;
         Ok(config)
     }
@@ -214,14 +216,23 @@ pub fn validate_rate_limits(
         let entry_path = path.index(i);
         let spec = limit.validate(&entry_path)?;
         if let Some(first) = specs.iter().position(|s| s.name == spec.name) {
-            return Err(invalid(
-                entry_path.field("name"),
-                format!("{:?} is already used by {}", spec.name, path.index(first)),
+            return Err(name_already_used(
+                &spec.name,
+                &entry_path,
+                &path.index(first),
             ));
         }
         specs.push(spec);
     }
     Ok(specs)
+}
+
+/// The error for a limit at `path` whose name the limit at `first` already has.
+pub fn name_already_used(name: &str, path: &ConfigPath, first: &ConfigPath) -> ConfigError {
+    invalid(
+        path.field("name"),
+        format!("{name:?} is already used by {first}"),
+    )
 }
 
 fn validate_name(name: &str) -> Result<(), String> {

@@ -20,6 +20,7 @@ const METRIC_COUNTER: u32 = 0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
+    Debug = 1,
     Info = 2,
     Warn = 3,
     Error = 4,
@@ -28,6 +29,7 @@ pub enum LogLevel {
 #[link(wasm_import_module = "env")]
 extern "C" {
     fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_log_level(return_level: *mut u32) -> u32;
     fn proxy_get_property(
         path_data: *const u8,
         path_size: usize,
@@ -96,6 +98,14 @@ pub fn log(level: LogLevel, message: &str) {
     unsafe {
         proxy_log(level as u32, message.as_ptr(), message.len());
     }
+}
+
+/// The host's log level (0 trace, 1 debug, 2 info, ...); `None` if the host cannot tell.
+pub fn log_level() -> Option<u32> {
+    let mut level: u32 = 0;
+    // SAFETY: the out-pointer is a valid local.
+    let status = unsafe { proxy_get_log_level(&mut level) };
+    (status == STATUS_OK).then_some(level)
 }
 
 /// Reads a property; `path` is its segments joined by NUL (`"source\0address"`).

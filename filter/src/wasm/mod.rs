@@ -11,12 +11,14 @@ use abi::Action;
 
 use crate::attributes::{Attributes, TrafficKind};
 use crate::gather::{gather_connection, gather_http_checked};
-use crate::log::{decision_line, outcome_line};
+use crate::log::{decision_line, outcome_line, trace_line};
 use crate::metrics;
-use crate::policy::{Decision, Reason, Verdict, WouldBe};
+use crate::policy::{
+    Decision, PolicyAction, PolicyInfo, Reason, RuleAction, TierName, TraceStep, Verdict, WouldBe,
+};
 use crate::protocol::http::is_istio_internal_sni;
 use crate::protocol::{ConnectionFacts, ConnectionInspector, DEFAULT_MAX_CLIENT_HELLO_BYTES};
-use crate::{CompiledConfig, FinalVerdict, Outcome, ProtocolViolation};
+use crate::{CompiledConfig, CompiledTiers, FinalVerdict, Outcome, ProtocolViolation};
 use host::{Host, LogLevel, SharedData};
 
 /// Counter ids, defined at configure time (names are bounded by the configuration), laid out so
@@ -25,9 +27,17 @@ use host::{Host, LogLevel, SharedData};
 struct Counters {
     /// `[kind][verdict]`: http/tcp × allow/deny.
     decision: [[Option<u32>; 2]; 2],
-    reason: [Option<u32>; 5],
-    /// By policy name, sorted for binary search.
-    policy: Vec<(String, PolicyCounters)>,
+    /// By [`Reason::index`].
+    reason: [Option<u32>; 7],
+    /// Plain `policies`.
+    policy: PolicyCounterList,
+    /// `tiers`: `[tier][verdict]`, and PASSes taken in the admin tier.
+    tier: [[Option<u32>; 2]; 4],
+    tier_pass: Option<u32>,
+    /// `tiers`: admin and baseline policies, and the namespace tier's by namespace index.
+    admin: PolicyCounterList,
+    baseline: PolicyCounterList,
+    namespaces: Vec<PolicyCounterList>,
     /// `[kind]`: http, tcp.
     ratelimited: [Option<u32>; 2],
     protocol_denied: [Option<u32>; 2],
@@ -35,12 +45,53 @@ struct Counters {
     limit: Vec<(String, Option<u32>)>,
 }
 
+/// Policies' counters by policy name, sorted for binary search.
+type PolicyCounterList = Vec<(String, PolicyCounters)>;
+
+fn sort_counters(list: &mut PolicyCounterList) {
+    crate::text::sort_by(list, |a, b| a.0 < b.0);
+}
+
+fn find<'c>(list: &'c PolicyCounterList, name: &str) -> Option<&'c PolicyCounters> {
+    let at = list.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok()?;
+    list.get(at).map(|(_, ids)| ids)
+}
+
 #[derive(Default)]
 struct PolicyCounters {
-    /// allow, deny or audit, by the policy's action.
-    outcome: Option<u32>,
-    /// allow, deny, audit.
-    dry_run: [Option<u32>; 3],
+    /// By [`outcome_index`]: allow, deny, audit, pass (those the policy can produce).
+    outcome: [Option<u32>; 4],
+    /// Dry-run outcomes, same layout.
+    dry_run: [Option<u32>; 4],
+}
+
+impl PolicyCounters {
+    /// The counters of an AuthorizationPolicy-like policy whose names start with `prefix`.
+    fn istio(info: &PolicyInfo, prefix: &str) -> Self {
+        let mut ids = Self::default();
+        if info.dry_run {
+            for would_be in [WouldBe::Allow, WouldBe::Deny, WouldBe::Audit] {
+                ids.set(true, would_be, prefix);
+            }
+        } else {
+            ids.set(false, action_outcome(info.action), prefix);
+        }
+        ids
+    }
+
+    fn set(&mut self, dry_run: bool, outcome: WouldBe, prefix: &str) {
+        let (slots, name) = if dry_run {
+            (
+                &mut self.dry_run,
+                format!("{prefix}.dry_run.{}", outcome.as_str()),
+            )
+        } else {
+            (&mut self.outcome, format!("{prefix}.{}", outcome.as_str()))
+        };
+        if let Some(slot) = slots.get_mut(outcome_index(outcome)) {
+            *slot = define(&name);
+        }
+    }
 }
 
 fn define(name: &str) -> Option<u32> {
@@ -70,15 +121,35 @@ fn verdict_index(verdict: Verdict) -> usize {
     }
 }
 
-fn would_be_index(would_be: WouldBe) -> usize {
-    match would_be {
+fn outcome_index(outcome: WouldBe) -> usize {
+    match outcome {
         WouldBe::Allow => 0,
         WouldBe::Deny => 1,
         WouldBe::Audit => 2,
+        WouldBe::Pass => 3,
+    }
+}
+
+/// The outcome counted when a policy of this action decides (or, for AUDIT, matches).
+fn action_outcome(action: PolicyAction) -> WouldBe {
+    match action {
+        PolicyAction::Allow => WouldBe::Allow,
+        PolicyAction::Deny => WouldBe::Deny,
+        PolicyAction::Audit => WouldBe::Audit,
+    }
+}
+
+fn tier_index(tier: TierName) -> usize {
+    match tier {
+        TierName::Admin => 0,
+        TierName::Namespace => 1,
+        TierName::Baseline => 2,
+        TierName::Default => 3,
     }
 }
 
 impl Counters {
+    #[inline(never)]
     fn define(config: &CompiledConfig) -> Self {
         let mut counters = Self::default();
         for kind in [TrafficKind::Http, TrafficKind::Tcp] {
@@ -110,35 +181,73 @@ impl Counters {
             *slot = define(&metrics::reason_counter(code));
         }
         for policy in config.policy.policies() {
-            let mut ids = PolicyCounters::default();
-            if policy.dry_run {
-                for would_be in [WouldBe::Allow, WouldBe::Deny, WouldBe::Audit] {
-                    if let Some(slot) = ids.dry_run.get_mut(would_be_index(would_be)) {
-                        *slot = define(&metrics::dry_run_counter(&policy.name, would_be));
-                    }
-                }
-            } else {
-                ids.outcome = define(&metrics::policy_counter(
-                    &policy.name,
-                    metrics::policy_outcome(policy.action),
-                ));
-            }
+            let ids = PolicyCounters::istio(policy, &metrics::policy_prefix(&policy.name));
             counters.policy.push((policy.name.clone(), ids));
         }
-        crate::text::sort_by(&mut counters.policy, |a, b| a.0 < b.0);
+        sort_counters(&mut counters.policy);
+        if let Some(tiers) = &config.tiers {
+            counters.define_tiers(tiers);
+        }
         counters
     }
 
-    fn policy(&self, name: &str) -> Option<&PolicyCounters> {
-        let at = self
-            .policy
-            .binary_search_by(|(n, _)| n.as_str().cmp(name))
-            .ok()?;
-        self.policy.get(at).map(|(_, ids)| ids)
+    #[inline(never)]
+    fn define_tiers(&mut self, tiers: &CompiledTiers) {
+        let tier_codes = self.reason.iter_mut().skip(Reason::CODES.len());
+        for (slot, code) in tier_codes.zip(Reason::TIER_CODES) {
+            *slot = define(&metrics::reason_counter(code));
+        }
+        // Rows in `tier_index` order, columns in `verdict_index` order.
+        for (row, tier) in self.tier.iter_mut().zip(TierName::ALL) {
+            for (slot, verdict) in row.iter_mut().zip(["allow", "deny"]) {
+                *slot = define(&metrics::tier_counter(tier, verdict));
+            }
+        }
+        self.tier_pass = define(&metrics::tier_counter(TierName::Admin, "pass"));
+        for (tier, policies, list) in [
+            (TierName::Admin, tiers.admin(), &mut self.admin),
+            (TierName::Baseline, tiers.baseline(), &mut self.baseline),
+        ] {
+            for info in policies {
+                let prefix = metrics::tier_policy_prefix(tier, None, &info.name);
+                let mut ids = PolicyCounters::default();
+                for action in RuleAction::ALL.into_iter().filter(|a| info.has_action(*a)) {
+                    ids.set(info.dry_run, action.would_be(), &prefix);
+                }
+                list.push((info.name.clone(), ids));
+            }
+            sort_counters(list);
+        }
+        for (namespace, policy) in tiers.namespaces() {
+            let mut list = PolicyCounterList::new();
+            for info in policy.map_or(&[][..], |p| p.policies()) {
+                let prefix =
+                    metrics::tier_policy_prefix(TierName::Namespace, Some(namespace), &info.name);
+                list.push((info.name.clone(), PolicyCounters::istio(info, &prefix)));
+            }
+            sort_counters(&mut list);
+            self.namespaces.push(list);
+        }
     }
 
-    fn record_outcome(&self, kind: TrafficKind, outcome: &Outcome<'_>) {
-        self.record(kind, &outcome.decision);
+    /// The counters of a policy of `tier`; `namespace`: the source namespace's index.
+    fn tier_policy(
+        &self,
+        tier: TierName,
+        namespace: Option<usize>,
+        name: &str,
+    ) -> Option<&PolicyCounters> {
+        let list = match tier {
+            TierName::Admin => &self.admin,
+            TierName::Baseline => &self.baseline,
+            _ => self.namespaces.get(namespace?)?,
+        };
+        find(list, name)
+    }
+
+    /// `namespace`: the index of the request's source namespace in the namespace tier.
+    fn record_outcome(&self, kind: TrafficKind, outcome: &Outcome<'_>, namespace: Option<usize>) {
+        self.record(kind, &outcome.decision, namespace);
         match outcome.verdict() {
             FinalVerdict::RateLimited => {
                 bump(self.ratelimited.get(kind_index(kind)));
@@ -154,23 +263,60 @@ impl Counters {
         }
     }
 
-    fn record(&self, kind: TrafficKind, decision: &Decision<'_>) {
+    fn record(&self, kind: TrafficKind, decision: &Decision<'_>, namespace: Option<usize>) {
         bump(
             self.decision
                 .get(kind_index(kind))
                 .and_then(|row| row.get(verdict_index(decision.verdict))),
         );
         bump(self.reason.get(decision.reason.index()));
-        if let Some(policy) = decision.policy {
-            bump(self.policy(policy).map(|p| &p.outcome));
+        let Some(tier) = decision.tier else {
+            if let Some(policy) = decision.policy {
+                let outcome = decision.action.map_or(WouldBe::Allow, action_outcome);
+                let ids = find(&self.policy, policy);
+                bump(ids.and_then(|p| p.outcome.get(outcome_index(outcome))));
+            }
+            for policy in &decision.audit {
+                let ids = find(&self.policy, policy);
+                bump(ids.and_then(|p| p.outcome.get(outcome_index(WouldBe::Audit))));
+            }
+            for hit in &decision.dry_run {
+                bump(
+                    find(&self.policy, hit.policy)
+                        .and_then(|p| p.dry_run.get(outcome_index(hit.would_be))),
+                );
+            }
+            return;
+        };
+        bump(
+            self.tier
+                .get(tier_index(tier))
+                .and_then(|row| row.get(verdict_index(decision.verdict))),
+        );
+        if let Some(passed) = &decision.passed {
+            bump(Some(&self.tier_pass));
+            bump(
+                self.tier_policy(TierName::Admin, None, passed.policy)
+                    .and_then(|p| p.outcome.get(outcome_index(WouldBe::Pass))),
+            );
+        }
+        if let (Some(policy), Some(action)) = (decision.policy, decision.action) {
+            bump(
+                self.tier_policy(tier, namespace, policy)
+                    .and_then(|p| p.outcome.get(outcome_index(action_outcome(action)))),
+            );
         }
         for policy in &decision.audit {
-            bump(self.policy(policy).map(|p| &p.outcome));
+            bump(
+                self.tier_policy(TierName::Namespace, namespace, policy)
+                    .and_then(|p| p.outcome.get(outcome_index(WouldBe::Audit))),
+            );
         }
         for hit in &decision.dry_run {
+            let Some(tier) = hit.tier else { continue };
             bump(
-                self.policy(hit.policy)
-                    .and_then(|p| p.dry_run.get(would_be_index(hit.would_be))),
+                self.tier_policy(tier, namespace, hit.policy)
+                    .and_then(|p| p.dry_run.get(outcome_index(hit.would_be))),
             );
         }
     }
@@ -187,6 +333,9 @@ fn bump(id: Option<&Option<u32>>) {
 struct FilterState {
     config: CompiledConfig,
     counters: Counters,
+    /// The host logs at debug level (read at configure time): every evaluation step is logged
+    /// for `explain`.
+    explain: bool,
 }
 
 #[derive(Default, Clone)]
@@ -209,16 +358,24 @@ impl EgressRoot {
         match CompiledConfig::from_json(&bytes) {
             Ok(config) => {
                 let counters = Counters::define(&config);
+                // With `tiers`, `policies` counts the policies of every tier.
+                let policies = config.policy.policies().len()
+                    + config.tiers.as_ref().map_or(0, CompiledTiers::policy_count);
                 host::log(
                     LogLevel::Info,
                     &format!(
-                        "{{\"event\":\"configured\",\"policies\":{},\"rateLimits\":{},\"protocolChecks\":{}}}",
-                        config.policy.policies().len(),
+                        "{{\"event\":\"configured\",\"policies\":{policies},\"rateLimits\":{},\"protocolChecks\":{}}}",
                         config.rate_limits.len(),
                         config.protocol.is_some()
                     ),
                 );
-                self.state = Some(Rc::new(FilterState { config, counters }));
+                // 0 is trace, 1 debug.
+                let explain = host::log_level().is_some_and(|level| level <= 1);
+                self.state = Some(Rc::new(FilterState {
+                    config,
+                    counters,
+                    explain,
+                }));
                 true
             }
             Err(err) => {
@@ -271,7 +428,7 @@ fn cannot_evaluate(state: Option<&FilterState>, kind: TrafficKind, detail: Strin
     let decision = Decision::cannot_evaluate(detail);
     host::log(LogLevel::Info, &decision_line(kind, &decision, None));
     if let Some(state) = state {
-        state.counters.record(kind, &decision);
+        state.counters.record(kind, &decision, None);
     }
     Reply::deny(decision.deny_body())
 }
@@ -310,9 +467,20 @@ fn decide(
             }
         }
     };
-    let outcome = state.config.decide(attrs, violation, &SharedData, now_ns);
+    let mut log_step = |step: &TraceStep<'_>| host::log(LogLevel::Debug, &trace_line(step));
+    let tracer = match state.explain {
+        true => Some(&mut log_step as &mut dyn FnMut(&TraceStep<'_>)),
+        false => None,
+    };
+    let outcome = state
+        .config
+        .decide_traced(attrs, violation, &SharedData, now_ns, tracer);
     host::log(LogLevel::Info, &outcome_line(kind, &outcome, Some(attrs)));
-    state.counters.record_outcome(kind, &outcome);
+    let namespace = match (&state.config.tiers, attrs.source_namespace.as_deref()) {
+        (Some(tiers), Some(ns)) => tiers.namespace_index(ns),
+        _ => None,
+    };
+    state.counters.record_outcome(kind, &outcome, namespace);
     match outcome.verdict() {
         FinalVerdict::Allow => None,
         FinalVerdict::Deny => Some(Reply::deny(outcome.reply_body())),
