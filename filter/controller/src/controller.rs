@@ -567,14 +567,59 @@ impl Reconciler {
         if !*self.leader.borrow() {
             return Err("no longer the leader".into());
         }
-        let object = wasmplugin::apply_object(&target.name, &target.namespace, compiled);
-        let params = PatchParams::apply(wasmplugin::FIELD_MANAGER).force();
-        let patch = Patch::Apply(&object);
-        match retrying(&metrics, wasmplugin::PLURAL, || {
-            api.patch(&target.name, &params, &patch)
-        })
-        .await
-        {
+        let mut object = wasmplugin::apply_object(&target.name, &target.namespace, compiled);
+        // Keys someone else put in pluginConfig (the `policies` of a hand-written one) would stay
+        // beside `tiers` under server-side apply, and the filter refuses both together: then the
+        // whole pluginConfig is replaced in one merge patch (never a moment with both or
+        // neither), guarded by the resourceVersion just read.
+        let foreign: Vec<String> = current
+            .as_object()
+            .map(|m| {
+                m.keys()
+                    .filter(|k| compiled.plugin_config.get(k.as_str()).is_none())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let result = if foreign.is_empty() {
+            let params = PatchParams::apply(wasmplugin::FIELD_MANAGER).force();
+            let patch = Patch::Apply(&object);
+            match retrying(&metrics, wasmplugin::PLURAL, || {
+                api.patch(&target.name, &params, &patch)
+            })
+            .await
+            {
+                // Server-side apply keeps what another manager (or an earlier update) owns: if
+                // anything is left over, the merge patch below makes the content exact.
+                Ok(applied) if applied.data["spec"]["pluginConfig"] == compiled.plugin_config => {
+                    Ok(())
+                }
+                Ok(applied) => {
+                    replace(
+                        &api,
+                        &metrics,
+                        target,
+                        &object,
+                        &applied.data["spec"]["pluginConfig"],
+                        &applied.metadata.resource_version,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            tracing::info!(wasmplugin = %label, keys = ?foreign, "replacing pluginConfig keys the controller does not write");
+            replace(
+                &api,
+                &metrics,
+                target,
+                &object,
+                current,
+                &existing.metadata.resource_version,
+            )
+            .await
+        };
+        match result {
             Ok(_) => {
                 metrics.wasmplugin_write("applied");
                 tracing::info!(wasmplugin = %label, sha256 = %hash, "configuration applied");
@@ -726,6 +771,55 @@ impl Reconciler {
                 false
             }
         }
+    }
+}
+
+/// Makes the WasmPlugin's pluginConfig exactly `object`'s in one JSON merge patch (what `current`
+/// has and `object` lacks is set to null), guarded by `resource_version`.
+async fn replace(
+    api: &Api<DynamicObject>,
+    metrics: &Metrics,
+    target: &Target,
+    object: &serde_json::Value,
+    current: &serde_json::Value,
+    resource_version: &Option<String>,
+) -> std::result::Result<(), kube::Error> {
+    let mut patch = object.clone();
+    patch["spec"]["pluginConfig"] = merge_patch_to(current, &object["spec"]["pluginConfig"]);
+    patch["metadata"]["resourceVersion"] = serde_json::json!(resource_version);
+    let params = PatchParams {
+        field_manager: Some(wasmplugin::FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    let patch = Patch::Merge(&patch);
+    retrying(metrics, wasmplugin::PLURAL, || {
+        api.patch(&target.name, &params, &patch)
+    })
+    .await
+    .map(|_| ())
+}
+
+/// The JSON merge patch (RFC 7386) that turns `current` into `wanted`.
+pub fn merge_patch_to(
+    current: &serde_json::Value,
+    wanted: &serde_json::Value,
+) -> serde_json::Value {
+    match (current.as_object(), wanted.as_object()) {
+        (Some(have), Some(want)) => {
+            let mut patch = serde_json::Map::new();
+            for (key, value) in want {
+                let child = match have.get(key) {
+                    Some(old) => merge_patch_to(old, value),
+                    None => value.clone(),
+                };
+                patch.insert(key.clone(), child);
+            }
+            for key in have.keys().filter(|k| !want.contains_key(*k)) {
+                patch.insert(key.clone(), serde_json::Value::Null);
+            }
+            serde_json::Value::Object(patch)
+        }
+        _ => wanted.clone(),
     }
 }
 

@@ -113,7 +113,7 @@ fn invalid_input_exits_2_naming_file_document_and_field() {
         ),
         (
             "apiVersion: policy.egress-guard.dev/v1alpha1\nkind: ClusterEgressPolicy\nmetadata:\n  name: typo\nspec:\n  tier: Admin\n  priority: 5\n  rules:\n  - name: r\n    action: Deny\n    too: []\n",
-            "bad.yaml:2: spec.rules[0]: unknown field `too`",
+            "bad.yaml:2: spec.rules[0].too: unknown field `too`",
         ),
         (
             "apiVersion: policy.egress-guard.dev/v1alpha1\nkind: ClusterEgressPolicy\nmetadata:\n  name: far\nspec:\n  tier: Admin\n  priority: 5000\n  rules:\n  - name: r\n    action: Deny\n",

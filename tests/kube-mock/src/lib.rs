@@ -239,6 +239,9 @@ struct ApiState {
     /// Collections answered with 404, as when a CRD is not installed.
     missing_collections: BTreeSet<String>,
     uid_counter: u64,
+    /// What each field manager last applied (server-side apply), by (plural, namespace, name,
+    /// manager): a field it applied before and omits now is removed.
+    applied: BTreeMap<(String, String, String, String), Value>,
 }
 
 struct Shared {
@@ -900,7 +903,13 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         (&Method::PATCH, Some(name))
             if content_type.as_deref() == Some("application/apply-patch+yaml") =>
         {
-            server_side_apply(&shared, &route, name, body.clone())
+            server_side_apply(
+                &shared,
+                &route,
+                name,
+                body.clone(),
+                query.get("fieldManager").cloned(),
+            )
         }
         (&Method::PATCH, Some(name)) => patch(&shared, &route, name, body.clone()),
         (&Method::DELETE, Some(name)) => delete(&shared, &route, name),
@@ -1122,6 +1131,26 @@ fn patch(shared: &Shared, route: &Route, name: &str, body: Option<Value>) -> (u1
     (200, stored)
 }
 
+/// Removes from `object` the fields `before` had and `now` lacks (objects compared key by key,
+/// anything else as a whole).
+fn remove_omitted(object: &mut Value, before: &Value, now: &Value) {
+    let (Some(target), Some(before)) = (object.as_object_mut(), before.as_object()) else {
+        return;
+    };
+    for (key, old) in before {
+        match now.get(key) {
+            None => {
+                target.remove(key);
+            }
+            Some(new) => {
+                if let Some(child) = target.get_mut(key) {
+                    remove_omitted(child, old, new);
+                }
+            }
+        }
+    }
+}
+
 fn conflict() -> Value {
     status_body(
         409,
@@ -1137,6 +1166,7 @@ fn server_side_apply(
     route: &Route,
     name: &str,
     body: Option<Value>,
+    manager: Option<String>,
 ) -> (u16, Value) {
     let Some(applied) = body else {
         return (400, status_body(400, "BadRequest", "no body"));
@@ -1163,8 +1193,18 @@ fn server_side_apply(
     } else {
         Part::Object
     };
+    let key = (
+        route.coll.plural.to_string(),
+        ns.clone(),
+        name.to_string(),
+        manager.unwrap_or_default(),
+    );
+    let before = st.applied.insert(key, applied.clone());
     let (object, event, code) = match current {
         Some(mut current) => {
+            if let Some(before) = &before {
+                remove_omitted(&mut current, before, &applied);
+            }
             merge_patch(&mut current, &applied);
             (current, "MODIFIED", 200)
         }
