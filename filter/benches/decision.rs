@@ -7,7 +7,11 @@
 //! - `evaluate/one_policy_per_host/<n>`: n ALLOW policies with one host each (the host index
 //!   narrows the rules before they are evaluated).
 //! - `request/one_rule/<n>`: the whole per-request path of the filter natively: normalise the
-//!   request head, evaluate, render the log line.
+//!   request head, evaluate (through `CompiledConfig::evaluate`, as the filter does), render
+//!   the log line.
+//! - `request/tiers/<n>`: the same with `tiers`: an admin tier (a DENY policy, a policy for CI
+//!   namespaces, a PASS), 50 team namespaces whose ALLOW policy for the request's namespace
+//!   lists n hosts, a baseline; the request is passed and allowed in the namespace tier.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -139,7 +143,62 @@ fn bench_whole_request(c: &mut Criterion) {
                     .with_principal("cluster.local/ns/dev/sa/app")
                     .with_source_ip("10.1.2.3".parse().expect("ip"))
                     .with_http(http);
-                let decision = config.policy.evaluate(&attrs);
+                let decision = config.evaluate(&attrs);
+                black_box(decision_line(TrafficKind::Http, &decision, Some(&attrs)))
+            })
+        });
+    }
+    group.finish();
+}
+
+fn tiers_config(n: usize) -> CompiledConfig {
+    let hosts: Vec<String> = (0..n).map(|i| format!("\"{}\"", host(i))).collect();
+    let namespaces: Vec<String> = (0..50)
+        .map(|t| {
+            format!(
+                r#""team-{t}":[{{"name":"allow-vendors","rules":[{{"to":[{{"operation":{{"hosts":[{}],"methods":["GET","POST"]}}}}]}}]}},
+                   {{"name":"audit-posts","action":"AUDIT","rules":[{{"to":[{{"operation":{{"methods":["POST"],"ports":["80"]}}}}]}}]}}]"#,
+                hosts.join(",")
+            )
+        })
+        .collect();
+    let json = format!(
+        r#"{{"tiers":{{
+          "admin":[
+            {{"name":"block","priority":10,"rules":[{{"name":"paste","action":"DENY","to":[{{"operation":{{"hosts":["evil.example","*.pastebin.com"],"ports":["80"]}}}}]}}]}},
+            {{"name":"ci","priority":20,"subject":{{"namespaces":["ci-a","ci-b"]}},"rules":[{{"name":"github","action":"ALLOW","to":[{{"operation":{{"hosts":["*.github.com"]}}}}]}},{{"name":"rest","action":"DENY"}}]}},
+            {{"name":"delegate","priority":30,"rules":[{{"name":"teams","action":"PASS"}}]}}],
+          "namespaces":{{{}}},
+          "baseline":[{{"name":"mirror","priority":10,"rules":[{{"action":"ALLOW","to":[{{"operation":{{"hosts":["mirror.example"]}}}}]}}]}}]}}}}"#,
+        namespaces.join(",")
+    );
+    CompiledConfig::from_json(json.as_bytes()).expect("bench config")
+}
+
+fn bench_whole_request_tiers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("request/tiers");
+    for n in [1, 1_000] {
+        let config = tiers_config(n);
+        let authority = format!("{}:443", probes(n)[0].1);
+        let headers = [("user-agent", "bench"), ("accept", "*/*")];
+        group.bench_function(BenchmarkId::new("exact", n), |b| {
+            b.iter(|| {
+                let head = RequestHead {
+                    authority: Some(&authority),
+                    method: Some("GET"),
+                    path: Some("/v1/items/../orders?page=2"),
+                    scheme: Some("https"),
+                    protocol: Some("HTTP/1.1"),
+                    headers: &headers,
+                };
+                let http =
+                    HttpAttributes::from_request(&head, config.header_names()).expect("request");
+                let attrs = Attributes::default()
+                    .with_principal("cluster.local/ns/team-7/sa/app")
+                    .with_source_ip("10.1.2.3".parse().expect("ip"))
+                    .with_http(http);
+                let decision = config.evaluate(&attrs);
+                debug_assert_eq!(decision.policy, Some("allow-vendors"));
                 black_box(decision_line(TrafficKind::Http, &decision, Some(&attrs)))
             })
         });
@@ -153,6 +212,6 @@ criterion_group! {
         .sample_size(30)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = bench_one_rule, bench_policy_per_host, bench_whole_request
+    targets = bench_one_rule, bench_policy_per_host, bench_whole_request, bench_whole_request_tiers
 }
 criterion_main!(benches);

@@ -8,6 +8,7 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use egress_sim::replay::{self, ReplayError};
+use egress_sim::{explain, plaintext};
 use egress_sim::{
     FailurePolicy, Host, HostError, HostOptions, LogLevel, LogRecord, PluginConfig, VmConfig,
 };
@@ -39,7 +40,50 @@ enum Command {
     /// "body", "details" and "error" when they apply.
     Replay(ReplayArgs),
     /// Runs Envoy's configuration canary: prints `ok`, or the filter's reason and exits 1.
-    CheckConfig(ModuleArgs),
+    ///
+    /// With `--downstream plaintext`, also prints a `warning:` line for everything that can never
+    /// match because requests carry no principal (exit code 0 all the same).
+    CheckConfig(CheckConfigArgs),
+    /// Runs one request through the filter at debug log level and prints, from the filter's own
+    /// log, each tier, each policy and rule looked at and why it matched or not, then the
+    /// decision and the decision line.
+    ///
+    /// The request is one object in the replay input format (see `replay --help`); "id" may be
+    /// left out.
+    Explain(ExplainArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Downstream {
+    /// Clients reach the gateway with Istio mTLS: requests carry the client's principal.
+    Mtls,
+    /// Clients reach the gateway in plaintext: no principal, no namespace.
+    Plaintext,
+}
+
+#[derive(Args)]
+struct CheckConfigArgs {
+    #[command(flatten)]
+    module: ModuleArgs,
+    /// How clients reach the gateway; with `plaintext`, what needs a principal is reported.
+    #[arg(long, value_enum, default_value = "mtls")]
+    downstream: Downstream,
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    #[command(flatten)]
+    module: ModuleArgs,
+    /// The request, as one JSON object of the replay format.
+    #[arg(
+        long,
+        required_unless_present = "request_file",
+        conflicts_with = "request_file"
+    )]
+    request: Option<String>,
+    /// A file holding the request (one JSON object).
+    #[arg(long)]
+    request_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -110,6 +154,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig(args) => check_config(&args),
+        Command::Explain(args) => explain(&args),
         Command::Replay(args) => match replay(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -144,9 +189,10 @@ fn rejection_reason(logs: &[LogRecord]) -> Vec<String> {
     }
 }
 
-fn check_config(args: &ModuleArgs) -> ExitCode {
+fn check_config(check: &CheckConfigArgs) -> ExitCode {
+    let args = &check.module;
     let setup = || -> anyhow::Result<(Host, Vec<PluginConfig>)> {
-        let host = load_host(args)?;
+        let host = load_host(args, args.log_level)?;
         Ok((host, plugins(args, FailurePolicy::FailClose)?))
     };
     let (host, plugins) = match setup() {
@@ -183,12 +229,87 @@ fn check_config(args: &ModuleArgs) -> ExitCode {
             }
         }
     }
+    if check.downstream == Downstream::Plaintext {
+        // The canary accepted the file, so it is JSON.
+        let config = read_file(&args.config, "--config")
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        for warning in plaintext::never_matching(&config) {
+            println!("{warning}");
+        }
+    }
     println!("ok");
     ExitCode::SUCCESS
 }
 
+/// Exit codes: 0 explained, 1 configuration rejected, 2 usage errors.
+fn explain(args: &ExplainArgs) -> ExitCode {
+    match run_explain(args) {
+        Ok(code) => code,
+        Err(error) => {
+            report(&error);
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+    let text = match (&args.request, &args.request_file) {
+        (Some(text), _) => text.clone(),
+        (None, Some(path)) => String::from_utf8(read_file(path, "--request-file")?)
+            .context("--request-file: not UTF-8")?,
+        (None, None) => bail!("give --request or --request-file"),
+    };
+    let mut request: serde_json::Value =
+        serde_json::from_str(&text).context("--request: not a JSON object")?;
+    let Some(object) = request.as_object_mut() else {
+        bail!("--request: expected a JSON object");
+    };
+    object
+        .entry("id")
+        .or_insert_with(|| serde_json::Value::String("explain".to_string()));
+    let items = replay::parse_requests(&request.to_string()).context("--request")?;
+    // The filter logs its steps at debug level (trace logs them too).
+    let level = args.module.log_level.min(LogLevel::Debug);
+    let host = load_host(&args.module, level)?;
+    let mut deployment = match host.start(plugins(&args.module, FailurePolicy::FailClose)?, 1) {
+        Ok(deployment) => deployment,
+        Err(error @ HostError::ConfigRejected { .. }) => {
+            println!("configuration rejected:");
+            for line in rejection_reason(error.logs()) {
+                println!("  {line}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+        Err(error) => return Err(anyhow::Error::new(error).context("starting the filter")),
+    };
+    let results = replay::run(&mut deployment, &items)?;
+    let Some(result) = results.first() else {
+        bail!("the request did not run");
+    };
+    match explain::render(&result.logs) {
+        Some(text) => print!("{text}"),
+        None => {
+            println!("the filter logged no decision; its log:");
+            for log in &result.logs {
+                println!("  [{}] {}", log.level, log.message);
+            }
+        }
+    }
+    let mut outcome = format!("outcome: {}", result.decision);
+    if let Some(status) = result.status {
+        outcome.push_str(&format!(", status {status}"));
+    }
+    if let Some(error) = &result.error {
+        outcome.push_str(&format!(", error: {error}"));
+    }
+    println!("{outcome}");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
-    let host = load_host(&args.module)?;
+    let host = load_host(&args.module, args.module.log_level)?;
     let policy = match (args.fail_open, args.failure_policy) {
         (true, _) | (_, Policy::Open) => FailurePolicy::FailOpen,
         (_, Policy::Close) => FailurePolicy::FailClose,
@@ -247,7 +368,7 @@ fn read_requests(source: &str) -> anyhow::Result<String> {
     }
 }
 
-fn load_host(args: &ModuleArgs) -> anyhow::Result<Host> {
+fn load_host(args: &ModuleArgs, log_level: LogLevel) -> anyhow::Result<Host> {
     let mut environment = Vec::new();
     for entry in &args.env {
         let Some((name, value)) = entry.split_once('=') else {
@@ -264,7 +385,7 @@ fn load_host(args: &ModuleArgs) -> anyhow::Result<Host> {
         environment,
     };
     let options = HostOptions {
-        log_level: args.log_level,
+        log_level,
         clusters: args.clusters.clone(),
         ..HostOptions::default()
     };

@@ -563,7 +563,12 @@ pub fn summary(items: &[ReplayItem], results: &[ReplayResult]) -> String {
             },
             result.decision.to_string(),
             result.status.map_or_else(|| "-".into(), |s| s.to_string()),
-            field("policy").unwrap_or_else(|| "-".into()),
+            // With `tiers`, the tier that decided follows the policy.
+            match (field("policy"), field("tier")) {
+                (Some(policy), Some(tier)) => format!("{policy} ({tier})"),
+                (None, Some(tier)) => format!("- ({tier})"),
+                (policy, None) => policy.unwrap_or_else(|| "-".into()),
+            },
             if reason.is_empty() {
                 "-".into()
             } else {

@@ -75,3 +75,147 @@ fn example_traffic_shows_a_429_burst_and_protocol_denials() {
     }
     assert!(results.iter().all(|r| r.decision != Decision::Error));
 }
+
+/// The tiers example (examples/tiers-policy.json + examples/tiers-traffic.jsonl): a security
+/// team's admin tier (paste sites blocked for all, CI namespaces held to GitHub and PyPI, the
+/// rest passed to the teams), two teams' own policies, a baseline package mirror.
+#[test]
+fn tiers_example_traffic_gets_its_tiers() {
+    let config = example("tiers-policy.json");
+    let mut deployment = Host::from_file(
+        &egress_filter(),
+        VmConfig::default(),
+        HostOptions::default(),
+    )
+    .unwrap()
+    .start(
+        vec![
+            PluginConfig::http("egress-guard", "egress-guard", config.as_str()),
+            PluginConfig::network("egress-guard-tcp", "egress-guard-tcp", config.as_str()),
+        ],
+        2,
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", e.logs()));
+    let items = replay::parse_requests(&example("tiers-traffic.jsonl")).unwrap();
+    let results = replay::run(&mut deployment, &items).unwrap();
+    let expected: [(&str, Decision, &str, Option<&str>, &str); 15] = [
+        (
+            "ci-github",
+            Decision::Allow,
+            "admin",
+            Some("ci-allowlist"),
+            "github",
+        ),
+        (
+            "ci-pypi",
+            Decision::Allow,
+            "admin",
+            Some("ci-allowlist"),
+            "pypi",
+        ),
+        (
+            "ci-paste",
+            Decision::Deny,
+            "admin",
+            Some("block-paste-sites"),
+            "paste-http",
+        ),
+        (
+            "ci-elsewhere",
+            Decision::Deny,
+            "admin",
+            Some("ci-allowlist"),
+            "nothing-else",
+        ),
+        (
+            "ci-tls-github",
+            Decision::Allow,
+            "admin",
+            Some("ci-allowlist"),
+            "github-tls",
+        ),
+        (
+            "ci-tls-other",
+            Decision::Deny,
+            "admin",
+            Some("ci-allowlist"),
+            "nothing-else",
+        ),
+        (
+            "payments-stripe",
+            Decision::Allow,
+            "namespace",
+            Some("allow-stripe"),
+            "0",
+        ),
+        (
+            "payments-tls-stripe",
+            Decision::Allow,
+            "namespace",
+            Some("allow-stripe"),
+            "1",
+        ),
+        (
+            "payments-elsewhere",
+            Decision::Deny,
+            "namespace",
+            None,
+            "null",
+        ),
+        (
+            "shop-mirror",
+            Decision::Allow,
+            "baseline",
+            Some("package-mirror"),
+            "mirror",
+        ),
+        (
+            "shop-tracker",
+            Decision::Deny,
+            "namespace",
+            Some("deny-trackers"),
+            "0",
+        ),
+        ("shop-upload", Decision::Deny, "default", None, "null"),
+        (
+            "plaintext-mirror",
+            Decision::Allow,
+            "baseline",
+            Some("package-mirror"),
+            "mirror",
+        ),
+        ("plaintext-github", Decision::Deny, "default", None, "null"),
+        (
+            "plaintext-paste",
+            Decision::Deny,
+            "admin",
+            Some("block-paste-sites"),
+            "paste-tls",
+        ),
+    ];
+    assert_eq!(results.len(), expected.len());
+    for (result, (id, decision, tier, policy, rule)) in results.iter().zip(expected) {
+        assert_eq!(result.id, id);
+        assert_eq!(result.decision, decision, "{id}");
+        let line = replay::decision_log(&result.logs).unwrap();
+        assert_eq!(line["tier"], tier, "{id}");
+        assert_eq!(line["policy"].as_str(), policy, "{id}");
+        let got = match &line["rule"] {
+            serde_json::Value::String(name) => name.clone(),
+            other => other.to_string(),
+        };
+        assert_eq!(got, rule, "{id}");
+        // Requests from the teams went through the admin tier's PASS.
+        let passed = line.get("passed").map(|p| p["policy"].clone());
+        let from_team = id.starts_with("payments")
+            || id.starts_with("shop")
+            || id == "plaintext-mirror"
+            || id == "plaintext-github";
+        assert_eq!(passed.is_some(), from_team, "{id}: passed {passed:?}");
+    }
+    let upload = results.iter().find(|r| r.id == "shop-upload").unwrap();
+    assert_eq!(
+        replay::decision_log(&upload.logs).unwrap()["audit"],
+        serde_json::json!(["audit-uploads"])
+    );
+}

@@ -59,7 +59,10 @@ pub fn read_priority(value: &Json, path: &ConfigPath) -> Result<u16, ConfigError
 /// `subject: {"namespaces": [...]}`, namespaces being DNS labels.
 pub fn read_subject(value: &Json, path: &ConfigPath) -> Result<Vec<String>, ConfigError> {
     let mut obj = ObjectReader::new(value, path, &["namespaces"])?;
-    let namespaces = obj.strings("namespaces")?.ok_or_else(|| {
+    let namespaces = obj.strings("namespaces")?;
+    // A misspelt field is reported as such, not as a missing `namespaces`.
+    obj.finish()?;
+    let namespaces = namespaces.ok_or_else(|| {
         ConfigError::new(
             path.clone(),
             ConfigErrorKind::Syntax("missing field `namespaces`".to_string()),
@@ -69,7 +72,6 @@ pub fn read_subject(value: &Json, path: &ConfigPath) -> Result<Vec<String>, Conf
     for (i, name) in namespaces.iter().enumerate() {
         check_dns_label(name, &list.index(i))?;
     }
-    obj.finish()?;
     Ok(namespaces)
 }
 
