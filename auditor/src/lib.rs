@@ -14,6 +14,7 @@ pub mod finding;
 pub mod istio;
 pub mod netfilter;
 pub mod node;
+pub mod rules;
 pub mod sinks;
 pub mod snapshot;
 pub mod sources;

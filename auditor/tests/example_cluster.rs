@@ -18,7 +18,7 @@ fn example_cluster_reports_the_planted_bypasses() {
             (
                 f.rule.clone(),
                 f.severity.to_string(),
-                egress_auditor::checks::group_namespace(f).to_string(),
+                egress_auditor::rules::group_namespace(f).to_string(),
                 f.name.clone(),
             )
         })

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::finding::{Finding, Severity};
 use crate::istio;
+use crate::rules::group_namespace;
 use crate::snapshot::{Snapshot, Workload, WorkloadKind};
 
 mod capture;
@@ -25,11 +26,8 @@ pub mod live;
 mod mesh;
 mod netpol;
 mod privileges;
-pub mod rules;
 pub mod selector;
 mod sidecar;
-
-pub use rules::{RuleInfo, RULES};
 
 /// Settings that change what the checks report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,15 +201,6 @@ fn sort_key(f: &Finding) -> SortKey<'_> {
         f.container.as_deref().unwrap_or(""),
         f.message.as_str(),
     )
-}
-
-/// The namespace a finding belongs to for grouping: its namespace, or its name for a Namespace.
-pub fn group_namespace(f: &Finding) -> &str {
-    match (&f.namespace, f.kind.as_str()) {
-        (Some(ns), _) => ns,
-        (None, "Namespace") => &f.name,
-        (None, _) => "",
-    }
 }
 
 /// A finding about a workload (and optionally one of its containers).

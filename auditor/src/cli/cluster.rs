@@ -344,7 +344,7 @@ pub fn deliver_file_sinks(
     namespaces.extend(
         findings
             .iter()
-            .map(|f| crate::checks::group_namespace(f).to_string()),
+            .map(|f| crate::rules::group_namespace(f).to_string()),
     );
     namespaces.remove("");
     let scope = ScanScope {

@@ -17,7 +17,7 @@ pub mod sim;
 pub use addr::{IpFamily, IpNet};
 pub use dump::DumpFormat;
 pub use error::DumpError;
-pub use judge::{judge, JudgeContext, Subject, CAPTURE_INACTIVE, IPTABLES_TAMPERED};
+pub use judge::{judge, JudgeContext, Subject};
 pub use model::{Backend, Ruleset};
 
 /// Parses one rule in the dialect of the table it goes into: iptables options

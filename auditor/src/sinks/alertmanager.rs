@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 
 use super::delivery::{post_json, send_with_retry, Origin, ScanScope, SinkSettings};
-use crate::checks::rules::rule;
 use crate::finding::Finding;
+use crate::rules::rule;
 
 /// `alertname` of every alert the auditor raises; the other labels tell findings apart.
 pub const ALERT_NAME: &str = "EgressGuardBypass";

@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 
 use super::delivery::{Origin, ScanScope};
 use super::events::{api_version_of, MANAGED_BY, MANAGED_BY_LABEL};
-use crate::checks::rules::{rule, SCAN_INCOMPLETE};
 use crate::finding::Finding;
+use crate::rules::{rule, SCAN_INCOMPLETE};
 use crate::sources::cluster::api::{ApiContext, ClusterError};
 
 pub const REPORT_NAME: &str = "egress-auditor";

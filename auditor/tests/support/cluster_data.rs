@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use egress_auditor::checks::live::LiveCheckOptions;
-use egress_auditor::checks::rules::{EGRESS_FILTER_MISSING, SCAN_INCOMPLETE, SIDECAR_NOT_RUNNING};
 use egress_auditor::checks::CheckOptions;
 use egress_auditor::finding::Finding;
+use egress_auditor::rules::{EGRESS_FILTER_MISSING, SCAN_INCOMPLETE, SIDECAR_NOT_RUNNING};
 use egress_auditor::sinks::metrics::Metrics;
 use egress_auditor::sources::cluster::{
     self, ApiContext, ClusterError, ClusterScan, ClusterScanOptions, ConnectOptions, RetryPolicy,

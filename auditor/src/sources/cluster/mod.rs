@@ -22,9 +22,9 @@ pub use api::{connect, ApiContext, ApiStats, ClusterError, ConnectOptions, Retry
 pub use rbac::{ApiCall, API_CALLS};
 
 use crate::checks::live::{check_live, LiveCheckOptions};
-use crate::checks::rules::SCAN_INCOMPLETE;
 use crate::checks::{check_all, sort_findings, CheckOptions};
 use crate::finding::{Finding, Severity};
+use crate::rules::SCAN_INCOMPLETE;
 use crate::sinks::delivery::ScanScope;
 use crate::snapshot::{
     MeshConfig, Snapshot, Workload, WorkloadKind, MESH_CONFIG_NAME, MESH_CONFIG_NAMESPACE,
