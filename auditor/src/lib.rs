@@ -12,6 +12,8 @@ pub mod checks;
 pub mod cli;
 pub mod finding;
 pub mod istio;
+pub mod kube_client;
+pub mod metrics;
 pub mod netfilter;
 pub mod node;
 pub mod rules;

@@ -13,10 +13,13 @@ use super::scan::{Format, ScanArgs};
 use super::{EXIT_BAD_INPUT, EXIT_FINDINGS, EXIT_OK, EXIT_SINK_FAILED};
 use crate::checks::live::{parse_selector, LiveCheckOptions};
 use crate::finding::Finding;
-use crate::sinks::delivery::{Delivery, ScanScope, SinkSettings, SinkSpec, Sinks};
-use crate::sinks::metrics::Metrics;
+use crate::kube_client::{self, ApiContext, ConnectOptions, RetryPolicy};
+use crate::metrics::Metrics;
+use crate::sinks::delivery::{Delivery, SinkSpec, Sinks};
+use crate::sinks::settings::SinkSettings;
 use crate::sinks::{self, Summary};
-use crate::sources::cluster::{self, ApiContext, ClusterScanOptions, ConnectOptions, RetryPolicy};
+use crate::snapshot::ScanScope;
+use crate::sources::cluster::{self, ClusterScanOptions};
 use crate::sources::files::LoadedInput;
 
 /// `scan --cluster` and its connection flags.
@@ -216,7 +219,7 @@ pub fn run_scan(args: &ScanArgs) -> anyhow::Result<ExitCode> {
     };
     runtime()?.block_on(async {
         let metrics = Metrics::new();
-        let client = match cluster::connect(&connect.connect_options()).await {
+        let client = match kube_client::connect(&connect.connect_options()).await {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("error: {e}");

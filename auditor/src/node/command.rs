@@ -15,10 +15,12 @@ use crate::cli::cluster::{document, init_tracing, SinkArgs};
 use crate::cli::scan::Format;
 use crate::cli::{ColorChoice, EXIT_BAD_INPUT, EXIT_FINDINGS, EXIT_OK, EXIT_SINK_FAILED};
 use crate::finding::Severity;
-use crate::sinks::delivery::{Delivery, Origin, ScanScope, SinkFailure, Sinks};
-use crate::sinks::metrics::Metrics;
+use crate::kube_client::{connect, ApiContext, ConnectOptions, RetryPolicy};
+use crate::metrics::Metrics;
+use crate::sinks::delivery::{Delivery, SinkFailure, Sinks};
+use crate::sinks::settings::SinkSettings;
 use crate::sinks::{self, Summary};
-use crate::sources::cluster::{connect, ApiContext, ConnectOptions, RetryPolicy};
+use crate::snapshot::{Origin, ScanScope};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct NodeArgs {
@@ -144,7 +146,7 @@ impl NodeSinks {
         } else {
             None
         };
-        let settings = crate::sinks::delivery::SinkSettings {
+        let settings = SinkSettings {
             origin: Origin::Node { node },
             ..args.sinks.settings()
         };

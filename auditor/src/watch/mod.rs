@@ -30,13 +30,14 @@ use tokio::sync::{watch as signal, Notify};
 use crate::checks::live::LiveCheckOptions;
 use crate::checks::CheckOptions;
 use crate::finding::{Finding, Severity};
-use crate::sinks::delivery::{Delivery, ScanScope, SinkSettings, SinkSpec, Sinks};
-use crate::sinks::metrics::Metrics;
+use crate::kube_client::{self, ApiContext, ClusterError, ConnectOptions, RetryPolicy};
+use crate::metrics::Metrics;
+use crate::sinks::delivery::{Delivery, SinkSpec, Sinks};
+use crate::sinks::settings::SinkSettings;
 use crate::sinks::Summary;
-use crate::snapshot::{MeshConfig, Snapshot, MESH_CONFIG_NAME, MESH_CONFIG_NAMESPACE};
+use crate::snapshot::{MeshConfig, ScanScope, Snapshot, MESH_CONFIG_NAME, MESH_CONFIG_NAMESPACE};
 use crate::sources::cluster::{
-    self, dynamic_json, envoy_filter_resource, pod_workload, wasm_plugin_resource, ApiContext,
-    ClusterError, ConnectOptions, RetryPolicy, Unreadable,
+    self, dynamic_json, envoy_filter_resource, pod_workload, wasm_plugin_resource, Unreadable,
 };
 
 /// Why the controller could not start.
@@ -144,7 +145,7 @@ impl WatchHandle {
 
 /// Starts watching, judging and serving. Returns once the HTTP server listens.
 pub async fn start(opts: WatchOptions) -> Result<WatchHandle, WatchError> {
-    let client = cluster::connect(&opts.connect).await?;
+    let client = kube_client::connect(&opts.connect).await?;
     let metrics = Metrics::new();
     let api = ApiContext::new(client.clone(), opts.retry.clone(), metrics.clone());
     let sinks = Sinks::new(

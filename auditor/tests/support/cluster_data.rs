@@ -8,11 +8,10 @@ use std::time::Duration;
 use egress_auditor::checks::live::LiveCheckOptions;
 use egress_auditor::checks::CheckOptions;
 use egress_auditor::finding::Finding;
+use egress_auditor::kube_client::{self, ApiContext, ClusterError, ConnectOptions, RetryPolicy};
+use egress_auditor::metrics::Metrics;
 use egress_auditor::rules::{EGRESS_FILTER_MISSING, SCAN_INCOMPLETE, SIDECAR_NOT_RUNNING};
-use egress_auditor::sinks::metrics::Metrics;
-use egress_auditor::sources::cluster::{
-    self, ApiContext, ClusterError, ClusterScan, ClusterScanOptions, ConnectOptions, RetryPolicy,
-};
+use egress_auditor::sources::cluster::{self, ClusterScan, ClusterScanOptions};
 use serde_json::{json, Value};
 
 use super::mock_api::MockApi;
@@ -142,7 +141,7 @@ pub fn quick_retry() -> RetryPolicy {
 /// A client for the mock.
 pub async fn api_for(mock: &MockApi, dir: &Path, retry: RetryPolicy) -> ApiContext {
     let kubeconfig = mock.write_kubeconfig(dir);
-    let client = cluster::connect(&ConnectOptions {
+    let client = kube_client::connect(&ConnectOptions {
         kubeconfig: Some(kubeconfig),
         context: None,
     })

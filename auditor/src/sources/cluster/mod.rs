@@ -5,9 +5,6 @@
 //! Nothing is silently skipped: what the ServiceAccount may not read becomes an [`Unreadable`]
 //! entry, reported as a `scan-incomplete` finding.
 
-pub mod api;
-mod rbac;
-
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 
@@ -18,16 +15,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-pub use api::{connect, ApiContext, ApiStats, ClusterError, ConnectOptions, RetryPolicy};
-pub use rbac::{ApiCall, API_CALLS};
-
 use crate::checks::live::{check_live, LiveCheckOptions};
 use crate::checks::{check_all, sort_findings, CheckOptions};
 use crate::finding::{Finding, Severity};
+use crate::kube_client::{ApiContext, ClusterError};
 use crate::rules::SCAN_INCOMPLETE;
-use crate::sinks::delivery::ScanScope;
 use crate::snapshot::{
-    MeshConfig, Snapshot, Workload, WorkloadKind, MESH_CONFIG_NAME, MESH_CONFIG_NAMESPACE,
+    MeshConfig, ScanScope, Snapshot, Workload, WorkloadKind, MESH_CONFIG_NAME,
+    MESH_CONFIG_NAMESPACE,
 };
 
 /// The Istio kinds read through the dynamic API.
