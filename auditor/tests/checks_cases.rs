@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use egress_auditor::checks::{check_all, CheckOptions};
-use egress_auditor::cli::scan::scan_files;
+use egress_auditor::cli::pipeline::scan_files;
 use egress_auditor::finding::Finding;
 use egress_auditor::sources::files::load_paths;
 

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use egress_auditor::checks::CheckOptions;
-use egress_auditor::cli::scan::scan_files;
+use egress_auditor::cli::pipeline::scan_files;
 
 #[test]
 fn example_cluster_reports_the_planted_bypasses() {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::cluster::{init_tracing, parse_duration, ConnectArgs, SinkArgs};
-use super::{EXIT_BAD_INPUT, EXIT_OK};
+use super::args::{parse_duration, ConnectArgs, SinkArgs};
+use super::pipeline::{init_tracing, EXIT_BAD_INPUT, EXIT_OK};
 use crate::checks::CheckOptions;
 use crate::finding::Severity;
 use crate::watch::{self, WatchOptions};

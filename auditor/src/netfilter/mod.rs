@@ -4,7 +4,6 @@
 //! [`crate::capture::CaptureConfig`] allows ([`judge`]).
 
 pub mod addr;
-pub mod command;
 pub mod dump;
 pub mod error;
 pub mod iptables;

@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::inspect::Toolset;
-use super::{pods, run_node, NamespaceStatus, NodeOptions, NodeReport};
-use crate::cli::cluster::{document, init_tracing, SinkArgs};
-use crate::cli::scan::Format;
-use crate::cli::{ColorChoice, EXIT_BAD_INPUT, EXIT_FINDINGS, EXIT_OK, EXIT_SINK_FAILED};
+use super::args::{parse_severity, ColorChoice, Format, SinkArgs};
+use super::pipeline::{document, exit_code, init_tracing, render, EXIT_BAD_INPUT};
 use crate::finding::Severity;
 use crate::kube_client::{connect, ApiContext, ConnectOptions, RetryPolicy};
 use crate::metrics::Metrics;
+use crate::node::inspect::Toolset;
+use crate::node::{pods, run_node, NamespaceStatus, NodeOptions, NodeReport};
 use crate::sinks::delivery::{Delivery, SinkFailure, Sinks};
 use crate::sinks::settings::SinkSettings;
 use crate::sinks::{self, Summary};
@@ -77,10 +76,6 @@ pub struct NodeArgs {
     /// --node-name.
     #[command(flatten)]
     pub sinks: SinkArgs,
-}
-
-fn parse_severity(s: &str) -> Result<Severity, String> {
-    s.parse()
 }
 
 /// Where the pods come from: read again before every pass, so pods that started or left since
@@ -275,9 +270,7 @@ fn one_pass(
                 Err(_) => pretty,
             }
         }
-        Format::Json => sinks::json::render(&report.findings, &summary),
-        Format::Table => sinks::table::render(&report.findings, &summary, args.color.enabled()),
-        Format::Sarif => sinks::sarif::render(&report.findings, &summary, &|_| None),
+        format => render(&report.findings, &summary, format, args.color.enabled()),
     };
     {
         let mut stdout = std::io::stdout().lock();
@@ -287,11 +280,5 @@ fn one_pass(
             .context("writing the report")?;
     }
     let sink_failed = sinks.is_some_and(|s| !s.deliver(&report, &summary, elapsed).is_empty());
-    Ok(ExitCode::from(if sink_failed {
-        EXIT_SINK_FAILED
-    } else if summary.failed {
-        EXIT_FINDINGS
-    } else {
-        EXIT_OK
-    }))
+    Ok(exit_code(&summary, sink_failed))
 }
