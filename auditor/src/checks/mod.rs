@@ -19,7 +19,7 @@ use crate::istio;
 use crate::rules::group_namespace;
 use crate::snapshot::{Snapshot, Workload, WorkloadKind};
 
-mod capture;
+mod capture_exclusion;
 mod identity;
 pub mod injection;
 pub mod live;
@@ -76,7 +76,7 @@ impl WorkloadFacts {
         let injection_pending =
             !w.is_admitted_pod() && istio::annotation(&w.meta, istio::STATUS_ANNOTATION).is_none();
         let (pending_gaps, pending_findings) = if injection_pending && !w.host_network() {
-            let mut findings: Vec<Finding> = capture::predicted_capture_exclusion(w)
+            let mut findings: Vec<Finding> = capture_exclusion::predicted_capture_exclusion(w)
                 .into_iter()
                 .collect();
             findings.extend(identity::predicted_proxy_uid(w));
@@ -154,7 +154,7 @@ pub fn check_workload_local(opts: &CheckOptions, workload: &Workload) -> Vec<Fin
     out.extend(identity::proxy_uid(workload));
     out.extend(privileges::net_admin(workload));
     out.extend(privileges::privileged(workload));
-    out.extend(capture::capture_exclusion(workload));
+    out.extend(capture_exclusion::capture_exclusion(workload));
     out
 }
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use super::{ActivePlugin, VmFailure, Worker};
 use crate::abi::LogLevel;
 use crate::config::{FailurePolicy, PluginConfig};
+use crate::deployment::HostInner;
 use crate::error::HostError;
-use crate::host::HostInner;
 use crate::stream::LogRecord;
 use crate::vm::{Trap, Vm};
 

@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use crate::abi::Action;
 use crate::config::{PluginConfig, PluginKind};
+use crate::deployment::HostInner;
 use crate::error::HostError;
-use crate::host::HostInner;
 use crate::state::IdMap;
 use crate::stream::LogRecord;
 use crate::vm::{Trap, Vm};
