@@ -81,6 +81,16 @@ pub struct ScanArgs {
     pub sinks: SinkArgs,
 }
 
+/// The check settings from `--exempt-namespace` (any given replaces the default, kube-system).
+pub fn check_options(exempt_namespaces: &[String]) -> CheckOptions {
+    let mut opts = CheckOptions::default();
+    if !exempt_namespaces.is_empty() {
+        opts.host_network_exempt_namespaces =
+            exempt_namespaces.iter().cloned().collect::<BTreeSet<_>>();
+    }
+    opts
+}
+
 /// `--fail-on` values: info, low, medium, high, critical.
 pub fn parse_severity(s: &str) -> Result<Severity, String> {
     s.parse()
@@ -88,15 +98,7 @@ pub fn parse_severity(s: &str) -> Result<Severity, String> {
 
 impl ScanArgs {
     pub fn check_options(&self) -> CheckOptions {
-        let mut opts = CheckOptions::default();
-        if !self.exempt_namespaces.is_empty() {
-            opts.host_network_exempt_namespaces = self
-                .exempt_namespaces
-                .iter()
-                .cloned()
-                .collect::<BTreeSet<_>>();
-        }
-        opts
+        check_options(&self.exempt_namespaces)
     }
 }
 
