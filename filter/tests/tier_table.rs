@@ -760,3 +760,88 @@ fn tier_decision_lines() {
         "egress denied by default: no policy allowed the request\n"
     );
 }
+
+/// Enough host rules for the tier's host index: the indexed walk and the rule-by-rule (traced)
+/// walk agree, and both keep the (priority, name) order, subjects included.
+#[test]
+fn indexed_admin_tier_keeps_priority_order() {
+    struct Spec {
+        name: String,
+        priority: u32,
+        subject: Option<String>,
+        allow: bool,
+        exact: String,
+        wildcard: String,
+    }
+    let specs: Vec<Spec> = (0..24)
+        .map(|i| Spec {
+            name: format!("p{i:02}"),
+            priority: (i * 7) % 5,
+            subject: (i % 3 == 0).then(|| format!("ns-{}", i % 4)),
+            allow: i % 2 == 0,
+            exact: format!("h{}.example", i % 6),
+            wildcard: format!("w{}.example", i % 5),
+        })
+        .collect();
+    let policies: Vec<String> = specs
+        .iter()
+        .map(|s| {
+            let subject = s
+                .subject
+                .as_ref()
+                .map_or(String::new(), |ns| format!(r#""subject":{{"namespaces":["{ns}"]}},"#));
+            format!(
+                r#"{{"name":"{}","priority":{},{subject}"rules":[{{"name":"r","action":"{}","to":[{{"operation":{{"hosts":["{}","*.{}"]}}}}]}}]}}"#,
+                s.name,
+                s.priority,
+                if s.allow { "ALLOW" } else { "DENY" },
+                s.exact,
+                s.wildcard
+            )
+        })
+        .collect();
+    let config = compile(&format!(
+        r#"{{"tiers":{{"admin":[{}],"default":"ALLOW"}}}}"#,
+        policies.join(",")
+    ));
+    let mut order: Vec<&Spec> = specs.iter().collect();
+    order.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
+
+    let mut checked = 0;
+    for source in [
+        None,
+        Some("ns-0"),
+        Some("ns-1"),
+        Some("ns-3"),
+        Some("other"),
+    ] {
+        for host in [
+            "h0.example",
+            "h3.example",
+            "x.w2.example",
+            "a.b.w4.example",
+            "none.example",
+        ] {
+            let req = match source {
+                Some(ns) => get(ns, host),
+                None => http("GET", host, "/").plaintext(),
+            };
+            let expected = order
+                .iter()
+                .find(|s| {
+                    let applies = s.subject.as_deref().is_none_or(|ns| source == Some(ns));
+                    let hit = host == s.exact || host.ends_with(&format!(".{}", s.wildcard));
+                    applies && hit
+                })
+                .map(|s| (s.name.as_str(), if s.allow { Allow } else { Deny }));
+            let (untraced, ..) = run(&config, &req, false);
+            let (traced, ..) = run(&config, &req, true);
+            assert_eq!(untraced, traced, "{source:?} {host}");
+            let got =
+                (untraced.tier == Admin).then(|| (untraced.policy.unwrap_or(""), untraced.verdict));
+            assert_eq!(got, expected, "{source:?} {host}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 25);
+}

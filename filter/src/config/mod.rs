@@ -9,15 +9,14 @@ mod error;
 pub mod json;
 mod model;
 pub mod read;
-pub mod tiers;
 
 pub use error::{ConfigError, ConfigErrorKind, ConfigPath};
 pub use json::{Json, JsonWriter};
 pub use model::{
-    ConditionSpec, Config, FromSpec, OperationSpec, PolicySpec, RuleSpec, Scalar, SourceSpec,
+    ConditionSpec, Config, FromSpec, OperationSpec, PolicySpec, RuleSpec, SourceSpec, TiersSpec,
     ToSpec,
 };
-pub use tiers::TiersSpec;
+pub use read::Scalar;
 
 /// Parses pluginConfig JSON into the model, locating syntax and shape errors.
 pub fn parse_config(json: &[u8]) -> Result<Config, ConfigError> {

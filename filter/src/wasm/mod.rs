@@ -3,7 +3,7 @@
 //! log, count and act. Nothing here parses JSON per request.
 
 mod abi;
-mod host;
+mod imports;
 
 use std::rc::Rc;
 
@@ -19,7 +19,7 @@ use crate::policy::{
 use crate::protocol::http::is_istio_internal_sni;
 use crate::protocol::{ConnectionFacts, ConnectionInspector, DEFAULT_MAX_CLIENT_HELLO_BYTES};
 use crate::{CompiledConfig, CompiledTiers, FinalVerdict, Outcome, ProtocolViolation};
-use host::{Host, LogLevel, SharedData};
+use imports::{Host, LogLevel, SharedData};
 
 /// Counter ids, defined at configure time (names are bounded by the configuration), laid out so
 /// counting a decision formats no names.
@@ -95,10 +95,10 @@ impl PolicyCounters {
 }
 
 fn define(name: &str) -> Option<u32> {
-    match host::define_counter(name) {
+    match imports::define_counter(name) {
         Ok(id) => Some(id),
         Err(status) => {
-            host::log(
+            imports::log(
                 LogLevel::Warn,
                 &format!("cannot define metric {name}: status {}", status.0),
             );
@@ -325,7 +325,7 @@ impl Counters {
 /// Counts one on a counter that was defined (a failed definition was logged at configure time).
 fn bump(id: Option<&Option<u32>>) {
     if let Some(Some(id)) = id {
-        host::increment_counter(*id);
+        imports::increment_counter(*id);
     }
 }
 
@@ -345,10 +345,10 @@ struct EgressRoot {
 
 impl EgressRoot {
     fn on_configure(&mut self) -> bool {
-        let bytes = match host::get_plugin_configuration() {
+        let bytes = match imports::get_plugin_configuration() {
             Ok(bytes) => bytes,
             Err(status) => {
-                host::log(
+                imports::log(
                     LogLevel::Error,
                     &format!("invalid configuration: $: cannot read the plugin configuration (status {})", status.0),
                 );
@@ -361,7 +361,7 @@ impl EgressRoot {
                 // With `tiers`, `policies` counts the policies of every tier.
                 let policies = config.policy.policies().len()
                     + config.tiers.as_ref().map_or(0, CompiledTiers::policy_count);
-                host::log(
+                imports::log(
                     LogLevel::Info,
                     &format!(
                         "{{\"event\":\"configured\",\"policies\":{policies},\"rateLimits\":{},\"protocolChecks\":{}}}",
@@ -370,7 +370,7 @@ impl EgressRoot {
                     ),
                 );
                 // 0 is trace, 1 debug.
-                let explain = host::log_level().is_some_and(|level| level <= 1);
+                let explain = imports::log_level().is_some_and(|level| level <= 1);
                 self.state = Some(Rc::new(FilterState {
                     config,
                     counters,
@@ -380,7 +380,7 @@ impl EgressRoot {
             }
             Err(err) => {
                 // The previous configuration (if any) stays in force, as Envoy keeps it.
-                host::log(LogLevel::Error, &format!("invalid configuration: {err}"));
+                imports::log(LogLevel::Error, &format!("invalid configuration: {err}"));
                 false
             }
         }
@@ -426,7 +426,7 @@ impl Reply {
 /// Denies a stream that cannot be evaluated, logging and counting it.
 fn cannot_evaluate(state: Option<&FilterState>, kind: TrafficKind, detail: String) -> Reply {
     let decision = Decision::cannot_evaluate(detail);
-    host::log(LogLevel::Info, &decision_line(kind, &decision, None));
+    imports::log(LogLevel::Info, &decision_line(kind, &decision, None));
     if let Some(state) = state {
         state.counters.record(kind, &decision, None);
     }
@@ -456,7 +456,7 @@ fn decide(
     let now_ns = if state.config.rate_limits.is_empty() {
         0
     } else {
-        match host::current_time_ns() {
+        match imports::current_time_ns() {
             Some(now) => now,
             None => {
                 return Some(cannot_evaluate(
@@ -467,7 +467,7 @@ fn decide(
             }
         }
     };
-    let mut log_step = |step: &TraceStep<'_>| host::log(LogLevel::Debug, &trace_line(step));
+    let mut log_step = |step: &TraceStep<'_>| imports::log(LogLevel::Debug, &trace_line(step));
     let tracer = match state.explain {
         true => Some(&mut log_step as &mut dyn FnMut(&TraceStep<'_>)),
         false => None,
@@ -475,7 +475,7 @@ fn decide(
     let outcome = state
         .config
         .decide_traced(attrs, violation, &SharedData, now_ns, tracer);
-    host::log(LogLevel::Info, &outcome_line(kind, &outcome, Some(attrs)));
+    imports::log(LogLevel::Info, &outcome_line(kind, &outcome, Some(attrs)));
     let namespace = match (&state.config.tiers, attrs.source_namespace.as_deref()) {
         (Some(tiers), Some(ns)) => tiers.namespace_index(ns),
         _ => None,
@@ -523,17 +523,17 @@ impl EgressHttp {
         let mut headers: Vec<(&str, &str)> = vec![("content-type", "text/plain")];
         headers.extend(reply.headers.iter().map(|(k, v)| (*k, v.as_str())));
         if let Err(status) =
-            host::send_local_response(reply.status, reply.details, &headers, &reply.body)
+            imports::send_local_response(reply.status, reply.details, &headers, &reply.body)
         {
             // Fail closed: without a reply, the request must not go on.
-            host::log(
+            imports::log(
                 LogLevel::Error,
                 &format!(
                     "cannot send the local reply (status {}); resetting the stream",
                     status.0
                 ),
             );
-            let _ = host::reset_http_request();
+            let _ = imports::reset_http_request();
         }
         Action::Pause
     }
@@ -584,8 +584,8 @@ impl EgressStream {
                 if self.closing {
                     return Action::Pause;
                 }
-                if let Err(status) = host::close_downstream() {
-                    host::log(
+                if let Err(status) = imports::close_downstream() {
+                    imports::log(
                         LogLevel::Error,
                         &format!("cannot close the denied connection (status {})", status.0),
                     );
@@ -608,7 +608,7 @@ impl EgressStream {
         };
         let new = data_size.saturating_sub(inspection.fed);
         if new > 0 {
-            let bytes = host::get_downstream_data(inspection.fed, new)
+            let bytes = imports::get_downstream_data(inspection.fed, new)
                 .map_err(|s| format!("cannot read the connection's data (status {})", s.0))?;
             inspection.fed = inspection.fed.saturating_add(bytes.len());
             if let Some(facts) = inspection.inspector.feed(&bytes) {
@@ -650,7 +650,10 @@ impl EgressStream {
         let attrs = gather_connection(&Host).map_err(|e| e.to_string());
         // TLS terminated here (a tls_version exists) without a peer certificate yet: wait.
         if matches!(&attrs, Ok(a) if a.mtls != Some(true))
-            && matches!(host::get_property("connection\0tls_version"), Ok(Some(_)))
+            && matches!(
+                imports::get_property("connection\0tls_version"),
+                Ok(Some(_))
+            )
         {
             self.identity_pending = true;
         }
