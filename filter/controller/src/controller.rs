@@ -567,7 +567,7 @@ impl Reconciler {
         if !*self.leader.borrow() {
             return Err("no longer the leader".into());
         }
-        let mut object = wasmplugin::apply_object(&target.name, &target.namespace, compiled);
+        let object = wasmplugin::apply_object(&target.name, &target.namespace, compiled);
         // Keys someone else put in pluginConfig (the `policies` of a hand-written one) would stay
         // beside `tiers` under server-side apply, and the filter refuses both together: then the
         // whole pluginConfig is replaced in one merge patch (never a moment with both or
