@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::egress_filter;
 use egress_sim::replay::{self, Decision};
-use egress_sim::{Host, HostOptions, PluginConfig, VmConfig};
+use egress_sim::{Deployment, Host, HostOptions, PluginConfig, VmConfig};
 
 fn example(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -16,10 +16,9 @@ fn example(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-#[test]
-fn example_traffic_shows_a_429_burst_and_protocol_denials() {
-    let config = example("egress-policy.json");
-    let mut deployment = Host::from_file(
+/// The filter as the HTTP and the network plugin, on 2 workers.
+fn deploy(config: &str) -> Deployment {
+    Host::from_file(
         &egress_filter(),
         VmConfig::default(),
         HostOptions::default(),
@@ -27,12 +26,17 @@ fn example_traffic_shows_a_429_burst_and_protocol_denials() {
     .unwrap()
     .start(
         vec![
-            PluginConfig::http("egress-guard", "egress-guard", config.as_str()),
-            PluginConfig::network("egress-guard-tcp", "egress-guard-tcp", config.as_str()),
+            PluginConfig::http("egress-guard", "egress-guard", config),
+            PluginConfig::network("egress-guard-tcp", "egress-guard-tcp", config),
         ],
         2,
     )
-    .unwrap_or_else(|e| panic!("{e}: {:?}", e.logs()));
+    .unwrap_or_else(|e| panic!("{e}: {:?}", e.logs()))
+}
+
+#[test]
+fn example_traffic_shows_a_429_burst_and_protocol_denials() {
+    let mut deployment = deploy(&example("egress-policy.json"));
     let items = replay::parse_requests(&example("traffic.jsonl")).unwrap();
     let results = replay::run(&mut deployment, &items).unwrap();
     let by_id = |id: &str| results.iter().find(|r| r.id == id).unwrap();
@@ -81,21 +85,7 @@ fn example_traffic_shows_a_429_burst_and_protocol_denials() {
 /// rest passed to the teams), two teams' own policies, a baseline package mirror.
 #[test]
 fn tiers_example_traffic_gets_its_tiers() {
-    let config = example("tiers-policy.json");
-    let mut deployment = Host::from_file(
-        &egress_filter(),
-        VmConfig::default(),
-        HostOptions::default(),
-    )
-    .unwrap()
-    .start(
-        vec![
-            PluginConfig::http("egress-guard", "egress-guard", config.as_str()),
-            PluginConfig::network("egress-guard-tcp", "egress-guard-tcp", config.as_str()),
-        ],
-        2,
-    )
-    .unwrap_or_else(|e| panic!("{e}: {:?}", e.logs()));
+    let mut deployment = deploy(&example("tiers-policy.json"));
     let items = replay::parse_requests(&example("tiers-traffic.jsonl")).unwrap();
     let results = replay::run(&mut deployment, &items).unwrap();
     let expected: [(&str, Decision, &str, Option<&str>, &str); 15] = [
