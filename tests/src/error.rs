@@ -84,6 +84,10 @@ pub enum HostError {
 
     #[error("a deployment needs at least one worker")]
     NoWorkers,
+
+    /// Envoy's main thread runs the plugins' roots (configuration, ticks) but no streams.
+    #[error("the main thread's VM serves no streams")]
+    MainThreadServesNoStreams,
 }
 
 impl HostError {

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 mod deployment;
 pub mod error;
+mod hcm;
 pub mod headers;
 mod hostcalls;
 pub mod pairs;
@@ -29,13 +30,15 @@ mod worker;
 
 pub use abi::{LogLevel, Status};
 pub use clock::SimClock;
-pub use config::{FailurePolicy, HostOptions, PluginConfig, PluginKind, VmConfig};
+pub use config::{
+    FailurePolicy, HostOptions, PathNormalization, PluginConfig, PluginKind, VmConfig,
+};
 pub use deployment::{CanaryReport, Deployment, Host};
 pub use error::HostError;
 pub use headers::HeaderMap;
 pub use stream::{
-    Connection, HttpRequest, HttpResponse, LocalReply, LogRecord, StreamKind, StreamOutcome,
-    StreamResult, TcpStream,
+    Connection, DataCall, Direction, HttpRequest, HttpResponse, LocalReply, LogRecord, StreamKind,
+    StreamOutcome, StreamResult, TcpEvent, TcpStream, WAYPOINT_PEER_PRINCIPAL_KEY,
 };
 pub use vm::Trap;
 pub use worker::{CalloutResponse, GrpcCallout, GrpcResponse, HttpCallout, StreamHandle, Worker};
