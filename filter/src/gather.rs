@@ -162,14 +162,29 @@ fn read_port(
     }
 }
 
+/// The filter state key Istio's waypoint sets to the caller's SPIFFE ID (`ConnectAuthorityFilter`
+/// on the HBONE listener), as a property path.
+pub const WAYPOINT_PEER_PRINCIPAL: &str = "filter_state\0io.istio.peer_principal";
+
 /// Connection-level attributes (all a TCP connection has).
 pub fn gather_connection(facts: &impl ProxyFacts) -> Result<Attributes, AttributeError> {
     let mut attrs = Attributes::default();
-    let san = read_string(
+    let mut san = read_string(
         facts,
         "connection\0uri_san_peer_certificate",
         "connection.uri_san_peer_certificate",
     )?;
+    if san.is_none() {
+        // On a waypoint the filter runs on an internal listener without TLS: Istio puts the
+        // SPIFFE ID of the HBONE connection's client certificate in filter state. Only a
+        // `spiffe://` value counts.
+        san = read_string(
+            facts,
+            WAYPOINT_PEER_PRINCIPAL,
+            "filter_state.io.istio.peer_principal",
+        )?
+        .filter(|v| principal_from_uri_san(v).is_some());
+    }
     // A peer certificate exists only on a TLS connection whose client presented one, which is
     // what `connection.mtls` says: with a URI SAN it need not be read (one host call less on
     // every mesh request).
@@ -422,6 +437,40 @@ mod tests {
             .remove("connection.uri_san_peer_certificate");
         let attrs = gather_connection(&proxy).unwrap();
         assert_eq!((attrs.mtls, attrs.source_principal), (Some(false), None));
+    }
+
+    #[test]
+    fn a_waypoint_principal_comes_from_filter_state() {
+        let waypoint = || {
+            let mut proxy = connection().raw("connection.mtls", Ok(vec![0]));
+            proxy
+                .properties
+                .remove("connection.uri_san_peer_certificate");
+            proxy
+        };
+        let attrs = gather_connection(&waypoint().string(
+            "filter_state.io.istio.peer_principal",
+            "spiffe://cluster.local/ns/dev/sa/app",
+        ))
+        .unwrap();
+        assert_eq!(
+            (attrs.source_principal.as_deref(), attrs.mtls),
+            (Some("cluster.local/ns/dev/sa/app"), Some(true))
+        );
+        // Not a SPIFFE ID: no principal, and mtls as the connection says.
+        let attrs =
+            gather_connection(&waypoint().string("filter_state.io.istio.peer_principal", "app"))
+                .unwrap();
+        assert_eq!((attrs.source_principal, attrs.mtls), (None, Some(false)));
+        // A certificate's SAN wins over filter state.
+        let attrs = gather_connection(&connection().string(
+            "filter_state.io.istio.peer_principal",
+            "spiffe://cluster.local/ns/other/sa/x",
+        ))
+        .unwrap();
+        assert_eq!(attrs.source_namespace.as_deref(), Some("dev"));
+        let bad = waypoint().raw("filter_state.io.istio.peer_principal", Ok(vec![0xff]));
+        assert!(gather_connection(&bad).is_err());
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod outcome;
 pub mod policy;
 pub mod protocol;
 pub mod ratelimit;
+pub mod stat_name;
 pub mod text;
 
 #[cfg(target_arch = "wasm32")]

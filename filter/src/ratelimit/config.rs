@@ -213,10 +213,19 @@ pub fn validate_rate_limits(
     for (i, limit) in limits.iter().enumerate() {
         let entry_path = path.index(i);
         let spec = limit.validate(&entry_path)?;
-        if let Some(first) = specs.iter().position(|s| s.name == spec.name) {
+        let metric_form = crate::stat_name::prometheus_form(&spec.name);
+        if let Some(first) = specs
+            .iter()
+            .position(|s| crate::stat_name::prometheus_form(&s.name) == metric_form)
+        {
+            let why = if specs.get(first).is_some_and(|s| s.name == spec.name) {
+                "is already used by"
+            } else {
+                "gives the same Prometheus metric (`-` becomes `_`) as"
+            };
             return Err(invalid(
                 entry_path.field("name"),
-                format!("{:?} is already used by {}", spec.name, path.index(first)),
+                format!("{:?} {why} {}", spec.name, path.index(first)),
             ));
         }
         specs.push(spec);
@@ -231,14 +240,18 @@ fn validate_name(name: &str) -> Result<(), String> {
     if name.len() > MAX_NAME_LEN {
         return Err(format!("longer than {MAX_NAME_LEN} characters"));
     }
-    // The name becomes part of shared-data keys, metric names and log lines.
+    // The name becomes part of shared-data keys, metric names and log lines. No `.`: a stat
+    // name is split into tags at its dots (see `stat_name`).
     if !name
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
     {
         return Err(format!(
-            "{name:?} may contain only letters, digits, '-', '_' and '.'"
+            "{name:?} may contain only letters, digits, '-' and '_' (it becomes a segment of metric names)"
         ));
+    }
+    if let Some(why) = crate::stat_name::tag_extraction_clash(name) {
+        return Err(format!("{name:?}: {why}"));
     }
     Ok(())
 }
@@ -407,7 +420,15 @@ mod tests {
             ),
             (
                 json!({"name": "a b", "maxTokens": 1, "fillInterval": "1s"}),
-                "rateLimits[1].name: \"a b\" may contain only letters, digits, '-', '_' and '.'",
+                "rateLimits[1].name: \"a b\" may contain only letters, digits, '-' and '_' (it becomes a segment of metric names)",
+            ),
+            (
+                json!({"name": "tls.per-source", "maxTokens": 1, "fillInterval": "1s"}),
+                "rateLimits[1].name: \"tls.per-source\" may contain only letters, digits, '-' and '_' (it becomes a segment of metric names)",
+            ),
+            (
+                json!({"name": "l7-cache", "maxTokens": 1, "fillInterval": "1s"}),
+                "rateLimits[1].name: \"l7-cache\": Istio's default stats tag extractor (cache\\.(.+?)\\.) would rewrite the metric names it is part of",
             ),
             (
                 json!({"name": "a", "maxTokens": 1, "fillInterval": "1s", "key": ["source.ip", "source.ip"]}),
