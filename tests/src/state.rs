@@ -73,6 +73,8 @@ pub(crate) struct VmState {
     pub call_data: Vec<u8>,
     /// A fatal error raised by a host call (e.g. `proc_exit`), reported with the trap.
     pub fatal: Option<String>,
+    /// While set, only these host calls are allowed (module start, the module's allocator).
+    pub restricted: Option<&'static [&'static str]>,
 }
 
 impl VmState {
@@ -119,6 +121,7 @@ impl VmState {
             done_released: Vec::new(),
             call_data: Vec::new(),
             fatal: None,
+            restricted: None,
         }
     }
 

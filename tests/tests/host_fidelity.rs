@@ -681,3 +681,72 @@ fn modules_in_one_process_share_data_by_vm_id() {
         "another vm_id has its own namespace"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 8. Restricted host calls
+// ---------------------------------------------------------------------------------------------
+
+/// A module whose `_initialize` makes `call` (after a `proxy_log`, which is allowed) and whose
+/// allocator makes `alloc_call` before bumping.
+fn restricted_module(init_call: &str, alloc_call: &str) -> Vec<u8> {
+    let text = format!(
+        r#"(module
+          (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+          (import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
+          (import "env" "proxy_get_property" (func $get_property (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 2)
+          (global $heap (mut i32) (i32.const 65536))
+          (data (i32.const 16) "hello")
+          (data (i32.const 32) "plugin_name")
+          (func (export "proxy_abi_version_0_2_1"))
+          (func (export "_initialize")
+            (drop (call $log (i32.const 2) (i32.const 16) (i32.const 5)))
+            {init_call})
+          (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+            (local $p i32)
+            {alloc_call}
+            (local.set $p (global.get $heap))
+            (global.set $heap (i32.add (global.get $heap) (local.get $size)))
+            (local.get $p))
+          (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+            (drop (call $get_property (i32.const 32) (i32.const 11) (i32.const 0) (i32.const 4)))
+            (i32.const 0)))"#
+    );
+    wat::parse_str(&text).unwrap()
+}
+
+#[test]
+fn host_calls_are_restricted_while_starting_and_allocating() {
+    let define = "(drop (call $define (i32.const 0) (i32.const 16) (i32.const 5) (i32.const 0)))";
+    // Logging is allowed in `_initialize`; defining a metric is not.
+    let wasm = restricted_module("", "");
+    assert!(
+        Host::new(&wasm, VmConfig::default(), HostOptions::default())
+            .unwrap()
+            .start(vec![PluginConfig::http("p", "p", "")], 1)
+            .is_ok()
+    );
+    let wasm = restricted_module(define, "");
+    let error = Host::new(&wasm, VmConfig::default(), HostOptions::default())
+        .unwrap()
+        .start(vec![PluginConfig::http("p", "p", "")], 1)
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("restricted_callback"), "{error}");
+    // An allocator that defines a metric traps the host call that allocated (here
+    // proxy_get_property handing a value over): the VM fails and the stream fails closed.
+    let wasm = restricted_module("", define);
+    let mut deployment = Host::new(&wasm, VmConfig::default(), HostOptions::default())
+        .unwrap()
+        .start(vec![PluginConfig::http("p", "p", "")], 1)
+        .unwrap();
+    let outcome = deployment
+        .worker(0)
+        .http(&HttpRequest::get("a", "/"))
+        .unwrap();
+    assert!(
+        matches!(&outcome.result, StreamResult::FailedClosed { error } if error.contains("restricted_callback")),
+        "{:?}",
+        outcome.result
+    );
+}
