@@ -2,8 +2,10 @@
 //! every way it can fail) runs natively in tests; the proxy-wasm layer implements the trait.
 //!
 //! Property values use Envoy's encoding: strings as raw bytes, integers as 8-byte little-endian,
-//! booleans as one byte. An absent property is unknown; a failed read or a malformed value makes
-//! the whole stream unevaluable, and the caller denies it.
+//! booleans as one byte. An absent property is unknown (no client certificate, no SNI), except
+//! those Envoy reports on every connection (`source.address`, `destination.address`,
+//! `connection.mtls`): their absence, a failed read or a malformed value makes the whole stream
+//! unevaluable, and the caller denies it.
 
 use crate::attributes::{
     parse_socket_address, principal_from_uri_san, AttributeError, Attributes, HttpAttributes,
@@ -190,17 +192,22 @@ pub fn gather_connection(facts: &impl ProxyFacts) -> Result<Attributes, Attribut
     // every mesh request).
     attrs.mtls = match san {
         Some(_) => Some(true),
-        None => read_bool(facts, "connection\0mtls", "connection.mtls")?,
+        None => Some(
+            read_bool(facts, "connection\0mtls", "connection.mtls")?
+                .ok_or(AttributeError::Absent("connection.mtls"))?,
+        ),
     };
     if let Some(principal) = san.as_deref().and_then(principal_from_uri_san) {
         attrs = attrs.with_principal(principal);
     }
 
-    if let Some(address) = read_string(facts, "source\0address", "source.address")? {
-        let (ip, port) = parse_socket_address(&address)?;
-        attrs.source_ip = Some(ip);
-        attrs.source_port = port;
-    }
+    // Envoy's peer addresses exist on every connection (EXPR `PeerWrapper`); without them a
+    // DENY on `ipBlocks` could not match, and the stream would pass it unjudged.
+    let address = read_string(facts, "source\0address", "source.address")?
+        .ok_or(AttributeError::Absent("source.address"))?;
+    let (ip, port) = parse_socket_address(&address)?;
+    attrs.source_ip = Some(ip);
+    attrs.source_port = port;
     // The address carries the port in Envoy; the separate property is read only without it
     // (each host call costs time on every request).
     if attrs.source_port.is_none() {
@@ -211,11 +218,11 @@ pub fn gather_connection(facts: &impl ProxyFacts) -> Result<Attributes, Attribut
     // (`parse_socket_address` returns canonical addresses.)
     attrs.remote_ip = attrs.source_ip;
 
-    if let Some(address) = read_string(facts, "destination\0address", "destination.address")? {
-        let (ip, port) = parse_socket_address(&address)?;
-        attrs.destination_ip = Some(ip);
-        attrs.destination_port = port;
-    }
+    let address = read_string(facts, "destination\0address", "destination.address")?
+        .ok_or(AttributeError::Absent("destination.address"))?;
+    let (ip, port) = parse_socket_address(&address)?;
+    attrs.destination_ip = Some(ip);
+    attrs.destination_port = port;
     if attrs.destination_port.is_none() {
         attrs.destination_port = read_port(facts, "destination\0port", "destination.port")?;
     }
@@ -405,19 +412,59 @@ mod tests {
     #[test]
     fn ports_come_from_the_address_or_the_port_property() {
         let proxy = FakeProxy::default()
+            .raw("connection.mtls", Ok(vec![0]))
             .string("source.address", "10.1.2.3")
             .int("source.port", 4000)
+            .string("destination.address", "10.0.0.2")
             .int("destination.port", 8443);
         let attrs = gather_connection(&proxy).unwrap();
         assert_eq!(attrs.source_port, Some(4000));
         assert_eq!(attrs.destination_port, Some(8443));
-        assert_eq!(attrs.destination_ip, None);
+        assert_eq!(attrs.destination_ip, Some("10.0.0.2".parse().unwrap()));
     }
 
     #[test]
-    fn absent_properties_are_unknown() {
-        let attrs = gather_connection(&FakeProxy::default()).unwrap();
-        assert_eq!(attrs, Attributes::default());
+    fn absent_optional_properties_are_unknown() {
+        // Plain TCP without SNI: no certificate, no server name, no ports beside the addresses.
+        let proxy = FakeProxy::default()
+            .raw("connection.mtls", Ok(vec![0]))
+            .string("source.address", "10.1.2.3")
+            .string("destination.address", "10.0.0.2");
+        let attrs = gather_connection(&proxy).unwrap();
+        assert_eq!(attrs.mtls, Some(false));
+        assert_eq!(attrs.source_principal, None);
+        assert_eq!(attrs.sni, None);
+        assert_eq!(attrs.source_port, None);
+        assert_eq!(attrs.destination_port, None);
+    }
+
+    #[test]
+    fn properties_envoy_always_reports_must_be_there() {
+        for (absent, name) in [
+            ("source.address", "source.address"),
+            ("destination.address", "destination.address"),
+            ("connection.mtls", "connection.mtls"),
+        ] {
+            let mut proxy = connection();
+            proxy.properties.remove(absent);
+            if absent == "connection.mtls" {
+                // With a peer certificate mtls is not read; without one it must be reported.
+                proxy
+                    .properties
+                    .remove("connection.uri_san_peer_certificate");
+            }
+            assert_eq!(
+                gather_connection(&proxy),
+                Err(AttributeError::Absent(name)),
+                "{absent}"
+            );
+        }
+        let mut proxy = connection();
+        proxy.properties.remove("connection.mtls");
+        assert!(
+            gather_connection(&proxy).is_ok(),
+            "mtls is implied by the SAN"
+        );
     }
 
     #[test]

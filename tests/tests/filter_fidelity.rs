@@ -372,6 +372,43 @@ fn mtls_tcp_is_decided_at_the_first_data_with_the_certificate() {
     assert!(outcome.forwarded_bytes.is_empty());
 }
 
+/// The identity is absent at `on_new_connection` (the handshake has not run): a DENY on the
+/// principal cannot match then, so a filter deciding there would let the denied workload
+/// through. The filter waits for the certificate and refuses the connection before any of its
+/// bytes go upstream; another workload passes.
+#[test]
+fn a_denied_principal_is_not_let_through_before_its_certificate_arrives() {
+    let mut deployment = deploy(
+        r#"{"policies": [{"name": "no-dev-app", "action": "DENY",
+            "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/dev/sa/app"]}}]}]}]}"#,
+    );
+    let mut run = |principal: &str| {
+        deployment
+            .worker(0)
+            .tcp(&TcpStream {
+                connection: Connection {
+                    principal: Some(principal.into()),
+                    ..Connection::default()
+                },
+                downstream: vec![b"hello".to_vec()],
+                upstream: vec![b"welcome".to_vec()],
+                ..TcpStream::default()
+            })
+            .unwrap()
+    };
+    let denied = run("cluster.local/ns/dev/sa/app");
+    assert_eq!(denied.result, StreamResult::Closed);
+    assert!(denied.forwarded_bytes.is_empty());
+    assert!(denied.received_bytes.is_empty());
+    assert_eq!(
+        attribute(&decision(&denied), "source.principal"),
+        Value::from("cluster.local/ns/dev/sa/app")
+    );
+    let other = run("cluster.local/ns/ci/sa/runner");
+    assert_eq!(other.result, StreamResult::Continued);
+    assert_eq!(other.forwarded_bytes, b"hello");
+}
+
 /// A server that speaks first (SMTP, MySQL) on a connection not yet judged: its bytes never
 /// reach the client. If the handshake is over, the identity is there and the filter decides
 /// on the spot; otherwise the connection is refused.

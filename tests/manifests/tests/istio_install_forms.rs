@@ -203,7 +203,9 @@ fn the_gateway_keeps_the_filters_counters() {
     };
     let path = "mesh/istio-operator.yaml";
     let operator: IstioOperator = parse(path, single_document(path));
-    let operator_annotations = &operator.spec.components.egress_gateways[0].k8s.pod_annotations;
+    let operator_annotations = &operator.spec.components.egress_gateways[0]
+        .k8s
+        .pod_annotations;
     let config = proxy_config(path, operator_annotations);
     assert!(
         config
