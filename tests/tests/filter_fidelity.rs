@@ -707,3 +707,28 @@ fn two_builds_in_one_process_share_the_rate_limit_buckets() {
     let statuses: Vec<Option<u32>> = results.iter().map(status).collect();
     assert_eq!(statuses, [None, None, Some(429), Some(429)]);
 }
+
+/// Istio's HTTP and NETWORK WasmPlugins of one image share one VM per worker and, with the
+/// empty VM id, one shared-data namespace: a limit of the same name in both configurations is
+/// one limit, whose tokens HTTP requests and TCP connections take alike.
+#[test]
+fn the_http_and_network_plugins_share_a_limit_of_the_same_name() {
+    let config = r#"{"rateLimits": [{"name": "all", "maxTokens": 1, "fillInterval": "1h"}]}"#;
+    let mut deployment = deploy(config);
+    let request = deployment
+        .worker(0)
+        .http(&HttpRequest::get("api.example.com", "/"))
+        .unwrap();
+    assert_eq!(status(&request), None);
+    let connection = deployment
+        .worker(0)
+        .tcp(&TcpStream {
+            connection: sni_connection("api.example.com"),
+            downstream: vec![b"hello".to_vec()],
+            ..TcpStream::default()
+        })
+        .unwrap();
+    assert_eq!(connection.result, StreamResult::Closed);
+    assert!(connection.forwarded_bytes.is_empty());
+    assert_eq!(field(&decision(&connection), "reason"), "rate_limited");
+}
