@@ -79,6 +79,11 @@ pub enum HostError {
     #[error("no pending callout with token {0}")]
     UnknownCallout(u32),
 
+    /// Envoy's unary gRPC handler has no metadata callbacks: only the message, or the close on
+    /// failure, reach the module.
+    #[error("gRPC call {0} is unary: Envoy delivers no initial or trailing metadata for it")]
+    MetadataForUnaryCall(u32),
+
     #[error("the VM has failed: {0}")]
     VmFailed(String),
 

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use common::{host_from_wat, probe, probe_status, probe_value, property_probes, stashed, wat_file};
@@ -679,6 +680,68 @@ fn modules_in_one_process_share_data_by_vm_id() {
         common::results(&other_vm),
         [1],
         "another vm_id has its own namespace"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. gRPC callouts
+// ---------------------------------------------------------------------------------------------
+
+/// Envoy's unary gRPC handler (`GrpcCallClientHandler`) has only the message and the failure
+/// callbacks; `proxy_grpc_close` on a call cancels it (`Context::grpcClose`).
+#[test]
+fn unary_grpc_calls_get_no_metadata_and_close_cancels_them() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/grpc.wat"))
+        .unwrap();
+    let host = |text: &str| {
+        Host::new(
+            &wat::parse_str(text).unwrap(),
+            VmConfig::default(),
+            HostOptions {
+                clusters: vec!["svc".into()],
+                ..HostOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let plain = host(&text);
+    let mut deployment = plain
+        .start(vec![PluginConfig::http("p", "p", "")], 1)
+        .unwrap();
+    let worker = deployment.worker(0);
+    worker.http(&HttpRequest::get("a", "/")).unwrap();
+    let token = worker.grpc_callouts()[0].token;
+    let with_metadata = egress_sim::GrpcResponse {
+        initial_metadata: vec![("k".into(), "v".into())],
+        messages: vec![b"pong".to_vec()],
+        ..Default::default()
+    };
+    assert!(matches!(
+        worker.respond_grpc_callout(token, with_metadata),
+        Err(HostError::MetadataForUnaryCall(t)) if t == token
+    ));
+    assert_eq!(worker.grpc_callouts().len(), 1, "the call is still pending");
+
+    let closing = text
+        .replace(
+            r#"(import "env" "proxy_log""#,
+            r#"(import "env" "proxy_grpc_close" (func $close (param i32) (result i32)))
+  (import "env" "proxy_log""#,
+        )
+        .replace(
+            "      (then unreachable))\n    (i32.const 0))",
+            "      (then unreachable))\n    (if (call $close (i32.load (i32.const 0))) (then unreachable))\n    (i32.const 0))",
+        );
+    assert_ne!(closing, text);
+    let closing = host(&closing);
+    let mut deployment = closing
+        .start(vec![PluginConfig::http("p", "p", "")], 1)
+        .unwrap();
+    let worker = deployment.worker(0);
+    worker.http(&HttpRequest::get("a", "/")).unwrap();
+    assert!(
+        worker.grpc_callouts().is_empty(),
+        "closing a call cancels it"
     );
 }
 
