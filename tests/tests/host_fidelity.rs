@@ -749,6 +749,61 @@ fn unary_grpc_calls_get_no_metadata_and_close_cancels_them() {
 // 8. Restricted host calls
 // ---------------------------------------------------------------------------------------------
 
+/// cpp-host's `WasmBase::startVm`: a reactor's `_initialize`, then `main` if exported; a
+/// command's `_start` only when there is no `_initialize`.
+#[test]
+fn start_functions_run_as_cpp_host_runs_them() {
+    let module = |exports: &[(&str, &str)]| {
+        let funcs: String = exports
+            .iter()
+            .enumerate()
+            .map(|(i, (name, signature))| {
+                let result = if signature.contains("result") { "(i32.const 0)" } else { "" };
+                format!(
+                    r#"(data (i32.const {at}) "{name}")
+                    (func (export "{name}") {signature}
+                      (drop (call $log (i32.const 2) (i32.const {at}) (i32.const {len}))) {result})"#,
+                    at = 16 + i * 16,
+                    len = name.len(),
+                )
+            })
+            .collect();
+        wat::parse_str(format!(
+            r#"(module
+              (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+              (memory (export "memory") 2)
+              (global $heap (mut i32) (i32.const 65536))
+              (func (export "proxy_abi_version_0_2_1"))
+              (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+                (local $p i32)
+                (local.set $p (global.get $heap))
+                (global.set $heap (i32.add (global.get $heap) (local.get $size)))
+                (local.get $p))
+              {funcs})"#
+        ))
+        .unwrap()
+    };
+    let started = |wasm: Vec<u8>| -> Vec<String> {
+        Host::new(&wasm, VmConfig::default(), HostOptions::default())
+            .unwrap()
+            .canary(&PluginConfig::http("p", "p", ""))
+            .unwrap()
+            .logs
+            .into_iter()
+            .map(|l| l.message)
+            .collect()
+    };
+    let main = ("main", "(param i32 i32) (result i32)");
+    let initialize = ("_initialize", "");
+    let start = ("_start", "");
+    assert_eq!(
+        started(module(&[main, initialize])),
+        ["_initialize", "main"]
+    );
+    assert_eq!(started(module(&[start])), ["_start"]);
+    assert_eq!(started(module(&[start, initialize])), ["_initialize"]);
+}
+
 /// A module whose `_initialize` makes `call` (after a `proxy_log`, which is allowed) and whose
 /// allocator makes `alloc_call` before bumping.
 fn restricted_module(init_call: &str, alloc_call: &str) -> Vec<u8> {
