@@ -82,6 +82,10 @@ pub enum AttributeError {
     Malformed(&'static str, String),
     #[error("cannot read {0}: {1}")]
     Host(String, String),
+    /// A property Envoy gives every connection is missing: the filter is not running where it
+    /// thinks, and nothing it would decide could be trusted.
+    #[error("{0} is absent (Envoy reports it on every connection)")]
+    Absent(&'static str),
 }
 
 impl Attributes {

@@ -2,8 +2,10 @@
 //! every way it can fail) runs natively in tests; the proxy-wasm layer implements the trait.
 //!
 //! Property values use Envoy's encoding: strings as raw bytes, integers as 8-byte little-endian,
-//! booleans as one byte. An absent property is unknown; a failed read or a malformed value makes
-//! the whole stream unevaluable, and the caller denies it.
+//! booleans as one byte. An absent property is unknown (no client certificate, no SNI), except
+//! those Envoy reports on every connection (`source.address`, `destination.address`,
+//! `connection.mtls`): their absence, a failed read or a malformed value makes the whole stream
+//! unevaluable, and the caller denies it.
 
 use crate::attributes::{
     parse_socket_address, principal_from_uri_san, AttributeError, Attributes, HttpAttributes,
@@ -162,30 +164,50 @@ fn read_port(
     }
 }
 
+/// The filter state key Istio's waypoint sets to the caller's SPIFFE ID (`ConnectAuthorityFilter`
+/// on the HBONE listener), as a property path.
+pub const WAYPOINT_PEER_PRINCIPAL: &str = "filter_state\0io.istio.peer_principal";
+
 /// Connection-level attributes (all a TCP connection has).
 pub fn gather_connection(facts: &impl ProxyFacts) -> Result<Attributes, AttributeError> {
     let mut attrs = Attributes::default();
-    let san = read_string(
+    let mut san = read_string(
         facts,
         "connection\0uri_san_peer_certificate",
         "connection.uri_san_peer_certificate",
     )?;
+    if san.is_none() {
+        // On a waypoint the filter runs on an internal listener without TLS: Istio puts the
+        // SPIFFE ID of the HBONE connection's client certificate in filter state. Only a
+        // `spiffe://` value counts.
+        san = read_string(
+            facts,
+            WAYPOINT_PEER_PRINCIPAL,
+            "filter_state.io.istio.peer_principal",
+        )?
+        .filter(|v| principal_from_uri_san(v).is_some());
+    }
     // A peer certificate exists only on a TLS connection whose client presented one, which is
     // what `connection.mtls` says: with a URI SAN it need not be read (one host call less on
     // every mesh request).
     attrs.mtls = match san {
         Some(_) => Some(true),
-        None => read_bool(facts, "connection\0mtls", "connection.mtls")?,
+        None => Some(
+            read_bool(facts, "connection\0mtls", "connection.mtls")?
+                .ok_or(AttributeError::Absent("connection.mtls"))?,
+        ),
     };
     if let Some(principal) = san.as_deref().and_then(principal_from_uri_san) {
         attrs = attrs.with_principal(principal);
     }
 
-    if let Some(address) = read_string(facts, "source\0address", "source.address")? {
-        let (ip, port) = parse_socket_address(&address)?;
-        attrs.source_ip = Some(ip);
-        attrs.source_port = port;
-    }
+    // Envoy's peer addresses exist on every connection (EXPR `PeerWrapper`); without them a
+    // DENY on `ipBlocks` could not match, and the stream would pass it unjudged.
+    let address = read_string(facts, "source\0address", "source.address")?
+        .ok_or(AttributeError::Absent("source.address"))?;
+    let (ip, port) = parse_socket_address(&address)?;
+    attrs.source_ip = Some(ip);
+    attrs.source_port = port;
     // The address carries the port in Envoy; the separate property is read only without it
     // (each host call costs time on every request).
     if attrs.source_port.is_none() {
@@ -196,11 +218,11 @@ pub fn gather_connection(facts: &impl ProxyFacts) -> Result<Attributes, Attribut
     // (`parse_socket_address` returns canonical addresses.)
     attrs.remote_ip = attrs.source_ip;
 
-    if let Some(address) = read_string(facts, "destination\0address", "destination.address")? {
-        let (ip, port) = parse_socket_address(&address)?;
-        attrs.destination_ip = Some(ip);
-        attrs.destination_port = port;
-    }
+    let address = read_string(facts, "destination\0address", "destination.address")?
+        .ok_or(AttributeError::Absent("destination.address"))?;
+    let (ip, port) = parse_socket_address(&address)?;
+    attrs.destination_ip = Some(ip);
+    attrs.destination_port = port;
     if attrs.destination_port.is_none() {
         attrs.destination_port = read_port(facts, "destination\0port", "destination.port")?;
     }
@@ -390,19 +412,59 @@ mod tests {
     #[test]
     fn ports_come_from_the_address_or_the_port_property() {
         let proxy = FakeProxy::default()
+            .raw("connection.mtls", Ok(vec![0]))
             .string("source.address", "10.1.2.3")
             .int("source.port", 4000)
+            .string("destination.address", "10.0.0.2")
             .int("destination.port", 8443);
         let attrs = gather_connection(&proxy).unwrap();
         assert_eq!(attrs.source_port, Some(4000));
         assert_eq!(attrs.destination_port, Some(8443));
-        assert_eq!(attrs.destination_ip, None);
+        assert_eq!(attrs.destination_ip, Some("10.0.0.2".parse().unwrap()));
     }
 
     #[test]
-    fn absent_properties_are_unknown() {
-        let attrs = gather_connection(&FakeProxy::default()).unwrap();
-        assert_eq!(attrs, Attributes::default());
+    fn absent_optional_properties_are_unknown() {
+        // Plain TCP without SNI: no certificate, no server name, no ports beside the addresses.
+        let proxy = FakeProxy::default()
+            .raw("connection.mtls", Ok(vec![0]))
+            .string("source.address", "10.1.2.3")
+            .string("destination.address", "10.0.0.2");
+        let attrs = gather_connection(&proxy).unwrap();
+        assert_eq!(attrs.mtls, Some(false));
+        assert_eq!(attrs.source_principal, None);
+        assert_eq!(attrs.sni, None);
+        assert_eq!(attrs.source_port, None);
+        assert_eq!(attrs.destination_port, None);
+    }
+
+    #[test]
+    fn properties_envoy_always_reports_must_be_there() {
+        for (absent, name) in [
+            ("source.address", "source.address"),
+            ("destination.address", "destination.address"),
+            ("connection.mtls", "connection.mtls"),
+        ] {
+            let mut proxy = connection();
+            proxy.properties.remove(absent);
+            if absent == "connection.mtls" {
+                // With a peer certificate mtls is not read; without one it must be reported.
+                proxy
+                    .properties
+                    .remove("connection.uri_san_peer_certificate");
+            }
+            assert_eq!(
+                gather_connection(&proxy),
+                Err(AttributeError::Absent(name)),
+                "{absent}"
+            );
+        }
+        let mut proxy = connection();
+        proxy.properties.remove("connection.mtls");
+        assert!(
+            gather_connection(&proxy).is_ok(),
+            "mtls is implied by the SAN"
+        );
     }
 
     #[test]
@@ -422,6 +484,40 @@ mod tests {
             .remove("connection.uri_san_peer_certificate");
         let attrs = gather_connection(&proxy).unwrap();
         assert_eq!((attrs.mtls, attrs.source_principal), (Some(false), None));
+    }
+
+    #[test]
+    fn a_waypoint_principal_comes_from_filter_state() {
+        let waypoint = || {
+            let mut proxy = connection().raw("connection.mtls", Ok(vec![0]));
+            proxy
+                .properties
+                .remove("connection.uri_san_peer_certificate");
+            proxy
+        };
+        let attrs = gather_connection(&waypoint().string(
+            "filter_state.io.istio.peer_principal",
+            "spiffe://cluster.local/ns/dev/sa/app",
+        ))
+        .unwrap();
+        assert_eq!(
+            (attrs.source_principal.as_deref(), attrs.mtls),
+            (Some("cluster.local/ns/dev/sa/app"), Some(true))
+        );
+        // Not a SPIFFE ID: no principal, and mtls as the connection says.
+        let attrs =
+            gather_connection(&waypoint().string("filter_state.io.istio.peer_principal", "app"))
+                .unwrap();
+        assert_eq!((attrs.source_principal, attrs.mtls), (None, Some(false)));
+        // A certificate's SAN wins over filter state.
+        let attrs = gather_connection(&connection().string(
+            "filter_state.io.istio.peer_principal",
+            "spiffe://cluster.local/ns/other/sa/x",
+        ))
+        .unwrap();
+        assert_eq!(attrs.source_namespace.as_deref(), Some("dev"));
+        let bad = waypoint().raw("filter_state.io.istio.peer_principal", Ok(vec![0xff]));
+        assert!(gather_connection(&bad).is_err());
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod outcome;
 pub mod policy;
 pub mod protocol;
 pub mod ratelimit;
+pub mod stat_name;
 pub mod text;
 
 #[cfg(target_arch = "wasm32")]
@@ -70,8 +71,13 @@ impl LimitCompiler {
     #[inline(never)]
     fn add(&mut self, limit: &RateLimitConfig, path: &ConfigPath) -> Result<u32, ConfigError> {
         let spec = limit.validate(path)?;
-        if let Some((_, first)) = self.paths.iter().find(|(name, _)| *name == spec.name) {
-            return Err(name_already_used(&spec.name, path, first));
+        let metric_form = stat_name::prometheus_form(&spec.name);
+        let earlier = self
+            .paths
+            .iter()
+            .find(|(name, _)| stat_name::prometheus_form(name) == metric_form);
+        if let Some((first_name, first)) = earlier {
+            return Err(name_already_used(&spec.name, path, first_name, first));
         }
         let no_match = config::RuleSpec::default();
         // A limit on HTTP-only fields (hosts, paths, ...) does not apply to TCP connections.

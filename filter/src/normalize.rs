@@ -4,12 +4,22 @@
 //! Steps: strip the query and fragment; refuse encoded or raw NUL; decode `%XX` escapes of
 //! unreserved characters (`A-Z a-z 0-9 - . _ ~`) once, upper-case the hex digits of the escapes
 //! that stay and encode a stray `%` as `%25`; turn `\` into `/`; resolve `.` and `..` segments
-//! (RFC 3986 section 5.2.4). Slashes are not merged and `%2F`/`%5C` stay encoded, as with `BASE`.
+//! (RFC 3986 section 5.2.4). Slashes are not merged and `%2F`/`%5C` stay encoded, as with `BASE`:
+//! the result is the path Envoy's RBAC matches under Istio's gateway defaults, and normalising
+//! it again changes nothing.
+//!
+//! One defence goes further than Envoy: Istio keeps `%2F` and does not merge slashes, and many
+//! upstream servers do both, so `/public/..%2Fadmin` or `/public//../admin` match `/public/*`
+//! here and in RBAC and may reach `/admin` upstream. A path that resolves differently once its
+//! escaped slashes are decoded and its slashes merged is refused (the stream is denied).
+//! `%2F` alone (`/projects/group%2Frepo`) and `//` alone stay allowed.
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     #[error("path contains an encoded or raw NUL byte")]
     Nul,
+    #[error("path resolves to another path once `%2F`/`%5C` are decoded or slashes merged, as upstream servers may do")]
+    Ambiguous,
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -74,7 +84,36 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
     if !decoded.starts_with('/') {
         return Ok(decoded);
     }
-    Ok(remove_dot_segments(&decoded))
+    let resolved = remove_dot_segments(&decoded);
+    if has_slash_variants(&decoded) {
+        // What a server that decodes escaped slashes and merges slashes before resolving dot
+        // segments would see, against what the rules match.
+        let upstream = remove_dot_segments(&merge_slashes(&decode_slashes(&decoded)));
+        if merge_slashes(&decode_slashes(&resolved)) != upstream {
+            return Err(PathError::Ambiguous);
+        }
+    }
+    Ok(resolved)
+}
+
+/// Whether the path has an escaped slash or an empty segment.
+fn has_slash_variants(path: &str) -> bool {
+    path.contains("//") || path.contains("%2F") || path.contains("%5C")
+}
+
+/// `%2F` and `%5C` (upper case after normalisation) as `/`.
+fn decode_slashes(path: &str) -> String {
+    path.replace("%2F", "/").replace("%5C", "/")
+}
+
+fn merge_slashes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for ch in path.chars() {
+        if !(ch == '/' && out.ends_with('/')) {
+            out.push(ch);
+        }
+    }
+    out
 }
 
 /// RFC 3986 5.2.4 for an absolute path; empty segments (`//`) are kept.
@@ -127,12 +166,42 @@ mod tests {
         assert_eq!(n("/a\\b"), "/a/b");
         assert_eq!(n("/%41%7e%2D"), "/A~-");
         assert_eq!(n("/a%2fb"), "/a%2Fb");
-        assert_eq!(n("/a%5c..%5cb"), "/a%5C..%5Cb");
+        assert_eq!(n("/projects/group%2Frepo"), "/projects/group%2Frepo");
+        assert_eq!(n("/files//x"), "/files//x");
         assert_eq!(n("/100%"), "/100%25");
         assert_eq!(n("/x#frag"), "/x");
         assert_eq!(n(""), "");
         assert_eq!(n("*"), "*");
         assert_eq!(n("/"), "/");
+    }
+
+    #[test]
+    fn paths_that_resolve_differently_upstream_are_refused() {
+        for ambiguous in [
+            "/public/..%2Fadmin",
+            "/public/..%2fadmin",
+            "/public/%2e%2e%2Fadmin",
+            "/public/..%5Cadmin",
+            "/a%5c..%5cb",
+            "/public//../admin",
+            "/public/x%2F..%2F..%2Fadmin?q",
+        ] {
+            assert_eq!(
+                normalize_path(ambiguous),
+                Err(PathError::Ambiguous),
+                "{ambiguous}"
+            );
+        }
+        // A second pass over an accepted path is a no-op.
+        for fine in [
+            "/projects/group%2Frepo/raw",
+            "//admin",
+            "/a/b/../c",
+            "/a%2Fb/c",
+        ] {
+            let once = n(fine);
+            assert_eq!(n(&once), once, "{fine}");
+        }
     }
 
     #[test]

@@ -68,7 +68,7 @@ fn rate_limit_and_protocol_errors_are_located() {
         ),
         (
             r#"{"policies":[{"name":"p","rules":[{"when":[{"key":"connection.protocol","values":["TLS"]}]}]}]}"#,
-            r#"policies[0].rules[0].when[0].values[0]: "TLS" is not one of tls, http1, http2, ssh, unknown"#,
+            r#"policies[0].rules[0].when[0].values[0]: "TLS" is not one of tls, http1, http2, http3, ssh, unknown"#,
         ),
     ];
     for (json, expected) in cases {

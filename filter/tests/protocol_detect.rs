@@ -174,5 +174,10 @@ fn protocol_names_for_rules() {
         Protocol::from_http_protocol("HTTP/2"),
         Some(Protocol::Http2)
     );
-    assert_eq!(Protocol::from_http_protocol("HTTP/3"), None);
+    assert_eq!(
+        Protocol::from_http_protocol("HTTP/3"),
+        Some(Protocol::Http3)
+    );
+    assert_eq!(Protocol::Http3.as_str(), "http3");
+    assert_eq!(Protocol::from_http_protocol("HTTP/0.9"), None);
 }

@@ -65,7 +65,7 @@ proptest! {
             max_keys: 1,
         });
         let store = MemoryStore::new();
-        store.set("egress-guard/rl/f/set/0", &garbage, 0).unwrap();
+        store.set("egress-guard/rl/v1/f/set/0", &garbage, 0).unwrap();
         let k = BucketKey::from_values(Vec::<Option<&str>>::new());
         let admitted = (0..100).filter(|_| l.check(&store, &k, 1_000 * SEC).allowed()).count();
         // Garbage decodes as some valid state at most holding `max` tokens, or is replaced by a new

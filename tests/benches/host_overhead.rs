@@ -130,7 +130,7 @@ fn tcp() -> TcpStream {
             ..Connection::default()
         },
         downstream: vec![vec![0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5]],
-        upstream: Vec::new(),
+        ..TcpStream::default()
     }
 }
 
@@ -195,7 +195,7 @@ fn bench_http(c: &mut Criterion) {
             ..Connection::default()
         },
         downstream: vec![client_hello()],
-        upstream: Vec::new(),
+        ..TcpStream::default()
     };
     let mut worker = self::worker(
         &egress,

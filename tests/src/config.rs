@@ -89,6 +89,23 @@ impl PluginConfig {
     }
 }
 
+/// Istio's mesh `pathNormalization.normalization`: what the connection manager does to `:path`
+/// before any filter (Istio `listener_builder.go`, "Setup normalization").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PathNormalization {
+    /// `NONE`: the path as the client sent it (only a `#fragment` is cut).
+    None,
+    /// `BASE` / `DEFAULT`, Istio's default: `normalize_path` (RFC 3986 dot segments, unreserved
+    /// escapes decoded, `\` to `/`); `merge_slashes` off; escaped slashes kept.
+    #[default]
+    Base,
+    /// `MERGE_SLASHES`: `BASE` and `merge_slashes`.
+    MergeSlashes,
+    /// `DECODE_AND_MERGE_SLASHES`: `%2F`/`%5C` decoded first (`UNESCAPE_AND_FORWARD`), then as
+    /// `MERGE_SLASHES`.
+    DecodeAndMergeSlashes,
+}
+
 /// A host-provided function the module can call with `proxy_call_foreign_function`.
 pub type ForeignFunction = Arc<dyn Fn(&[u8]) -> Result<Vec<u8>, Status> + Send + Sync>;
 
@@ -113,6 +130,22 @@ pub struct HostOptions {
     pub reload_backoff: Duration,
     /// Foreign functions by name. `clear_route_cache` is always present.
     pub foreign_functions: HashMap<String, ForeignFunction>,
+    /// The mesh's path normalisation, applied to `:path` before any filter.
+    pub path_normalization: PathNormalization,
+    /// Envoy `http_protocol_options.accept_http_10`: off by default, so HTTP/1.0 requests get a
+    /// 426 from the codec and never reach a filter.
+    pub accept_http_10: bool,
+    /// Envoy's per-connection buffer limit (`per_connection_buffer_limit_bytes`, 1 MiB by
+    /// default): once a connection holds more unforwarded client bytes, Envoy stops reading from
+    /// it and no further data callback comes.
+    pub connection_buffer_limit: usize,
+    /// Envoy's main thread runs the plugins too (configured, ticking, never serving streams):
+    /// [`crate::Deployment`] starts such a VM next to the workers.
+    pub main_thread_vm: bool,
+    /// Node metadata (`xds.node.metadata.<key>`), as Istio's bootstrap sets it.
+    pub node_metadata: Vec<(String, String)>,
+    /// The node id (`xds.node.id`).
+    pub node_id: String,
 }
 
 impl Default for HostOptions {
@@ -126,6 +159,17 @@ impl Default for HostOptions {
             connection_manager_headers: true,
             reload_backoff: Duration::from_secs(1),
             foreign_functions: HashMap::new(),
+            path_normalization: PathNormalization::Base,
+            accept_http_10: false,
+            connection_buffer_limit: 1024 * 1024,
+            main_thread_vm: true,
+            node_metadata: vec![
+                ("CLUSTER_ID".to_string(), "Kubernetes".to_string()),
+                ("ISTIO_VERSION".to_string(), "1.24.0".to_string()),
+            ],
+            node_id:
+                "router~10.0.0.2~istio-egressgateway-0.istio-system~istio-system.svc.cluster.local"
+                    .to_string(),
         }
     }
 }
@@ -145,6 +189,12 @@ impl fmt::Debug for HostOptions {
             )
             .field("reload_backoff", &self.reload_backoff)
             .field("foreign_functions", &foreign)
+            .field("path_normalization", &self.path_normalization)
+            .field("accept_http_10", &self.accept_http_10)
+            .field("connection_buffer_limit", &self.connection_buffer_limit)
+            .field("main_thread_vm", &self.main_thread_vm)
+            .field("node_metadata", &self.node_metadata)
+            .field("node_id", &self.node_id)
             .finish()
     }
 }

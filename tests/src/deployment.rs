@@ -124,6 +124,41 @@ impl Host {
     /// Loads a module (binary Wasm). Checks what Envoy checks before running it: the ABI
     /// version export, the allocator, and that every import is one the host provides.
     pub fn new(wasm: &[u8], vm_config: VmConfig, options: HostOptions) -> Result<Host, HostError> {
+        Host::load(
+            wasm,
+            vm_config,
+            options,
+            Arc::new(SharedState::default()),
+            Arc::new(SimClock::default()),
+        )
+    }
+
+    /// Another module in the same Envoy process: it shares this host's shared data, queues,
+    /// metrics and clock. Shared data is process-wide and keyed by `vm_id` only, so a second
+    /// build of a filter (a rollout, where the old VM drains while the new one serves) reads
+    /// and writes the same keys (proxy-wasm-cpp-host `getGlobalSharedData`).
+    pub fn alongside(
+        &self,
+        wasm: &[u8],
+        vm_config: VmConfig,
+        options: HostOptions,
+    ) -> Result<Host, HostError> {
+        Host::load(
+            wasm,
+            vm_config,
+            options,
+            self.inner.shared.clone(),
+            self.inner.clock.clone(),
+        )
+    }
+
+    fn load(
+        wasm: &[u8],
+        vm_config: VmConfig,
+        options: HostOptions,
+        shared: Arc<SharedState>,
+        clock: Arc<SimClock>,
+    ) -> Result<Host, HostError> {
         let module = compile(wasm)?;
         check_abi_version(&module)?;
         let mut linker = Linker::new(engine());
@@ -136,8 +171,8 @@ impl Host {
         Ok(Host {
             inner: Arc::new(HostInner {
                 pre,
-                shared: Arc::new(SharedState::default()),
-                clock: Arc::new(SimClock::default()),
+                shared,
+                clock,
                 vm_config: Arc::new(vm_config),
                 options: Arc::new(options),
                 next_vm_instance: AtomicU64::new(1),
@@ -175,8 +210,8 @@ impl Host {
         Ok(CanaryReport { logs })
     }
 
-    /// Starts like Envoy: a canary per plugin, then `workers` VMs, each with every plugin
-    /// started and configured.
+    /// Starts like Envoy: a canary per plugin, then (with `main_thread_vm`) the main thread's
+    /// VM and `workers` VMs, each with every plugin started and configured.
     pub fn start(
         &self,
         plugins: Vec<PluginConfig>,
@@ -196,12 +231,20 @@ impl Host {
             canary_logs.extend(self.canary(plugin)?.logs);
         }
         let plugins: Vec<Arc<PluginConfig>> = plugins.into_iter().map(Arc::new).collect();
+        // Envoy sets the plugin's thread-local slot on the main thread too: a VM there is
+        // configured and ticks, and never sees a stream.
+        let main_thread = if self.inner.options.main_thread_vm {
+            Some(Worker::new_main_thread(self.inner.clone(), &plugins)?)
+        } else {
+            None
+        };
         let workers = (0..workers)
             .map(|index| Worker::new(self.inner.clone(), index, &plugins))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Deployment {
             host: self.clone(),
             canary_logs,
+            main_thread,
             workers,
         })
     }
@@ -217,6 +260,7 @@ impl Host {
 pub struct Deployment {
     host: Host,
     pub canary_logs: Vec<LogRecord>,
+    main_thread: Option<Worker>,
     workers: Vec<Worker>,
 }
 
@@ -227,6 +271,18 @@ impl Deployment {
 
     pub fn workers(&mut self) -> &mut [Worker] {
         &mut self.workers
+    }
+
+    /// The main thread's VM (configured, ticking, serving no streams), if the host runs one.
+    pub fn main_thread(&mut self) -> Option<&mut Worker> {
+        self.main_thread.as_mut()
+    }
+
+    /// Runs due ticks and queue callbacks on the main thread and every worker.
+    pub fn poll(&mut self) {
+        for worker in self.main_thread.iter_mut().chain(self.workers.iter_mut()) {
+            worker.poll();
+        }
     }
 
     /// The worker at `index` modulo the number of workers.
@@ -248,11 +304,13 @@ impl Deployment {
         self.workers
     }
 
-    /// A configuration update (xDS): the canary checks it first; if accepted, every worker
-    /// applies it to new streams. A rejected update changes nothing.
+    /// A configuration update (xDS/ECDS): the canary checks it first; a rejected update is
+    /// refused (NACK) and changes nothing, the old configuration keeps serving. If accepted,
+    /// every VM adds a root context for it and new streams use it; streams already open finish
+    /// on the old root, which is retired after them.
     pub fn update_plugin(&mut self, plugin: PluginConfig) -> Result<CanaryReport, HostError> {
         let report = self.host.canary(&plugin)?;
-        for worker in &mut self.workers {
+        for worker in self.main_thread.iter_mut().chain(self.workers.iter_mut()) {
             worker.update_plugin(plugin.clone())?;
         }
         Ok(report)

@@ -79,11 +79,20 @@ pub enum HostError {
     #[error("no pending callout with token {0}")]
     UnknownCallout(u32),
 
+    /// Envoy's unary gRPC handler has no metadata callbacks: only the message, or the close on
+    /// failure, reach the module.
+    #[error("gRPC call {0} is unary: Envoy delivers no initial or trailing metadata for it")]
+    MetadataForUnaryCall(u32),
+
     #[error("the VM has failed: {0}")]
     VmFailed(String),
 
     #[error("a deployment needs at least one worker")]
     NoWorkers,
+
+    /// Envoy's main thread runs the plugins' roots (configuration, ticks) but no streams.
+    #[error("the main thread's VM serves no streams")]
+    MainThreadServesNoStreams,
 }
 
 impl HostError {

@@ -4,18 +4,78 @@
 //! - Pseudo headers (`:authority`, `:path`, ...) are kept before all other headers.
 //! - In request headers `host` is another name for `:authority` (Envoy's static look-up table
 //!   maps the legacy `host` key onto the inline `:authority` entry).
-//! - A repeated header is kept as separate entries; `get` returns only the first value, as
-//!   `proxy_get_header_map_value` does in Envoy.
+//! - In request headers, a repeated *inline* header (`:authority`/`host`, `user-agent`,
+//!   `x-forwarded-for`, `content-type`, ...: [`INLINE_REQUEST_HEADERS`]) is folded into its
+//!   first entry, the values joined with `,` (Envoy `HeaderMapImpl::insertByKey` /
+//!   `addViaMove` → `appendToHeader`). Any other repeated header is kept as separate entries.
+//! - `get` returns the first entry only, as `proxy_get_header_map_value` does in Envoy: the
+//!   joined value for an inline header, the first value for any other.
+
+/// Envoy's inline request headers: `INLINE_REQ_STRING_HEADERS`, `INLINE_REQ_NUMERIC_HEADERS`,
+/// `INLINE_REQ_RESP_STRING_HEADERS` and `INLINE_REQ_RESP_NUMERIC_HEADERS`
+/// (`source/common/http/header_map_impl.h`), plus `referer`, which the CEL attributes register
+/// (`source/extensions/filters/common/expr/context.cc`). Other extensions compiled into a build
+/// may register more; these are the ones every Envoy has. `host` is `:authority`.
+pub const INLINE_REQUEST_HEADERS: &[&str] = &[
+    ":authority",
+    ":method",
+    ":path",
+    ":protocol",
+    ":scheme",
+    "connection",
+    "content-length",
+    "content-type",
+    "expect",
+    "grpc-timeout",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-status",
+    "referer",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "user-agent",
+    "via",
+    "x-client-trace-id",
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-external-address",
+    "x-envoy-force-trace",
+    "x-envoy-hedge-on-per-try-timeout",
+    "x-envoy-internal",
+    "x-envoy-ip-tags",
+    "x-envoy-is-timeout-retry",
+    "x-envoy-max-retries",
+    "x-envoy-original-path",
+    "x-envoy-original-url",
+    "x-envoy-retriable-header-names",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-retry-on",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-stream-duration-ms",
+    "x-forwarded-client-cert",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-request-id",
+];
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeaderMap {
     entries: Vec<(String, Vec<u8>)>,
-    /// Whether `host` aliases `:authority` (request headers only).
+    /// Request headers: `host` aliases `:authority` and inline headers fold.
     host_is_authority: bool,
 }
 
 impl HeaderMap {
-    /// A map for request headers, where `host` and `:authority` are one header.
+    /// A map for request headers, where `host` and `:authority` are one header and a repeated
+    /// inline header folds into one entry.
     pub fn request() -> HeaderMap {
         HeaderMap {
             entries: Vec::new(),
@@ -37,10 +97,23 @@ impl HeaderMap {
         }
     }
 
-    /// Appends a value (Envoy `addCopy`), keeping pseudo headers first.
+    /// Appends a value (Envoy `addCopy`), keeping pseudo headers first. In request headers a
+    /// second value of an inline header is appended to the first entry after a `,` (an empty
+    /// value adds nothing, and an empty first value takes no `,`), as Envoy's `appendToHeader`.
     pub fn add(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
         let key = self.canonical_key(key.as_ref());
         let value = value.as_ref().to_vec();
+        if self.host_is_authority && INLINE_REQUEST_HEADERS.contains(&key.as_str()) {
+            if let Some((_, existing)) = self.entries.iter_mut().find(|(k, _)| *k == key) {
+                if !value.is_empty() {
+                    if !existing.is_empty() {
+                        existing.push(b',');
+                    }
+                    existing.extend_from_slice(&value);
+                }
+                return;
+            }
+        }
         if key.starts_with(':') {
             let at = self
                 .entries
@@ -186,6 +259,27 @@ mod tests {
         );
         h.replace("c", "4");
         assert_eq!(h.keys(), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn repeated_inline_request_headers_fold_into_one_entry() {
+        let mut h = HeaderMap::request();
+        h.add("Host", "a.example");
+        h.add(":authority", "b.example");
+        h.add("user-agent", "");
+        h.add("user-agent", "x");
+        h.add("User-Agent", "y");
+        h.add("x-team", "a");
+        h.add("x-team", "b");
+        assert_eq!(h.get(":authority"), Some(&b"a.example,b.example"[..]));
+        assert_eq!(h.get("user-agent"), Some(&b"x,y"[..]));
+        assert_eq!(h.get("x-team"), Some(&b"a"[..]));
+        assert_eq!(h.len(), 4);
+        // Other maps keep every entry.
+        let mut other = HeaderMap::other();
+        other.add("user-agent", "x");
+        other.add("user-agent", "y");
+        assert_eq!(other.len(), 2);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod config;
 mod deployment;
 pub mod error;
 pub mod explain;
+mod hcm;
 pub mod headers;
 mod hostcalls;
 pub mod pairs;
@@ -31,13 +32,15 @@ mod worker;
 
 pub use abi::{LogLevel, Status};
 pub use clock::SimClock;
-pub use config::{FailurePolicy, HostOptions, PluginConfig, PluginKind, VmConfig};
+pub use config::{
+    FailurePolicy, HostOptions, PathNormalization, PluginConfig, PluginKind, VmConfig,
+};
 pub use deployment::{CanaryReport, Deployment, Host};
 pub use error::HostError;
 pub use headers::HeaderMap;
 pub use stream::{
-    Connection, HttpRequest, HttpResponse, LocalReply, LogRecord, StreamKind, StreamOutcome,
-    StreamResult, TcpStream,
+    Connection, DataCall, Direction, HttpRequest, HttpResponse, LocalReply, LogRecord, StreamKind,
+    StreamOutcome, StreamResult, TcpEvent, TcpStream, WAYPOINT_PEER_PRINCIPAL_KEY,
 };
 pub use vm::Trap;
 pub use worker::{CalloutResponse, GrpcCallout, GrpcResponse, HttpCallout, StreamHandle, Worker};

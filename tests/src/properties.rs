@@ -9,10 +9,19 @@
 //! Covered: `request.{path,url_path,host,scheme,method,headers,referer,useragent,id,query,
 //! protocol,time,size}`, `response.{code,code_details,headers}` once a response exists,
 //! `connection.{id,mtls,requested_server_name,tls_version,uri_san_peer_certificate,
-//! subject_peer_certificate,uri_san_local_certificate}`, `source.{address,port}`,
-//! `destination.{address,port}`, `connection_id`, `plugin_name`, `plugin_root_id`,
-//! `plugin_vm_id`, `filter_state.<key>`, `metadata`, and values set with `proxy_set_property`.
-//! Everything else (e.g. `upstream.*`, `xds.*`) is `NotFound`.
+//! subject_peer_certificate,subject_local_certificate,uri_san_local_certificate}`,
+//! `source.{address,port}`, `destination.{address,port}`, `upstream.{address,port}` on TCP
+//! once tcp_proxy connected, `xds.node.{id,metadata.<key>}`, `connection_id`, `plugin_name`,
+//! `plugin_root_id`, `plugin_vm_id`, `filter_state.<key>` (objects earlier filters set, and
+//! values set with `proxy_set_property`), `metadata`. Everything else is `NotFound`, with the
+//! out-parameters untouched: Envoy never answers `Ok` with an empty value for something absent.
+//!
+//! TLS as Envoy's `ConnectionWrapper` sees it (`source/extensions/filters/common/expr/
+//! context.cc`): on a connection without TLS every TLS field is `NotFound` except `mtls`
+//! (false). On terminated TLS the fields exist from the start, but the peer certificate only
+//! after the handshake, which on TCP ends after `proxy_on_new_connection`: until then `mtls` is
+//! false and the peer SANs are `NotFound`. `tls_version` is cached on its first read, so a read
+//! before the handshake pins "unknown" for the connection.
 
 use std::net::SocketAddr;
 
@@ -68,6 +77,8 @@ pub fn split_path(path: &[u8]) -> Vec<&[u8]> {
 pub(crate) struct PropertyEnv<'a> {
     pub vm_id: &'a str,
     pub local_principal: &'a str,
+    pub node_id: &'a str,
+    pub node_metadata: &'a [(String, String)],
 }
 
 /// Paths this deep are split on the stack; deeper ones (rare) in a `Vec`.
@@ -105,6 +116,8 @@ pub(crate) fn get(ctx: &Context, env: &PropertyEnv<'_>, path: &[u8]) -> Result<V
             PropertyValue::string(ctx.plugin.as_ref().map_or("", |p| p.root_id.as_str())),
         ),
         b"plugin_vm_id" => leaf(rest, PropertyValue::string(env.vm_id)),
+        // Listener and node data need no stream: root contexts read them too.
+        b"xds" => group(rest, |field, rest| xds_field(env, field, rest)),
         _ => {
             // Everything else needs stream info, which only stream contexts have.
             let ContextKind::Stream(stream) = &ctx.kind else {
@@ -138,13 +151,30 @@ fn stream_property(
         b"destination" => group(rest, |field, rest| {
             leaf(rest, address_field(stream.connection.destination, field)?)
         }),
-        // No upstream is connected while the filter decides.
-        b"upstream" => group(rest, |_, _| Err(Status::NotFound)),
+        // TCP: tcp_proxy sets the upstream host when it connects (right after the filters'
+        // `on_new_connection`). HTTP: the router picks it after the request filters.
+        b"upstream" => group(rest, |field, rest| {
+            let host = match &stream.protocol {
+                StreamProtocol::Tcp(t) => t.upstream_host.ok_or(Status::NotFound)?,
+                StreamProtocol::Http(_) => return Err(Status::NotFound),
+            };
+            leaf(rest, address_field(host, field)?)
+        }),
         // Dynamic metadata: an empty protobuf message, which serialises to no bytes.
         b"metadata" if rest.is_empty() => Ok(Vec::new()),
         b"metadata" => Err(Status::NotFound),
+        // A string accessor serialises as its string (`FilterStateWrapper`: `serializeAsString`).
         b"filter_state" => group(rest, |key, rest| {
-            let value = filter_state_value(stream, key).ok_or(Status::NotFound)?;
+            let value = filter_state_value(stream, key)
+                .or_else(|| {
+                    stream
+                        .connection
+                        .filter_state
+                        .iter()
+                        .find(|(k, _)| k.as_bytes() == key)
+                        .map(|(_, v)| v.as_slice())
+                })
+                .ok_or(Status::NotFound)?;
             leaf(rest, PropertyValue::Bytes(value.to_vec()))
         }),
         _ => {
@@ -216,9 +246,14 @@ fn request_field(
         b"url_path" => headers
             .get(":path")
             .map(|p| PropertyValue::Bytes(p.split(|&b| b == b'?').next().unwrap_or(p).to_vec())),
+        // After the `?`, up to a `#`.
         b"query" => headers.get(":path").map(|p| {
             PropertyValue::Bytes(match p.iter().position(|&b| b == b'?') {
-                Some(i) => p[i + 1..].to_vec(),
+                Some(i) => p[i + 1..]
+                    .split(|&b| b == b'#')
+                    .next()
+                    .unwrap_or(&[])
+                    .to_vec(),
                 None => Vec::new(),
             })
         }),
@@ -228,19 +263,35 @@ fn request_field(
         b"referer" => header("referer"),
         b"useragent" => header("user-agent"),
         b"id" => header("x-request-id"),
-        b"size" => Some(PropertyValue::Int(request_size(headers, http))),
+        b"size" => request_size(headers, http).map(PropertyValue::Int),
         b"headers" => return header_map_property(headers, rest),
         _ => None,
     };
     leaf(rest, value.ok_or(Status::NotFound)?)
 }
 
-/// Envoy uses content-length when present, else the body bytes received.
-fn request_size(headers: &HeaderMap, http: &HttpStreamState) -> i64 {
-    headers
-        .get_str("content-length")
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .unwrap_or(http.request_body.len() as i64)
+/// Envoy uses content-length when present, else the body bytes received; a content-length
+/// that is not a number gives no value.
+fn request_size(headers: &HeaderMap, http: &HttpStreamState) -> Option<i64> {
+    match headers.get_str("content-length") {
+        Some(value) => value.parse::<i64>().ok(),
+        None => Some(http.request_body.len() as i64),
+    }
+}
+
+/// `xds.node.id` and `xds.node.metadata.<key>` (a `Struct` walked as a map: string values
+/// come raw). Whole messages (`xds.node`) are not modelled.
+fn xds_field(env: &PropertyEnv<'_>, field: &[u8], rest: &[&[u8]]) -> Result<Vec<u8>, Status> {
+    match (field, rest) {
+        (b"node", [b"id"]) => Ok(env.node_id.as_bytes().to_vec()),
+        (b"node", [b"metadata", key]) => env
+            .node_metadata
+            .iter()
+            .find(|(k, _)| k.as_bytes() == *key)
+            .map(|(_, v)| v.as_bytes().to_vec())
+            .ok_or(Status::NotFound),
+        _ => Err(Status::NotFound),
+    }
 }
 
 fn response_field(
@@ -300,13 +351,28 @@ fn connection_field(
     field: &[u8],
 ) -> Result<PropertyValue, Status> {
     let conn = &stream.connection;
-    let tls_terminated = conn.mtls();
+    let tls_terminated = conn.tls();
+    // The client certificate is known once the handshake is over.
+    let peer = conn
+        .principal
+        .as_ref()
+        .filter(|_| stream.handshake_complete);
     Ok(match field {
         b"id" => PropertyValue::Uint(stream.connection_id),
-        b"mtls" => PropertyValue::Bool(conn.mtls()),
+        b"mtls" => PropertyValue::Bool(peer.is_some()),
         b"requested_server_name" => PropertyValue::string(conn.sni.as_deref().unwrap_or("")),
-        b"tls_version" if tls_terminated => PropertyValue::string("TLSv1.3"),
-        b"uri_san_peer_certificate" => match &conn.principal {
+        b"tls_version" if tls_terminated => {
+            let handshake_complete = stream.handshake_complete;
+            PropertyValue::string(stream.tls_version.get_or_init(|| {
+                if handshake_complete {
+                    "TLSv1.3"
+                } else {
+                    // BoringSSL's `SSL_get_version` before a version is negotiated.
+                    "unknown"
+                }
+            }))
+        }
+        b"uri_san_peer_certificate" => match peer {
             Some(principal) => PropertyValue::string(format!("spiffe://{principal}")),
             None => return Err(Status::NotFound),
         },

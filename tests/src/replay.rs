@@ -240,6 +240,7 @@ fn connection(
         ),
         principal: source.principal,
         sni,
+        ..Connection::default()
     }
 }
 
@@ -319,6 +320,7 @@ fn tcp_stream(
         connection: connection(source, destination, sni, default_port),
         downstream,
         upstream,
+        ..TcpStream::default()
     })
 }
 

@@ -144,10 +144,20 @@ struct SharedQueuesInner {
 }
 
 impl SharedQueues {
+    /// Registers a queue; registering a name again keeps its token and moves it to the new
+    /// owner, who gets `proxy_on_queue_ready` from then on (proxy-wasm-cpp-host
+    /// `SharedQueue::registerQueue` overwrites the context id and VM key).
     pub fn register(&self, vm_id: &str, name: &[u8], owner: QueueOwner) -> u32 {
         let mut inner = lock(&self.inner);
-        if let Some(token) = inner.tokens.get(&(vm_id.to_string(), name.to_vec())) {
-            return *token;
+        if let Some(token) = inner
+            .tokens
+            .get(&(vm_id.to_string(), name.to_vec()))
+            .copied()
+        {
+            if let Some(queue) = inner.queues.get_mut(&token) {
+                queue.owner = owner;
+            }
+            return token;
         }
         let token = loop {
             inner.last_token = inner.last_token.wrapping_add(1);

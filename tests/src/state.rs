@@ -73,6 +73,8 @@ pub(crate) struct VmState {
     pub call_data: Vec<u8>,
     /// A fatal error raised by a host call (e.g. `proc_exit`), reported with the trap.
     pub fatal: Option<String>,
+    /// While set, only these host calls are allowed (module start, the module's allocator).
+    pub restricted: Option<&'static [&'static str]>,
 }
 
 impl VmState {
@@ -119,6 +121,7 @@ impl VmState {
             done_released: Vec::new(),
             call_data: Vec::new(),
             fatal: None,
+            restricted: None,
         }
     }
 
@@ -227,6 +230,12 @@ pub(crate) struct HttpCallResponseData {
 /// What a stream context sees and what the module asked of it.
 pub(crate) struct StreamState {
     pub connection: Arc<Connection>,
+    /// Whether the client's TLS handshake is over (always, for plaintext and for HTTP streams,
+    /// which start after it); before that no peer certificate is visible.
+    pub handshake_complete: bool,
+    /// Envoy caches `connection.tls_version` on its first read (`ConnectionInfoImplBase::
+    /// tlsVersion`); read before the handshake it stays "unknown" for the connection.
+    pub tls_version: std::cell::OnceCell<&'static str>,
     pub connection_id: u64,
     pub start_unix_nanos: u64,
     /// Values set with `proxy_set_property`, keyed "wasm." + path (Envoy filter state).
@@ -301,8 +310,12 @@ impl HttpStreamState {
 }
 
 pub(crate) struct TcpStreamState {
+    /// Client bytes Envoy holds for the filter chain (the connection's read buffer).
     pub downstream: Vec<u8>,
+    /// Server bytes held in the upstream connection's read buffer.
     pub upstream: Vec<u8>,
+    /// The upstream host, once tcp_proxy connected (`upstream.*` properties).
+    pub upstream_host: Option<std::net::SocketAddr>,
 }
 
 impl Context {

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use crate::abi::LogLevel;
+use crate::abi::{Action, LogLevel};
 
 /// The downstream connection a stream arrives on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +16,12 @@ pub struct Connection {
     /// TLS SNI (`connection.requested_server_name`); with no principal the TLS is passed through
     /// and only the SNI is known, as with Envoy's TLS inspector.
     pub sni: Option<String>,
+    /// The gateway terminates TLS on this connection although the client sent no certificate
+    /// (Istio `tls.mode: SIMPLE`). A `principal` implies terminated TLS.
+    pub tls_terminated: bool,
+    /// Filter state objects earlier filters put on the stream (key, value as
+    /// `proxy_get_property("filter_state\0<key>")` returns it: a string accessor's string).
+    pub filter_state: Vec<(String, Vec<u8>)>,
 }
 
 impl Default for Connection {
@@ -25,14 +31,37 @@ impl Default for Connection {
             destination: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 443),
             principal: None,
             sni: None,
+            tls_terminated: false,
+            filter_state: Vec::new(),
         }
     }
 }
 
+/// The filter state key Istio's waypoint sets to the caller's SPIFFE ID (its
+/// `ConnectAuthorityFilter`, from `%DOWNSTREAM_PEER_URI_SAN%` of the HBONE connection).
+pub const WAYPOINT_PEER_PRINCIPAL_KEY: &str = "io.istio.peer_principal";
+
 impl Connection {
-    /// The gateway terminated TLS: there is a TLS session and a validated client certificate.
+    /// A validated client certificate: the connection is mutual TLS, terminated by the gateway.
     pub fn mtls(&self) -> bool {
         self.principal.is_some()
+    }
+
+    /// The gateway terminates TLS (with or without a client certificate).
+    pub fn tls(&self) -> bool {
+        self.principal.is_some() || self.tls_terminated
+    }
+
+    /// A stream on a waypoint's internal listener (`main_internal`): no TLS of its own, the
+    /// caller's identity in filter state `io.istio.peer_principal` (as `spiffe://<principal>`).
+    pub fn waypoint(principal: &str) -> Connection {
+        Connection {
+            filter_state: vec![(
+                WAYPOINT_PEER_PRINCIPAL_KEY.to_string(),
+                format!("spiffe://{principal}").into_bytes(),
+            )],
+            ..Connection::default()
+        }
     }
 }
 
@@ -92,15 +121,110 @@ pub struct HttpResponse {
     pub body: Option<Vec<u8>>,
 }
 
-/// A TCP connection and the bytes the client sends on it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A TCP connection and what happens on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpStream {
     pub connection: Connection,
-    /// Chunks of downstream data, one `proxy_on_downstream_data` call each.
+    /// Chunks of downstream data, one read each. Used when `script` is empty.
     pub downstream: Vec<Vec<u8>>,
-    /// Chunks the upstream sends back after the downstream data, one `proxy_on_upstream_data`
-    /// call each; then the upstream closes (`proxy_on_upstream_connection_close`).
+    /// Chunks the upstream sends back after the downstream data, one read each, then the
+    /// upstream closes. Used when `script` is empty.
     pub upstream: Vec<Vec<u8>>,
+    /// The connection's events in order. Empty: `downstream` as client reads, then `upstream`
+    /// as server reads followed by the server's FIN (if it sent anything).
+    pub script: Vec<TcpEvent>,
+    /// The upstream host tcp_proxy connects to (`upstream.address` once connected).
+    pub upstream_host: SocketAddr,
+}
+
+impl Default for TcpStream {
+    fn default() -> Self {
+        TcpStream {
+            connection: Connection::default(),
+            downstream: Vec::new(),
+            upstream: Vec::new(),
+            script: Vec::new(),
+            upstream_host: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10)), 443),
+        }
+    }
+}
+
+impl TcpStream {
+    /// A connection whose events follow `script`.
+    pub fn scripted(connection: Connection, script: Vec<TcpEvent>) -> TcpStream {
+        TcpStream {
+            connection,
+            script,
+            ..TcpStream::default()
+        }
+    }
+
+    /// The events the host plays: `script`, or the ones `downstream` and `upstream` stand for.
+    pub fn events(&self) -> Vec<TcpEvent> {
+        if !self.script.is_empty() {
+            return self.script.clone();
+        }
+        let mut events: Vec<TcpEvent> = self
+            .downstream
+            .iter()
+            .cloned()
+            .map(TcpEvent::ClientData)
+            .collect();
+        events.extend(self.upstream.iter().cloned().map(TcpEvent::UpstreamData));
+        if !self.upstream.is_empty() {
+            events.push(TcpEvent::UpstreamFin);
+        }
+        events
+    }
+}
+
+/// Something that happens on a TCP connection once the filter chain is built. tcp_proxy
+/// (Envoy's default, "connect immediately") opens the upstream connection right after the
+/// filters' `on_new_connection` let it run, before it reads anything from the client; until then
+/// client reads are disabled, and there is no upstream to hear from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TcpEvent {
+    /// The client's TLS handshake completes (TLS-terminating listeners): from now on the peer
+    /// certificate is visible. Implied before the first client bytes.
+    HandshakeComplete,
+    /// A read of client bytes: `proxy_on_downstream_data` with everything buffered so far, unless
+    /// Envoy is not reading from the client (no upstream yet, or its buffer limit was passed).
+    ClientData(Vec<u8>),
+    /// The client half-closes: `proxy_on_downstream_data` with end_of_stream, even without new
+    /// bytes (tcp_proxy enables half-close).
+    ClientFin,
+    /// The client closes the connection: `proxy_on_downstream_connection_close` (remote), and
+    /// nothing after it.
+    ClientClose,
+    /// A read filter before this one takes this many bytes off the front of the buffered
+    /// client data on the next read (as a filter that consumes a preamble would).
+    EarlierFilterDrains(usize),
+    /// A read of server bytes: `proxy_on_upstream_data` with everything held so far (bytes the
+    /// module paused stay in the upstream's read buffer and come again with the next read:
+    /// Envoy has no continue on the write path).
+    UpstreamData(Vec<u8>),
+    /// The server half-closes: `proxy_on_upstream_data` with end_of_stream, then
+    /// `proxy_on_upstream_connection_close` with peer Unknown (Envoy's `Context::onWrite`).
+    UpstreamFin,
+}
+
+/// Which way a TCP data callback carried bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client to server: `proxy_on_downstream_data`.
+    Downstream,
+    /// Server to client: `proxy_on_upstream_data`.
+    Upstream,
+}
+
+/// One TCP data callback as the module got it, and what it answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataCall {
+    pub direction: Direction,
+    /// The buffer size passed (everything held, not only the new bytes).
+    pub size: usize,
+    pub end_of_stream: bool,
+    pub action: Action,
 }
 
 /// One log line of the module.
@@ -164,6 +288,10 @@ pub struct StreamOutcome {
     pub forwarded_request_headers: Option<Vec<(String, String)>>,
     /// Bytes forwarded upstream (request body or downstream data).
     pub forwarded_bytes: Vec<u8>,
+    /// TCP: bytes of the server that reached the client.
+    pub received_bytes: Vec<u8>,
+    /// TCP: every data callback in order.
+    pub data_calls: Vec<DataCall>,
 }
 
 impl StreamOutcome {

@@ -132,14 +132,21 @@ impl Vm {
         let initialize = typed::<(), ()>(&mut store, &instance, "_initialize")?;
         let mut vm = Vm { store, cb };
         let start_error = |t: Trap| HostError::Initialize(t.to_string());
-        if let Some(init) = initialize {
-            vm.call(0, "_initialize", &init, ()).map_err(start_error)?;
-            if let Some(main) = typed::<(i32, i32), i32>(&mut vm.store, &instance, "main")? {
-                vm.call(0, "main", &main, (0, 0)).map_err(start_error)?;
+        // Only a few host calls are allowed while the start functions run.
+        vm.state_mut().restricted = Some(crate::hostcalls::ALLOWED_WHILE_STARTING);
+        let started = (|| -> Result<(), HostError> {
+            if let Some(init) = initialize {
+                vm.call(0, "_initialize", &init, ()).map_err(start_error)?;
+                if let Some(main) = typed::<(i32, i32), i32>(&mut vm.store, &instance, "main")? {
+                    vm.call(0, "main", &main, (0, 0)).map_err(start_error)?;
+                }
+            } else if let Some(start) = typed::<(), ()>(&mut vm.store, &instance, "_start")? {
+                vm.call(0, "_start", &start, ()).map_err(start_error)?;
             }
-        } else if let Some(start) = typed::<(), ()>(&mut vm.store, &instance, "_start")? {
-            vm.call(0, "_start", &start, ()).map_err(start_error)?;
-        }
+            Ok(())
+        })();
+        vm.state_mut().restricted = None;
+        started?;
         Ok(vm)
     }
 

@@ -151,6 +151,7 @@ fn http_stream_properties() {
             destination: "[2001:db8::1]:8443".parse::<SocketAddr>().unwrap(),
             principal: Some("cluster.local/ns/dev/sa/app".into()),
             sni: Some("api.example.com".into()),
+            ..Connection::default()
         },
         method: Some("POST".into()),
         scheme: Some("https".into()),
@@ -171,8 +172,9 @@ fn http_stream_properties() {
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // request fields
         0, 0, 0, 0, 0, // plugin, connection ids
         3, 3, // whole groups cannot be listed: SerializationFailure
-        1, 1, 1, 1, 1,
-        1, // NotFound: unknown name, below a scalar, no upstream, missing header, xds, node
+        1, 1, 1, 1, // NotFound: unknown name, below a scalar, no upstream, missing header
+        0, // xds.node.id
+        1, // NotFound: top-level `node` (removed in Envoy 1.33)
         0, 0, // metadata (an empty message), header names are case-insensitive
     ];
     assert_eq!(statuses, expected_statuses);
@@ -224,6 +226,7 @@ fn http_stream_properties() {
     assert_eq!(value(22), b"egress");
     assert_eq!(value(23), 1u64.to_le_bytes(), "uint64 LE");
     assert_eq!(value(24), 1u64.to_le_bytes());
+    assert_eq!(value(31), HostOptions::default().node_id.as_bytes());
     assert_eq!(value(33), b"");
     assert_eq!(value(34), b"a,b");
 }

@@ -12,20 +12,20 @@ use egress_sim::replay::{self, Decision, ReplayResult};
 use egress_sim::{Deployment, Host, HostOptions, PluginConfig, VmConfig};
 
 fn deploy(config: &str) -> Deployment {
-    Host::from_file(
-        &egress_filter(),
-        VmConfig::default(),
-        HostOptions::default(),
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
-    .start(
-        vec![
-            PluginConfig::http("egress-guard", "egress-guard", config),
-            PluginConfig::network("egress-guard-tcp", "egress-guard-tcp", config),
-        ],
-        2,
-    )
-    .unwrap_or_else(|e| panic!("{e}: {:?}", e.logs()))
+    deploy_with(config, HostOptions::default())
+}
+
+fn deploy_with(config: &str, options: HostOptions) -> Deployment {
+    Host::from_file(&egress_filter(), VmConfig::default(), options)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .start(
+            vec![
+                PluginConfig::http("egress-guard", "egress-guard", config),
+                PluginConfig::network("egress-guard-tcp", "egress-guard-tcp", config),
+            ],
+            2,
+        )
+        .unwrap_or_else(|e| panic!("{e}: {:?}", e.logs()))
 }
 
 /// A ClientHello captured from a real client (`filter/tests/data/tls`).
@@ -132,7 +132,7 @@ fn real_client_hellos_are_inspected_whole_and_split_across_reads() {
                 ..egress_sim::Connection::default()
             },
             downstream: vec![curl[..100].to_vec(), curl[100..].to_vec()],
-            upstream: Vec::new(),
+            ..egress_sim::TcpStream::default()
         })
         .unwrap();
     assert_eq!(outcome.forwarded_bytes, curl);
@@ -232,7 +232,12 @@ fn inspection_facts_are_rule_keys() {
 
 #[test]
 fn http_domain_fronting_and_connect_are_refused() {
-    let mut deployment = deploy(r#"{"protocol": {}}"#);
+    // HTTP/1.0 reaches filters only where the listener accepts it (`accept_http_10`).
+    let options = HostOptions {
+        accept_http_10: true,
+        ..HostOptions::default()
+    };
+    let mut deployment = deploy_with(r#"{"protocol": {}}"#, options);
     let lines = vec![
         r#"{"id":"same","sni":"api.example.com","http":{"authority":"api.example.com","path":"/"}}"#.to_string(),
         r#"{"id":"fronted","sni":"allowed-cdn.example.com","http":{"authority":"blocked.example.net","path":"/"}}"#.to_string(),

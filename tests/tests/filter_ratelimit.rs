@@ -49,7 +49,7 @@ fn decision_field(result: &ReplayResult, path: &[&str]) -> serde_json::Value {
 }
 
 fn rate_limit_keys(host: &Host, limit: &str) -> usize {
-    let prefix = format!("egress-guard/rl/{limit}/");
+    let prefix = format!("egress-guard/rl/v1/{limit}/");
     host.shared()
         .data
         .keys(&host.vm_config().vm_id)

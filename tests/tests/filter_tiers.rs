@@ -54,9 +54,10 @@ fn get(source: Option<&str>, host: &str) -> Value {
     request
 }
 
-/// A TLS-passthrough connection (port 443) with this SNI.
+/// A TLS-passthrough connection (port 443) with this SNI. The client's first bytes (a TLS record
+/// header) are what the filter decides on: it holds a connection until the client speaks.
 fn tls(source: Option<&str>, sni: &str) -> Value {
-    let mut request = json!({ "sni": sni });
+    let mut request = json!({ "sni": sni, "tcp": { "data_base64": "FgMBAAA=" } });
     if let Some(principal) = source {
         request["source"] = json!({ "principal": principal });
     }
@@ -229,7 +230,7 @@ fn cases() -> Vec<Case> {
         case(
             "tcp_deny_rule_ignores_hosts",
             TIERS,
-            json!({"source": {"principal": team_a}, "destination": {"port": 80}}),
+            json!({"source": {"principal": team_a}, "destination": {"port": 80}, "tcp": {"data_base64": "SEVMTw=="}}),
             Deny,
         )
         .by("admin", s("block-paste"), s("paste-http"), "denied_by_policy"),
@@ -313,7 +314,7 @@ fn cases() -> Vec<Case> {
         case(
             "plain_policies_tcp_unchanged",
             PLAIN,
-            json!({"sni": "github.com"}),
+            json!({"sni": "github.com", "tcp": {"data_base64": "FgMBAAA="}}),
             Allow,
         )
         .by("", s("tls-to-github"), json!(0), "allowed_by_policy"),
@@ -478,7 +479,7 @@ fn explain_tells_the_tiers_of_one_request() {
     // A TCP connection from a file, and a plain-`policies` configuration.
     let request = write(
         "explain-tcp.json",
-        r#"{"id":"t","sni":"tls.team-a.example","source":{"principal":"cluster.local/ns/team-a/sa/app"}}"#,
+        r#"{"id":"t","sni":"tls.team-a.example","source":{"principal":"cluster.local/ns/team-a/sa/app"},"tcp":{"data_base64":"FgMBAAA="}}"#,
     );
     let output = sim()
         .args(["explain", "--wasm"])

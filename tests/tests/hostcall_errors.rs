@@ -83,8 +83,8 @@ fn logging_time_and_buffers() {
             2, 6, 0, 0, // log: bad level, bad pointer, ok, ok (debug: dropped)
             6, 0, 2, // log level: bad pointer, ok, value Info
             6, 0, // time
-            2, 1, 2, 0, 4, 0,
-            6, // get_buffer_bytes: type, unavailable, start past end, ok+size, empty read, bad pointer
+            2, 1, 0, 0, 4, 0,
+            6, // get_buffer_bytes: type, unavailable, start past end (Ok, nothing), ok+size, empty read, bad pointer
             2, 1, 0, 5, 6, // get_buffer_status: type, unavailable, ok+size, bad pointer
             2, 2, 1, 6, // set_buffer_bytes: type, read-only, unavailable, bad pointer
         ]

@@ -51,8 +51,12 @@ pub enum ConfigErrorKind {
     EmptyName,
     #[error("policy name {} may only contain letters, digits, `-` and `_` (at most 128); it becomes part of metric names", quote(.0))]
     InvalidName(String),
+    #[error("policy name {}: {}", quote(.0), .1)]
+    NameRewrittenByStatsTags(String, String),
     #[error("duplicate policy name {}", quote(.0))]
     DuplicateName(String),
+    #[error("policy name {} gives the same Prometheus metric as {} (`-` becomes `_`)", quote(.0), quote(.1))]
+    MetricNameClash(String, String),
     #[error("action {} is not supported; use ALLOW, DENY or AUDIT", quote(.0))]
     UnsupportedAction(String),
     #[error("action {} is not one of ALLOW, DENY, AUDIT", quote(.0))]

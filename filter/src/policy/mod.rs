@@ -303,6 +303,12 @@ fn validate_name(name: &str, path: &ConfigPath) -> Result<(), ConfigError> {
             ConfigErrorKind::InvalidName(name.to_string()),
         ));
     }
+    if let Some(why) = crate::stat_name::tag_extraction_clash(name) {
+        return Err(ConfigError::new(
+            path.clone(),
+            ConfigErrorKind::NameRewrittenByStatsTags(name.to_string(), why),
+        ));
+    }
     Ok(())
 }
 
@@ -326,7 +332,8 @@ impl CompiledPolicy {
     /// Validates and compiles `policies` found at `path` in the configuration document.
     pub fn compile(specs: &[PolicySpec], path: &ConfigPath) -> Result<Self, ConfigError> {
         let mut policies = Vec::with_capacity(specs.len());
-        let mut names = fast_map::<Box<str>, Vec<()>>();
+        // By Prometheus form: names equal there would be one metric.
+        let mut names = fast_map::<Box<str>, String>();
         let mut http = ActionListsBuilder::default();
         let mut tcp = ActionListsBuilder::default();
         let mut header_names: Vec<String> = Vec::new();
@@ -335,14 +342,14 @@ impl CompiledPolicy {
         for (p, spec) in specs.iter().enumerate() {
             let path = path.index(p);
             validate_name(&spec.name, &path.field("name"))?;
-            if names
-                .insert(spec.name.as_str().into(), Vec::new())
-                .is_some()
-            {
-                return Err(ConfigError::new(
-                    path.field("name"),
-                    ConfigErrorKind::DuplicateName(spec.name.clone()),
-                ));
+            let metric_form = crate::stat_name::prometheus_form(&spec.name);
+            if let Some(other) = names.insert(metric_form.into(), spec.name.clone()) {
+                let kind = if other == spec.name {
+                    ConfigErrorKind::DuplicateName(spec.name.clone())
+                } else {
+                    ConfigErrorKind::MetricNameClash(spec.name.clone(), other)
+                };
+                return Err(ConfigError::new(path.field("name"), kind));
             }
             let action = parse_action(spec.action.as_deref(), &path.field("action"))?;
             // Istio's validation refuses this: it would look like a deny-all but never matches.

@@ -556,7 +556,7 @@ fn parse_when_key(key: &str, path: &ConfigPath) -> Result<WhenKey, ConfigError> 
     })
 }
 
-const PROTOCOL_VALUES: &[&str] = &["tls", "http1", "http2", "ssh", "unknown"];
+const PROTOCOL_VALUES: &[&str] = &["tls", "http1", "http2", "http3", "ssh", "unknown"];
 const TLS_VERSION_VALUES: &[&str] = &["1.0", "1.1", "1.2", "1.3"];
 
 /// A condition on an inspection fact: exact values from a closed set, so that a typo is an

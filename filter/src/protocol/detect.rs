@@ -8,6 +8,8 @@ pub enum Protocol {
     Tls,
     Http1,
     Http2,
+    /// HTTP/3 requests (QUIC listeners); never detected from a TCP connection's bytes.
+    Http3,
     Ssh,
     Unknown,
 }
@@ -19,17 +21,19 @@ impl Protocol {
             Protocol::Tls => "tls",
             Protocol::Http1 => "http1",
             Protocol::Http2 => "http2",
+            Protocol::Http3 => "http3",
             Protocol::Ssh => "ssh",
             Protocol::Unknown => "unknown",
         }
     }
 
-    /// Maps Envoy's `request.protocol` ("HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/3") so HTTP
-    /// requests get a `connection.protocol` too. HTTP/3 is not a protocol of this list.
+    /// Maps Envoy's `request.protocol` ("HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/3",
+    /// `Http::Utility::getProtocolString`) so HTTP requests get a `connection.protocol` too.
     pub fn from_http_protocol(value: &str) -> Option<Protocol> {
         match value {
             "HTTP/1.0" | "HTTP/1.1" => Some(Protocol::Http1),
             "HTTP/2" => Some(Protocol::Http2),
+            "HTTP/3" => Some(Protocol::Http3),
             _ => None,
         }
     }

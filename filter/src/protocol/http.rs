@@ -134,7 +134,9 @@ pub struct Authority<'a> {
 }
 
 /// Splits `host[:port]` (with `[v6]` literals). No userinfo: RFC 9110 §4.2.4 forbids it in
-/// requests, and `user@host` is a classic way to make two parsers see two hosts.
+/// requests, and `user@host` is a classic way to make two parsers see two hosts. No `,`
+/// either, although RFC 3986 allows it in a reg-name: Envoy folds a repeated `Host` or
+/// `:authority` into one value joined with `,`, so `evil.example,api.example.com` is two hosts.
 pub fn parse_authority(authority: &str) -> Option<Authority<'_>> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let close = rest.find(']')?;
@@ -175,7 +177,6 @@ pub fn parse_authority(authority: &str) -> Option<Authority<'_>> {
                             | b')'
                             | b'*'
                             | b'+'
-                            | b','
                             | b';'
                             | b'='
                     )

@@ -215,10 +215,15 @@ pub fn validate_rate_limits(
     for (i, limit) in limits.iter().enumerate() {
         let entry_path = path.index(i);
         let spec = limit.validate(&entry_path)?;
-        if let Some(first) = specs.iter().position(|s| s.name == spec.name) {
+        let metric_form = crate::stat_name::prometheus_form(&spec.name);
+        let earlier = specs
+            .iter()
+            .position(|s| crate::stat_name::prometheus_form(&s.name) == metric_form);
+        if let Some((first, earlier)) = earlier.and_then(|i| specs.get(i).map(|s| (i, s))) {
             return Err(name_already_used(
                 &spec.name,
                 &entry_path,
+                &earlier.name,
                 &path.index(first),
             ));
         }
@@ -227,12 +232,20 @@ pub fn validate_rate_limits(
     Ok(specs)
 }
 
-/// The error for a limit at `path` whose name the limit at `first` already has.
-pub fn name_already_used(name: &str, path: &ConfigPath, first: &ConfigPath) -> ConfigError {
-    invalid(
-        path.field("name"),
-        format!("{name:?} is already used by {first}"),
-    )
+/// The error for a limit named like the earlier one `first_name` at `first`, or with the same
+/// Prometheus form (`-` becomes `_`), which would make the two one metric.
+pub fn name_already_used(
+    name: &str,
+    path: &ConfigPath,
+    first_name: &str,
+    first: &ConfigPath,
+) -> ConfigError {
+    let why = if first_name == name {
+        "is already used by"
+    } else {
+        "gives the same Prometheus metric (`-` becomes `_`) as"
+    };
+    invalid(path.field("name"), format!("{name:?} {why} {first}"))
 }
 
 fn validate_name(name: &str) -> Result<(), String> {
@@ -242,14 +255,18 @@ fn validate_name(name: &str) -> Result<(), String> {
     if name.len() > MAX_NAME_LEN {
         return Err(format!("longer than {MAX_NAME_LEN} characters"));
     }
-    // The name becomes part of shared-data keys, metric names and log lines.
+    // The name becomes part of shared-data keys, metric names and log lines. No `.`: a stat
+    // name is split into tags at its dots (see `stat_name`).
     if !name
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
     {
         return Err(format!(
-            "{name:?} may contain only letters, digits, '-', '_' and '.'"
+            "{name:?} may contain only letters, digits, '-' and '_' (it becomes a segment of metric names)"
         ));
+    }
+    if let Some(why) = crate::stat_name::tag_extraction_clash(name) {
+        return Err(format!("{name:?}: {why}"));
     }
     Ok(())
 }
@@ -418,7 +435,15 @@ mod tests {
             ),
             (
                 json!({"name": "a b", "maxTokens": 1, "fillInterval": "1s"}),
-                "rateLimits[1].name: \"a b\" may contain only letters, digits, '-', '_' and '.'",
+                "rateLimits[1].name: \"a b\" may contain only letters, digits, '-' and '_' (it becomes a segment of metric names)",
+            ),
+            (
+                json!({"name": "tls.per-source", "maxTokens": 1, "fillInterval": "1s"}),
+                "rateLimits[1].name: \"tls.per-source\" may contain only letters, digits, '-' and '_' (it becomes a segment of metric names)",
+            ),
+            (
+                json!({"name": "l7-cache", "maxTokens": 1, "fillInterval": "1s"}),
+                "rateLimits[1].name: \"l7-cache\": Istio's default stats tag extractor (cache\\.(.+?)\\.) would rewrite the metric names it is part of",
             ),
             (
                 json!({"name": "a", "maxTokens": 1, "fillInterval": "1s", "key": ["source.ip", "source.ip"]}),

@@ -24,8 +24,12 @@ use super::store::CasStore;
 pub const SET_WAYS: u32 = 8;
 /// CAS attempts before a request is denied as contended.
 pub const DEFAULT_MAX_CAS_ATTEMPTS: u32 = 16;
-/// Prefix of every shared-data key written by the rate limiter.
-pub const DEFAULT_STORE_PREFIX: &str = "egress-guard/rl/";
+/// Prefix of every shared-data key written by the rate limiter. Istio leaves the VM id empty, so
+/// every Wasm plugin in the proxy writes into one namespace: the project prefix keeps other
+/// plugins' keys apart. The value format's version is part of it: while an image update rolls
+/// out, the old and the new build run side by side in one process, and a build that cannot read
+/// the other's values would otherwise reset its buckets on every request.
+pub const DEFAULT_STORE_PREFIX: &str = "egress-guard/rl/v1/";
 /// CAS sent when creating a key that was absent on read. Envoy stores a value for an absent key
 /// whatever the CAS; if another worker created the key in between, its CAS differs from this
 /// value (barring the one-in-2^32 chance that the global counter sits exactly here), the write
@@ -451,11 +455,21 @@ mod tests {
     }
 
     #[test]
+    fn the_store_prefix_names_the_value_format() {
+        assert_eq!(
+            DEFAULT_STORE_PREFIX,
+            format!("egress-guard/rl/v{}/", super::super::bucket::FORMAT_VERSION)
+        );
+    }
+
+    #[test]
     fn corrupt_state_is_replaced_by_a_new_bucket() {
         let store = MemoryStore::new();
         let l = limiter(8);
         let key = BucketKey::from_values([Some("p")]);
-        store.set("egress-guard/rl/t/set/0", b"garbage", 0).unwrap();
+        store
+            .set("egress-guard/rl/v1/t/set/0", b"garbage", 0)
+            .unwrap();
         let d = l.check(&store, &key, 0);
         assert!(d.allowed());
         assert!(d.recovered_corrupt);

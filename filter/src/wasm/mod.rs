@@ -379,7 +379,9 @@ impl EgressRoot {
                 true
             }
             Err(err) => {
-                // The previous configuration (if any) stays in force, as Envoy keeps it.
+                // Envoy gives every configuration a root context of its own and checks it in
+                // a canary VM first: a rejected one never reaches the workers, whose roots keep
+                // serving the previous configuration, and the update is refused (NACK).
                 imports::log(LogLevel::Error, &format!("invalid configuration: {err}"));
                 false
             }
@@ -543,9 +545,13 @@ impl EgressHttp {
 struct Inspection {
     inspector: ConnectionInspector,
     /// Bytes of the downstream buffer already fed: Envoy hands over the whole buffered data
-    /// on every call while the connection is paused.
+    /// on every call while the filter holds it.
     fed: usize,
 }
+
+/// Why a connection the filter has not judged yet is refused when its server speaks first.
+const UPSTREAM_BEFORE_DECISION: &str = "the upstream sent data before the connection was judged \
+(server-first protocols cannot be held: Envoy has no continue on the write path)";
 
 struct EgressStream {
     state: Option<Rc<FilterState>>,
@@ -606,7 +612,15 @@ impl EgressStream {
         let Some(inspection) = self.inspection.as_mut() else {
             return Ok(None);
         };
-        let new = data_size.saturating_sub(inspection.fed);
+        // Bytes already inspected are gone from the buffer (a filter before this one drained
+        // it): what follows cannot be lined up with what was seen.
+        if data_size < inspection.fed {
+            return Err(format!(
+                "the connection's buffered data shrank from {} to {data_size} bytes during inspection",
+                inspection.fed
+            ));
+        }
+        let new = data_size - inspection.fed;
         if new > 0 {
             let bytes = imports::get_downstream_data(inspection.fed, new)
                 .map_err(|s| format!("cannot read the connection's data (status {})", s.0))?;
@@ -646,12 +660,21 @@ impl EgressStream {
 }
 
 impl EgressStream {
+    /// Returns Continue unless the connection is denied at once. A Pause here would stop the
+    /// filter chain before tcp_proxy, which disables reading from the client until it has
+    /// connected upstream: no data callback would ever come. Holding the client's bytes until
+    /// the decision is `on_downstream_data`'s job (Envoy keeps what a filter did not let through
+    /// and hands it over again, with the new bytes, on the next read). tcp_proxy opens the
+    /// upstream connection right after this returns; no byte goes over it before the decision.
     fn on_new_connection(&mut self) -> Action {
         let attrs = gather_connection(&Host).map_err(|e| e.to_string());
-        // TLS terminated here (a tls_version exists) without a peer certificate yet: wait.
+        // TLS is terminated here but no client certificate is known yet: the handshake is still
+        // running. A local certificate exists from the start on such a connection; its
+        // subject is read rather than `connection.tls_version`, which Envoy caches on the first
+        // read ("unknown" before the handshake, for the access log too).
         if matches!(&attrs, Ok(a) if a.mtls != Some(true))
             && matches!(
-                imports::get_property("connection\0tls_version"),
+                imports::get_property("connection\0subject_local_certificate"),
                 Ok(Some(_))
             )
         {
@@ -677,12 +700,7 @@ impl EgressStream {
         }
         if self.identity_pending || inspect {
             self.attrs = Some(attrs);
-            // Nothing goes upstream before the decision.
-            return if inspect {
-                Action::Pause
-            } else {
-                Action::Continue
-            };
+            return Action::Continue;
         }
         self.decide_now(attrs.as_ref().map_err(Clone::clone), None)
     }
@@ -710,11 +728,27 @@ impl EgressStream {
         }
     }
 
+    /// Server bytes reach the client only once the connection is allowed. Before the decision
+    /// they cannot be held: Envoy's write path has no continue (tcp_proxy expects every write
+    /// to go through), so bytes paused here would wait for the server's next read, which a
+    /// server-first protocol never sends while its client waits. A connection whose identity
+    /// just arrived is decided here; any other is refused, so the client never sees a byte of
+    /// a server it was not allowed to reach.
     fn on_upstream_data(&mut self) -> Action {
-        if self.verdict == Some(Verdict::Deny) {
-            return Action::Pause;
+        match self.verdict {
+            Some(Verdict::Allow) => return Action::Continue,
+            Some(Verdict::Deny) => return Action::Pause,
+            None => {}
         }
-        Action::Continue
+        if self.identity_pending && self.inspection.is_none() {
+            let attrs = gather_connection(&Host).map_err(|e| e.to_string());
+            if matches!(&attrs, Ok(a) if a.mtls == Some(true)) {
+                self.identity_pending = false;
+                self.attrs = None;
+                return self.decide_now(attrs.as_ref().map_err(Clone::clone), None);
+            }
+        }
+        self.decide_now(Err(UPSTREAM_BEFORE_DECISION.to_string()), None)
     }
 
     fn on_downstream_close(&mut self) {

@@ -48,8 +48,9 @@ struct GatewayComponent {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct KubernetesResources {
+    pod_annotations: BTreeMap<String, String>,
     service: Value,
 }
 
@@ -81,13 +82,31 @@ struct IstiodValues {
 }
 
 // Values of the istio/gateway chart, after its values.schema.json ($defs.values: labels,
-// service.type, service.ports[].{name, port, protocol, targetPort}).
+// podAnnotations, service.type, service.ports[].{name, port, protocol, targetPort}).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct GatewayChartValues {
     labels: BTreeMap<String, String>,
+    pod_annotations: BTreeMap<String, String>,
     service: GatewayChartService,
 }
+
+// The fields of Istio's ProxyConfig (`proxy.istio.io/config`) set here (istio/api
+// mesh/v1alpha1/proxy.proto `ProxyStatsMatcher`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ProxyConfig {
+    proxy_stats_matcher: ProxyStatsMatcher,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ProxyStatsMatcher {
+    inclusion_prefixes: Vec<String>,
+}
+
+/// The counters the filter defines, as Envoy names them (`wasmcustom.` + the filter's name).
+const FILTER_STATS_PREFIX: &str = "wasmcustom.egress_filter";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,6 +187,38 @@ fn helm_values_match_the_operator_form() {
     let operator_ports: Vec<GatewayChartPort> =
         serde_json::from_value(operator_gateway["k8s"]["service"]["ports"].clone()).unwrap();
     assert_eq!(gateway.service.ports, operator_ports);
+}
+
+/// Istio's bootstrap keeps only its own stats (`reporter=`, `component`, `istio`, ...): the
+/// gateway's proxy config must include the filter's `wasmcustom.egress_filter` counters, in
+/// both install forms alike.
+#[test]
+fn the_gateway_keeps_the_filters_counters() {
+    let proxy_config = |path: &str, annotations: &BTreeMap<String, String>| -> ProxyConfig {
+        let text = annotations
+            .get("proxy.istio.io/config")
+            .unwrap_or_else(|| panic!("{path}: no proxy.istio.io/config annotation"));
+        let value: Value = serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("{path}: {e}"));
+        parse(path, value)
+    };
+    let path = "mesh/istio-operator.yaml";
+    let operator: IstioOperator = parse(path, single_document(path));
+    let operator_annotations = &operator.spec.components.egress_gateways[0]
+        .k8s
+        .pod_annotations;
+    let config = proxy_config(path, operator_annotations);
+    assert!(
+        config
+            .proxy_stats_matcher
+            .inclusion_prefixes
+            .iter()
+            .any(|p| FILTER_STATS_PREFIX.starts_with(p.as_str())),
+        "{path}: {:?}",
+        config.proxy_stats_matcher.inclusion_prefixes
+    );
+    let path = "mesh/helm-values-egressgateway.yaml";
+    let gateway: GatewayChartValues = parse(path, single_document(path));
+    assert_eq!(&gateway.pod_annotations, operator_annotations);
 }
 
 /// The NetworkPolicy is a valid networking/v1 object and opens exactly DNS, istiod and the

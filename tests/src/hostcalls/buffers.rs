@@ -60,13 +60,16 @@ pub(super) fn proxy_get_buffer_bytes(
     let Some(bytes) = buffer_view(caller.data(), buffer) else {
         return status(Status::NotFound);
     };
-    let start = start as u32 as usize;
-    if start > bytes.len() {
-        return status(Status::BadArgument);
-    }
-    // Reads past the end are cut short, as Envoy does ("don't overread").
-    let length = (max_size as u32 as usize).min(bytes.len() - start);
+    // proxy-wasm-cpp-host `get_buffer_bytes` (64-bit arithmetic, so 32-bit arguments never
+    // overflow): a start past the end, or a read past it, is cut short ("don't overread");
+    // nothing to read is Ok with a null pointer and size 0 written. (Older versions computed
+    // `size - start` and underflowed for a start past the end.)
+    let (start, max_size) = (start as u32 as usize, max_size as u32 as usize);
+    let length = max_size.min(bytes.len().saturating_sub(start));
     if length == 0 {
+        if !write_u32(&mut caller, ptr_ptr, 0) || !write_u32(&mut caller, size_ptr, 0) {
+            return status(Status::InvalidMemoryAccess);
+        }
         return ok();
     }
     let chunk = bytes[start..start + length].to_vec();

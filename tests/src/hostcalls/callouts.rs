@@ -237,8 +237,18 @@ pub(super) fn proxy_grpc_cancel(mut caller: Ctx<'_>, token: i32) -> HostResult {
     }
 }
 
+/// Envoy `Context::grpcClose`: on a stream, a local half-close; on a call (odd token), the same
+/// as a cancel: the call is dropped and no callback comes for it.
 pub(super) fn proxy_grpc_close(mut caller: Ctx<'_>, token: i32) -> HostResult {
-    match caller.data_mut().grpc_calls.get_mut(&(token as u32)) {
+    let token = token as u32;
+    let calls = &mut caller.data_mut().grpc_calls;
+    if !token.is_multiple_of(2) {
+        return match calls.remove(&token) {
+            Some(_) => ok(),
+            None => status(Status::NotFound),
+        };
+    }
+    match calls.get_mut(&token) {
         Some(pending) => {
             pending.call.closed_by_module = true;
             ok()

@@ -51,7 +51,14 @@ pub(super) fn allocate(caller: &mut Ctx<'_>, size: usize) -> wasmtime::Result<Op
     let Ok(size_arg) = i32::try_from(size) else {
         return Ok(None);
     };
-    let ptr = malloc.call(&mut *caller, size_arg)? as u32;
+    // proxy-wasm-cpp-host `allocMemory` restricts the host calls the allocator may make.
+    let outer = caller
+        .data_mut()
+        .restricted
+        .replace(super::ALLOWED_WHILE_ALLOCATING);
+    let result = malloc.call(&mut *caller, size_arg);
+    caller.data_mut().restricted = outer;
+    let ptr = result? as u32;
     let memory_size = caller
         .data()
         .memory

@@ -19,6 +19,8 @@ pub(super) fn proxy_get_property(
     let env = properties::PropertyEnv {
         vm_id: &state.vm_config.vm_id,
         local_principal: &state.options.local_principal,
+        node_id: &state.options.node_id,
+        node_metadata: &state.options.node_metadata,
     };
     let value = match properties::get(state.active(), &env, path) {
         Ok(v) => v,

@@ -138,10 +138,17 @@ impl Worker {
         response: GrpcResponse,
     ) -> Result<(), HostError> {
         self.check_alive()?;
-        let pending = self
-            .vm
-            .state_mut()
-            .grpc_calls
+        let calls = &mut self.vm.state_mut().grpc_calls;
+        let unary = !calls
+            .get(&token)
+            .ok_or(HostError::UnknownCallout(token))?
+            .call
+            .streaming;
+        if unary && !(response.initial_metadata.is_empty() && response.trailing_metadata.is_empty())
+        {
+            return Err(HostError::MetadataForUnaryCall(token));
+        }
+        let pending = calls
             .remove(&token)
             .ok_or(HostError::UnknownCallout(token))?;
         let root = pending.root_context_id;

@@ -13,9 +13,11 @@ use crate::vm::{Trap, Vm};
 
 impl Worker {
     /// Applies a new configuration for a plugin in this VM: a new root context is started and
-    /// configured; if it accepts, new streams use it and the old root is done and deleted
-    /// (Envoy keeps one VM and adds a root context per plugin configuration). On rejection the
-    /// old configuration stays.
+    /// configured; if it accepts, new streams use it. The old root is done and deleted once its
+    /// last stream has ended: Envoy keeps one VM and adds a root context per plugin
+    /// configuration (plugin key = root id, configuration, ...), and every stream holds the
+    /// plugin handle that keeps its root alive. On rejection the old configuration stays (in
+    /// Envoy the canary rejects it first and no worker sees it).
     /// A failed VM only records the new configuration: the VM that replaces it starts with it.
     pub fn update_plugin(&mut self, config: PluginConfig) -> Result<(), HostError> {
         let index = self
@@ -47,9 +49,33 @@ impl Worker {
             },
         )
         .root;
-        let retired = self.vm.retire_root(old_root);
-        self.after_out_of_stream_call(retired);
+        self.draining_roots.push(old_root);
+        self.retire_drained_roots();
         Ok(())
+    }
+
+    /// Retires the replaced roots whose streams have all ended.
+    pub(super) fn retire_drained_roots(&mut self) {
+        if self.draining_roots.is_empty() || self.failure.is_some() {
+            return;
+        }
+        let contexts = &self.vm.state().contexts;
+        let (drained, still_used): (Vec<u32>, Vec<u32>) =
+            self.draining_roots.iter().partition(|root| {
+                !contexts
+                    .values()
+                    .any(|c| c.root_id == **root && c.stream().is_some())
+            });
+        self.draining_roots = still_used;
+        for root in drained {
+            let retired = self.vm.retire_root(root);
+            self.after_out_of_stream_call(retired);
+        }
+    }
+
+    /// Replaced roots still serving streams that started before the update.
+    pub fn draining_roots(&self) -> &[u32] {
+        &self.draining_roots
     }
 
     /// Shuts the plugins down like Envoy draining a worker: `proxy_on_done` for every root
@@ -57,7 +83,8 @@ impl Worker {
     /// (from a later tick or queue callback). No new stream starts afterwards.
     pub fn shutdown(&mut self) {
         if self.failure.is_none() {
-            let roots: Vec<u32> = self.plugins.iter().map(|p| p.root).collect();
+            let mut roots: Vec<u32> = self.plugins.iter().map(|p| p.root).collect();
+            roots.append(&mut self.draining_roots);
             for root in roots {
                 let result = self.vm.retire_root(root);
                 if let Err(trap) = result {
@@ -99,6 +126,8 @@ impl Worker {
                 for (plugin, root) in self.plugins.iter_mut().zip(roots) {
                     plugin.root = root;
                 }
+                // The old VM's roots went with it.
+                self.draining_roots.clear();
                 self.failure = None;
                 self.collect_logs();
             }

@@ -35,6 +35,9 @@ pub(crate) use lifecycle::build_vm;
 pub use streams::StreamHandle;
 use streams::{Driver, OpenStream};
 
+/// The index of the main thread's VM.
+const MAIN_THREAD: usize = usize::MAX;
+
 /// Log lines kept from outside any stream (root contexts, ticks): the newest are kept.
 const ROOT_LOG_CAP: usize = 10_000;
 
@@ -59,6 +62,8 @@ pub struct Worker {
     last_reload_nanos: Option<u64>,
     streams: IdMap<OpenStream>,
     root_logs: VecDeque<LogRecord>,
+    /// Roots replaced by a configuration update, waiting for their last stream to end.
+    draining_roots: Vec<u32>,
 }
 
 impl Worker {
@@ -85,14 +90,30 @@ impl Worker {
             last_reload_nanos: None,
             streams: IdMap::default(),
             root_logs: VecDeque::new(),
+            draining_roots: Vec::new(),
         };
         worker.collect_logs();
         Ok(worker)
     }
 
-    /// Position of this worker in its deployment.
+    /// The main thread's VM: plugins started and configured, no streams.
+    pub(crate) fn new_main_thread(
+        host: Arc<HostInner>,
+        plugins: &[Arc<PluginConfig>],
+    ) -> Result<Worker, HostError> {
+        let mut worker = Worker::new(host, MAIN_THREAD, plugins)?;
+        worker.index = MAIN_THREAD;
+        Ok(worker)
+    }
+
+    /// Position of this worker in its deployment (`usize::MAX` for the main thread).
     pub fn index(&self) -> usize {
         self.index
+    }
+
+    /// Whether this is the main thread's VM, which serves no streams.
+    pub fn is_main_thread(&self) -> bool {
+        self.index == MAIN_THREAD
     }
 
     /// Why the VM failed, if it has.
@@ -120,6 +141,9 @@ impl Worker {
     }
 
     fn plugin_of_kind(&self, kind: PluginKind) -> Result<usize, HostError> {
+        if self.is_main_thread() {
+            return Err(HostError::MainThreadServesNoStreams);
+        }
         self.plugins
             .iter()
             .position(|p| p.config.kind == kind)

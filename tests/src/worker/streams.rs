@@ -8,13 +8,15 @@ use super::Worker;
 use crate::abi::{Action, PeerType};
 use crate::config::{FailurePolicy, PluginKind};
 use crate::error::HostError;
+use crate::hcm::CodecVerdict;
 use crate::headers::HeaderMap;
 use crate::state::{
     ContextKind, HttpStreamState, LocalReplyRequest, StreamProtocol, StreamRequests, StreamState,
     TcpStreamState,
 };
 use crate::stream::{
-    HttpRequest, LocalReply, LogRecord, StreamKind, StreamOutcome, StreamResult, TcpStream,
+    DataCall, Direction, HttpRequest, LocalReply, LogRecord, StreamKind, StreamOutcome,
+    StreamResult, TcpEvent, TcpStream,
 };
 use crate::vm::Trap;
 
@@ -39,8 +41,8 @@ pub(super) enum HttpStep {
 pub(super) enum TcpStep {
     Create,
     NewConnection,
-    Data,
-    UpstreamData,
+    /// Playing the connection's events.
+    Event,
     Close,
     Done,
 }
@@ -55,13 +57,31 @@ pub(super) struct HttpDriver {
 }
 
 pub(super) struct TcpDriver {
-    pub(super) chunks: VecDeque<Vec<u8>>,
-    pub(super) upstream_chunks: VecDeque<Vec<u8>>,
-    pub(super) upstream_seen: bool,
+    pub(super) events: VecDeque<TcpEvent>,
+    pub(super) upstream_host: std::net::SocketAddr,
     pub(super) step: TcpStep,
+    /// tcp_proxy ran and connected upstream (the filters let `on_new_connection` through).
+    pub(super) connected: bool,
+    /// The client's buffered bytes passed the connection buffer limit: Envoy reads no more.
+    pub(super) over_limit: bool,
+    pub(super) client_fin: bool,
+    pub(super) upstream_fin: bool,
+    /// The module closed the connection.
     pub(super) closed: bool,
-    pub(super) paused: bool,
+    /// Bytes the module held in either direction at its last callback.
+    pub(super) held: bool,
+    pub(super) held_downstream: bool,
+    pub(super) held_upstream: bool,
     pub(super) forwarded: Vec<u8>,
+    pub(super) received: Vec<u8>,
+    pub(super) data_calls: Vec<DataCall>,
+}
+
+impl TcpDriver {
+    /// Whether Envoy reads from the client now.
+    fn reads_client(&self) -> bool {
+        self.connected && !self.over_limit && !self.client_fin
+    }
 }
 
 pub(super) enum Driver {
@@ -94,6 +114,12 @@ impl Worker {
     pub fn begin_http(&mut self, request: &HttpRequest) -> Result<StreamHandle, HostError> {
         let plugin = self.plugin_of_kind(PluginKind::Http)?;
         self.poll();
+        let host = self.host.clone();
+        let request_headers =
+            match crate::hcm::request_headers(request, &host.options, || host.next_request_id()) {
+                CodecVerdict::Accepted(headers) => headers,
+                CodecVerdict::Refused { status } => return Ok(self.refused_by_codec(status)),
+            };
         let driver = Driver::Http(Box::new(HttpDriver {
             request: request.clone(),
             step: HttpStep::Create,
@@ -104,7 +130,7 @@ impl Worker {
         }));
         let state = StreamProtocol::Http(HttpStreamState {
             protocol: request.protocol.clone(),
-            request_headers: self.request_headers(request),
+            request_headers,
             request_headers_live: false,
             request_trailers: None,
             request_body: Vec::new(),
@@ -127,17 +153,25 @@ impl Worker {
         let plugin = self.plugin_of_kind(PluginKind::Network)?;
         self.poll();
         let driver = Driver::Tcp(TcpDriver {
-            chunks: connection.downstream.iter().cloned().collect(),
-            upstream_chunks: connection.upstream.iter().cloned().collect(),
-            upstream_seen: false,
+            events: connection.events().into(),
+            upstream_host: connection.upstream_host,
             step: TcpStep::Create,
+            connected: false,
+            over_limit: false,
+            client_fin: false,
+            upstream_fin: false,
             closed: false,
-            paused: false,
+            held: false,
+            held_downstream: false,
+            held_upstream: false,
             forwarded: Vec::new(),
+            received: Vec::new(),
+            data_calls: Vec::new(),
         });
         let state = StreamProtocol::Tcp(TcpStreamState {
             downstream: Vec::new(),
             upstream: Vec::new(),
+            upstream_host: None,
         });
         let handle = self.open(plugin, &connection.connection, state, driver);
         self.advance(handle.0);
@@ -164,10 +198,18 @@ impl Worker {
             .expect("finish is called with a handle from begin_http/begin_tcp");
         // A stream cut short by a VM failure leaves its context behind; drop it.
         self.vm.state_mut().contexts.remove(&id);
-        let (kind, forwarded_request_headers, forwarded_bytes) = match stream.driver {
-            Driver::Http(h) => (StreamKind::Http, h.forwarded_headers, h.forwarded),
-            Driver::Tcp(t) => (StreamKind::Tcp, None, t.forwarded),
-        };
+        self.retire_drained_roots();
+        let (kind, forwarded_request_headers, forwarded_bytes, received_bytes, data_calls) =
+            match stream.driver {
+                Driver::Http(h) => (
+                    StreamKind::Http,
+                    h.forwarded_headers,
+                    h.forwarded,
+                    Vec::new(),
+                    Vec::new(),
+                ),
+                Driver::Tcp(t) => (StreamKind::Tcp, None, t.forwarded, t.received, t.data_calls),
+            };
         StreamOutcome {
             kind,
             context_id: id,
@@ -175,6 +217,8 @@ impl Worker {
             logs: stream.logs,
             forwarded_request_headers,
             forwarded_bytes,
+            received_bytes,
+            data_calls,
         }
     }
 
@@ -186,33 +230,35 @@ impl Worker {
         )
     }
 
-    /// Envoy's HTTP connection manager adds these before any filter sees the request.
-    pub(super) fn request_headers(&self, request: &HttpRequest) -> HeaderMap {
-        let mut headers = HeaderMap::request();
-        for (name, value) in [
-            (":authority", &request.authority),
-            (":path", &request.path),
-            (":method", &request.method),
-            (":scheme", &request.scheme),
-        ] {
-            if let Some(value) = value {
-                headers.add(name, value);
-            }
-        }
-        for (name, value) in &request.headers {
-            headers.add(name, value);
-        }
-        if self.host.options.connection_manager_headers {
-            if headers.get("x-forwarded-proto").is_none() {
-                let scheme = request.scheme.as_deref().unwrap_or("http");
-                headers.add("x-forwarded-proto", scheme);
-            }
-            if headers.get("x-request-id").is_none() {
-                let id = self.host.next_request_id();
-                headers.add("x-request-id", id);
-            }
-        }
-        headers
+    /// A request the codec answered itself: no filter chain is built, so the module never
+    /// hears of it.
+    fn refused_by_codec(&mut self, status: u32) -> StreamHandle {
+        let s = self.vm.state_mut();
+        let id = s.next_context_id;
+        s.next_context_id += 1;
+        self.streams.insert(
+            id,
+            OpenStream {
+                policy: FailurePolicy::default(),
+                result: Some(StreamResult::LocalReply(LocalReply {
+                    status,
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                    details: String::new(),
+                    grpc_status: None,
+                })),
+                logs: Vec::new(),
+                driver: Driver::Http(Box::new(HttpDriver {
+                    request: HttpRequest::default(),
+                    step: HttpStep::Done,
+                    blocked: false,
+                    reply: None,
+                    forwarded_headers: None,
+                    forwarded: Vec::new(),
+                })),
+            },
+        );
+        StreamHandle(id)
     }
 
     /// Registers a stream. When the VM has failed (and is not reloaded) the stream gets its
@@ -228,8 +274,13 @@ impl Worker {
         self.reload_if_due(policy);
         let plugin = &self.plugins[plugin_index];
         let (config, root) = (plugin.config.clone(), plugin.root);
+        // HTTP streams start after the handshake; a TCP connection on terminated TLS starts
+        // before it (the filter chain is built when the connection is accepted).
+        let handshake_complete = !(connection.tls() && matches!(protocol, StreamProtocol::Tcp(_)));
         let state = StreamState {
             connection: Arc::new(connection.clone()),
+            handshake_complete,
+            tls_version: std::cell::OnceCell::new(),
             connection_id: self.host.next_connection_id(),
             start_unix_nanos: self.host.clock.realtime_nanos(),
             filter_state: Vec::new(),
@@ -705,65 +756,34 @@ impl Worker {
                         .map(|r| Action::from_raw(r as u32)),
                     None => Ok(Action::Continue),
                 };
-                self.settle_tcp(id, result, false);
-            }
-            TcpStep::Data => {
-                let Some(chunk) = self.tcp_driver(id).chunks.pop_front() else {
-                    self.tcp_driver(id).step = TcpStep::UpstreamData;
-                    return;
+                let action = match result {
+                    Ok(action) => action,
+                    Err(trap) => return self.fail_stream(id, trap),
                 };
-                let size = self.tcp_state(id).map_or(0, |t| {
-                    t.downstream.extend_from_slice(&chunk);
-                    t.downstream.len()
-                });
-                let f = self.vm.cb.on_downstream_data.clone();
-                let result = self.call_action(id, "proxy_on_downstream_data", f, size, false);
-                self.settle_tcp(id, result, true);
-            }
-            TcpStep::UpstreamData => {
-                let Some(chunk) = self.tcp_driver(id).upstream_chunks.pop_front() else {
-                    let driver = self.tcp_driver(id);
-                    driver.step = TcpStep::Close;
-                    if driver.upstream_seen {
-                        // The upstream closed after its data.
-                        let result = match self.vm.cb.on_upstream_connection_close.clone() {
-                            Some(f) => self.vm.call(
-                                id,
-                                "proxy_on_upstream_connection_close",
-                                &f,
-                                (id as i32, PeerType::Remote as i32),
-                            ),
-                            None => Ok(()),
-                        };
-                        if let Err(trap) = result {
-                            self.fail_stream(id, trap);
-                        }
-                    }
-                    return;
-                };
-                self.tcp_driver(id).upstream_seen = true;
-                let size = self.tcp_state(id).map_or(0, |t| {
-                    t.upstream.extend_from_slice(&chunk);
-                    t.upstream.len()
-                });
-                let f = self.vm.cb.on_upstream_data.clone();
-                let result = self.call_action(id, "proxy_on_upstream_data", f, size, false);
-                match result {
-                    Err(trap) => self.fail_stream(id, trap),
-                    Ok(action) => {
-                        let requests = self.stream_requests(id);
-                        if action == Action::Continue {
-                            if let Some(t) = self.tcp_state(id) {
-                                t.upstream.clear();
-                            }
-                        }
-                        if requests.close.is_some() {
-                            let driver = self.tcp_driver(id);
-                            driver.closed = true;
-                            driver.step = TcpStep::Close;
-                        }
-                    }
+                let requests = self.stream_requests(id);
+                if requests.close.is_some() {
+                    return self.module_closed(id);
                 }
+                // Continue lets the next filter, tcp_proxy, run: it connects upstream at once and
+                // then enables reading from the client. After a Pause nothing runs it: reads stay
+                // disabled and no data callback ever comes (Envoy `FilterManagerImpl::
+                // onContinueReading`, tcp_proxy `initializeReadFilterCallbacks`).
+                if action == Action::Continue || requests.continue_downstream {
+                    let host = self.tcp_driver(id).upstream_host;
+                    if let Some(t) = self.tcp_state(id) {
+                        t.upstream_host = Some(host);
+                    }
+                    let driver = self.tcp_driver(id);
+                    driver.connected = true;
+                }
+                self.tcp_driver(id).step = TcpStep::Event;
+            }
+            TcpStep::Event => {
+                let Some(event) = self.tcp_driver(id).events.pop_front() else {
+                    self.tcp_driver(id).step = TcpStep::Close;
+                    return;
+                };
+                self.run_tcp_event(id, event);
             }
             TcpStep::Close => {
                 let closed = self.tcp_driver(id).closed;
@@ -792,7 +812,7 @@ impl Worker {
                 driver.step = TcpStep::Done;
                 let result = if driver.closed {
                     StreamResult::Closed
-                } else if driver.paused {
+                } else if !driver.connected || driver.held {
                     StreamResult::Paused
                 } else {
                     StreamResult::Continued
@@ -803,31 +823,171 @@ impl Worker {
         }
     }
 
-    pub(super) fn settle_tcp(&mut self, id: u32, result: Result<Action, Trap>, data: bool) {
-        let action = match result {
-            Ok(a) => a,
-            Err(trap) => {
-                self.fail_stream(id, trap);
-                return;
+    fn run_tcp_event(&mut self, id: u32, event: TcpEvent) {
+        let limit = self.host.options.connection_buffer_limit;
+        match event {
+            TcpEvent::HandshakeComplete => self.complete_handshake(id),
+            TcpEvent::ClientClose => self.tcp_driver(id).step = TcpStep::Close,
+            TcpEvent::EarlierFilterDrains(n) => {
+                if let Some(t) = self.tcp_state(id) {
+                    let n = n.min(t.downstream.len());
+                    t.downstream.drain(..n);
+                }
             }
-        };
-        let requests = self.stream_requests(id);
-        let paused = action != Action::Continue && !requests.continue_downstream;
-        let mut forwarded = Vec::new();
-        if data && !paused && requests.close.is_none() {
-            if let Some(t) = self.tcp_state(id) {
-                forwarded = std::mem::take(&mut t.downstream);
+            TcpEvent::ClientData(bytes) => {
+                if !self.tcp_driver(id).reads_client() {
+                    return;
+                }
+                self.complete_handshake(id);
+                let size = self.tcp_state(id).map_or(0, |t| {
+                    t.downstream.extend_from_slice(&bytes);
+                    t.downstream.len()
+                });
+                self.deliver_downstream(id, size, false);
+                // Past the buffer limit Envoy stops reading from the client (read-disable on
+                // the high watermark); the connection is not closed.
+                if self
+                    .tcp_state(id)
+                    .is_some_and(|t| t.downstream.len() > limit)
+                {
+                    self.tcp_driver(id).over_limit = true;
+                }
+            }
+            TcpEvent::ClientFin => {
+                if !self.tcp_driver(id).reads_client() {
+                    return;
+                }
+                self.complete_handshake(id);
+                self.tcp_driver(id).client_fin = true;
+                let size = self.tcp_state(id).map_or(0, |t| t.downstream.len());
+                self.deliver_downstream(id, size, true);
+            }
+            TcpEvent::UpstreamData(bytes) => {
+                let driver = self.tcp_driver(id);
+                if !driver.connected || driver.upstream_fin {
+                    return;
+                }
+                let size = self.tcp_state(id).map_or(0, |t| {
+                    t.upstream.extend_from_slice(&bytes);
+                    t.upstream.len()
+                });
+                self.deliver_upstream(id, size, false);
+            }
+            TcpEvent::UpstreamFin => {
+                let driver = self.tcp_driver(id);
+                if !driver.connected || driver.upstream_fin {
+                    return;
+                }
+                driver.upstream_fin = true;
+                let size = self.tcp_state(id).map_or(0, |t| t.upstream.len());
+                self.deliver_upstream(id, size, true);
+                if self.tcp_driver(id).step != TcpStep::Event {
+                    return;
+                }
+                // Envoy raises this on the upstream's end_stream through the write path, with
+                // peer Unknown ("registering for the upstream connection event would need the
+                // whole TCP proxy", `Context::onWrite`).
+                let result = match self.vm.cb.on_upstream_connection_close.clone() {
+                    Some(f) => self.vm.call(
+                        id,
+                        "proxy_on_upstream_connection_close",
+                        &f,
+                        (id as i32, PeerType::Unknown as i32),
+                    ),
+                    None => Ok(()),
+                };
+                if let Err(trap) = result {
+                    self.fail_stream(id, trap);
+                }
             }
         }
+    }
+
+    /// The handshake is over: the peer certificate (if any) becomes visible.
+    fn complete_handshake(&mut self, id: u32) {
+        if let Some(s) = self
+            .vm
+            .state_mut()
+            .contexts
+            .get_mut(&id)
+            .and_then(|c| c.stream_mut())
+        {
+            s.handshake_complete = true;
+        }
+    }
+
+    /// `proxy_on_downstream_data` with the whole client buffer; Continue hands it to tcp_proxy,
+    /// Pause leaves it buffered for the next read.
+    fn deliver_downstream(&mut self, id: u32, size: usize, end_of_stream: bool) {
+        let f = self.vm.cb.on_downstream_data.clone();
+        let result = self.call_action(id, "proxy_on_downstream_data", f, size, end_of_stream);
+        let action = match result {
+            Ok(action) => action,
+            Err(trap) => return self.fail_stream(id, trap),
+        };
+        self.tcp_driver(id).data_calls.push(DataCall {
+            direction: Direction::Downstream,
+            size,
+            end_of_stream,
+            action,
+        });
+        let requests = self.stream_requests(id);
+        if requests.close.is_some() {
+            return self.module_closed(id);
+        }
+        let go_on = action == Action::Continue || requests.continue_downstream;
+        let forwarded = if go_on {
+            self.tcp_state(id)
+                .map(|t| std::mem::take(&mut t.downstream))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let driver = self.tcp_driver(id);
         driver.forwarded.extend_from_slice(&forwarded);
+        driver.held_downstream = !go_on && size > 0;
+        driver.held = driver.held_downstream || driver.held_upstream;
+    }
+
+    /// `proxy_on_upstream_data` with everything the upstream sent and the module held; Continue
+    /// writes it to the client, Pause leaves it in the upstream's read buffer (shown again only
+    /// with the next upstream read: `proxy_continue_stream(Upstream)` is unimplemented).
+    fn deliver_upstream(&mut self, id: u32, size: usize, end_of_stream: bool) {
+        let f = self.vm.cb.on_upstream_data.clone();
+        let result = self.call_action(id, "proxy_on_upstream_data", f, size, end_of_stream);
+        let action = match result {
+            Ok(action) => action,
+            Err(trap) => return self.fail_stream(id, trap),
+        };
+        self.tcp_driver(id).data_calls.push(DataCall {
+            direction: Direction::Upstream,
+            size,
+            end_of_stream,
+            action,
+        });
+        let requests = self.stream_requests(id);
         if requests.close.is_some() {
-            driver.closed = true;
-            driver.step = TcpStep::Close;
-            return;
+            return self.module_closed(id);
         }
-        driver.paused = paused;
-        driver.step = TcpStep::Data;
+        let received = if action == Action::Continue {
+            self.tcp_state(id)
+                .map(|t| std::mem::take(&mut t.upstream))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let driver = self.tcp_driver(id);
+        driver.received.extend_from_slice(&received);
+        driver.held_upstream = action != Action::Continue && size > 0;
+        driver.held = driver.held_downstream || driver.held_upstream;
+    }
+
+    /// The module closed the connection (`proxy_close_stream`): Envoy closes it after the
+    /// callback (`close(FlushWrite)`), and nothing more is read or written.
+    fn module_closed(&mut self, id: u32) {
+        let driver = self.tcp_driver(id);
+        driver.closed = true;
+        driver.step = TcpStep::Close;
     }
 }
 

@@ -176,3 +176,77 @@ pub fn stashed(host: &Host, key: &str) -> Vec<u8> {
         .unwrap_or_else(|_| panic!("the probe stashed {key:?}"))
         .0
 }
+
+/// A probe that reads `paths` in each of `callbacks` (any of `proxy_on_request_headers`,
+/// `proxy_on_new_connection`, `proxy_on_downstream_data`, `proxy_on_upstream_data`, each
+/// continuing) and stores, per callback `prefix` and path index `i`, the status under
+/// "<prefix>s<i>" (4 bytes LE) and a found value under "<prefix><i>". A later call of the
+/// same callback overwrites them.
+pub fn property_probes(callbacks: &[(&str, &str)], paths: &[&str]) -> Vec<u8> {
+    let mut data = String::new();
+    let mut funcs = String::new();
+    let mut address = 4096;
+    let mut alloc = |text: &str, data: &mut String| {
+        let at = address;
+        // Segments joined by '.', or by NUL where a segment has dots of its own.
+        let escaped = if text.contains('\0') {
+            text.replace('\0', "\\00")
+        } else {
+            text.replace('.', "\\00")
+        };
+        data.push_str(&format!("(data (i32.const {at}) \"{escaped}\")\n"));
+        address += 128;
+        at
+    };
+    for (callback, prefix) in callbacks {
+        let mut body = String::new();
+        for (i, path) in paths.iter().enumerate() {
+            let path_at = alloc(path, &mut data);
+            let value_key = format!("{prefix}{i}");
+            let status_key = format!("{prefix}s{i}");
+            let value_at = alloc(&value_key, &mut data);
+            let status_at = alloc(&status_key, &mut data);
+            body.push_str(&format!(
+                "(local.set $st (call $proxy_get_property (i32.const {path_at}) (i32.const {}) (i32.const 600) (i32.const 604)))\n\
+                 (i32.store (i32.const 608) (local.get $st))\n\
+                 (drop (call $proxy_set_shared_data (i32.const {status_at}) (i32.const {}) (i32.const 608) (i32.const 4) (i32.const 0)))\n\
+                 (if (i32.eqz (local.get $st)) (then (call $stash (i32.const {value_at}) (i32.const {}) (i32.const 600))))\n\
+                 (i32.store (i32.const 600) (i32.const 0)) (i32.store (i32.const 604) (i32.const 0))\n",
+                path.len(),
+                status_key.len(),
+                value_key.len(),
+            ));
+        }
+        let params = match *callback {
+            "proxy_on_new_connection" => "(param $ctx i32)",
+            "proxy_on_request_headers" | "proxy_on_downstream_data" | "proxy_on_upstream_data" => {
+                "(param $ctx i32) (param $n i32) (param $eos i32)"
+            }
+            other => panic!("property_probes: no signature for {other}"),
+        };
+        funcs.push_str(&format!(
+            "(func (export \"{callback}\") {params} (result i32) (local $st i32)\n{body} (i32.const 0))\n"
+        ));
+    }
+    let text = format!("(module {PROBE_PRELUDE}\n{data}\n{funcs})");
+    wat::parse_str(&text).unwrap_or_else(|e| panic!("probe module: {e}\n{text}"))
+}
+
+/// The status a [`property_probes`] module stored under `key`.
+pub fn probe_status(host: &Host, key: &str) -> Option<i32> {
+    let (bytes, _) = host
+        .shared()
+        .data
+        .get(&host.vm_config().vm_id, key.as_bytes())
+        .ok()?;
+    Some(i32::from_le_bytes(bytes.try_into().ok()?))
+}
+
+/// The value a [`property_probes`] module stored under `key`, if the read succeeded.
+pub fn probe_value(host: &Host, key: &str) -> Option<Vec<u8>> {
+    host.shared()
+        .data
+        .get(&host.vm_config().vm_id, key.as_bytes())
+        .ok()
+        .map(|(v, _)| v)
+}
