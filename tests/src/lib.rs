@@ -12,18 +12,22 @@
 //! The host knows the module only through the ABI.
 
 pub mod abi;
+pub mod accesslog;
+pub mod client_hello;
 pub mod clock;
 pub mod config;
 mod deployment;
 pub mod error;
 pub mod headers;
 mod hostcalls;
+pub mod insights;
 pub mod pairs;
 pub mod properties;
 pub mod replay;
 pub mod shared;
 mod state;
 pub mod stream;
+pub mod synthetic;
 mod vm;
 mod worker;
 
