@@ -76,6 +76,16 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// The namespace the finding belongs to for grouping: its namespace, or its name for a
+    /// Namespace; empty for other cluster-scoped objects.
+    pub fn group_namespace(&self) -> &str {
+        match (&self.namespace, self.kind.as_str()) {
+            (Some(ns), _) => ns,
+            (None, "Namespace") => &self.name,
+            (None, _) => "",
+        }
+    }
+
     /// A key that identifies "the same finding" across runs (for de-duplication of Events and alerts).
     pub fn identity(&self) -> String {
         format!(

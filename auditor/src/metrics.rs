@@ -1,4 +1,5 @@
-//! Prometheus metrics: findings by rule and severity, scans, API errors and sink failures.
+//! Prometheus metrics: findings by rule and severity (and by namespace), scans, API errors and
+//! sink failures.
 //!
 //! The watch controller serves them on `/metrics`; a one-shot scan can write them to a file for
 //! node_exporter's textfile collector (`--sink metrics=PATH`).
@@ -25,6 +26,15 @@ struct FindingLabels {
     severity: String,
 }
 
+/// `finding_namespace`, not `namespace`: Prometheus' Kubernetes scrape configurations set
+/// `namespace` to the auditor's own, which would rename this one to `exported_namespace`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct NamespaceFindingLabels {
+    finding_namespace: String,
+    rule: String,
+    severity: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
@@ -45,16 +55,23 @@ struct Inner {
     registry: Registry,
     findings: Family<FindingLabels, Gauge>,
     /// Label sets ever set, so a fixed rule drops to 0 instead of vanishing (a vanished series
-    /// looks like missing data, not like "fixed").
-    /// Label sets ever reported (so a rule that stops firing is set to 0, not left stale); its
-    /// lock also keeps a scrape from seeing half of a judgement.
-    seen: Mutex<BTreeSet<FindingLabels>>,
+    /// looks like missing data, not like "fixed"); its lock also keeps a scrape from seeing half
+    /// of a judgement.
+    seen: Mutex<Seen>,
+    namespace_findings: Family<NamespaceFindingLabels, Gauge>,
     scans: Family<ResultLabels, Counter>,
     api_errors: Family<ApiErrorLabels, Counter>,
     sink_failures: Family<SinkLabels, Counter>,
     last_scan: Gauge<f64, AtomicU64>,
     scan_duration: Gauge<f64, AtomicU64>,
     objects: Gauge,
+}
+
+/// Label sets ever reported, per family.
+#[derive(Default)]
+struct Seen {
+    findings: BTreeSet<FindingLabels>,
+    namespace_findings: BTreeSet<NamespaceFindingLabels>,
 }
 
 /// Cheap to clone; all clones share the same series.
@@ -83,6 +100,12 @@ impl Metrics {
             "findings",
             "Current findings by rule and severity",
             findings.clone(),
+        );
+        let namespace_findings = Family::<NamespaceFindingLabels, Gauge>::default();
+        registry.register(
+            "namespace_findings",
+            "Current findings by namespace (finding_namespace), rule and severity",
+            namespace_findings.clone(),
         );
         let scans = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -124,7 +147,8 @@ impl Metrics {
             inner: Arc::new(Inner {
                 registry,
                 findings,
-                seen: Mutex::new(BTreeSet::new()),
+                seen: Mutex::new(Seen::default()),
+                namespace_findings,
                 scans,
                 api_errors,
                 sink_failures,
@@ -141,8 +165,9 @@ impl Metrics {
         self.replace_findings(&mut seen, findings);
     }
 
-    fn replace_findings(&self, seen: &mut BTreeSet<FindingLabels>, findings: &[Finding]) {
+    fn replace_findings(&self, seen: &mut Seen, findings: &[Finding]) {
         let mut counts = std::collections::BTreeMap::<FindingLabels, i64>::new();
+        let mut by_namespace = std::collections::BTreeMap::<NamespaceFindingLabels, i64>::new();
         for f in findings {
             *counts
                 .entry(FindingLabels {
@@ -150,16 +175,20 @@ impl Metrics {
                     severity: f.severity.as_str().to_string(),
                 })
                 .or_default() += 1;
+            *by_namespace
+                .entry(NamespaceFindingLabels {
+                    finding_namespace: f.group_namespace().to_string(),
+                    rule: f.rule.clone(),
+                    severity: f.severity.as_str().to_string(),
+                })
+                .or_default() += 1;
         }
-        for labels in seen.iter() {
-            if !counts.contains_key(labels) {
-                self.inner.findings.get_or_create(labels).set(0);
-            }
-        }
-        for (labels, n) in counts {
-            self.inner.findings.get_or_create(&labels).set(n);
-            seen.insert(labels);
-        }
+        publish(&self.inner.findings, &mut seen.findings, counts);
+        publish(
+            &self.inner.namespace_findings,
+            &mut seen.namespace_findings,
+            by_namespace,
+        );
     }
 
     /// Records one judgement.
@@ -237,6 +266,33 @@ impl Metrics {
     }
 }
 
+/// Sets each gauge of `counts`, and to 0 every label set seen before and absent now.
+fn publish<L>(
+    family: &Family<L, Gauge>,
+    seen: &mut BTreeSet<L>,
+    counts: std::collections::BTreeMap<L, i64>,
+) where
+    L: Clone
+        + Ord
+        + std::hash::Hash
+        + Eq
+        + EncodeLabelSet
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    for labels in seen.iter() {
+        if !counts.contains_key(labels) {
+            family.get_or_create(labels).set(0);
+        }
+    }
+    for (labels, n) in counts {
+        family.get_or_create(&labels).set(n);
+        seen.insert(labels);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,10 +356,18 @@ mod tests {
             text.contains(r#"egress_auditor_findings{rule="privileged",severity="critical"} 1"#),
             "{text}"
         );
+        assert!(
+            text.contains(r#"egress_auditor_namespace_findings{finding_namespace="ns",rule="host-network",severity="high"} 2"#),
+            "{text}"
+        );
         m.set_findings(&[finding("privileged", Severity::Critical)]);
         let text = m.encode();
         assert!(
             text.contains(r#"egress_auditor_findings{rule="host-network",severity="high"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"egress_auditor_namespace_findings{finding_namespace="ns",rule="host-network",severity="high"} 0"#),
             "{text}"
         );
     }

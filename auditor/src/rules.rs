@@ -129,9 +129,5 @@ pub fn rule(id: &str) -> Option<&'static RuleInfo> {
 
 /// The namespace a finding belongs to for grouping: its namespace, or its name for a Namespace.
 pub fn group_namespace(f: &Finding) -> &str {
-    match (&f.namespace, f.kind.as_str()) {
-        (Some(ns), _) => ns,
-        (None, "Namespace") => &f.name,
-        (None, _) => "",
-    }
+    f.group_namespace()
 }

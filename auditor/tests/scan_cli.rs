@@ -1,5 +1,5 @@
 //! The `scan` command as a user runs it: the built binary, its exit codes, its located errors and
-//! its three output formats.
+//! its output formats (JSON, table, SARIF, HTML).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -496,4 +496,44 @@ fn sarif_points_at_the_manifest() {
     // The Deployment pod-level's document content starts on line 20 (after the `---` marker and
     // a comment).
     assert_eq!(loc["region"]["startLine"], 20);
+}
+
+#[test]
+fn html_report_is_one_self_contained_page_with_names_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "hostile.yaml",
+        concat!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio-injection: enabled}}\n---\n",
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: \"<script>alert(1)</script>\"\n  namespace: shop\n",
+            "spec:\n  hostNetwork: true\n  containers: [{name: \"<img src=x onerror=alert(2)>\", image: app}]\n",
+        ),
+    );
+    let out = scan(&["--input", f.to_str().unwrap(), "--format", "html"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let html = stdout(&out);
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    assert!(!html.contains("<script"), "{html}");
+    assert!(!html.contains("<img"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    assert!(
+        html.contains("Pod uses the node&#39;s network namespace"),
+        "{html}"
+    );
+    assert!(html.contains("Drop hostNetwork: true"), "the fix: {html}");
+    for fetch in [
+        "src=\"http",
+        "href=\"http",
+        "src='http",
+        "href='http",
+        "url(http",
+        "@import",
+    ] {
+        assert!(!html.contains(fetch), "fetches something: {fetch}");
+    }
+    assert!(html.contains("default-src 'none'"));
 }

@@ -12,6 +12,8 @@
 //! The host knows the module only through the ABI.
 
 pub mod abi;
+pub mod accesslog;
+pub mod client_hello;
 pub mod clock;
 pub mod config;
 mod deployment;
@@ -20,6 +22,7 @@ pub mod explain;
 mod hcm;
 pub mod headers;
 mod hostcalls;
+pub mod insights;
 pub mod pairs;
 pub mod plaintext;
 pub mod properties;
@@ -27,6 +30,7 @@ pub mod replay;
 pub mod shared;
 mod state;
 pub mod stream;
+pub mod synthetic;
 mod vm;
 mod worker;
 

@@ -1,13 +1,20 @@
 //! `egress-sim`: run a proxy-wasm filter the way the egress gateway's Envoy runs it.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use egress_sim::replay::{self, ReplayError};
+use egress_sim::accesslog::text::TextFormat;
+use egress_sim::accesslog::{Encoding, LogClock, LogOptions, LogReader, Unusable};
+use egress_sim::insights::html::{self, ReportMeta};
+use egress_sim::insights::recommend::{self, GroupBy, Observed};
+use egress_sim::insights::{
+    render, InputStats, RequestFacts, Summary, DEFAULT_MAX_GROUPS, UNUSABLE_EXAMPLES,
+};
+use egress_sim::replay::{self, ReplayError, ReplayItem};
 use egress_sim::{explain, plaintext};
 use egress_sim::{
     FailurePolicy, Host, HostError, HostOptions, LogLevel, LogRecord, PluginConfig, VmConfig,
@@ -38,6 +45,10 @@ enum Command {
     ///
     /// Output: {"id","decision":"allow|deny|ratelimited|error","status","headers","logs"}, with
     /// "body", "details" and "error" when they apply.
+    ///
+    /// With --envoy-access-log, the egress gateway's access log (Istio's JSON or text format) is
+    /// streamed instead: each line becomes an HTTP request or a TLS passthrough connection;
+    /// lines that cannot be used are counted, the first few shown, and the run goes on.
     Replay(ReplayArgs),
     /// Runs Envoy's configuration canary: prints `ok`, or the filter's reason and exits 1.
     ///
@@ -51,6 +62,95 @@ enum Command {
     /// The request is one object in the replay input format (see `replay --help`); "id" may be
     /// left out.
     Explain(ExplainArgs),
+    /// Recommends the smallest allow-list that admits the traffic of an access log.
+    ///
+    /// Per source namespace (or principal): exact hosts with their ports and HTTP methods, TLS
+    /// passthrough by server name; `*.<registrable domain>` only where --collapse-min names
+    /// below one registrable domain were seen (never a public suffix). Prints EgressPolicy YAML
+    /// or a pluginConfig; says on stderr what it admits and what it left out.
+    Recommend(RecommendArgs),
+    /// Writes a synthetic egress gateway access log (Istio JSON format), the same for the same
+    /// seed; `examples/access-log.json` is made with the defaults.
+    #[command(hide = true)]
+    GenerateAccessLog(GenerateArgs),
+}
+
+/// How to read an Envoy access log.
+#[derive(Args)]
+struct LogFormatArgs {
+    /// The log's encoding (Istio meshConfig.accessLogEncoding); auto: JSON when the first line
+    /// starts with "{".
+    #[arg(long, value_enum, default_value = "auto")]
+    access_log_encoding: EncodingArg,
+    /// The text format the mesh uses (meshConfig.accessLogFormat); default: Istio's default.
+    #[arg(long, value_name = "FORMAT")]
+    text_format: Option<String>,
+    /// Where the source's SPIFFE principal is: a JSON key (e.g. downstream_peer_uri_san, for
+    /// "%DOWNSTREAM_PEER_URI_SAN%" added to the format), or for the text format the operator
+    /// (e.g. %DOWNSTREAM_PEER_URI_SAN%). Without it sources have no principal.
+    #[arg(long, value_name = "FIELD")]
+    principal_field: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EncodingArg {
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReportFormat {
+    Table,
+    Json,
+    Csv,
+    /// One self-contained page (no network fetches): summary and decisions over time.
+    Html,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GroupByArg {
+    Namespace,
+    Principal,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RecommendOutput {
+    /// EgressPolicy objects (policy.egress-guard.dev/v1alpha1), one per namespace.
+    EgressPolicy,
+    /// A pluginConfig with one ALLOW policy per namespace or principal.
+    PluginConfig,
+}
+
+#[derive(Args)]
+struct RecommendArgs {
+    /// The egress gateway's Envoy access log ("-" reads standard input).
+    #[arg(long, value_name = "FILE")]
+    envoy_access_log: String,
+    #[command(flatten)]
+    log_format: LogFormatArgs,
+    /// Leave out source and host pairs seen fewer times (they are listed on stderr).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    min_requests: u64,
+    /// Names below one registrable domain that make a `*.domain` wildcard.
+    #[arg(long, default_value_t = recommend::DEFAULT_COLLAPSE_MIN, value_parser = clap::value_parser!(u32).range(2..), value_name = "K")]
+    collapse_min: u32,
+    /// One policy per source namespace, or per principal.
+    #[arg(long, value_enum, default_value = "namespace")]
+    group_by: GroupByArg,
+    #[arg(long, value_enum, default_value = "egress-policy")]
+    output: RecommendOutput,
+    /// Mark the policies dry-run (istio.io/dry-run, "dryRun"): logged, not enforced.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[arg(long, default_value_t = egress_sim::synthetic::EXAMPLE_SEED)]
+    seed: u64,
+    #[arg(long, default_value_t = egress_sim::synthetic::EXAMPLE_LINES)]
+    lines: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -134,9 +234,23 @@ struct ReplayArgs {
     /// Requests, one JSON object per line ("-" reads standard input).
     #[arg(long, default_value = "-")]
     requests: String,
-    /// Print a readable table (id, kind, decision, status, policy, reason) instead of JSON lines.
+    /// The egress gateway's Envoy access log instead of --requests ("-" reads standard input).
+    #[arg(long, value_name = "FILE", conflicts_with = "requests")]
+    envoy_access_log: Option<String>,
+    #[command(flatten)]
+    log_format: LogFormatArgs,
+    /// Print a readable table instead of JSON lines: per request (id, kind, decision, status,
+    /// policy, reason) for --requests; per source namespace and destination host for
+    /// --envoy-access-log.
     #[arg(long)]
     summary: bool,
+    /// Print the summary per source namespace and destination host (requests, would-allow,
+    /// would-deny, by policy and rule) in this format.
+    #[arg(long, value_enum)]
+    format: Option<ReportFormat>,
+    /// Most source namespace and destination host rows; the rest are counted together.
+    #[arg(long, default_value_t = DEFAULT_MAX_GROUPS, value_name = "N")]
+    max_groups: usize,
     /// Same as --failure-policy open.
     #[arg(long, conflicts_with = "failure_policy")]
     fail_open: bool,
@@ -155,13 +269,19 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig(args) => check_config(&args),
         Command::Explain(args) => explain(&args),
-        Command::Replay(args) => match replay(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                report(&error);
-                ExitCode::from(2)
-            }
-        },
+        Command::Replay(args) => done(replay(&args)),
+        Command::Recommend(args) => done(recommend_allow_list(&args)),
+        Command::GenerateAccessLog(args) => done(generate_access_log(&args)),
+    }
+}
+
+fn done(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            report(&error);
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -315,6 +435,9 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         (_, Policy::Close) => FailurePolicy::FailClose,
         (_, Policy::Reload) => FailurePolicy::FailReload,
     };
+    if let Some(path) = &args.envoy_access_log {
+        return replay_access_log(args, &host, policy, path);
+    }
     let text = read_requests(&args.requests)?;
     let items = replay::parse_requests(&text).map_err(|e| match e {
         ReplayError::Input { .. } => {
@@ -327,20 +450,64 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         .context("starting the filter")?;
     let results = replay::run(&mut deployment, &items)?;
 
-    let mut stdout = std::io::stdout().lock();
-    let written = if args.summary {
-        write!(stdout, "{}", replay::summary(&items, &results))
-    } else {
-        results.iter().try_for_each(|result| {
-            serde_json::to_writer(&mut stdout, result)?;
-            writeln!(stdout)
-        })
+    let output = match args.format {
+        Some(format) => {
+            let mut summary = Summary::new(args.max_groups);
+            summary.input.lines = text.lines().count();
+            for (item, result) in items.iter().zip(&results) {
+                summary.record(item, result);
+            }
+            render_summary(&summary, format, &report_meta(args, &args.requests))
+        }
+        None if args.summary => replay::summary(&items, &results),
+        None => {
+            let mut lines = String::new();
+            for result in &results {
+                lines.push_str(&serde_json::to_string(result)?);
+                lines.push('\n');
+            }
+            lines
+        }
     };
-    match written {
-        // A reader that stops early (e.g. `| head`) is not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-        other => other?,
+    print_output(&output)?;
+    print_verbose_logs(args, &mut deployment)
+}
+
+fn report_meta(args: &ReplayArgs, input: &str) -> ReportMeta {
+    ReportMeta {
+        input: input.to_string(),
+        config: args.module.config.display().to_string(),
     }
+}
+
+fn render_summary(summary: &Summary, format: ReportFormat, meta: &ReportMeta) -> String {
+    match format {
+        ReportFormat::Table => render::table(summary),
+        ReportFormat::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&render::json(summary)).unwrap_or_default()
+        ),
+        ReportFormat::Csv => render::csv(summary),
+        ReportFormat::Html => html::report(summary, meta),
+    }
+}
+
+/// Writes to standard output; a reader that stops early (e.g. `| head`) is not an error.
+fn print_output(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn print_verbose_logs(
+    args: &ReplayArgs,
+    deployment: &mut egress_sim::Deployment,
+) -> anyhow::Result<()> {
     if args.verbose {
         let mut stderr = std::io::stderr().lock();
         for log in &deployment.canary_logs {
@@ -354,6 +521,197 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn log_options(args: &LogFormatArgs) -> anyhow::Result<LogOptions> {
+    let text_format = match &args.text_format {
+        Some(format) => {
+            TextFormat::parse(format).map_err(|e| anyhow::anyhow!("--text-format: {e}"))?
+        }
+        None => TextFormat::istio_default(),
+    };
+    Ok(LogOptions {
+        encoding: match args.access_log_encoding {
+            EncodingArg::Auto => Encoding::Auto,
+            EncodingArg::Json => Encoding::Json,
+            EncodingArg::Text => Encoding::Text,
+        },
+        text_format,
+        principal_field: args.principal_field.clone(),
+    })
+}
+
+/// Reads an access log line by line and hands each usable line to `each` as a request (which
+/// returns false to stop); says on stderr which lines could not be used.
+fn stream_access_log(
+    path: &str,
+    args: &LogFormatArgs,
+    mut each: impl FnMut(ReplayItem) -> anyhow::Result<bool>,
+) -> anyhow::Result<InputStats> {
+    let mut stats = InputStats::default();
+    let input: Box<dyn BufRead> = if path == "-" {
+        Box::new(BufReader::with_capacity(1 << 16, std::io::stdin()))
+    } else {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("--envoy-access-log {path}: cannot open the file"))?;
+        Box::new(BufReader::with_capacity(1 << 16, file))
+    };
+    let mut reader = LogReader::new(input, log_options(args)?).map_err(anyhow::Error::msg)?;
+    let mut clock = LogClock::default();
+    let mut used = 0usize;
+    let mut stderr = std::io::stderr();
+    while let Some((line, entry)) = reader
+        .next_entry()
+        .map_err(|e| anyhow::anyhow!("--envoy-access-log {path}: {e}"))?
+    {
+        match entry.and_then(|e| e.into_item(line, &mut clock)) {
+            Ok(item) => {
+                used += 1;
+                if !each(item)? {
+                    break;
+                }
+            }
+            Err(reason) => {
+                if stats.unusable < UNUSABLE_EXAMPLES {
+                    let _ = writeln!(
+                        stderr,
+                        "{path}:{line}: skipped: {}",
+                        render::printable(&reason)
+                    );
+                }
+                stats.unusable(Unusable { line, reason });
+            }
+        }
+    }
+    stats.lines = reader.lines();
+    stats.start_ms = clock.origin_ms;
+    if stats.unusable > 0 {
+        let _ = writeln!(
+            stderr,
+            "{path}: {} of {} lines could not be used",
+            stats.unusable, stats.lines
+        );
+    }
+    if used == 0 && stats.unusable > 0 {
+        bail!(
+            "--envoy-access-log {path}: no line could be used; is it the egress gateway's access \
+             log, and do --access-log-encoding and --text-format match the mesh's?"
+        );
+    }
+    Ok(stats)
+}
+
+fn replay_access_log(
+    args: &ReplayArgs,
+    host: &Host,
+    policy: FailurePolicy,
+    path: &str,
+) -> anyhow::Result<()> {
+    let mut deployment = host
+        .start(plugins(&args.module, policy)?, usize::from(args.workers))
+        .context("starting the filter")?;
+    let report = args.format.or(args.summary.then_some(ReportFormat::Table));
+    let mut summary = Summary::new(args.max_groups);
+    let mut stdout = BufWriter::new(std::io::stdout().lock());
+    let mut n = 0usize;
+    let input = stream_access_log(path, &args.log_format, |item| {
+        let result = replay::run_one(&mut deployment, &item, n)?;
+        n += 1;
+        if report.is_some() {
+            summary.record(&item, &result);
+            return Ok(true);
+        }
+        let written = serde_json::to_writer(&mut stdout, &result)
+            .map_err(std::io::Error::from)
+            .and_then(|()| stdout.write_all(b"\n"));
+        match written {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+            other => Ok(other.map(|()| true)?),
+        }
+    })?;
+    match stdout.flush() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other?,
+    }
+    drop(stdout);
+    if let Some(format) = report {
+        summary.input = input;
+        print_output(&render_summary(&summary, format, &report_meta(args, path)))?;
+    }
+    print_verbose_logs(args, &mut deployment)
+}
+
+fn recommend_allow_list(args: &RecommendArgs) -> anyhow::Result<()> {
+    let group_by = match args.group_by {
+        GroupByArg::Namespace => GroupBy::Namespace,
+        GroupByArg::Principal => GroupBy::Principal,
+    };
+    let mut observed = Observed::new(group_by);
+    stream_access_log(&args.envoy_access_log, &args.log_format, |item| {
+        observed
+            .add(&RequestFacts::of(&item))
+            .map_err(anyhow::Error::msg)?;
+        Ok(true)
+    })?;
+    let recommendation = observed.recommend(recommend::Options {
+        min_requests: args.min_requests,
+        collapse_min: usize::try_from(args.collapse_min).unwrap_or(usize::MAX),
+        dry_run: args.dry_run,
+    });
+    let statement = format!(
+        "recommended from {}: {}",
+        args.envoy_access_log,
+        recommendation.statement()
+    );
+    let output = match args.output {
+        RecommendOutput::PluginConfig => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&recommendation.plugin_config())?
+        ),
+        RecommendOutput::EgressPolicy => {
+            let mut out = String::new();
+            for line in textwrap(&statement, 96) {
+                out.push_str(&format!("# {line}\n"));
+            }
+            for document in recommendation.egress_policies() {
+                out.push_str("---\n");
+                out.push_str(&recommend::yaml(&document));
+            }
+            out
+        }
+    };
+    let mut stderr = std::io::stderr();
+    let _ = writeln!(stderr, "{}", render::printable(&statement));
+    let _ = write!(stderr, "{}", recommendation.dropped_report(20));
+    print_output(&output)
+}
+
+/// Splits text at spaces into lines of at most `width` characters (longer words stay whole).
+fn textwrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split(' ') {
+        let current = lines.last_mut().map_or(0, |l| l.len());
+        if current > 0 && current + 1 + word.len() > width {
+            lines.push(String::new());
+        }
+        if let Some(line) = lines.last_mut() {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(&render::printable(word));
+        }
+    }
+    lines
+}
+
+fn generate_access_log(args: &GenerateArgs) -> anyhow::Result<()> {
+    let mut stdout = BufWriter::new(std::io::stdout().lock());
+    match egress_sim::synthetic::generate(args.seed, args.lines, &mut stdout)
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 fn read_requests(source: &str) -> anyhow::Result<String> {

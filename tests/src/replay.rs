@@ -505,26 +505,36 @@ pub fn run(
 ) -> Result<Vec<ReplayResult>, ReplayError> {
     let mut results = Vec::with_capacity(items.len());
     for (n, item) in items.iter().enumerate() {
-        if let Some(at) = item.at {
-            deployment.host().clock().set_elapsed(at);
-            // Time passes for every worker: each runs its due timers.
-            for worker in deployment.workers() {
-                worker.poll();
-            }
-        }
-        let worker = deployment.worker(item.worker.unwrap_or(n));
-        let outcome = match &item.input {
-            StreamInput::Http(request) => worker.http(request),
-            StreamInput::Tcp(connection) => worker.tcp(connection),
-        }
-        .map_err(|source| ReplayError::Host {
-            id: item.id.clone(),
-            line: item.line,
-            source,
-        })?;
-        results.push(to_result(&item.id, &outcome));
+        results.push(run_one(deployment, item, n)?);
     }
     Ok(results)
+}
+
+/// Runs the `n`-th request: moves the clock to its time (every worker runs its due timers),
+/// then runs it on its worker, or on worker `n` modulo their number.
+pub fn run_one(
+    deployment: &mut Deployment,
+    item: &ReplayItem,
+    n: usize,
+) -> Result<ReplayResult, ReplayError> {
+    if let Some(at) = item.at {
+        deployment.host().clock().set_elapsed(at);
+        // Time passes for every worker: each runs its due timers.
+        for worker in deployment.workers() {
+            worker.poll();
+        }
+    }
+    let worker = deployment.worker(item.worker.unwrap_or(n));
+    let outcome = match &item.input {
+        StreamInput::Http(request) => worker.http(request),
+        StreamInput::Tcp(connection) => worker.tcp(connection),
+    }
+    .map_err(|source| ReplayError::Host {
+        id: item.id.clone(),
+        line: item.line,
+        source,
+    })?;
+    Ok(to_result(&item.id, &outcome))
 }
 
 /// A readable table of what was allowed and denied, and why.

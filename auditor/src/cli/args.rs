@@ -23,6 +23,9 @@ pub enum Format {
     Table,
     /// SARIF 2.1.0 for CI code-scanning views.
     Sarif,
+    /// One self-contained HTML page (nothing fetched): risk per namespace, findings worst first
+    /// with evidence and fix.
+    Html,
 }
 
 /// When to colour terminal output.

@@ -341,6 +341,7 @@ pub fn render_files(
             };
             sinks::sarif::render(findings, summary, &locate)
         }
+        Format::Html => sinks::html::render(findings, summary),
     }
 }
 
@@ -350,6 +351,7 @@ pub fn render(findings: &[Finding], summary: &Summary, format: Format, color: bo
         Format::Json => sinks::json::render(findings, summary),
         Format::Table => sinks::table::render(findings, summary, color),
         Format::Sarif => sinks::sarif::render(findings, summary, &|_| None),
+        Format::Html => sinks::html::render(findings, summary),
     }
 }
 

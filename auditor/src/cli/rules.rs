@@ -219,6 +219,7 @@ pub fn run(args: RulesArgs) -> anyhow::Result<ExitCode> {
         Format::Json => sinks::json::render(&findings, &summary),
         Format::Table => sinks::table::render(&findings, &summary, args.color.enabled()),
         Format::Sarif => sinks::sarif::render(&findings, &summary, &locate_rule),
+        Format::Html => sinks::html::render(&findings, &summary),
     };
     let mut stdout = std::io::stdout().lock();
     stdout

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::finding::{Finding, Severity};
 
+pub mod html;
 pub mod json;
 pub mod sarif;
 pub mod table;
