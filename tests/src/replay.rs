@@ -240,6 +240,7 @@ fn connection(
         ),
         principal: source.principal,
         sni,
+        hbone_peer: None,
     }
 }
 

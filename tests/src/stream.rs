@@ -16,6 +16,14 @@ pub struct Connection {
     /// TLS SNI (`connection.requested_server_name`); with no principal the TLS is passed through
     /// and only the SNI is known, as with Envoy's TLS inspector.
     pub sni: Option<String>,
+    /// On an ambient waypoint: the source workload's identity from the HBONE tunnel that carried
+    /// the connection (e.g. `cluster.local/ns/orders/sa/checkout`). The waypoint terminates the
+    /// tunnel's mutual TLS (ztunnel presents the workload's certificate) and hands the inner
+    /// connection, which has no TLS of its own, to an internal listener where the filter runs;
+    /// Istio's CONNECT filter copies the tunnel peer's URI SAN into filter state
+    /// `io.istio.peer_principal` (`%DOWNSTREAM_PEER_URI_SAN%`, pilot `xds/filters`), and that is
+    /// the only place the identity is, as `spiffe://<principal>`.
+    pub hbone_peer: Option<String>,
 }
 
 impl Default for Connection {
@@ -25,6 +33,7 @@ impl Default for Connection {
             destination: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 443),
             principal: None,
             sni: None,
+            hbone_peer: None,
         }
     }
 }
@@ -33,6 +42,29 @@ impl Connection {
     /// The gateway terminated TLS: there is a TLS session and a validated client certificate.
     pub fn mtls(&self) -> bool {
         self.principal.is_some()
+    }
+
+    /// A connection as a waypoint's filter sees it: no TLS, the caller's identity from the
+    /// HBONE tunnel.
+    pub fn via_waypoint(source: SocketAddr, workload_principal: &str) -> Connection {
+        Connection {
+            source,
+            hbone_peer: Some(workload_principal.to_string()),
+            ..Connection::default()
+        }
+    }
+
+    /// The filter state Envoy holds for a stream on this connection, as (key, value).
+    pub fn filter_state(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.hbone_peer
+            .iter()
+            .map(|peer| {
+                (
+                    b"io.istio.peer_principal".to_vec(),
+                    format!("spiffe://{peer}").into_bytes(),
+                )
+            })
+            .collect()
     }
 }
 

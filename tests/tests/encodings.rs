@@ -151,6 +151,7 @@ fn http_stream_properties() {
             destination: "[2001:db8::1]:8443".parse::<SocketAddr>().unwrap(),
             principal: Some("cluster.local/ns/dev/sa/app".into()),
             sni: Some("api.example.com".into()),
+            hbone_peer: None,
         },
         method: Some("POST".into()),
         scheme: Some("https".into()),

@@ -232,7 +232,7 @@ impl Worker {
             connection: Arc::new(connection.clone()),
             connection_id: self.host.next_connection_id(),
             start_unix_nanos: self.host.clock.realtime_nanos(),
-            filter_state: Vec::new(),
+            filter_state: connection.filter_state(),
             protocol,
             requests: StreamRequests::default(),
         };
