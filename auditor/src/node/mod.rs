@@ -150,7 +150,7 @@ pub fn discover_namespaces(opts: &NodeOptions) -> (Vec<Netns>, Vec<String>) {
 
 /// What a pod's rules are judged against.
 enum PodCapture {
-    Sidecar(CaptureConfig),
+    Sidecar(Box<CaptureConfig>),
     Ambient(AmbientCapture),
 }
 
@@ -180,7 +180,7 @@ pub fn judge_namespace(
     };
     // A sidecar pod first: istio-cni skips pods that carry sidecar.istio.io/status.
     let capture = match CaptureConfig::from_pod(&pod.spec, &pod.meta) {
-        Ok(Some(c)) => PodCapture::Sidecar(c),
+        Ok(Some(c)) => PodCapture::Sidecar(Box::new(c)),
         Ok(None) => match AmbientCapture::from_pod(&pod.meta, ambient) {
             Some(a) => PodCapture::Ambient(a),
             None => {

@@ -116,12 +116,15 @@ fn waypoint_gateways_match_the_gateway_api_schemas() {
     }
 }
 
+/// (what is wrong, the edit that makes it so, what the validator must say).
+type Mistake = (&'static str, Box<dyn Fn(&mut Value)>, &'static str);
+
 /// The validator is not vacuous: it rejects what the API server rejects or prunes.
 #[test]
 fn gateway_api_validator_rejects_broken_gateways() {
     let objects = ambient_objects();
     let waypoint = of_kind(&objects, "Gateway")[0].clone();
-    let mistakes: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    let mistakes: Vec<Mistake> = vec![
         (
             "a misspelt field",
             Box::new(|g| g["spec"]["listeners"][0]["protocl"] = json!("HBONE")),
