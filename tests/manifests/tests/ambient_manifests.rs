@@ -1,6 +1,7 @@
 //! istio/ambient/: the waypoint Gateways are valid for the Gateway API schemas, the WasmPlugins
 //! reach the waypoint through `targetRefs`, every external host is bound to a waypoint that
-//! exists, and the NetworkPolicies leave ambient pods only HBONE and DNS. (The Istio objects are
+//! exists, the NetworkPolicies leave ambient pods only HBONE and DNS, and `egress-auditor` finds
+//! nothing to report in the install. (The Istio objects are
 //! checked against Istio's CRD schemas with the rest of istio/, in istio_schemas.rs.)
 
 mod common;
@@ -358,4 +359,108 @@ fn ambient_kustomizations_render() {
         };
         assert_eq!(rendered.len(), expected, "{dir}: {rendered:?}");
     }
+}
+
+/// `egress-auditor scan` over `inputs`: the findings as (rule, kind, name).
+fn audit(inputs: &[PathBuf]) -> Vec<(String, String, String)> {
+    let output = common::run(
+        Command::new(common::built_egress_auditor())
+            .arg("scan")
+            .args(
+                inputs
+                    .iter()
+                    .flat_map(|i| [std::ffi::OsStr::new("--input"), i.as_os_str()]),
+            )
+            .args(["--format", "json"]),
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["rule"].as_str().unwrap().to_string(),
+                f["kind"].as_str().unwrap().to_string(),
+                f["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The ambient application namespace of the egress-gateway variant, `orders`, with the policy
+/// networkpolicy-app-namespace.yaml asks for.
+fn orders_namespace(dir: &std::path::Path) -> PathBuf {
+    let mut policy = manifest_documents(&istio_dir().join("ambient"))
+        .into_iter()
+        .find(|d| d.path.ends_with("networkpolicy-app-namespace.yaml"))
+        .unwrap()
+        .value;
+    policy["metadata"]["namespace"] = json!("orders");
+    let namespace = json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "orders", "labels": {"istio.io/dataplane-mode": "ambient"}},
+    });
+    let path = dir.join("orders.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec(
+            &json!({"apiVersion": "v1", "kind": "List", "items": [namespace, policy]}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    path
+}
+
+/// The auditor finds nothing to report in the ambient install, and reports the mistake the
+/// variant's ServiceEntry warns about.
+#[test]
+fn the_auditor_passes_the_ambient_install_and_catches_a_lost_waypoint_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let orders = orders_namespace(dir.path());
+    assert_eq!(
+        audit(&[istio_dir().join("ambient"), orders.clone()]),
+        [],
+        "the ambient install with an ambient application namespace"
+    );
+
+    let mut entry = manifest_documents(&istio_dir().join("ambient/egress-gateway"))
+        .into_iter()
+        .find(|d| d.kind() == "ServiceEntry")
+        .unwrap()
+        .value;
+    entry["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("istio.io/use-waypoint-namespace");
+    let broken = dir.path().join("serviceentry.json");
+    std::fs::write(&broken, serde_json::to_vec(&entry).unwrap()).unwrap();
+    let ambient = istio_dir().join("ambient");
+    let mut inputs: Vec<PathBuf> = [
+        "namespace.yaml",
+        "waypoint.yaml",
+        "networkpolicy-egress-namespace.yaml",
+        "egress-gateway/gateway.yaml",
+        "egress-gateway/wasmplugin.yaml",
+    ]
+    .iter()
+    .map(|f| ambient.join(f))
+    .collect();
+    inputs.extend([broken, orders]);
+    assert_eq!(
+        audit(&inputs),
+        [(
+            "egress-waypoint-missing".to_string(),
+            "ServiceEntry".to_string(),
+            "payments-api".to_string()
+        )]
+    );
 }
