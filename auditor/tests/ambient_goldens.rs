@@ -572,3 +572,45 @@ fn a_correctly_enrolled_ambient_namespace_has_no_finding() {
     }
     assert_eq!(judged, 6);
 }
+
+/// Rules are judged by what they do, not where they stand: the outbound capture moved to the
+/// head of Istio's chain (before the probe-reply, mark and loopback exemptions and the DNS/TCP
+/// redirect) still sends every application connection to ztunnel, DNS over TCP included, so it is
+/// no bypass. (A rule moved or inserted before the capture that lets traffic out is:
+/// `return_or_accept_before_the_capture_is_reported`.)
+#[test]
+fn a_reordered_capture_that_still_captures_is_not_reported() {
+    for_each(|g| {
+        let t = edit_nat_output(&g.rules, |_, rules| {
+            let at = rules
+                .iter()
+                .position(|r| redirects_to(r, 15001))
+                .expect("the golden has the 15001 redirect");
+            let capture = rules.remove(at);
+            rules.insert(0, capture);
+        });
+        let order = |rs: &Ruleset| -> Vec<String> {
+            rs.tables
+                .iter()
+                .filter_map(|t| {
+                    Some(
+                        t.chain(nat_output(t)?)?
+                            .rules
+                            .iter()
+                            .map(|r| r.text.clone()),
+                    )
+                })
+                .flatten()
+                .collect()
+        };
+        assert_ne!(
+            order(&t),
+            order(&g.rules),
+            "{:?} {}: the order changed",
+            g.kind,
+            g.name
+        );
+        let f = run(g, &t);
+        assert!(f.is_empty(), "{:?} {}: {:#?}", g.kind, g.name, summary(&f));
+    });
+}
