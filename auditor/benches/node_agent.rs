@@ -192,6 +192,7 @@ fn main() {
                 netns_dirs: vec![dir.path().to_path_buf()],
                 jobs,
                 tools: tools.clone(),
+                ambient: egress_auditor::capture::AmbientSettings::default(),
             };
             let start = Instant::now();
             let report = run_node(&opts, &index);

@@ -43,6 +43,52 @@ pub mod traffic {
     pub const REROUTE_VIRTUAL_INTERFACES: &str = "istio.io/reroute-virtual-interfaces";
 }
 
+/// Names and values of Istio's ambient mode (`pkg/config/constants/constants.go`, the label and
+/// annotation registries of istio/api, `cni/pkg/util/podutil.go`, `cni/pkg/nodeagent/net.go`).
+pub mod ambient {
+    /// `istio.io/dataplane-mode` value that enrols a namespace or pod.
+    pub const MODE_AMBIENT: &str = "ambient";
+    /// `istio.io/dataplane-mode` value with which a pod opts out of an ambient namespace.
+    pub const MODE_NONE: &str = "none";
+    /// Set by istio-cni once the pod's in-pod redirection is in place: `enabled`, or `pending`
+    /// (rules written, no ztunnel has taken the pod yet); removed when the pod leaves ambient.
+    /// Pod metadata a user can also write: a claim, which only the rules in the pod prove.
+    pub const REDIRECTION_ANNOTATION: &str = "ambient.istio.io/redirection";
+    pub const REDIRECTION_ENABLED: &str = "enabled";
+    pub const REDIRECTION_PENDING: &str = "pending";
+    /// Per-pod switch of ztunnel's DNS capture (boolean; the install's `dnsCapture` otherwise).
+    pub const DNS_CAPTURE_ANNOTATION: &str = "ambient.istio.io/dns-capture";
+    /// Per-pod switch that leaves inbound traffic uncaptured (outbound still is).
+    pub const BYPASS_INBOUND_ANNOTATION: &str = "ambient.istio.io/bypass-inbound-capture";
+    /// Namespaces istio-cni skips by default (`cni.excludeNamespaces`).
+    pub const DEFAULT_CNI_EXCLUDED_NAMESPACES: [&str; 1] = ["kube-system"];
+    /// ztunnel's own pods: `app=ztunnel` in Istio's system namespace (`IsZtunnelPod`).
+    pub const ZTUNNEL_APP_LABEL_VALUE: &str = "ztunnel";
+    /// Waypoint binding on a Namespace, Service, Pod or ServiceEntry: a waypoint name, or `none`.
+    pub const USE_WAYPOINT_LABEL: &str = "istio.io/use-waypoint";
+    /// The waypoint's namespace when it is not the labelled object's own.
+    pub const USE_WAYPOINT_NAMESPACE_LABEL: &str = "istio.io/use-waypoint-namespace";
+    /// What a waypoint handles: `service` (the default), `workload`, `all` or `none`.
+    pub const WAYPOINT_FOR_LABEL: &str = "istio.io/waypoint-for";
+    pub const WAYPOINT_FOR_DEFAULT: &str = "service";
+    /// `gatewayClassName` of Istio's waypoints.
+    pub const WAYPOINT_GATEWAY_CLASS: &str = "istio-waypoint";
+    /// The in-pod rules' marks (`cni/pkg/iptables/iptables.go`): ztunnel's sockets carry
+    /// `InpodMark` 1337 (0x539), connections ztunnel accepted carry `InpodTProxyMark` 0x111; both
+    /// compared under the mask 0xfff.
+    pub const INPOD_MARK: u32 = 0x539;
+    pub const INPOD_TPROXY_MARK: u32 = 0x111;
+    pub const INPOD_MASK: u32 = 0xfff;
+    /// ztunnel's in-pod listeners.
+    pub const ZTUNNEL_OUTBOUND_PORT: u16 = 15001;
+    pub const ZTUNNEL_HBONE_PORT: u16 = 15008;
+    pub const ZTUNNEL_DNS_PORT: u16 = 15053;
+    /// The source address kubelet probes are SNATed to on the node, which the pod's rules let
+    /// through (`DefaultHostProbeSNATIP`, `DefaultHostProbeSNATIPV6` in `cni/pkg/nodeagent`).
+    pub const DEFAULT_HOST_PROBE_SNAT_IP: &str = "169.254.7.127";
+    pub const DEFAULT_HOST_PROBE_SNAT_IPV6: &str = "fd16:9254:7127:1337:ffff:ffff:ffff:ffff";
+}
+
 /// Namespaces Istio's injector never injects (`pkg/kube/inject/initializer.go`).
 pub const IGNORED_NAMESPACES: [&str; 4] = [
     "kube-system",
@@ -51,13 +97,14 @@ pub const IGNORED_NAMESPACES: [&str; 4] = [
     "local-path-storage",
 ];
 
-/// The role the proxy plays, from its args (`proxy sidecar` or `proxy router`).
+/// The role the proxy plays, from its args (`proxy sidecar`, or `proxy router` / `proxy
+/// waypoint`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ProxyRole {
     /// Captures the pod's traffic through iptables/nftables.
     Sidecar,
-    /// A gateway: the pod *is* the proxy, nothing to capture.
+    /// A gateway or an ambient waypoint: the pod *is* the proxy, nothing to capture.
     Gateway,
 }
 
@@ -130,7 +177,7 @@ pub fn find_proxy(spec: &PodSpec) -> Option<ProxyContainer<'_>> {
             args.get(1).map(String::as_str),
         ) {
             (Some("proxy"), Some("sidecar")) => Some(ProxyRole::Sidecar),
-            (Some("proxy"), Some("router")) => Some(ProxyRole::Gateway),
+            (Some("proxy"), Some("router" | "waypoint")) => Some(ProxyRole::Gateway),
             _ => None,
         }
     };

@@ -27,6 +27,11 @@ pub const PRIVILEGED: &str = "privileged";
 pub const CAPTURE_EXCLUSION: &str = "capture-exclusion";
 pub const OUTBOUND_ALLOW_ANY: &str = "outbound-allow-any";
 pub const EGRESS_NETWORKPOLICY_MISSING: &str = "egress-networkpolicy-missing";
+// Ambient mode (no sidecar: istio-cni's in-pod rules send traffic to ztunnel).
+pub const AMBIENT_OPT_OUT: &str = "ambient-opt-out";
+pub const AMBIENT_NOT_CAPTURED: &str = "ambient-not-captured";
+pub const AMBIENT_NET_RAW: &str = "ambient-net-raw";
+pub const EGRESS_WAYPOINT_MISSING: &str = "egress-waypoint-missing";
 // Live-cluster rules (checks/live.rs) and the cluster scan's own report of what it could not read.
 pub const SIDECAR_NOT_RUNNING: &str = "sidecar-not-running";
 pub const EGRESS_FILTER_MISSING: &str = "egress-filter-missing";
@@ -89,6 +94,30 @@ pub const RULES: &[RuleInfo] = &[
         severity: Severity::Medium,
         title: "Injected namespace has no egress NetworkPolicy for its pods",
         fix: "Add a NetworkPolicy with policyTypes: [Egress] selecting every pod, allowing only istio-system (egress gateway, istiod) and DNS.",
+    },
+    RuleInfo {
+        id: AMBIENT_OPT_OUT,
+        severity: Severity::Medium,
+        title: "Pod in an ambient namespace opts out of ambient capture",
+        fix: "Remove the pod label istio.io/dataplane-mode: none, or move the workload out of the mesh namespace and restrict its egress with a NetworkPolicy.",
+    },
+    RuleInfo {
+        id: AMBIENT_NOT_CAPTURED,
+        severity: Severity::High,
+        title: "Pod that should be in ambient mode is not captured by ztunnel",
+        fix: "Restart the pod so istio-cni enrols it (check istio-cni and ztunnel on its node); remove a sidecar.istio.io/status annotation the pod carries without a sidecar.",
+    },
+    RuleInfo {
+        id: AMBIENT_NET_RAW,
+        severity: Severity::High,
+        title: "Container of an ambient pod keeps NET_RAW, with which it can mark its sockets past ztunnel's capture",
+        fix: "Drop NET_RAW (or ALL) in the container's securityContext.capabilities.drop, and do not add it back.",
+    },
+    RuleInfo {
+        id: EGRESS_WAYPOINT_MISSING,
+        severity: Severity::Medium,
+        title: "External hosts of an ambient namespace reach no waypoint running the egress filter",
+        fix: "Label the ServiceEntry (or its namespace) istio.io/use-waypoint with an existing waypoint for service traffic, and attach the egress-guard WasmPlugin to that waypoint with targetRefs.",
     },
     RuleInfo {
         id: SIDECAR_NOT_RUNNING,

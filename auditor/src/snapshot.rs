@@ -2,8 +2,8 @@
 //!
 //! Sources fill a [`Snapshot`]; [`crate::checks::check_all`] reads it. A snapshot holds
 //! namespaces by name, the mesh config, NetworkPolicies by namespace, and every pod or pod
-//! template as a [`Workload`]. Istio objects a source may add later (WasmPlugin, EnvoyFilter) are
-//! kept as JSON in [`Snapshot::extra`].
+//! template as a [`Workload`]. Istio and Gateway API objects (WasmPlugin, EnvoyFilter,
+//! ServiceEntry, Gateway) are kept as JSON in [`Snapshot::extra`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -289,9 +289,15 @@ pub struct Snapshot {
     pub network_policies: BTreeMap<String, Vec<NetworkPolicy>>,
     /// Pods and pod templates, in input order.
     pub workloads: Vec<Workload>,
-    /// Istio objects (WasmPlugin, EnvoyFilter, ...) as JSON, for checks that need them.
+    /// Istio and Gateway API objects (WasmPlugin, EnvoyFilter, ServiceEntry, Gateway) as JSON,
+    /// each with `apiVersion`, `kind` and `metadata`, for checks that need them.
     pub extra: Vec<serde_json::Value>,
 }
+
+/// API group of Istio's networking kinds (ServiceEntry, EnvoyFilter).
+pub const ISTIO_NETWORKING_GROUP: &str = "networking.istio.io";
+/// API group of the Gateway API (`Gateway`; Istio's own `Gateway` is in networking.istio.io).
+pub const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
 
 impl Snapshot {
     pub fn new() -> Snapshot {
@@ -339,6 +345,21 @@ impl Snapshot {
             .get(namespace)
             .map(Vec::as_slice)
             .unwrap_or(&[])
+    }
+
+    /// The objects of [`Snapshot::extra`] of one API group and kind.
+    pub fn extra_objects<'a>(
+        &'a self,
+        group: &'a str,
+        kind: &'a str,
+    ) -> impl Iterator<Item = &'a serde_json::Value> + 'a {
+        self.extra.iter().filter(move |o| {
+            o["kind"].as_str() == Some(kind)
+                && o["apiVersion"]
+                    .as_str()
+                    .and_then(|v| v.split_once('/'))
+                    .is_some_and(|(g, _)| g == group)
+        })
     }
 
     /// Every namespace name the snapshot mentions: declared ones and those workloads sit in.

@@ -148,6 +148,7 @@ fn host_network_and_its_exemptions() {
     // Naming exempt namespaces replaces the default (kube-system).
     let opts = CheckOptions {
         host_network_exempt_namespaces: ["monitoring".to_string()].into_iter().collect(),
+        ..CheckOptions::default()
     };
     let findings = scan_with(&[data("base.yaml"), data("cases/host-network.yaml")], &opts);
     assert_findings(
@@ -470,7 +471,37 @@ fn egress_networkpolicy_missing_with_selectors() {
                 "partial",
                 None,
             ),
+            (
+                "egress-networkpolicy-missing",
+                "medium",
+                "Namespace",
+                "ambient-ns",
+                None,
+            ),
+            (
+                "egress-networkpolicy-missing",
+                "medium",
+                "Namespace",
+                "ambient-only",
+                None,
+            ),
         ],
+    );
+    let both = netpol.iter().find(|f| f.name == "ambient-ns").unwrap();
+    assert_eq!(both.evidence["dataplane"], "sidecar");
+    assert!(
+        both.message.starts_with("injected namespace"),
+        "{}",
+        both.message
+    );
+    let ambient = netpol.iter().find(|f| f.name == "ambient-only").unwrap();
+    assert_eq!(ambient.evidence["dataplane"], "ambient");
+    assert!(
+        ambient
+            .message
+            .contains("ztunnel passes connections to unknown destinations"),
+        "{}",
+        ambient.message
     );
     let partial = netpol.iter().find(|f| f.name == "partial").unwrap();
     assert_eq!(partial.namespace, None);
@@ -478,6 +509,189 @@ fn egress_networkpolicy_missing_with_selectors() {
         partial.evidence["unselectedWorkloads"],
         serde_json::json!(["Deployment/web-canary", "Job/cleanup"])
     );
+}
+
+#[test]
+fn ambient_rules_and_their_exemptions() {
+    let findings = scan_case("ambient.yaml");
+    assert_findings(
+        &findings,
+        &[
+            (
+                "ambient-not-captured",
+                "high",
+                "Pod",
+                "not-redirected",
+                None,
+            ),
+            ("ambient-not-captured", "high", "Pod", "odd-value", None),
+            ("ambient-opt-out", "medium", "Deployment", "opted-out", None),
+            ("ambient-not-captured", "high", "Pod", "status-spoof", None),
+            (
+                "ambient-not-captured",
+                "high",
+                "Deployment",
+                "status-spoof-template",
+                None,
+            ),
+            (
+                "ambient-not-captured",
+                "high",
+                "Pod",
+                "pod-label-ambient",
+                None,
+            ),
+            (
+                "ambient-net-raw",
+                "high",
+                "Pod",
+                "keeps-net-raw",
+                Some("setup"),
+            ),
+            (
+                "ambient-net-raw",
+                "high",
+                "Pod",
+                "keeps-net-raw",
+                Some("app"),
+            ),
+            ("net-admin", "high", "Pod", "net-admin", Some("tool")),
+            ("host-network", "high", "Pod", "host-net", None),
+            ("sidecar-missing", "high", "Pod", "both-labels", None),
+        ],
+    );
+    let get = |name: &str| findings.iter().find(|f| f.name == name).unwrap();
+    assert_eq!(get("not-redirected").evidence["reason"], "not-redirected");
+    assert!(
+        get("odd-value").message.contains("\"disabled\""),
+        "{}",
+        get("odd-value").message
+    );
+    assert_eq!(
+        get("status-spoof").evidence["reason"],
+        "sidecar-status-without-sidecar"
+    );
+    assert_eq!(
+        get("pod-label-ambient").evidence["enrolledBy"],
+        "pod label istio.io/dataplane-mode=ambient"
+    );
+    assert!(
+        get("net-admin").message.contains("mark its sockets 0x539"),
+        "{}",
+        get("net-admin").message
+    );
+    // The sidecar wins when both are asked for.
+    assert!(get("both-labels")
+        .message
+        .contains("istio-injection=enabled"));
+
+    // istio-cni's exclusion list is a setting: without kube-system in it, its ambient-labelled
+    // pod is expected to be captured.
+    let opts = CheckOptions {
+        cni_excluded_namespaces: ["istio-system".to_string()].into_iter().collect(),
+        ..CheckOptions::default()
+    };
+    let findings = scan_with(&[data("base.yaml"), data("cases/ambient.yaml")], &opts);
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.name == "system-pod" && f.rule == "ambient-not-captured"),
+        "{findings:#?}"
+    );
+}
+
+#[test]
+fn egress_waypoint_missing_and_what_satisfies_it() {
+    let findings = scan_case("waypoint.yaml");
+    assert_findings(
+        &findings,
+        &[
+            (
+                "egress-waypoint-missing",
+                "medium",
+                "ServiceEntry",
+                "api-no-waypoint",
+                None,
+            ),
+            (
+                "egress-waypoint-missing",
+                "medium",
+                "ServiceEntry",
+                "no-l7",
+                None,
+            ),
+            (
+                "egress-waypoint-missing",
+                "medium",
+                "ServiceEntry",
+                "ghost",
+                None,
+            ),
+            (
+                "egress-waypoint-missing",
+                "medium",
+                "ServiceEntry",
+                "wrong-type",
+                None,
+            ),
+            (
+                "egress-waypoint-missing",
+                "medium",
+                "Gateway",
+                "unfiltered",
+                None,
+            ),
+            (
+                "egress-waypoint-missing",
+                "medium",
+                "Gateway",
+                "fail-open",
+                None,
+            ),
+            (
+                "egress-waypoint-missing",
+                "medium",
+                "Gateway",
+                "http-plugin-only",
+                None,
+            ),
+        ],
+    );
+    let tls = findings
+        .iter()
+        .find(|f| f.name == "http-plugin-only")
+        .unwrap();
+    assert!(
+        tls.message.contains("needs a NETWORK plugin"),
+        "{}",
+        tls.message
+    );
+    let reason = |name: &str| {
+        findings.iter().find(|f| f.name == name).unwrap().evidence["reason"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(reason("api-no-waypoint"), "no-waypoint");
+    assert_eq!(reason("no-l7"), "waypoint-none");
+    assert_eq!(reason("ghost"), "waypoint-not-found");
+    assert_eq!(reason("wrong-type"), "waypoint-not-for-service");
+    assert_eq!(reason("unfiltered"), "no-filter");
+    assert_eq!(reason("fail-open"), "fail-open");
+    let unfiltered = findings.iter().find(|f| f.name == "unfiltered").unwrap();
+    assert_eq!(
+        unfiltered.evidence["ignoredSelectorPlugins"],
+        serde_json::json!(["WasmPlugin istio-egress/egress-filter-by-selector"])
+    );
+    assert!(
+        unfiltered.message.contains("unfiltered.example.com"),
+        "{}",
+        unfiltered.message
+    );
+    // Findings point at the file and line of the object (SARIF).
+    let loaded = load_paths(&[data("cases/waypoint.yaml")]).unwrap();
+    let at = loaded.origin_of(unfiltered).expect("located");
+    assert!(at.line > 1);
 }
 
 #[test]

@@ -344,3 +344,76 @@ async fn missing_istio_crds_mean_no_filter() {
         "{found:#?}"
     );
 }
+
+/// The objects of in-repo YAML files as JSON, keeping the kinds the mock serves.
+fn yaml_objects(files: &[&str]) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for f in files {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+        let text = std::fs::read_to_string(&path).expect("read");
+        for (_, doc) in egress_auditor::sources::files::split_yaml_documents(&text) {
+            let Ok(obj) = serde_saphyr::from_str::<serde_json::Value>(doc) else {
+                continue;
+            };
+            let served = matches!(
+                (obj["apiVersion"].as_str(), obj["kind"].as_str()),
+                (Some("v1"), Some("Namespace" | "Pod" | "ConfigMap"))
+                    | (Some("networking.k8s.io/v1"), Some("NetworkPolicy"))
+                    | (Some("extensions.istio.io/v1alpha1"), Some("WasmPlugin"))
+                    | (Some("networking.istio.io/v1"), Some("ServiceEntry"))
+                    | (Some("gateway.networking.k8s.io/v1"), Some("Gateway"))
+            );
+            if served {
+                out.push(obj);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambient_objects_are_read_and_judged_from_the_cluster() {
+    let mock = MockApi::start().await;
+    mock.apply_all(yaml_objects(&[
+        "tests/data/base.yaml",
+        "tests/data/ambient/enrolled.yaml",
+        "tests/data/cases/waypoint.yaml",
+    ]));
+    let dir = tempdir();
+    let api = api_for(&mock, dir.path(), quick_retry()).await;
+    let scan = scan(&api, &[], 50).await.expect("scan");
+
+    // ServiceEntries and Gateway API Gateways went through the dynamic API.
+    for path in [
+        "/apis/networking.istio.io/v1/serviceentries",
+        "/apis/gateway.networking.k8s.io/v1/gateways",
+    ] {
+        assert_eq!(
+            mock.requests_matching(&Method::GET, path).len(),
+            1,
+            "{path}"
+        );
+    }
+    // The enrolled namespace is clean; the waypoint cases give what file mode gives.
+    let waypoint = |f: &[egress_auditor::finding::Finding]| -> Vec<String> {
+        let mut v: Vec<String> = ids(f)
+            .into_iter()
+            .filter(|i| i.starts_with("egress-waypoint-missing"))
+            .collect();
+        v.sort();
+        v
+    };
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let (files, _) = scan_files(
+        &[data.join("base.yaml"), data.join("cases/waypoint.yaml")],
+        &CheckOptions::default(),
+    )
+    .expect("file scan");
+    assert_eq!(waypoint(&scan.findings), waypoint(&files));
+    assert_eq!(waypoint(&files).len(), 7, "{:#?}", ids(&files));
+    let other: Vec<String> = ids(&file_mode_rules(&scan.findings))
+        .into_iter()
+        .filter(|i| !i.starts_with("egress-waypoint-missing"))
+        .collect();
+    assert!(other.is_empty(), "{other:#?}");
+}

@@ -54,6 +54,25 @@ fn example_cluster_reports_the_planted_bypasses() {
         ("capture-exclusion", "critical", "batch", "exporter"),
         ("egress-networkpolicy-missing", "medium", "batch", "batch"),
         ("host-network", "high", "monitoring", "node-exporter"),
+        (
+            "ambient-opt-out",
+            "medium",
+            "orders",
+            "reports-5c8f7d9b6-m2xkl",
+        ),
+        (
+            "ambient-not-captured",
+            "high",
+            "orders",
+            "legacy-sync-6d4b8c7f9-h7pnr",
+        ),
+        (
+            "ambient-net-raw",
+            "high",
+            "orders",
+            "pdf-render-8f6c5b7d4-t9qvs",
+        ),
+        ("egress-waypoint-missing", "medium", "orders", "geo-api"),
     ]
     .into_iter()
     .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))

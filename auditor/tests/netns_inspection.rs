@@ -461,7 +461,12 @@ fn ipv6_is_judged_when_the_namespace_has_an_ipv6_address() {
         &[&format!("iptables-{variant}-restore")],
         &netns_support::data("sidecar.iptables"),
     );
-    let (report, f) = egress_auditor::node::judge_namespace(&ns.as_netns(), &pod, &tools);
+    let (report, f) = egress_auditor::node::judge_namespace(
+        &ns.as_netns(),
+        &pod,
+        &tools,
+        &egress_auditor::capture::AmbientSettings::default(),
+    );
     assert_eq!(report.families.len(), 1, "IPv4 only: {report:?}");
     assert!(f.is_empty(), "{:#?}", summary(&f));
 
@@ -480,7 +485,12 @@ fn ipv6_is_judged_when_the_namespace_has_an_ipv6_address() {
         "eth0",
         "nodad",
     ]);
-    let (report, f) = egress_auditor::node::judge_namespace(&ns.as_netns(), &pod, &tools);
+    let (report, f) = egress_auditor::node::judge_namespace(
+        &ns.as_netns(),
+        &pod,
+        &tools,
+        &egress_auditor::capture::AmbientSettings::default(),
+    );
     assert_eq!(report.families.len(), 2, "{report:?}");
     let ev = only(&f, "capture-inactive", "ipv6");
     assert_eq!(ev["reason"], "no-istio-chains");

@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use egress_auditor::finding::Finding;
 use netns_support::{
-    inspect, iptables_backends, load_iptables, load_nft, skip, summary, TestNetns,
+    ambient_pod, inspect, inspect_pod, iptables_backends, load_ambient_iptables, load_ambient_nft,
+    load_iptables, load_nft, skip, summary, TestNetns,
 };
 use nix::sched::{setns, CloneFlags};
 
@@ -144,6 +145,37 @@ impl Lab {
 
     fn verdict(&self) -> Vec<Finding> {
         inspect(&self.pod).1
+    }
+
+    /// The agent's verdict on the pod namespace for the ambient pod.
+    fn ambient_verdict(&self) -> Vec<Finding> {
+        inspect_pod(&self.pod, &ambient_pod()).1
+    }
+
+    /// Connects from UID/GID 1000 holding only `caps` (e.g. `+net_raw`, or `` for none), with the
+    /// socket mark set to `mark` first; returns who answered, or `mark refused` when the kernel
+    /// refused the mark. Needs python3.
+    fn connect_marked(&self, caps: &str, mark: u32) -> String {
+        let script = format!(
+            "import socket\n\
+             s = socket.socket()\n\
+             s.settimeout(5)\n\
+             try:\n    if {mark}: s.setsockopt(socket.SOL_SOCKET, 36, {mark})\n\
+             except PermissionError:\n    print('mark refused'); raise SystemExit\n\
+             s.connect(('192.0.2.10', 80))\n\
+             print(s.recv(64).decode().strip())\n"
+        );
+        let caps_arg = format!("-all{caps}");
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.pod.name])
+            .args(["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"])
+            .arg(format!("--inh-caps={caps_arg}"))
+            .arg(format!("--ambient-caps={caps_arg}"))
+            .arg(format!("--bounding-set={caps_arg}"))
+            .args(["timeout", "10", "python3", "-c", &script])
+            .output()
+            .expect("run client");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
 
@@ -310,5 +342,99 @@ fn nftables_verdict_matches_what_the_connection_does() {
         f.iter().any(|x| x.evidence["fate"]["kind"] == "translated"),
         "{:#?}",
         summary(&f)
+    );
+}
+
+#[test]
+fn ambient_verdict_matches_what_the_connection_does() {
+    if skip("ambient_verdict_matches_what_the_connection_does", TOOLS) {
+        return;
+    }
+    for (variant, _) in iptables_backends() {
+        let ipt = format!("iptables-{variant}");
+        let lab = Lab::new();
+        load_ambient_iptables(&lab.pod, variant);
+        // The application's socket has no mark: the in-pod rules send it to ztunnel's 15001.
+        assert_eq!(lab.connect(), "proxy", "{variant}: intact ambient rules");
+        let f = lab.ambient_verdict();
+        assert!(f.is_empty(), "{variant}: {:#?}", summary(&f));
+
+        // An ACCEPT before the 15001 redirect: the connection leaves the pod directly.
+        lab.pod.exec(&[
+            &ipt,
+            "-t",
+            "nat",
+            "-I",
+            "ISTIO_OUTPUT",
+            "6",
+            "-d",
+            "192.0.2.0/24",
+            "-j",
+            "ACCEPT",
+        ]);
+        assert_eq!(lab.connect(), "outside", "{variant}: tampered");
+        let f = lab.ambient_verdict();
+        assert!(
+            escapes_to(&f, "to 192.0.2."),
+            "{variant}: {:#?}",
+            summary(&f)
+        );
+    }
+
+    let lab = Lab::new();
+    load_ambient_nft(&lab.pod);
+    assert_eq!(lab.connect(), "proxy", "nft: intact ambient rules");
+    assert!(lab.ambient_verdict().is_empty());
+    lab.pod.exec(&[
+        "nft",
+        "insert",
+        "rule",
+        "inet",
+        "istio-ambient-nat",
+        "istio-output",
+        "ip",
+        "daddr",
+        "192.0.2.0/24",
+        "return",
+    ]);
+    assert_eq!(lab.connect(), "outside", "nft: tampered");
+    let f = lab.ambient_verdict();
+    assert!(escapes_to(&f, "to 192.0.2."), "nft: {:#?}", summary(&f));
+}
+
+/// The exemption of ambient's in-pod rules is a socket mark, and setting one takes CAP_NET_ADMIN
+/// or CAP_NET_RAW (`sk_setsockopt`, SO_MARK): with NET_RAW alone an application marks its socket
+/// 0x539 and leaves without ztunnel, with intact rules; without it the kernel refuses the mark.
+/// This is what `ambient-net-raw` reports.
+#[test]
+fn net_raw_alone_marks_a_socket_past_ztunnel() {
+    if skip(
+        "net_raw_alone_marks_a_socket_past_ztunnel",
+        &["ip", "setpriv", "python3"],
+    ) {
+        return;
+    }
+    let Some((variant, _)) = iptables_backends().into_iter().next() else {
+        eprintln!("skipping net_raw_alone_marks_a_socket_past_ztunnel: no iptables backend");
+        return;
+    };
+    let lab = Lab::new();
+    load_ambient_iptables(&lab.pod, variant);
+    assert!(lab.ambient_verdict().is_empty());
+    assert_eq!(lab.connect_marked("", 0), "proxy", "no mark: captured");
+    assert_eq!(
+        lab.connect_marked("", 0x539),
+        "mark refused",
+        "without a capability the kernel refuses SO_MARK"
+    );
+    assert_eq!(
+        lab.connect_marked(",+net_raw", 0x539),
+        "outside",
+        "NET_RAW alone sets ztunnel's mark, and the intact rules let the connection out"
+    );
+    assert_eq!(
+        lab.connect_marked(",+net_admin", 0x539),
+        "outside",
+        "NET_ADMIN sets it too"
     );
 }

@@ -486,6 +486,50 @@ mod tests {
         assert_eq!((attrs.mtls, attrs.source_principal), (Some(false), None));
     }
 
+    /// A waypoint: no TLS on the connection the filter sees; the HBONE tunnel's peer is in
+    /// filter state.
+    fn waypoint_connection() -> FakeProxy {
+        let mut proxy = connection().raw("connection.mtls", Ok(vec![0])).string(
+            "filter_state.io.istio.peer_principal",
+            "spiffe://cluster.local/ns/orders/sa/checkout",
+        );
+        proxy
+            .properties
+            .remove("connection.uri_san_peer_certificate");
+        proxy
+    }
+
+    #[test]
+    fn on_a_waypoint_the_principal_comes_from_the_hbone_tunnel() {
+        let attrs = gather_connection(&waypoint_connection()).unwrap();
+        assert_eq!(
+            attrs.source_principal.as_deref(),
+            Some("cluster.local/ns/orders/sa/checkout")
+        );
+        assert_eq!(attrs.source_namespace.as_deref(), Some("orders"));
+        assert_eq!(attrs.mtls, Some(true), "the tunnel is mutual TLS");
+
+        // The connection's own certificate wins when there is one.
+        let proxy = waypoint_connection().string(
+            "connection.uri_san_peer_certificate",
+            "spiffe://cluster.local/ns/dev/sa/app",
+        );
+        let attrs = gather_connection(&proxy).unwrap();
+        assert_eq!(
+            attrs.source_principal.as_deref(),
+            Some("cluster.local/ns/dev/sa/app")
+        );
+
+        // A value that is no SPIFFE ID gives no principal; one that is not text is refused.
+        let proxy =
+            waypoint_connection().string("filter_state.io.istio.peer_principal", "orders/checkout");
+        let attrs = gather_connection(&proxy).unwrap();
+        assert_eq!((attrs.mtls, attrs.source_principal), (Some(false), None));
+        let proxy =
+            waypoint_connection().raw("filter_state.io.istio.peer_principal", Ok(vec![0xff]));
+        assert!(gather_connection(&proxy).is_err());
+    }
+
     #[test]
     fn a_waypoint_principal_comes_from_filter_state() {
         let waypoint = || {

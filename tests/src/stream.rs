@@ -63,6 +63,15 @@ impl Connection {
             ..Connection::default()
         }
     }
+
+    /// [`Connection::waypoint`] from this workload address: what a waypoint's filter sees for a
+    /// pod's connection carried in an HBONE tunnel.
+    pub fn via_waypoint(source: SocketAddr, workload_principal: &str) -> Connection {
+        Connection {
+            source,
+            ..Connection::waypoint(workload_principal)
+        }
+    }
 }
 
 /// An HTTP request (and optionally the upstream's response) on one stream.

@@ -10,12 +10,14 @@
 //!
 //! `model.rs` holds the settings themselves (re-exported here), `annotations.rs` reads them the
 //! way istio-cni and the injection template do, `iptables_flags.rs` the way `istio-iptables`
-//! parses its flags and environment.
+//! parses its flags and environment. `ambient.rs` is ambient mode's capture: no sidecar, the
+//! rules istio-cni writes inside the pod send its traffic to ztunnel.
 //!
 //! Sources: `tools/istio-iptables/pkg/cmd/root.go` and `pkg/constants` (flags and their
 //! environment variables), `cni/pkg/plugin/sidecar_redirect.go` and `kubernetes.go` (CNI defaults),
 //! `tools/istio-iptables/pkg/capture/run.go` (how each setting becomes a rule).
 
+mod ambient;
 mod annotations;
 mod iptables_flags;
 mod model;
@@ -23,6 +25,7 @@ mod model;
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+pub use ambient::{AmbientCapture, AmbientSettings, DnsCaptureSource, Redirection};
 pub use model::*;
 
 use crate::istio::{self, ProxyRole};

@@ -64,7 +64,8 @@ impl NamespaceInjection {
 
 /// Whether the namespace (by its labels) is enrolled in ambient mode.
 pub fn namespace_is_ambient(labels: &BTreeMap<String, String>) -> bool {
-    labels.get(istio::DATAPLANE_MODE_LABEL).map(String::as_str) == Some("ambient")
+    labels.get(istio::DATAPLANE_MODE_LABEL).map(String::as_str)
+        == Some(istio::ambient::MODE_AMBIENT)
 }
 
 /// What the injector would decide for one workload.
@@ -76,9 +77,9 @@ pub struct InjectionContext {
     /// The pod's `sidecar.istio.io/inject` switch and where it was read.
     pub pod_switch: InjectSwitch,
     pub pod_switch_source: Option<(&'static str, String)>,
-    /// Pod or namespace enrolled in ambient mode (and the pod not opted out with `none`).
-    pub ambient: bool,
-    /// Istio would inject the pod (before hostNetwork and ambient are considered).
+    /// Istio would inject the pod (before hostNetwork is considered). The injector does not read
+    /// the ambient labels: a pod it injects is a sidecar pod whatever `istio.io/dataplane-mode`
+    /// says, and istio-cni then leaves it to the sidecar.
     pub injection_requested: bool,
     /// Why: the label that asked for injection.
     pub requested_by: Option<String>,
@@ -94,15 +95,6 @@ impl InjectionContext {
             w.inject_annotation.as_deref(),
         );
         let pod_switch_source = source.map(|(s, v)| (s, v.to_string()));
-
-        let pod_mode = pod_labels
-            .get(istio::DATAPLANE_MODE_LABEL)
-            .map(String::as_str);
-        let ambient = match pod_mode {
-            Some("ambient") => true,
-            Some("none") => false,
-            _ => namespace_is_ambient(ns_labels),
-        };
 
         let (injection_requested, requested_by) = match &namespace {
             NamespaceInjection::Ignored | NamespaceInjection::Disabled(_) => (false, None),
@@ -139,7 +131,6 @@ impl InjectionContext {
             namespace_known: snapshot.namespace(&w.namespace).is_some(),
             pod_switch,
             pod_switch_source,
-            ambient,
             injection_requested,
             requested_by,
         }

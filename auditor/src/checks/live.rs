@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{ContainerStatus, PodStatus};
 use serde_json::{json, Value};
 
+use super::extensions::{labels_subset, loaders, FilterLoader, EGRESS_FILTER_MARKERS};
 use super::workload_finding;
 use crate::finding::{Finding, Severity};
 use crate::istio::{self, ProxyRole};
@@ -43,7 +44,10 @@ impl Default for LiveCheckOptions {
                 .into_iter()
                 .collect(),
             root_namespace: MESH_CONFIG_NAMESPACE.to_string(),
-            filter_markers: vec!["egress-filter".into(), "egress_filter".into()],
+            filter_markers: EGRESS_FILTER_MARKERS
+                .iter()
+                .map(|m| m.to_string())
+                .collect(),
             startup_grace: std::time::Duration::from_secs(60),
             report_absent_gateway: true,
             now: jiff::Timestamp::now(),
@@ -210,103 +214,6 @@ pub fn sidecar_not_running(w: &Workload, opts: &LiveCheckOptions) -> Option<Find
     ))
 }
 
-/// One WasmPlugin or EnvoyFilter that loads the egress filter.
-struct FilterLoader<'a> {
-    kind: &'a str,
-    namespace: &'a str,
-    name: &'a str,
-    fail_open: bool,
-    object: &'a Value,
-}
-
-impl FilterLoader<'_> {
-    fn reference(&self) -> String {
-        format!("{} {}/{}", self.kind, self.namespace, self.name)
-    }
-}
-
-fn contains_marker(text: &str, markers: &[String]) -> bool {
-    markers
-        .iter()
-        .any(|m| !m.is_empty() && text.contains(m.as_str()))
-}
-
-/// Whether any string anywhere in `v` contains a marker.
-fn mentions_marker(v: &Value, markers: &[String]) -> bool {
-    match v {
-        Value::String(s) => contains_marker(s, markers),
-        Value::Array(a) => a.iter().any(|x| mentions_marker(x, markers)),
-        Value::Object(o) => o
-            .iter()
-            .any(|(k, x)| contains_marker(k, markers) || mentions_marker(x, markers)),
-        _ => false,
-    }
-}
-
-/// Whether an Envoy Wasm config inside an EnvoyFilter patch lets traffic through when the
-/// module fails (`fail_open: true` or `failure_policy: FAIL_OPEN`).
-fn envoy_fail_open(v: &Value) -> bool {
-    match v {
-        Value::Array(a) => a.iter().any(envoy_fail_open),
-        Value::Object(o) => o.iter().any(|(k, x)| {
-            (matches!(k.as_str(), "fail_open" | "failOpen") && x.as_bool() == Some(true))
-                || (matches!(k.as_str(), "failure_policy" | "failurePolicy")
-                    && x.as_str() == Some("FAIL_OPEN"))
-                || envoy_fail_open(x)
-        }),
-        _ => false,
-    }
-}
-
-fn labels_subset(want: &Value, labels: &BTreeMap<String, String>) -> bool {
-    match want.as_object() {
-        None => true,
-        Some(m) => m.iter().all(|(k, v)| {
-            v.as_str()
-                .is_some_and(|v| labels.get(k).map(String::as_str) == Some(v))
-        }),
-    }
-}
-
-fn loaders<'a>(snapshot: &'a Snapshot, opts: &LiveCheckOptions) -> Vec<FilterLoader<'a>> {
-    let mut out = Vec::new();
-    for obj in &snapshot.extra {
-        let kind = obj["kind"].as_str().unwrap_or("");
-        let namespace = obj["metadata"]["namespace"].as_str().unwrap_or("");
-        let name = obj["metadata"]["name"].as_str().unwrap_or("");
-        let spec = &obj["spec"];
-        let (loads, fail_open) = match kind {
-            "WasmPlugin" => {
-                let url = spec["url"].as_str().unwrap_or("");
-                let plugin = spec["pluginName"].as_str().unwrap_or("");
-                (
-                    contains_marker(url, &opts.filter_markers)
-                        || contains_marker(plugin, &opts.filter_markers),
-                    spec["failStrategy"].as_str() == Some("FAIL_OPEN"),
-                )
-            }
-            "EnvoyFilter" => {
-                let patches = &spec["configPatches"];
-                (
-                    mentions_marker(patches, &opts.filter_markers),
-                    envoy_fail_open(patches),
-                )
-            }
-            _ => continue,
-        };
-        if loads {
-            out.push(FilterLoader {
-                kind,
-                namespace,
-                name,
-                fail_open,
-                object: obj,
-            });
-        }
-    }
-    out
-}
-
 /// Whether a WasmPlugin/EnvoyFilter applies to a pod (Istio's selection rules: same namespace or
 /// the root namespace; `selector`/`workloadSelector` labels, or a Gateway `targetRef`).
 fn selects(loader: &FilterLoader<'_>, w: &Workload, root_namespace: &str) -> bool {
@@ -318,13 +225,7 @@ fn selects(loader: &FilterLoader<'_>, w: &Workload, root_namespace: &str) -> boo
     let labels = w.labels();
     match loader.kind {
         "WasmPlugin" => {
-            let mut refs: Vec<&Value> = spec["targetRefs"]
-                .as_array()
-                .map(|a| a.iter().collect())
-                .unwrap_or_default();
-            if spec["targetRef"].is_object() {
-                refs.push(&spec["targetRef"]);
-            }
+            let refs = loader.target_refs();
             if !refs.is_empty() {
                 // A policy attachment only reaches objects in its own namespace.
                 return same_ns
@@ -345,7 +246,7 @@ fn selects(loader: &FilterLoader<'_>, w: &Workload, root_namespace: &str) -> boo
 /// `egress-filter-missing`: every egress gateway pod must be selected by a WasmPlugin (or
 /// EnvoyFilter) that loads the egress filter and does not fail open.
 pub fn egress_filter_missing(snapshot: &Snapshot, opts: &LiveCheckOptions) -> Vec<Finding> {
-    let loaders = loaders(snapshot, opts);
+    let loaders = loaders(snapshot, &opts.filter_markers);
     let selector_text = opts
         .egress_gateway_selector
         .iter()

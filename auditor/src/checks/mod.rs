@@ -19,7 +19,9 @@ use crate::istio;
 use crate::rules::group_namespace;
 use crate::snapshot::{Snapshot, Workload, WorkloadKind};
 
+pub mod ambient;
 mod capture_exclusion;
+pub mod extensions;
 mod identity;
 pub mod injection;
 pub mod live;
@@ -28,18 +30,26 @@ mod netpol;
 mod privileges;
 pub mod selector;
 mod sidecar;
+mod waypoint;
 
 /// Settings that change what the checks report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckOptions {
     /// Namespaces where `hostNetwork: true` is expected (node agents, CNI): no `host-network` finding.
     pub host_network_exempt_namespaces: BTreeSet<String>,
+    /// istio-cni's `excludeNamespaces`: it never enrols their pods in ambient mode, whatever
+    /// their labels say, so they are not expected to be captured.
+    pub cni_excluded_namespaces: BTreeSet<String>,
 }
 
 impl Default for CheckOptions {
     fn default() -> Self {
         CheckOptions {
             host_network_exempt_namespaces: ["kube-system".to_string()].into_iter().collect(),
+            cni_excluded_namespaces: istio::ambient::DEFAULT_CNI_EXCLUDED_NAMESPACES
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
         }
     }
 }
@@ -69,6 +79,16 @@ pub struct WorkloadFacts {
     pub pending_findings: Vec<Finding>,
     pub containers: Vec<String>,
     pub init_containers: Vec<String>,
+    /// An admitted Pod (see [`Workload::is_admitted_pod`]).
+    pub admitted: bool,
+    /// The pod carries `sidecar.istio.io/status` (any value): istio-cni leaves it to a sidecar.
+    pub has_status_annotation: bool,
+    /// `ambient.istio.io/redirection`, as written.
+    pub redirection: Option<String>,
+    /// The pod is an Istio proxy itself (gateway or waypoint): nothing to capture.
+    pub istio_proxy_pod: bool,
+    /// Containers holding CAP_NET_RAW, which lets them set a socket mark ztunnel's rules exempt.
+    pub net_raw_holders: Vec<String>,
 }
 
 impl WorkloadFacts {
@@ -100,17 +120,35 @@ impl WorkloadFacts {
                 .iter()
                 .map(|c| c.name.clone())
                 .collect(),
+            admitted: w.is_admitted_pod(),
+            has_status_annotation: istio::annotation(&w.meta, istio::STATUS_ANNOTATION).is_some(),
+            redirection: istio::annotation(&w.meta, istio::ambient::REDIRECTION_ANNOTATION)
+                .map(str::to_string),
+            istio_proxy_pod: istio::find_proxy(&w.spec).and_then(|p| p.role)
+                == Some(istio::ProxyRole::Gateway),
+            net_raw_holders: privileges::net_raw_holders(w),
         }
     }
 
     fn finding(&self, rule: &str, severity: Severity, message: String, evidence: Value) -> Finding {
+        self.container_finding(rule, severity, None, message, evidence)
+    }
+
+    fn container_finding(
+        &self,
+        rule: &str,
+        severity: Severity,
+        container: Option<&str>,
+        message: String,
+        evidence: Value,
+    ) -> Finding {
         Finding {
             rule: rule.to_string(),
             severity,
             kind: self.kind.as_str().to_string(),
             namespace: Some(self.namespace.clone()),
             name: self.name.clone(),
-            container: None,
+            container: container.map(str::to_string),
             message,
             evidence,
         }
@@ -124,10 +162,10 @@ pub fn check_all(snapshot: &Snapshot, opts: &CheckOptions) -> Vec<Finding> {
     for workload in &snapshot.workloads {
         findings.extend(check_workload_local(opts, workload));
         let f = WorkloadFacts::of(workload);
-        findings.extend(check_workload_in_context(snapshot, &f));
+        findings.extend(check_workload_in_context(snapshot, opts, &f));
         facts.push(f);
     }
-    findings.extend(check_cluster_wide(snapshot, &facts));
+    findings.extend(check_cluster_wide(snapshot, opts, &facts));
     sort_findings(&mut findings);
     findings
 }
@@ -141,6 +179,7 @@ pub fn check_workload(
     let mut out = check_workload_local(opts, workload);
     out.extend(check_workload_in_context(
         snapshot,
+        opts,
         &WorkloadFacts::of(workload),
     ));
     out
@@ -158,26 +197,40 @@ pub fn check_workload_local(opts: &CheckOptions, workload: &Workload) -> Vec<Fin
     out
 }
 
-/// The rules that need the workload's namespace: sidecar-missing, sidecar-opt-out, and for a pod
-/// that has not met the injector yet, capture-exclusion and proxy-uid on the pod Istio will make
-/// of it (only if its namespace or labels ask for injection).
-pub fn check_workload_in_context(snapshot: &Snapshot, facts: &WorkloadFacts) -> Vec<Finding> {
+/// The rules that need the workload's namespace: sidecar-missing, sidecar-opt-out, for a pod
+/// that has not met the injector yet capture-exclusion and proxy-uid on the pod Istio will make
+/// of it (only if its namespace or labels ask for injection), and, for a pod the injector leaves
+/// alone, the ambient rules (ambient-opt-out, ambient-not-captured, ambient-net-raw).
+pub fn check_workload_in_context(
+    snapshot: &Snapshot,
+    opts: &CheckOptions,
+    facts: &WorkloadFacts,
+) -> Vec<Finding> {
     let ctx = injection::InjectionContext::new(snapshot, facts);
     let mut out = Vec::new();
     out.extend(sidecar::sidecar_missing(facts, &ctx));
     out.extend(sidecar::sidecar_opt_out(facts, &ctx));
-    if facts.injection_pending && ctx.injection_requested && !facts.host_network && !ctx.ambient {
+    if facts.injection_pending && ctx.injection_requested && !facts.host_network {
         out.extend(facts.pending_findings.iter().cloned());
+    }
+    // The injector decides first: an injected pod is a sidecar pod, and istio-cni skips it.
+    if !ctx.injection_requested {
+        out.extend(ambient::check(snapshot, opts, facts));
     }
     out
 }
 
-/// Mesh- and namespace-wide rules: outbound-allow-any, egress-networkpolicy-missing. `facts`
-/// are the workloads to judge NetworkPolicy coverage for (those of the snapshot, or gathered
-/// while streaming).
-pub fn check_cluster_wide(snapshot: &Snapshot, facts: &[WorkloadFacts]) -> Vec<Finding> {
+/// Mesh- and namespace-wide rules: outbound-allow-any, egress-networkpolicy-missing,
+/// egress-waypoint-missing. `facts` are the workloads to judge NetworkPolicy coverage for (those
+/// of the snapshot, or gathered while streaming).
+pub fn check_cluster_wide(
+    snapshot: &Snapshot,
+    opts: &CheckOptions,
+    facts: &[WorkloadFacts],
+) -> Vec<Finding> {
     let mut out = mesh::outbound_allow_any(snapshot);
-    out.extend(netpol::egress_networkpolicy_missing(snapshot, facts));
+    out.extend(netpol::egress_networkpolicy_missing(snapshot, opts, facts));
+    out.extend(waypoint::egress_waypoint_missing(snapshot, opts));
     out
 }
 

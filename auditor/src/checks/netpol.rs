@@ -1,12 +1,15 @@
-//! `egress-networkpolicy-missing`: an injected namespace whose pods no egress NetworkPolicy
-//! selects. Without one, any pod that gets around its sidecar reaches the internet directly.
+//! `egress-networkpolicy-missing`: an injected or ambient namespace whose pods no egress
+//! NetworkPolicy selects. Without one, any pod that gets around its sidecar reaches the internet
+//! directly; in ambient mode ztunnel also passes connections to destinations it does not know
+//! straight out, and UDP other than DNS is never captured. NetworkPolicy still binds ambient pods:
+//! ztunnel's own connections leave the pod's network namespace with the pod's address.
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::json;
 
 use super::injection::{namespace_is_ambient, NamespaceInjection};
 use super::selector;
-use super::WorkloadFacts;
+use super::{CheckOptions, WorkloadFacts};
 use crate::finding::{Finding, Severity};
 use crate::rules::{rule, EGRESS_NETWORKPOLICY_MISSING};
 use crate::snapshot::Snapshot;
@@ -23,17 +26,42 @@ pub fn has_egress_type(np: &NetworkPolicy) -> bool {
     }
 }
 
-pub fn egress_networkpolicy_missing(snapshot: &Snapshot, facts: &[WorkloadFacts]) -> Vec<Finding> {
+/// Which data plane a judged namespace runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dataplane {
+    Sidecar,
+    Ambient,
+}
+
+impl Dataplane {
+    fn label(self) -> &'static str {
+        match self {
+            Dataplane::Sidecar => "injected",
+            Dataplane::Ambient => "ambient",
+        }
+    }
+}
+
+pub fn egress_networkpolicy_missing(
+    snapshot: &Snapshot,
+    opts: &CheckOptions,
+    facts: &[WorkloadFacts],
+) -> Vec<Finding> {
     let severity = rule(EGRESS_NETWORKPOLICY_MISSING)
         .map(|r| r.severity)
         .unwrap_or(Severity::Medium);
     let mut out = Vec::new();
     for (name, ns) in &snapshot.namespaces {
         let labels = ns.metadata.labels.clone().unwrap_or_default();
-        let injection = NamespaceInjection::of(name, &labels);
-        if !injection.is_injected() || namespace_is_ambient(&labels) {
+        // Injection wins over the ambient label (the injector does not read it).
+        let dataplane = if NamespaceInjection::of(name, &labels).is_injected() {
+            Dataplane::Sidecar
+        } else if namespace_is_ambient(&labels) && !opts.cni_excluded_namespaces.contains(name) {
+            Dataplane::Ambient
+        } else {
             continue;
-        }
+        };
+        let kind = dataplane.label();
         let egress: Vec<&NetworkPolicy> = snapshot
             .network_policies_in(name)
             .iter()
@@ -66,10 +94,13 @@ pub fn egress_networkpolicy_missing(snapshot: &Snapshot, facts: &[WorkloadFacts]
             .into_iter()
             .collect();
         let message = if egress.is_empty() {
-            format!("injected namespace {name} has no NetworkPolicy with policyTypes Egress: a pod that bypasses its sidecar can reach any destination")
+            match dataplane {
+                Dataplane::Sidecar => format!("injected namespace {name} has no NetworkPolicy with policyTypes Egress: a pod that bypasses its sidecar can reach any destination"),
+                Dataplane::Ambient => format!("ambient namespace {name} has no NetworkPolicy with policyTypes Egress: ztunnel passes connections to unknown destinations straight out, UDP is never captured, and a pod that bypasses ztunnel can reach any destination"),
+            }
         } else if !unselected.is_empty() {
             format!(
-                "injected namespace {name}: egress NetworkPolicies ({}) select none of {}",
+                "{kind} namespace {name}: egress NetworkPolicies ({}) select none of {}",
                 policy_names.join(", "),
                 unselected.join(", ")
             )
@@ -85,6 +116,7 @@ pub fn egress_networkpolicy_missing(snapshot: &Snapshot, facts: &[WorkloadFacts]
             container: None,
             message,
             evidence: json!({
+                "dataplane": if dataplane == Dataplane::Ambient { "ambient" } else { "sidecar" },
                 "egressPolicies": policy_names,
                 "unselectedWorkloads": unselected,
                 "workloadsInSnapshot": workloads.len(),

@@ -3,6 +3,10 @@
 //! Istio's own containers are judged against what Istio injects: `istio-init` adds NET_ADMIN and
 //! NET_RAW to write the rules, and in TPROXY mode `istio-proxy` adds NET_ADMIN (and runs as root).
 //! Anything beyond that is reported like any other container.
+//!
+//! In ambient mode the rules exempt a packet mark (0x539, ztunnel's own sockets), and setting a
+//! socket's mark (`SO_MARK`) takes CAP_NET_ADMIN or, on current kernels, CAP_NET_RAW: those
+//! containers can send around ztunnel without touching a rule ([`net_raw_holders`]).
 
 use k8s_openapi::api::core::v1::SecurityContext;
 use serde_json::json;
@@ -31,6 +35,41 @@ fn added_caps(sc: Option<&SecurityContext>) -> Vec<String> {
         .and_then(|c| c.add.as_ref())
         .map(|add| add.iter().map(|c| normalise_cap(c)).collect())
         .unwrap_or_default()
+}
+
+fn dropped_caps(sc: Option<&SecurityContext>) -> Vec<String> {
+    sc.and_then(|s| s.capabilities.as_ref())
+        .and_then(|c| c.drop.as_ref())
+        .map(|drop| drop.iter().map(|c| normalise_cap(c)).collect())
+        .unwrap_or_default()
+}
+
+/// Containers (not Istio's own) that hold CAP_NET_RAW: they add it back, or do not drop it (nor
+/// `ALL`) from the runtime's default set, which has it in containerd and Docker. Privileged
+/// containers and those adding NET_ADMIN, SYS_ADMIN or ALL are left out: `privileged` and
+/// `net-admin` report them already.
+pub fn net_raw_holders(w: &Workload) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in all_containers(&w.spec) {
+        if istio::is_istio_container(&w.meta, c.name)
+            || c.security_context.and_then(|s| s.privileged) == Some(true)
+        {
+            continue;
+        }
+        let added = added_caps(c.security_context);
+        if added
+            .iter()
+            .any(|cap| NETWORK_CONTROL_CAPS.contains(&cap.as_str()))
+        {
+            continue;
+        }
+        let dropped = dropped_caps(c.security_context);
+        let drops_it = dropped.iter().any(|cap| cap == "NET_RAW" || cap == "ALL");
+        if !drops_it || added.iter().any(|cap| cap == "NET_RAW") {
+            out.push(c.name.to_string());
+        }
+    }
+    out
 }
 
 /// The capabilities Istio's injection template gives its own container in this pod.
@@ -96,9 +135,16 @@ pub fn net_admin(w: &Workload) -> Vec<Finding> {
                 c.name
             )
         } else {
+            let marks = offending.iter().any(|c| *c == "NET_ADMIN" || *c == "ALL");
             format!(
-                "{} {} adds {list}: it can rewrite or flush the pod's capture rules",
-                c.list, c.name
+                "{} {} adds {list}: it can rewrite or flush the pod's capture rules{}",
+                c.list,
+                c.name,
+                if marks {
+                    " (and, in ambient mode, mark its sockets 0x539 so the rules take them for ztunnel's)"
+                } else {
+                    ""
+                }
             )
         };
         out.push(workload_finding(

@@ -102,7 +102,7 @@ pub fn pending_gaps(w: &Workload) -> Vec<String> {
 }
 
 pub fn sidecar_missing(w: &WorkloadFacts, ctx: &InjectionContext) -> Option<Finding> {
-    if !ctx.injection_requested || w.host_network || ctx.ambient {
+    if !ctx.injection_requested || w.host_network {
         return None;
     }
     // A pod not admitted yet gets its sidecar at admission; only what the injection cannot fix counts.

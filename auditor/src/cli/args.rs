@@ -7,6 +7,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::capture::AmbientSettings;
 use crate::checks::live::{parse_selector, LiveCheckOptions};
 use crate::checks::CheckOptions;
 use crate::finding::Severity;
@@ -66,10 +67,9 @@ pub struct ScanArgs {
     #[arg(long, default_value = "low", value_parser = parse_severity)]
     pub fail_on: Severity,
 
-    /// Namespace where hostNetwork pods are expected (repeatable). Giving any replaces the
-    /// default, kube-system.
-    #[arg(long = "exempt-namespace", value_name = "NAMESPACE")]
-    pub exempt_namespaces: Vec<String>,
+    /// `--exempt-namespace`, `--cni-exclude-namespace`.
+    #[command(flatten)]
+    pub checks: CheckArgs,
 
     /// Colour the table output.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
@@ -84,14 +84,74 @@ pub struct ScanArgs {
     pub sinks: SinkArgs,
 }
 
-/// The check settings from `--exempt-namespace` (any given replaces the default, kube-system).
-pub fn check_options(exempt_namespaces: &[String]) -> CheckOptions {
-    let mut opts = CheckOptions::default();
-    if !exempt_namespaces.is_empty() {
-        opts.host_network_exempt_namespaces =
-            exempt_namespaces.iter().cloned().collect::<BTreeSet<_>>();
+/// The settings of the checks (`scan` and `watch`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckArgs {
+    /// Namespace where hostNetwork pods are expected (repeatable). Giving any replaces the
+    /// default, kube-system.
+    #[arg(long = "exempt-namespace", value_name = "NAMESPACE")]
+    pub exempt_namespaces: Vec<String>,
+
+    /// Namespace istio-cni never enrols in ambient mode (repeatable; its `excludeNamespaces`).
+    /// Giving any replaces the default, kube-system.
+    #[arg(long = "cni-exclude-namespace", value_name = "NAMESPACE")]
+    pub cni_excluded_namespaces: Vec<String>,
+}
+
+impl CheckArgs {
+    /// The check settings: any namespace given replaces that list's default.
+    pub fn options(&self) -> CheckOptions {
+        let mut opts = CheckOptions::default();
+        if !self.exempt_namespaces.is_empty() {
+            opts.host_network_exempt_namespaces = self
+                .exempt_namespaces
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<_>>();
+        }
+        if !self.cni_excluded_namespaces.is_empty() {
+            opts.cni_excluded_namespaces = self
+                .cni_excluded_namespaces
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<_>>();
+        }
+        opts
     }
-    opts
+}
+
+/// The install's ambient settings a node cannot read from the pods (`node` and `rules`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AmbientArgs {
+    /// DNS capture for ambient pods without an `ambient.istio.io/dns-capture` annotation: the
+    /// install's `cni.ambient.dnsCapture` (on by default from Istio 1.25). With it, DNS must reach
+    /// ztunnel's DNS proxy (15053).
+    #[arg(
+        long = "ambient-dns-capture",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub dns_capture: bool,
+
+    /// Address istio-cni SNATs kubelet's probes to, whose replies the in-pod rules let through
+    /// (repeatable). Giving any replaces the defaults, 169.254.7.127 and
+    /// fd16:9254:7127:1337:ffff:ffff:ffff:ffff.
+    #[arg(long = "ambient-host-probe-snat-ip", value_name = "IP")]
+    pub host_probe_snat_ips: Vec<std::net::IpAddr>,
+}
+
+impl AmbientArgs {
+    pub fn settings(&self) -> AmbientSettings {
+        let mut s = AmbientSettings {
+            dns_capture: self.dns_capture,
+            ..AmbientSettings::default()
+        };
+        if !self.host_probe_snat_ips.is_empty() {
+            s.host_probe_snat_ips = self.host_probe_snat_ips.clone();
+        }
+        s
+    }
 }
 
 /// `--fail-on` values: info, low, medium, high, critical.
@@ -101,7 +161,7 @@ pub fn parse_severity(s: &str) -> Result<Severity, String> {
 
 impl ScanArgs {
     pub fn check_options(&self) -> CheckOptions {
-        check_options(&self.exempt_namespaces)
+        self.checks.options()
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::args::{parse_severity, ColorChoice, Format, SinkArgs};
+use super::args::{parse_severity, AmbientArgs, ColorChoice, Format, SinkArgs};
 use super::pipeline::{document, exit_code, init_tracing, render, EXIT_BAD_INPUT};
 use crate::finding::Severity;
 use crate::kube_client::{connect, ApiContext, ConnectOptions, RetryPolicy};
@@ -69,6 +69,10 @@ pub struct NodeArgs {
     /// Colour the table output.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+
+    /// `--ambient-dns-capture`, `--ambient-host-probe-snat-ip`.
+    #[command(flatten)]
+    pub ambient: AmbientArgs,
 
     /// `--sink`, as in `scan`. policyreport and events write through the API server (the
     /// --kubeconfig, or in-cluster); the node's PolicyReports are named
@@ -218,6 +222,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         netns_dirs: args.netns_dirs.clone(),
         jobs: args.jobs,
         tools,
+        ambient: args.ambient.settings(),
     };
     if args.interval == 0 {
         return one_pass(&args, &opts, &index, sinks.as_ref());

@@ -145,9 +145,9 @@ pub fn scan_files(
         facts.extend(w);
     }
     for f in &facts {
-        findings.extend(check_workload_in_context(&loaded.snapshot, f));
+        findings.extend(check_workload_in_context(&loaded.snapshot, opts, f));
     }
-    findings.extend(check_cluster_wide(&loaded.snapshot, &facts));
+    findings.extend(check_cluster_wide(&loaded.snapshot, opts, &facts));
     sort_findings(&mut findings);
     Ok((findings, loaded))
 }

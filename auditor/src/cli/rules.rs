@@ -8,13 +8,15 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use super::args::{parse_severity, ColorChoice, Format};
+use super::args::{parse_severity, AmbientArgs, ColorChoice, Format};
 use super::pipeline::{exit_code, EXIT_BAD_INPUT};
-use crate::capture::CaptureConfig;
+use crate::capture::{AmbientCapture, CaptureConfig};
 use crate::checks::sort_findings;
 use crate::finding::{Finding, Severity};
 use crate::netfilter::dump::{self, DumpFormat};
-use crate::netfilter::judge::{families_in, judge, JudgeContext, Subject};
+use crate::netfilter::judge::{
+    ambient_families, families_in, judge_expected, Expected, JudgeContext, Subject,
+};
 use crate::netfilter::{IpFamily, Ruleset};
 use crate::sinks::{self, SourceLocation, Summary};
 use crate::sources::files;
@@ -63,6 +65,10 @@ pub struct RulesArgs {
     /// Colour the table output.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+
+    /// `--ambient-dns-capture`, `--ambient-host-probe-snat-ip` (for an ambient pod).
+    #[command(flatten)]
+    pub ambient: AmbientArgs,
 }
 
 fn bad_input(messages: &[String]) -> ExitCode {
@@ -146,24 +152,31 @@ pub fn run(args: RulesArgs) -> anyhow::Result<ExitCode> {
             )]))
         }
     };
-    let families: Vec<IpFamily> = if args.families.is_empty() {
-        families_in(&ruleset)
-    } else {
-        let mut f: Vec<IpFamily> = args.families.iter().map(|f| (*f).into()).collect();
-        f.sort();
-        f.dedup();
-        f
+    // A sidecar pod first: istio-cni leaves pods with sidecar.istio.io/status to their sidecar.
+    let ambient = match &cfg {
+        None => AmbientCapture::from_pod(&workload.meta, &args.ambient.settings()),
+        Some(_) => None,
     };
-    let subject = Subject {
-        namespace: &workload.namespace,
-        name: &workload.name,
-    };
-    let pod_addrs = workload
+    let pod_addrs: Vec<std::net::IpAddr> = workload
         .status
         .as_ref()
         .and_then(|s| s.pod_ips.as_ref())
         .map(|ips| ips.iter().filter_map(|ip| ip.ip.parse().ok()).collect())
         .unwrap_or_default();
+    let families: Vec<IpFamily> = if !args.families.is_empty() {
+        let mut f: Vec<IpFamily> = args.families.iter().map(|f| (*f).into()).collect();
+        f.sort();
+        f.dedup();
+        f
+    } else if ambient.is_some() {
+        ambient_families(&ruleset, pod_addrs.iter().any(std::net::IpAddr::is_ipv6))
+    } else {
+        families_in(&ruleset)
+    };
+    let subject = Subject {
+        namespace: &workload.namespace,
+        name: &workload.name,
+    };
     let mut ctx = JudgeContext {
         pod_addrs,
         ..JudgeContext::default()
@@ -178,10 +191,10 @@ pub fn run(args: RulesArgs) -> anyhow::Result<ExitCode> {
         ),
     );
 
-    let (mut findings, judged_note): (Vec<Finding>, Value) = match &cfg {
-        None => {
+    let (mut findings, judged_note): (Vec<Finding>, Value) = match (&cfg, &ambient) {
+        (None, None) => {
             eprintln!(
-                "warning: {} {}/{} is not injected with an Istio sidecar: nothing to judge the rules against",
+                "warning: {} {}/{} is not injected with an Istio sidecar and istio-cni has not redirected it (no ambient.istio.io/redirection): nothing to judge the rules against",
                 workload.kind.as_str(),
                 workload.namespace,
                 workload.name
@@ -191,12 +204,16 @@ pub fn run(args: RulesArgs) -> anyhow::Result<ExitCode> {
                 json!({"judged": false, "reason": "not injected"}),
             )
         }
-        Some(cfg) if !cfg.captures_outbound() => (
+        (None, Some(amb)) => (
+            judge_expected(Expected::Ambient(amb), &ruleset, &families, subject, &ctx),
+            json!({"judged": true, "dataplane": "ambient"}),
+        ),
+        (Some(cfg), _) if !cfg.captures_outbound() => (
             Vec::new(),
             json!({"judged": false, "reason": "the pod's settings capture no outbound traffic"}),
         ),
-        Some(cfg) => (
-            judge(cfg, &ruleset, &families, subject, &ctx),
+        (Some(cfg), _) => (
+            judge_expected(Expected::Sidecar(cfg), &ruleset, &families, subject, &ctx),
             json!({"judged": true}),
         ),
     };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::args::{check_options, parse_duration, ConnectArgs, SinkArgs};
+use super::args::{parse_duration, CheckArgs, ConnectArgs, SinkArgs};
 use super::pipeline::{init_tracing, EXIT_BAD_INPUT, EXIT_OK};
 use crate::finding::Severity;
 use crate::watch::{self, WatchOptions};
@@ -32,10 +32,9 @@ pub struct WatchArgs {
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub resync: Duration,
 
-    /// Namespace where hostNetwork pods are expected (repeatable). Giving any replaces the
-    /// default, kube-system.
-    #[arg(long = "exempt-namespace", value_name = "NAMESPACE")]
-    pub exempt_namespaces: Vec<String>,
+    /// `--exempt-namespace`, `--cni-exclude-namespace`.
+    #[command(flatten)]
+    pub checks: CheckArgs,
 
     /// Severity the webhook document's summary counts as failing.
     #[arg(long, default_value = "low", value_parser = |s: &str| s.parse::<Severity>())]
@@ -50,7 +49,7 @@ impl WatchArgs {
                 self.resync, self.sinks.alert_ttl
             ));
         }
-        let checks = check_options(&self.exempt_namespaces);
+        let checks = self.checks.options();
         Ok(WatchOptions {
             connect: self.connect.connect_options(),
             namespaces: self.connect.namespaces.clone(),

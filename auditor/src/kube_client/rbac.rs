@@ -37,6 +37,10 @@ pub const API_CALLS: &[ApiCall] = &[
     call("extensions.istio.io", "wasmplugins", "watch"),
     call("networking.istio.io", "envoyfilters", "list"),
     call("networking.istio.io", "envoyfilters", "watch"),
+    call("networking.istio.io", "serviceentries", "list"),
+    call("networking.istio.io", "serviceentries", "watch"),
+    call("gateway.networking.k8s.io", "gateways", "list"),
+    call("gateway.networking.k8s.io", "gateways", "watch"),
     // The mesh ConfigMap only: listed with a field selector on its name.
     ApiCall {
         group: "",

@@ -1,5 +1,6 @@
 //! The judge: what the rules in a pod's network namespace do to its outbound TCP, compared with
-//! what its [`CaptureConfig`] allows.
+//! what its [`CaptureConfig`] allows, or, for an ambient pod, with istio-cni's in-pod rules
+//! ([`AmbientCapture`]: everything to ztunnel but its own marks, loopback and probe replies).
 //!
 //! Probe packets are built from the settings and from every address, port, interface and owner the
 //! rules mention (so any exemption a rule could grant is probed on both of its sides). Each probe
@@ -17,10 +18,10 @@ use serde_json::{json, Map, Value};
 use super::addr::{IpFamily, IpNet};
 use super::model::{
     ChainKind, Direction, Effect, Hook, Identity, IfaceDirection, Match, OwnerId, OwnerKind, Rule,
-    Ruleset, Table, Verdict, PROTO_TCP,
+    Ruleset, Table, TableFamily, Verdict, PROTO_TCP, PROTO_UDP,
 };
 use super::sim::{Cause, Fate, Outcome, Probe, Simulator, EPHEMERAL_PORT};
-use crate::capture::{CaptureConfig, IpRanges, OwnerGroups};
+use crate::capture::{AmbientCapture, CaptureConfig, IpRanges, OwnerGroups};
 use crate::finding::{Finding, Severity};
 use crate::rules::{CAPTURE_INACTIVE, IPTABLES_TAMPERED};
 
@@ -131,6 +132,108 @@ pub fn expectation(cfg: &CaptureConfig, p: &Probe) -> Expectation {
     }
 }
 
+/// What ambient mode's in-pod rules must do with one outbound flow
+/// (`cni/pkg/iptables/iptables.go` `AppendInpodRules`): ztunnel's own sockets (mark 0x539) and
+/// connections it accepted (0x111) pass, as do loopback and the replies to kubelet's probes (to
+/// the host probe SNAT address); DNS goes to ztunnel's DNS proxy when DNS capture is on; every
+/// other TCP connection goes to ztunnel's 15001. No UID, port, range or interface is exempt:
+/// ambient has no `traffic.sidecar.istio.io/*` settings, and UID 1337 is nobody special.
+pub fn ambient_expectation(amb: &AmbientCapture, p: &Probe) -> Expectation {
+    if amb.mark_exempt(p.mark) {
+        return Expectation::Exempt("ztunnel's own socket mark");
+    }
+    if p.oif == "lo" || p.dst.is_loopback() {
+        return Expectation::Exempt("loopback traffic stays in the pod");
+    }
+    if p.protocol == PROTO_UDP && p.dport == 53 && amb.dns_capture {
+        return Expectation::Capture;
+    }
+    if p.protocol != PROTO_TCP {
+        return Expectation::Exempt("only TCP (and DNS, with DNS capture) is captured");
+    }
+    if amb.host_probe_snat_ips.contains(&p.dst) {
+        return Expectation::Exempt("replies to kubelet's probes (the host probe SNAT address)");
+    }
+    Expectation::Capture
+}
+
+/// What a pod's rules must do with its outbound traffic: the sidecar settings Istio's injection
+/// wrote, or ambient mode's in-pod rules.
+#[derive(Debug, Clone, Copy)]
+pub enum Expected<'a> {
+    Sidecar(&'a CaptureConfig),
+    Ambient(&'a AmbientCapture),
+}
+
+impl Expected<'_> {
+    fn captures_outbound(&self) -> bool {
+        match self {
+            Expected::Sidecar(cfg) => cfg.captures_outbound(),
+            Expected::Ambient(_) => true,
+        }
+    }
+
+    fn outbound_port(&self) -> u16 {
+        match self {
+            Expected::Sidecar(cfg) => cfg.outbound_redirect_port,
+            Expected::Ambient(amb) => amb.outbound_port,
+        }
+    }
+
+    fn expectation(&self, p: &Probe) -> Expectation {
+        match self {
+            Expected::Sidecar(cfg) => expectation(cfg, p),
+            Expected::Ambient(amb) => ambient_expectation(amb, p),
+        }
+    }
+
+    /// Whether an outcome keeps a flow that must be captured inside the mesh.
+    fn captured(&self, p: &Probe, fate: &Fate) -> bool {
+        match self {
+            Expected::Sidecar(cfg) => captured(cfg, p, fate),
+            Expected::Ambient(amb) => match fate {
+                // DNS over UDP is ztunnel's only if it reaches its DNS proxy; TCP to port 53 is
+                // ztunnel's on either listener.
+                Fate::Redirected { port } if p.protocol == PROTO_UDP => *port == amb.dns_port,
+                Fate::Redirected { port } => {
+                    *port == amb.outbound_port || (p.dport == 53 && *port == amb.dns_port)
+                }
+                Fate::Dropped => true,
+                Fate::Translated { .. } | Fate::Untracked | Fate::Queued | Fate::Unchanged => false,
+            },
+        }
+    }
+
+    /// Who must see the traffic, in messages.
+    fn proxy(&self) -> &'static str {
+        match self {
+            Expected::Sidecar(_) => "the sidecar",
+            Expected::Ambient(_) => "ztunnel",
+        }
+    }
+
+    fn proxy_possessive(&self) -> &'static str {
+        match self {
+            Expected::Sidecar(_) => "the proxy's",
+            Expected::Ambient(_) => "ztunnel's",
+        }
+    }
+
+    fn pod(&self) -> &'static str {
+        match self {
+            Expected::Sidecar(_) => "injected pod",
+            Expected::Ambient(_) => "ambient pod",
+        }
+    }
+
+    fn dataplane(&self) -> &'static str {
+        match self {
+            Expected::Sidecar(_) => "sidecar",
+            Expected::Ambient(_) => "ambient",
+        }
+    }
+}
+
 /// Whether an outcome keeps a flow that must be captured inside the mesh.
 fn captured(cfg: &CaptureConfig, p: &Probe, fate: &Fate) -> bool {
     match fate {
@@ -209,6 +312,36 @@ pub fn families_in(ruleset: &Ruleset) -> Vec<IpFamily> {
     }
 }
 
+/// The families an ambient pod's rules are judged for: IPv4 always, IPv6 when the pod has an
+/// IPv6 address or the rules hold IPv6 Istio rules (an `ip6` table with Istio chains, or an Istio
+/// rule in an `inet` table that matches IPv6). istio-cni writes IPv6 rules only for IPv6 pods, and
+/// its IPv4 rules name IPv4 addresses, so an `inet` table alone says nothing about IPv6.
+pub fn ambient_families(ruleset: &Ruleset, pod_has_ipv6: bool) -> Vec<IpFamily> {
+    let v6_rules = ruleset.tables.iter().any(|t| {
+        let istio_chains = t.chains.iter().filter(|c| is_istio_chain(t, &c.name));
+        match t.family {
+            TableFamily::Ip6 => istio_chains.count() > 0,
+            TableFamily::Inet => istio_chains
+                .flat_map(|c| c.rules.iter())
+                .any(|r| r.matches.iter().any(matches_ipv6)),
+            _ => false,
+        }
+    });
+    if pod_has_ipv6 || v6_rules {
+        vec![IpFamily::V4, IpFamily::V6]
+    } else {
+        vec![IpFamily::V4]
+    }
+}
+
+fn matches_ipv6(m: &Match) -> bool {
+    match m {
+        Match::Family(f) => *f == IpFamily::V6,
+        Match::Address { nets, .. } => nets.iter().any(|n| n.family() == IpFamily::V6),
+        _ => false,
+    }
+}
+
 /// Judges one namespace's rules against one pod's settings, for each family in `families`.
 pub fn judge(
     cfg: &CaptureConfig,
@@ -217,16 +350,44 @@ pub fn judge(
     subject: Subject<'_>,
     ctx: &JudgeContext,
 ) -> Vec<Finding> {
-    if !cfg.captures_outbound() {
+    judge_expected(Expected::Sidecar(cfg), ruleset, families, subject, ctx)
+}
+
+/// Judges one ambient pod's rules against istio-cni's in-pod rules, for each family.
+pub fn judge_ambient(
+    amb: &AmbientCapture,
+    ruleset: &Ruleset,
+    families: &[IpFamily],
+    subject: Subject<'_>,
+    ctx: &JudgeContext,
+) -> Vec<Finding> {
+    judge_expected(Expected::Ambient(amb), ruleset, families, subject, ctx)
+}
+
+/// Judges one namespace's rules against what they must do, for each family in `families`.
+pub fn judge_expected(
+    exp: Expected<'_>,
+    ruleset: &Ruleset,
+    families: &[IpFamily],
+    subject: Subject<'_>,
+    ctx: &JudgeContext,
+) -> Vec<Finding> {
+    if !exp.captures_outbound() {
         return Vec::new();
+    }
+    let mut ctx = ctx.clone();
+    if let Expected::Ambient(_) = exp {
+        ctx.evidence
+            .entry("dataplane".to_string())
+            .or_insert_with(|| json!(exp.dataplane()));
     }
     let mut out = Vec::new();
     for &family in families {
-        if let Some(f) = capture_inactive(cfg, ruleset, family, subject, ctx) {
+        if let Some(f) = capture_inactive(exp, ruleset, family, subject, &ctx) {
             out.push(f);
             continue;
         }
-        out.extend(tampered(cfg, ruleset, family, subject, ctx));
+        out.extend(tampered(exp, ruleset, family, subject, &ctx));
     }
     out
 }
@@ -270,7 +431,7 @@ fn family_label(f: IpFamily) -> &'static str {
 }
 
 fn capture_inactive(
-    cfg: &CaptureConfig,
+    exp: Expected<'_>,
     ruleset: &Ruleset,
     family: IpFamily,
     subject: Subject<'_>,
@@ -283,14 +444,16 @@ fn capture_inactive(
             Severity::Critical,
             subject,
             format!(
-                "{} rules of this injected pod's network namespace hold no Istio capture chain: nothing sends its traffic to the sidecar",
-                family_label(family)
+                "{} rules of this {}'s network namespace hold no Istio capture chain: nothing sends its traffic to {}",
+                family_label(family),
+                exp.pod(),
+                exp.proxy()
             ),
             json!({
                 "family": family,
                 "reason": "no-istio-chains",
                 "tables": tables,
-                "expectedRedirectPort": cfg.outbound_redirect_port,
+                "expectedRedirectPort": exp.outbound_port(),
             }),
             ctx,
         ));
@@ -321,7 +484,7 @@ fn capture_inactive(
                 "reason": "output-does-not-reach-istio",
                 "outputNatChains": output_chains,
                 "tables": tables,
-                "expectedRedirectPort": cfg.outbound_redirect_port,
+                "expectedRedirectPort": exp.outbound_port(),
             }),
             ctx,
         ));
@@ -360,6 +523,10 @@ fn usable_dst(a: &IpAddr) -> bool {
 
 /// Builds the probe dimensions for one family from the settings and the rules.
 pub fn probe_space(cfg: &CaptureConfig, ruleset: &Ruleset, family: IpFamily) -> ProbeSpace {
+    probe_space_for(Expected::Sidecar(cfg), ruleset, family)
+}
+
+fn probe_space_for(exp: Expected<'_>, ruleset: &Ruleset, family: IpFamily) -> ProbeSpace {
     let mut dsts: BTreeSet<IpAddr> = match family {
         IpFamily::V4 => EXTERNAL_V4.iter().map(|a| IpAddr::V4(*a)).collect(),
         IpFamily::V6 => EXTERNAL_V6.iter().map(|a| IpAddr::V6(*a)).collect(),
@@ -381,31 +548,49 @@ pub fn probe_space(cfg: &CaptureConfig, ruleset: &Ruleset, family: IpFamily) -> 
             nets.push(n);
         }
     };
-    if let IpRanges::Only(r) = &cfg.include_outbound_ip_ranges {
-        r.iter().for_each(|c| add_cidr(c, &mut nets));
-    }
-    cfg.exclude_outbound_ip_ranges
-        .iter()
-        .for_each(|c| add_cidr(c, &mut nets));
-    ports.extend(cfg.include_outbound_ports.iter().copied());
-    ports.extend(cfg.exclude_outbound_ports.iter().copied());
-    ports.insert(cfg.outbound_redirect_port);
-    oifs.extend(cfg.exclude_interfaces.iter().cloned());
-    uids.extend(
-        cfg.proxy_uids
-            .iter()
-            .filter_map(|u| u32::try_from(*u).ok())
-            .map(Identity::Id),
-    );
-    gids.extend(
-        cfg.proxy_gids
-            .iter()
-            .filter_map(|g| u32::try_from(*g).ok())
-            .map(Identity::Id),
-    );
-    match &cfg.owner_groups {
-        OwnerGroups::Only(g) | OwnerGroups::AllExcept(g) => {
-            gids.extend(g.iter().map(|g| Identity::parse(g)))
+    match exp {
+        Expected::Sidecar(cfg) => {
+            if let IpRanges::Only(r) = &cfg.include_outbound_ip_ranges {
+                r.iter().for_each(|c| add_cidr(c, &mut nets));
+            }
+            cfg.exclude_outbound_ip_ranges
+                .iter()
+                .for_each(|c| add_cidr(c, &mut nets));
+            ports.extend(cfg.include_outbound_ports.iter().copied());
+            ports.extend(cfg.exclude_outbound_ports.iter().copied());
+            ports.insert(cfg.outbound_redirect_port);
+            oifs.extend(cfg.exclude_interfaces.iter().cloned());
+            uids.extend(
+                cfg.proxy_uids
+                    .iter()
+                    .filter_map(|u| u32::try_from(*u).ok())
+                    .map(Identity::Id),
+            );
+            gids.extend(
+                cfg.proxy_gids
+                    .iter()
+                    .filter_map(|g| u32::try_from(*g).ok())
+                    .map(Identity::Id),
+            );
+            match &cfg.owner_groups {
+                OwnerGroups::Only(g) | OwnerGroups::AllExcept(g) => {
+                    gids.extend(g.iter().map(|g| Identity::parse(g)))
+                }
+            }
+        }
+        Expected::Ambient(amb) => {
+            // The exempt destinations on both sides, and ztunnel's own marks and identity (UID
+            // 1337 is probed to show it is not exempt).
+            for ip in &amb.host_probe_snat_ips {
+                if let Some(n) = IpNet::new(*ip, if ip.is_ipv4() { 32 } else { 128 }) {
+                    nets.push(n);
+                }
+            }
+            ports.insert(amb.outbound_port);
+            ports.insert(amb.dns_port);
+            marks.extend(amb.exempt_marks.iter().copied());
+            uids.insert(Identity::Id(1337));
+            gids.insert(Identity::Id(1337));
         }
     }
 
@@ -559,7 +744,7 @@ fn rule_values(rule: &Rule, family: IpFamily) -> RuleValues {
 /// addresses, ports, interface, owner, source port and mark together). Linear in the number of
 /// rules instead of a product of every value; stops at `budget` probes.
 fn rule_by_rule_probes(
-    cfg: &CaptureConfig,
+    exp: Expected<'_>,
     space: &ProbeSpace,
     ruleset: &Ruleset,
     family: IpFamily,
@@ -600,7 +785,7 @@ fn rule_by_rule_probes(
             gid: owner.1.clone(),
             mark,
         };
-        if expectation(cfg, &p) == Expectation::Capture && seen.insert(p.clone()) {
+        if exp.expectation(&p) == Expectation::Capture && seen.insert(p.clone()) {
             out.push(p);
         }
         true
@@ -749,6 +934,15 @@ pub fn required_probes(
     family: IpFamily,
     src: IpAddr,
 ) -> Vec<Probe> {
+    required_probes_for(Expected::Sidecar(cfg), space, family, src)
+}
+
+fn required_probes_for(
+    exp: Expected<'_>,
+    space: &ProbeSpace,
+    family: IpFamily,
+    src: IpAddr,
+) -> Vec<Probe> {
     let mut out = Vec::new();
     for (sport, mark) in space
         .sports
@@ -771,7 +965,7 @@ pub fn required_probes(
                             gid: gid.clone(),
                             mark,
                         };
-                        if expectation(cfg, &p) == Expectation::Capture {
+                        if exp.expectation(&p) == Expectation::Capture {
                             out.push(p);
                         }
                     }
@@ -800,19 +994,55 @@ fn cause_key(o: &Outcome) -> String {
         Fate::Unchanged => "unchanged".into(),
     };
     format!(
-        "{}|{fate}",
-        serde_json::to_string(&o.cause).unwrap_or_default()
+        "{}|{fate}|{}",
+        serde_json::to_string(&o.cause).unwrap_or_default(),
+        serde_json::to_string(&o.mark_set_by).unwrap_or_default()
     )
 }
 
+/// DNS over UDP to every probed destination, through every probed interface and with every
+/// probed mark: only asked of ambient pods with DNS capture (the sidecar judge covers TCP).
+fn dns_probes(exp: Expected<'_>, space: &ProbeSpace, family: IpFamily, src: IpAddr) -> Vec<Probe> {
+    let Expected::Ambient(amb) = exp else {
+        return Vec::new();
+    };
+    if !amb.dns_capture {
+        return Vec::new();
+    }
+    let app = (Identity::Id(APP_ID), Identity::Id(APP_ID));
+    let mut out = Vec::new();
+    for dst in &space.dsts {
+        for oif in &space.oifs {
+            for mark in &space.marks {
+                let p = Probe {
+                    family,
+                    protocol: PROTO_UDP,
+                    src,
+                    dst: *dst,
+                    sport: EPHEMERAL_PORT,
+                    dport: 53,
+                    oif: oif.clone(),
+                    uid: app.0.clone(),
+                    gid: app.1.clone(),
+                    mark: *mark,
+                };
+                if exp.expectation(&p) == Expectation::Capture {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out
+}
+
 fn tampered(
-    cfg: &CaptureConfig,
+    exp: Expected<'_>,
     ruleset: &Ruleset,
     family: IpFamily,
     subject: Subject<'_>,
     ctx: &JudgeContext,
 ) -> Vec<Finding> {
-    let space = probe_space(cfg, ruleset, family);
+    let space = probe_space_for(exp, ruleset, family);
     let src = source_addr(ctx, family);
     // Work is probes x rules walked: keep it bounded whatever the namespace holds.
     let rules: usize = ruleset
@@ -822,16 +1052,17 @@ fn tampered(
         .sum();
     let budget = (RULE_EVAL_BUDGET / rules.max(1)).clamp(MIN_PROBES, MAX_PROBES);
     let exhaustive = space.size() <= budget;
-    let (probes, unprobed_rules) = if exhaustive {
-        (required_probes(cfg, &space, family, src), 0)
+    let (mut probes, unprobed_rules) = if exhaustive {
+        (required_probes_for(exp, &space, family, src), 0)
     } else {
-        rule_by_rule_probes(cfg, &space, ruleset, family, src, budget)
+        rule_by_rule_probes(exp, &space, ruleset, family, src, budget)
     };
+    probes.extend(dns_probes(exp, &space, family, src));
     let sim = Simulator::new(ruleset);
     let mut escapes: BTreeMap<String, Escape> = BTreeMap::new();
     for p in &probes {
         for outcome in sim.run(p) {
-            if captured(cfg, p, &outcome.fate) {
+            if exp.captured(p, &outcome.fate) {
                 continue;
             }
             let key = cause_key(&outcome);
@@ -852,7 +1083,7 @@ fn tampered(
     }
     let mut out: Vec<Finding> = escapes
         .into_values()
-        .map(|e| escape_finding(cfg, family, subject, ctx, e, probes.len(), exhaustive))
+        .map(|e| escape_finding(exp, family, subject, ctx, e, probes.len(), exhaustive))
         .collect();
     if unprobed_rules > 0 {
         // Istio writes a few dozen rules; thousands on the output path are not Istio's, and what
@@ -894,7 +1125,7 @@ fn is_default_flow(p: &Probe, family: IpFamily) -> bool {
 }
 
 fn escape_finding(
-    cfg: &CaptureConfig,
+    exp: Expected<'_>,
     family: IpFamily,
     subject: Subject<'_>,
     ctx: &JudgeContext,
@@ -903,7 +1134,13 @@ fn escape_finding(
     exhaustive: bool,
 ) -> Finding {
     let example = e.examples.first().map(Probe::describe).unwrap_or_default();
-    let expected = cfg.outbound_redirect_port;
+    let udp_dns = matches!(exp, Expected::Ambient(_))
+        && e.examples.first().is_some_and(|p| p.protocol == PROTO_UDP);
+    let expected = match exp {
+        Expected::Ambient(amb) if udp_dns => amb.dns_port,
+        _ => exp.outbound_port(),
+    };
+    let proxy = exp.proxy();
     let (what, rule_ref) = match &e.outcome.cause {
         Cause::Rule(r) => (
             format!(
@@ -922,10 +1159,11 @@ fn escape_finding(
         ),
     };
     let effect = match &e.outcome.fate {
-        Fate::Unchanged => "goes out directly, skipping the sidecar".to_string(),
-        Fate::Redirected { port } => {
-            format!("is redirected to local port {port} instead of the proxy's {expected}")
-        }
+        Fate::Unchanged => format!("goes out directly, skipping {proxy}"),
+        Fate::Redirected { port } => format!(
+            "is redirected to local port {port} instead of {} {expected}",
+            exp.proxy_possessive()
+        ),
         Fate::Translated { addr, port } => format!(
             "is rewritten to {}{} instead of reaching the proxy",
             addr.map_or("the same address".to_string(), |a| a.to_string()),
@@ -942,8 +1180,16 @@ fn escape_finding(
     } else {
         "may escape"
     };
+    let traffic = if udp_dns { "DNS (UDP)" } else { "TCP" };
+    let marked = match &e.outcome.mark_set_by {
+        Some(r) => format!(
+            ", after rule `{}` ({} {} #{}) marked it",
+            r.rule, r.table, r.chain, r.position
+        ),
+        None => String::new(),
+    };
     let mut message = format!(
-        "{} outbound TCP {verb} the sidecar through {what}: e.g. {example} {effect} ({} of {} flows that must be captured)",
+        "{} outbound {traffic} {verb} {proxy} through {what}{marked}: e.g. {example} {effect} ({} of {} flows that must be captured)",
         family_label(family),
         e.count,
         required
@@ -973,6 +1219,9 @@ fn escape_finding(
         // Every combination of the probe values, or (for very large rule sets) rule by rule.
         "probing": if exhaustive { "exhaustive" } else { "rule-by-rule" },
     });
+    if let (Some(r), Value::Object(m)) = (&e.outcome.mark_set_by, &mut evidence) {
+        m.insert("markSetBy".into(), json!(r));
+    }
     if let (Some(r), Value::Object(m)) = (rule_ref, &mut evidence) {
         m.insert("rule".into(), json!(r.rule));
         m.insert("chain".into(), json!(r.chain));

@@ -133,6 +133,10 @@ pub struct Outcome {
     /// Conditions and targets the outcome assumed (only when the rules have some the auditor
     /// cannot evaluate).
     pub assumptions: Vec<String>,
+    /// The last rule that changed the packet's mark on the way, when one did (a mark can exempt
+    /// the packet from a later rule).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mark_set_by: Option<RuleRef>,
 }
 
 #[derive(Debug, Clone)]
@@ -147,6 +151,7 @@ enum End {
 #[derive(Debug, Clone)]
 struct Branch {
     mark: u32,
+    mark_set_by: Option<RuleRef>,
     notrack: Option<RuleRef>,
     assumptions: Vec<String>,
     /// The latest way the packet left the chains a base chain called: a RETURN to the base
@@ -160,6 +165,7 @@ struct Branch {
 #[derive(Debug, Clone)]
 struct Pipeline {
     mark: u32,
+    mark_set_by: Option<RuleRef>,
     untracked: Option<RuleRef>,
     nat: Option<(Fate, RuleRef)>,
     nat_exit: Option<Cause>,
@@ -204,6 +210,7 @@ impl<'r> Simulator<'r> {
         bases.sort_by_key(|b| b.2);
         let start = Pipeline {
             mark: probe.mark,
+            mark_set_by: None,
             untracked: None,
             nat: None,
             nat_exit: None,
@@ -233,6 +240,7 @@ impl<'r> Simulator<'r> {
         }
         let branch = Branch {
             mark: st.mark,
+            mark_set_by: st.mark_set_by.clone(),
             notrack: None,
             assumptions: st.assumptions.clone(),
             exit: None,
@@ -242,6 +250,7 @@ impl<'r> Simulator<'r> {
         for b in self.run_chain(probe, table, chain, 0, branch, 0) {
             let mut next = st.clone();
             next.mark = b.mark;
+            next.mark_set_by = b.mark_set_by.clone();
             next.assumptions = b.assumptions.clone();
             if priority < CONNTRACK_PRIORITY {
                 if let Some(r) = b.notrack.clone() {
@@ -266,6 +275,7 @@ impl<'r> Simulator<'r> {
                             Cause::Rule,
                         ),
                         assumptions: b.assumptions.clone(),
+                        mark_set_by: b.mark_set_by.clone(),
                     });
                     continue;
                 }
@@ -274,6 +284,7 @@ impl<'r> Simulator<'r> {
                         fate: Fate::Queued,
                         cause: b.decided_by.clone().map_or(Cause::NoNatChain, Cause::Rule),
                         assumptions: b.assumptions.clone(),
+                        mark_set_by: b.mark_set_by.clone(),
                     });
                     continue;
                 }
@@ -291,6 +302,7 @@ impl<'r> Simulator<'r> {
                             chain: chain.to_string(),
                         },
                         assumptions: b.assumptions.clone(),
+                        mark_set_by: b.mark_set_by.clone(),
                     });
                     continue;
                 }
@@ -375,7 +387,13 @@ impl<'r> Simulator<'r> {
         };
         for effect in &rule.effects {
             match effect {
-                Effect::SetMark { value, mask } => br.mark = (br.mark & !mask) ^ value,
+                Effect::SetMark { value, mask } => {
+                    let marked = (br.mark & !mask) ^ value;
+                    if marked != br.mark {
+                        br.mark_set_by = Some(here.clone());
+                    }
+                    br.mark = marked;
+                }
                 Effect::NoTrack => {
                     br.notrack.get_or_insert(here.clone());
                 }
@@ -463,11 +481,13 @@ impl<'r> Simulator<'r> {
 }
 
 fn finish(st: Pipeline) -> Outcome {
+    let mark_set_by = st.mark_set_by;
     if let Some((fate, r)) = st.nat {
         return Outcome {
             fate,
             cause: Cause::Rule(r),
             assumptions: st.assumptions,
+            mark_set_by,
         };
     }
     if let Some(r) = st.untracked {
@@ -475,6 +495,7 @@ fn finish(st: Pipeline) -> Outcome {
             fate: Fate::Untracked,
             cause: Cause::Rule(r),
             assumptions: st.assumptions,
+            mark_set_by,
         };
     }
     Outcome {
@@ -485,6 +506,7 @@ fn finish(st: Pipeline) -> Outcome {
             Cause::NoNatChain
         },
         assumptions: st.assumptions,
+        mark_set_by,
     }
 }
 

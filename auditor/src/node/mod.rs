@@ -1,6 +1,8 @@
 //! Node agent: finds the network namespace of every pod on this node, reads the iptables and
 //! nftables rules inside it and judges them against the pod's capture settings
-//! ([`crate::netfilter::judge`]). Runs as a privileged DaemonSet with `hostPID`.
+//! ([`crate::netfilter::judge`]): a sidecar pod's settings, or, for a pod istio-cni says it
+//! redirected to ztunnel (`ambient.istio.io/redirection`), ambient mode's in-pod rules. Runs as a
+//! privileged DaemonSet with `hostPID`.
 //!
 //! [`discover`] finds namespaces, [`netns`] enters them, [`inspect`] reads and merges the rules,
 //! [`pods`] supplies the pods (a file, or the API server); the CLI is `cli::node`.
@@ -18,9 +20,11 @@ use std::sync::Mutex;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::capture::CaptureConfig;
+use crate::capture::{AmbientCapture, AmbientSettings, CaptureConfig};
 use crate::finding::Finding;
-use crate::netfilter::judge::{has_istio_chains, judge, JudgeContext, Subject};
+use crate::netfilter::judge::{
+    ambient_families, has_istio_chains, judge_expected, Expected, JudgeContext, Subject,
+};
 use crate::netfilter::IpFamily;
 use crate::snapshot::Workload;
 use discover::Netns;
@@ -37,6 +41,8 @@ pub struct NodeOptions {
     /// Namespaces inspected at once.
     pub jobs: usize,
     pub tools: Toolset,
+    /// The install's ambient settings the pods do not show (DNS capture, host probe addresses).
+    pub ambient: AmbientSettings,
 }
 
 /// What happened to one namespace.
@@ -47,7 +53,8 @@ pub enum NamespaceStatus {
     Judged { findings: usize },
     /// No pod on this node owns it.
     NoPod,
-    /// The pod has no Istio sidecar.
+    /// The pod has no Istio sidecar and istio-cni has not redirected it to ztunnel (the pod
+    /// checks report a pod that should be in ambient mode).
     NotInjected,
     /// The pod's settings capture no outbound traffic (interception NONE, gateway, dry run).
     NoCapture,
@@ -141,11 +148,27 @@ pub fn discover_namespaces(opts: &NodeOptions) -> (Vec<Netns>, Vec<String>) {
     (found, errors)
 }
 
+/// What a pod's rules are judged against.
+enum PodCapture {
+    Sidecar(Box<CaptureConfig>),
+    Ambient(AmbientCapture),
+}
+
+impl PodCapture {
+    fn expected(&self) -> Expected<'_> {
+        match self {
+            PodCapture::Sidecar(cfg) => Expected::Sidecar(cfg),
+            PodCapture::Ambient(amb) => Expected::Ambient(amb),
+        }
+    }
+}
+
 /// Judges one namespace that belongs to `pod`.
 pub fn judge_namespace(
     ns: &Netns,
     pod: &Workload,
     tools: &Toolset,
+    ambient: &AmbientSettings,
 ) -> (NamespaceReport, Vec<Finding>) {
     let mut report = NamespaceReport {
         netns: ns.label(),
@@ -155,12 +178,16 @@ pub fn judge_namespace(
         families: Vec::new(),
         tools: Vec::new(),
     };
-    let cfg = match CaptureConfig::from_pod(&pod.spec, &pod.meta) {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            report.status = NamespaceStatus::NotInjected;
-            return (report, Vec::new());
-        }
+    // A sidecar pod first: istio-cni skips pods that carry sidecar.istio.io/status.
+    let capture = match CaptureConfig::from_pod(&pod.spec, &pod.meta) {
+        Ok(Some(c)) => PodCapture::Sidecar(Box::new(c)),
+        Ok(None) => match AmbientCapture::from_pod(&pod.meta, ambient) {
+            Some(a) => PodCapture::Ambient(a),
+            None => {
+                report.status = NamespaceStatus::NotInjected;
+                return (report, Vec::new());
+            }
+        },
         Err(e) => {
             report.status = NamespaceStatus::SettingsUnreadable {
                 error: e.to_string(),
@@ -168,9 +195,11 @@ pub fn judge_namespace(
             return (report, Vec::new());
         }
     };
-    if !cfg.captures_outbound() {
-        report.status = NamespaceStatus::NoCapture;
-        return (report, Vec::new());
+    if let PodCapture::Sidecar(cfg) = &capture {
+        if !cfg.captures_outbound() {
+            report.status = NamespaceStatus::NoCapture;
+            return (report, Vec::new());
+        }
     }
     let inspection = match inspect::inspect(&ns.path, tools) {
         Ok(i) => i,
@@ -191,8 +220,14 @@ pub fn judge_namespace(
         };
         return (report, Vec::new());
     }
-    let families = families_for(&inspection, &pod_addrs(pod));
-    let findings = judge_inspection(&cfg, &inspection, &families, ns, pod);
+    let families = match &capture {
+        PodCapture::Sidecar(_) => families_for(&inspection, &pod_addrs(pod)),
+        PodCapture::Ambient(_) => ambient_families(
+            &inspection.ruleset,
+            inspection.ipv6 || pod_addrs(pod).iter().any(IpAddr::is_ipv6),
+        ),
+    };
+    let findings = judge_inspection(capture.expected(), &inspection, &families, ns, pod);
     report.families = families;
     report.status = NamespaceStatus::Judged {
         findings: findings.len(),
@@ -224,7 +259,7 @@ fn pod_addrs(pod: &Workload) -> Vec<IpAddr> {
 }
 
 fn judge_inspection(
-    cfg: &CaptureConfig,
+    expected: Expected<'_>,
     inspection: &Inspection,
     families: &[IpFamily],
     ns: &Netns,
@@ -244,8 +279,8 @@ fn judge_inspection(
             .map(|t| t.tool.clone())
             .collect::<Vec<_>>()),
     );
-    judge(
-        cfg,
+    judge_expected(
+        expected,
         &inspection.ruleset,
         families,
         Subject {
@@ -271,7 +306,7 @@ pub fn run_node(opts: &NodeOptions, pods: &PodIndex) -> NodeReport {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(ns) = namespaces.get(i) else { break };
                 let result = match pods.for_netns(ns) {
-                    Some(pod) => judge_namespace(ns, pod, &opts.tools),
+                    Some(pod) => judge_namespace(ns, pod, &opts.tools, &opts.ambient),
                     None => (
                         NamespaceReport {
                             netns: ns.label(),

@@ -3,8 +3,9 @@
 //! Accepts multi-document YAML, JSON (one value or a stream), `kind: List` and `kubectl get -o
 //! yaml|json` output. Pods and the pod templates of Deployment, StatefulSet, DaemonSet, ReplicaSet,
 //! ReplicationController, Job and CronJob become [`Workload`]s; Namespaces, NetworkPolicies and the
-//! mesh ConfigMap (`istio` in `istio-system`, key `mesh`) are kept; Istio extension objects
-//! (WasmPlugin, EnvoyFilter) go to [`Snapshot::extra`]; anything else is skipped and counted.
+//! mesh ConfigMap (`istio` in `istio-system`, key `mesh`) are kept; Istio objects (WasmPlugin,
+//! EnvoyFilter, ServiceEntry) and Gateway API Gateways go to [`Snapshot::extra`]; anything else
+//! is skipped and counted.
 //!
 //! Only the parts the checks judge are deserialized into `k8s-openapi` types, so a wrong type there
 //! is an error naming the file, document, line and field; the rest of an object is not read.
@@ -21,7 +22,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::snapshot::{
-    is_mesh_config_map, json_type, MeshConfig, Snapshot, Workload, WorkloadKind, MESH_CONFIG_KEY,
+    is_mesh_config_map, json_type, MeshConfig, Snapshot, Workload, WorkloadKind, GATEWAY_API_GROUP,
+    MESH_CONFIG_KEY,
 };
 
 /// What the inputs held, for the scan summary.
@@ -677,13 +679,15 @@ impl<'a> ManifestReader<'a> {
                 }
                 self.read_mesh_config(&label, obj, here);
             }
-            "WasmPlugin" | "EnvoyFilter" if group.is_some_and(|g| g.ends_with("istio.io")) => {
-                self.count(&kind);
-                obj.insert(
-                    "metadata".into(),
-                    serde_json::to_value(&meta).unwrap_or(Value::Null),
-                );
-                self.snapshot.extra.push(Value::Object(obj));
+            "WasmPlugin" | "EnvoyFilter" | "ServiceEntry"
+                if group.is_some_and(|g| g.ends_with("istio.io")) =>
+            {
+                self.keep_extra(&kind, meta, obj, here);
+            }
+            // Istio's own `Gateway` (networking.istio.io) is another kind: only the Gateway API's
+            // Gateways are waypoints.
+            "Gateway" if group == Some(GATEWAY_API_GROUP) => {
+                self.keep_extra(&kind, meta, obj, here);
             }
             _ => {
                 let what = match (&api_version, kind.as_str()) {
@@ -693,6 +697,27 @@ impl<'a> ManifestReader<'a> {
                 self.skip(what);
             }
         }
+    }
+
+    /// Keeps an Istio or Gateway API object as JSON for the checks that read it.
+    fn keep_extra(
+        &mut self,
+        kind: &str,
+        meta: ObjectMeta,
+        mut obj: Map<String, Value>,
+        here: &Here<'_>,
+    ) {
+        self.count(kind);
+        let namespace = crate::snapshot::namespace_of(&meta);
+        let name = meta.name.clone().unwrap_or_default();
+        self.remember(kind, Some(&namespace), &name, here);
+        let mut meta = meta;
+        meta.namespace = Some(namespace);
+        obj.insert(
+            "metadata".into(),
+            serde_json::to_value(&meta).unwrap_or(Value::Null),
+        );
+        self.snapshot.extra.push(Value::Object(obj));
     }
 
     fn read_list(&mut self, kind: &str, items: Option<Value>, here: &Here<'_>) {

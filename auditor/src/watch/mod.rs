@@ -1,7 +1,8 @@
 //! `egress-auditor watch`: a controller that keeps the cluster judged.
 //!
 //! Watchers (kube-runtime reflectors) mirror Namespaces, Pods, NetworkPolicies, the mesh
-//! ConfigMap and the Istio WasmPlugins/EnvoyFilters into local stores. Any change wakes the
+//! ConfigMap and the Istio and Gateway API objects (WasmPlugins, EnvoyFilters, ServiceEntries,
+//! Gateways) into local stores. Any change wakes the
 //! judge, which (after a short debounce, so a rollout is one judgement, not hundreds) runs the
 //! same checks as `scan --cluster` over the stores, updates `/metrics` and delivers to the sinks
 //! when the findings changed or the resync interval passed.
@@ -37,9 +38,7 @@ use crate::sinks::delivery::{Delivery, SinkSpec, Sinks};
 use crate::sinks::settings::SinkSettings;
 use crate::sinks::Summary;
 use crate::snapshot::{MeshConfig, ScanScope, Snapshot, MESH_CONFIG_NAME, MESH_CONFIG_NAMESPACE};
-use crate::sources::cluster::{
-    dynamic_json, envoy_filter_resource, pod_workload, wasm_plugin_resource, Unreadable,
-};
+use crate::sources::cluster::{dynamic_json, pod_workload, Unreadable, EXTRA_KINDS};
 
 /// Why the controller could not start.
 #[derive(Debug, thiserror::Error)]
@@ -258,18 +257,14 @@ impl Stores {
             (),
         );
         let mut istio = Vec::new();
-        for ar in [wasm_plugin_resource(), envoy_filter_resource()] {
+        for kind in EXTRA_KINDS {
+            let ar = kind.resource();
             for ns in &scopes {
                 let api = match ns {
                     Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
                     None => Api::<DynamicObject>::all_with(client.clone(), &ar),
                 };
-                let plural: &'static str = if ar.plural == "wasmplugins" {
-                    "wasmplugins"
-                } else {
-                    "envoyfilters"
-                };
-                let store = w.watch(api, config(), plural, ns.clone(), true, ar.clone());
+                let store = w.watch(api, config(), kind.plural, ns.clone(), true, ar.clone());
                 istio.push((ar.clone(), store));
             }
         }

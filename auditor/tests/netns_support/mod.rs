@@ -1,6 +1,6 @@
 //! Helpers for tests that create real network namespaces: skip checks, a namespace guard that
 //! deletes the namespace when dropped, command runners, and the agent's inspection of one
-//! namespace for the pod in `tests/data/netfilter/pod-sidecar.yaml`.
+//! namespace for the pod in `tests/data/netfilter/pod-sidecar.yaml` (or `pod-ambient.yaml`).
 
 #![allow(dead_code)]
 
@@ -155,9 +155,30 @@ pub fn pod() -> Workload {
         .expect("one pod")
 }
 
+/// The ambient pod the in-repo `ambient.*` rule files are for.
+pub fn ambient_pod() -> Workload {
+    let loaded = files::load_paths(&[data("pod-ambient.yaml")]).expect("pod-ambient.yaml loads");
+    loaded
+        .snapshot
+        .workloads
+        .into_iter()
+        .next()
+        .expect("one pod")
+}
+
 /// The node agent's inspection of one namespace, judged against the pod.
 pub fn inspect(ns: &TestNetns) -> (NamespaceReport, Vec<Finding>) {
-    judge_namespace(&ns.as_netns(), &pod(), &Toolset::detect())
+    inspect_pod(ns, &pod())
+}
+
+/// The node agent's inspection of one namespace, judged against `pod`.
+pub fn inspect_pod(ns: &TestNetns, pod: &Workload) -> (NamespaceReport, Vec<Finding>) {
+    judge_namespace(
+        &ns.as_netns(),
+        pod,
+        &Toolset::detect(),
+        &egress_auditor::capture::AmbientSettings::default(),
+    )
 }
 
 /// The iptables backends present, as (iptables program prefix, backend name in evidence).
@@ -186,6 +207,22 @@ pub fn load_iptables(ns: &TestNetns, variant: &str) {
 
 pub fn load_nft(ns: &TestNetns) {
     ns.exec(&["nft", "-f", data("sidecar.nft").to_str().unwrap()]);
+}
+
+/// Loads the ambient in-pod rules with one iptables backend, both families.
+pub fn load_ambient_iptables(ns: &TestNetns, variant: &str) {
+    ns.exec_stdin(
+        &[&format!("iptables-{variant}-restore")],
+        &data("ambient.iptables"),
+    );
+    ns.exec_stdin(
+        &[&format!("ip6tables-{variant}-restore")],
+        &data("ambient.ip6tables"),
+    );
+}
+
+pub fn load_ambient_nft(ns: &TestNetns) {
+    ns.exec(&["nft", "-f", data("ambient.nft").to_str().unwrap()]);
 }
 
 /// `rule: message` lines, for assertion messages.

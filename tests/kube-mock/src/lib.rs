@@ -82,6 +82,20 @@ pub const COLLECTIONS: &[Collection] = &[
         status: false,
     },
     Collection {
+        group_version: "networking.istio.io/v1",
+        plural: "serviceentries",
+        kind: "ServiceEntry",
+        namespaced: true,
+        status: false,
+    },
+    Collection {
+        group_version: "gateway.networking.k8s.io/v1",
+        plural: "gateways",
+        kind: "Gateway",
+        namespaced: true,
+        status: false,
+    },
+    Collection {
         group_version: "events.k8s.io/v1",
         plural: "events",
         kind: "Event",
@@ -140,7 +154,10 @@ fn collection_by_plural(group_version: &str, plural: &str) -> Option<&'static Co
 /// Built-in types come back from a list without `kind`/`apiVersion` on each item; custom
 /// resources keep them.
 fn is_builtin(group_version: &str) -> bool {
-    group_version == "v1" || group_version.contains(".k8s.io/")
+    // The Gateway API is a set of CRDs, although its group ends in .k8s.io.
+    group_version == "v1"
+        || (group_version.contains(".k8s.io/")
+            && !group_version.starts_with("gateway.networking.k8s.io/"))
 }
 
 /// What a fault does to the request it matches.

@@ -32,7 +32,15 @@ fn istio_pins_match_the_filter_built_from_this_tree() {
     let kinds: Vec<&str> = found.iter().map(|p| p.kind.as_str()).collect();
     assert_eq!(
         kinds,
-        ["EnvoyFilter", "WasmPlugin", "WasmPlugin"],
+        // alternatives/, ambient/ (three), then the egress gateway's two.
+        [
+            "EnvoyFilter",
+            "WasmPlugin",
+            "WasmPlugin",
+            "WasmPlugin",
+            "WasmPlugin",
+            "WasmPlugin"
+        ],
         "{found:?}"
     );
     let stale: Vec<String> = found
@@ -317,7 +325,7 @@ fn image_survives_a_real_registry_round_trip() {
     let pinned = pins::find_pins(&istio_dir()).unwrap();
     let http_plugin = pinned
         .iter()
-        .find(|p| p.path.ends_with("wasmplugin-http.yaml"))
+        .find(|p| p.path == istio_dir().join("wasmplugin-http.yaml"))
         .expect("wasmplugin-http.yaml pins the image");
     assert_eq!(
         format!("sha256:{}", http_plugin.sha256),

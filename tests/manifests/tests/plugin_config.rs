@@ -71,8 +71,8 @@ fn every_plugin_config_in_istio_is_accepted_by_the_built_filter() {
     let configs = plugin_configs();
     assert_eq!(
         configs.len(),
-        3,
-        "two WasmPlugins and one EnvoyFilter: {configs:?}"
+        6,
+        "five WasmPlugins (two for the egress gateway, three for ambient waypoints) and one EnvoyFilter: {configs:?}"
     );
     for (place, config) in &configs {
         let (accepted, output) = check_config(&wasm, config);
@@ -106,7 +106,7 @@ fn envoyfilter_alternative_carries_the_http_plugin_config() {
     let configs = plugin_configs();
     let http = configs
         .iter()
-        .find(|(place, _)| place.contains("egress-filter-http"))
+        .find(|(place, _)| place.contains("/istio/wasmplugin-http.yaml:"))
         .unwrap();
     let ecds = configs
         .iter()

@@ -1,6 +1,6 @@
 //! Reads a live cluster into a [`Snapshot`]: Namespaces, Pods, NetworkPolicies, the mesh
-//! ConfigMap, and Istio WasmPlugins/EnvoyFilters (through the dynamic API, so the auditor does
-//! not need Istio's types).
+//! ConfigMap, and the Istio and Gateway API kinds of [`EXTRA_KINDS`] (WasmPlugins, EnvoyFilters,
+//! ServiceEntries, Gateways; through the dynamic API, so the auditor does not need their types).
 //!
 //! Nothing is silently skipped: what the ServiceAccount may not read becomes an [`Unreadable`]
 //! entry, which the pipeline (`cli::pipeline`) reports as a `scan-incomplete` finding. This module
@@ -22,20 +22,54 @@ use crate::snapshot::{
     MESH_CONFIG_NAMESPACE,
 };
 
-/// The Istio kinds read through the dynamic API.
-pub fn wasm_plugin_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("extensions.istio.io", "v1alpha1", "WasmPlugin"),
-        "wasmplugins",
-    )
+/// An Istio or Gateway API kind, read through the dynamic API so the auditor does not need
+/// their types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtraKind {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
 }
 
-pub fn envoy_filter_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("networking.istio.io", "v1alpha3", "EnvoyFilter"),
-        "envoyfilters",
-    )
+impl ExtraKind {
+    pub fn resource(&self) -> ApiResource {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(self.group, self.version, self.kind),
+            self.plural,
+        )
+    }
 }
+
+/// The kinds that go to [`Snapshot::extra`]. A kind whose CRD is not installed reads as none.
+/// ServiceEntry at `v1` (served from Istio 1.22; ambient needs 1.22 or later), Gateway at the
+/// Gateway API's `v1` (from v1.0).
+pub const EXTRA_KINDS: [ExtraKind; 4] = [
+    ExtraKind {
+        group: "extensions.istio.io",
+        version: "v1alpha1",
+        kind: "WasmPlugin",
+        plural: "wasmplugins",
+    },
+    ExtraKind {
+        group: "networking.istio.io",
+        version: "v1alpha3",
+        kind: "EnvoyFilter",
+        plural: "envoyfilters",
+    },
+    ExtraKind {
+        group: "networking.istio.io",
+        version: "v1",
+        kind: "ServiceEntry",
+        plural: "serviceentries",
+    },
+    ExtraKind {
+        group: "gateway.networking.k8s.io",
+        version: "v1",
+        kind: "Gateway",
+        plural: "gateways",
+    },
+];
 
 /// What to read.
 #[derive(Debug, Clone)]
@@ -221,10 +255,11 @@ pub async fn read_snapshot(
         )
         .await?;
     let mut extra = Vec::new();
-    for ar in [wasm_plugin_resource(), envoy_filter_resource()] {
+    for kind in EXTRA_KINDS {
+        let ar = kind.resource();
         let objects = reader
             .read(
-                &ar.plural.clone(),
+                kind.plural,
                 true,
                 &mut unreadable,
                 |ns| match ns {
