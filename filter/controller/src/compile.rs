@@ -321,16 +321,17 @@ fn check_label(
     }
 }
 
-/// A rate limit name unique in the document, within the filter's 64 bytes: the parts joined by
-/// dots, or, when that is too long, its start and a hash of the whole.
+/// A rate limit name unique in the document, within the filter's 64 bytes: the parts (DNS labels,
+/// which never hold `_`) joined by `_`, or, when that is too long, its start and a hash of the
+/// whole. Not `.`: the name becomes a segment of metric names, which Envoy splits at dots.
 pub fn limit_name(parts: &[&str]) -> String {
-    let full = parts.join(".");
+    let full = parts.join("_");
     if full.len() <= MAX_LIMIT_NAME {
         return full;
     }
     let digest = hex::encode(Sha256::digest(full.as_bytes()));
     let keep = MAX_LIMIT_NAME - 9;
-    format!("{}.{}", &full[..keep], &digest[..8])
+    format!("{}_{}", &full[..keep], &digest[..8])
 }
 
 /// The filter document holding only this policy, to check it alone.
