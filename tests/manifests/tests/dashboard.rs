@@ -1,7 +1,8 @@
 //! deploy/dashboards/egress-guard.json queries only series the code exports, with the labels they
 //! really have, and shows every series there is:
 //! - the filter's: the real `egress_filter.wasm` configured with examples/egress-policy.json
-//!   (ALLOW, DENY, AUDIT and dry-run policies, rate limits) in the proxy-wasm host; its counter
+//!   (ALLOW, DENY, AUDIT and dry-run policies, rate limits) and with examples/tiers-policy.json
+//!   (admin, namespace and baseline tiers, PASS) in the proxy-wasm host; its counter
 //!   names go through the Envoy tag extractors of istio/mesh/egress-gateway-stats.yaml and
 //!   Envoy's Prometheus naming for custom stat namespaces;
 //! - the auditor's: its registry's OpenMetrics exposition after a judgement;
@@ -160,9 +161,12 @@ fn prometheus_series(
     (name, tags)
 }
 
-/// The real filter with examples/egress-policy.json, HTTP and network plugins, one worker.
-fn example_deployment() -> Deployment {
-    let path = repo_root().join("examples/egress-policy.json");
+/// The example configurations whose counters the dashboard shows: plain `policies`, and `tiers`.
+const EXAMPLE_CONFIGS: [&str; 2] = ["examples/egress-policy.json", "examples/tiers-policy.json"];
+
+/// The real filter with one example configuration, HTTP and network plugins, one worker.
+fn example_deployment(config: &str) -> Deployment {
+    let path = repo_root().join(config);
     let config = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let host = Host::from_file(
         &built_filter_wasm(),
@@ -182,19 +186,25 @@ fn example_deployment() -> Deployment {
 
 /// The filter's series as Prometheus shows them, with their label values (to assert on).
 fn filter_series() -> BTreeMap<String, Vec<BTreeMap<String, String>>> {
-    let deployment = example_deployment();
-    let stats: Vec<String> = deployment
-        .host()
-        .shared()
-        .metrics
-        .snapshot()
-        .into_iter()
-        .map(|m| m.full_name)
-        .collect();
-    assert!(
-        stats.iter().any(|s| s.contains(".policy.")),
-        "the filter defined no policy counters: {stats:?}"
-    );
+    let mut stats: Vec<String> = Vec::new();
+    for config in EXAMPLE_CONFIGS {
+        let deployment = example_deployment(config);
+        let defined: Vec<String> = deployment
+            .host()
+            .shared()
+            .metrics
+            .snapshot()
+            .into_iter()
+            .map(|m| m.full_name)
+            .collect();
+        assert!(
+            defined.iter().any(|s| s.contains("policy.")),
+            "{config}: the filter defined no policy counters: {defined:?}"
+        );
+        stats.extend(defined);
+    }
+    stats.sort();
+    stats.dedup();
     let extractors = tag_extractors();
     let mut used = BTreeSet::new();
     let mut series: BTreeMap<String, Vec<BTreeMap<String, String>>> = BTreeMap::new();
@@ -306,13 +316,17 @@ fn the_filter_counters_become_labelled_series() {
     assert_eq!(
         names,
         BTreeSet::from([
+            "egress_filter_admin_policy",
+            "egress_filter_baseline_policy",
             "egress_filter_decision",
+            "egress_filter_namespace_policy",
             "egress_filter_policy",
             "egress_filter_policy_dry_run",
             "egress_filter_protocol_denied",
             "egress_filter_ratelimit_limited",
             "egress_filter_ratelimited",
             "egress_filter_reason",
+            "egress_filter_tier",
         ]),
     );
     let has = |name: &str, tags: &[(&str, &str)]| {
@@ -357,6 +371,37 @@ fn the_filter_counters_become_labelled_series() {
         &[("egress_limit", "per-workload")]
     ));
     assert!(has("egress_filter_ratelimited", &[("egress_kind", "http")]));
+    // With tiers: decisions by tier, PASSes of the admin tier, and each tier's policies.
+    assert!(has(
+        "egress_filter_tier",
+        &[("egress_tier", "admin"), ("egress_outcome", "pass")]
+    ));
+    assert!(has(
+        "egress_filter_tier",
+        &[("egress_tier", "default"), ("egress_outcome", "deny")]
+    ));
+    assert!(has(
+        "egress_filter_admin_policy",
+        &[
+            ("egress_policy", "delegate-to-teams"),
+            ("egress_outcome", "pass")
+        ]
+    ));
+    assert!(has(
+        "egress_filter_namespace_policy",
+        &[
+            ("egress_namespace", "shop"),
+            ("egress_policy", "audit-uploads"),
+            ("egress_outcome", "audit")
+        ]
+    ));
+    assert!(has(
+        "egress_filter_baseline_policy",
+        &[
+            ("egress_policy", "package-mirror"),
+            ("egress_outcome", "allow")
+        ]
+    ));
     assert!(has(
         "egress_filter_protocol_denied",
         &[("egress_kind", "tcp")]
@@ -422,7 +467,7 @@ fn the_decision_log_panel_reads_fields_the_filter_logs() {
     assert!(!loki.is_empty(), "the dashboard has a decision-log panel");
 
     // A denied HTTP request and a denied TLS connection through the real filter.
-    let mut deployment = example_deployment();
+    let mut deployment = example_deployment(EXAMPLE_CONFIGS[0]);
     use base64::Engine as _;
     let hello = base64::engine::general_purpose::STANDARD
         .encode(egress_sim::client_hello::client_hello("pastebin.com"));
