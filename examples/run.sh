@@ -14,8 +14,10 @@ cd "$(dirname "$0")/.."
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
   rustup target add wasm32-wasip1
 fi
-cargo build -q --release --target wasm32-wasip1 -p egress-filter
-cargo build -q -p egress-sim -p egress-auditor
+cargo build -q --release --target wasm32-wasip1 -p egress-filter -p noop-filter
+# The whole workspace as the test command builds it: the two commands share one build (a
+# narrower package selection would unify features differently and compile wasmtime again).
+cargo build -q --workspace --tests
 target="${CARGO_TARGET_DIR:-target}"
 reports="$target/reports"
 mkdir -p "$reports"

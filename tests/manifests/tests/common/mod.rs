@@ -97,7 +97,8 @@ fn target_dir() -> PathBuf {
 }
 
 /// The release `.wasm` of the filter, built from this tree (a no-op when it is up to date), so
-/// digests are never compared against a stale module.
+/// digests are never compared against a stale module. Built as the test command builds it (with
+/// the no-op filter): another package selection unifies features differently and rebuilds.
 pub fn built_filter_wasm() -> PathBuf {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
     WASM.get_or_init(|| {
@@ -108,6 +109,8 @@ pub fn built_filter_wasm() -> PathBuf {
             "wasm32-wasip1",
             "-p",
             "egress-filter",
+            "-p",
+            "noop-filter",
         ]));
         let path = target_dir().join("wasm32-wasip1/release/egress_filter.wasm");
         assert!(path.is_file(), "{} was not built", path.display());
@@ -116,11 +119,21 @@ pub fn built_filter_wasm() -> PathBuf {
     .clone()
 }
 
+/// Builds the workspace's binaries the way the test command does (`--workspace --tests`: the
+/// same features, so after the tests' own build this is a no-op; `-p <package>` alone would
+/// unify features differently and build wasmtime and kube once more).
+fn build_workspace_binaries() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        run_ok(cargo().args(["build", "--workspace", "--tests"]));
+    });
+}
+
 /// The `egress-sim` binary (the proxy-wasm host), built from this tree.
 pub fn built_egress_sim() -> PathBuf {
     static SIM: OnceLock<PathBuf> = OnceLock::new();
     SIM.get_or_init(|| {
-        run_ok(cargo().args(["build", "-p", "egress-sim", "--bin", "egress-sim"]));
+        build_workspace_binaries();
         let path = target_dir().join("debug/egress-sim");
         assert!(path.is_file(), "{} was not built", path.display());
         path
@@ -133,7 +146,7 @@ pub fn built_egress_auditor() -> PathBuf {
     static AUDITOR: OnceLock<PathBuf> = OnceLock::new();
     AUDITOR
         .get_or_init(|| {
-            run_ok(cargo().args(["build", "-p", "egress-auditor", "--bin", "egress-auditor"]));
+            build_workspace_binaries();
             let path = target_dir().join("debug/egress-auditor");
             assert!(path.is_file(), "{} was not built", path.display());
             path
