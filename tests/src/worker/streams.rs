@@ -68,8 +68,6 @@ pub(super) struct TcpDriver {
     pub(super) upstream_fin: bool,
     /// The module closed the connection.
     pub(super) closed: bool,
-    /// Bytes the module held in either direction at its last callback.
-    pub(super) held: bool,
     pub(super) held_downstream: bool,
     pub(super) held_upstream: bool,
     pub(super) forwarded: Vec<u8>,
@@ -78,6 +76,11 @@ pub(super) struct TcpDriver {
 }
 
 impl TcpDriver {
+    /// Bytes the module held in either direction at its last callback.
+    fn held(&self) -> bool {
+        self.held_downstream || self.held_upstream
+    }
+
     /// Whether Envoy reads from the client now.
     fn reads_client(&self) -> bool {
         self.connected && !self.over_limit && !self.client_fin
@@ -161,7 +164,6 @@ impl Worker {
             client_fin: false,
             upstream_fin: false,
             closed: false,
-            held: false,
             held_downstream: false,
             held_upstream: false,
             forwarded: Vec::new(),
@@ -812,7 +814,7 @@ impl Worker {
                 driver.step = TcpStep::Done;
                 let result = if driver.closed {
                     StreamResult::Closed
-                } else if !driver.connected || driver.held {
+                } else if !driver.connected || driver.held() {
                     StreamResult::Paused
                 } else {
                     StreamResult::Continued
@@ -843,7 +845,7 @@ impl Worker {
                     t.downstream.extend_from_slice(&bytes);
                     t.downstream.len()
                 });
-                self.deliver_downstream(id, size, false);
+                self.deliver(id, Direction::Downstream, size, false);
                 // Past the buffer limit Envoy stops reading from the client (read-disable on
                 // the high watermark); the connection is not closed.
                 if self
@@ -860,7 +862,7 @@ impl Worker {
                 self.complete_handshake(id);
                 self.tcp_driver(id).client_fin = true;
                 let size = self.tcp_state(id).map_or(0, |t| t.downstream.len());
-                self.deliver_downstream(id, size, true);
+                self.deliver(id, Direction::Downstream, size, true);
             }
             TcpEvent::UpstreamData(bytes) => {
                 let driver = self.tcp_driver(id);
@@ -871,7 +873,7 @@ impl Worker {
                     t.upstream.extend_from_slice(&bytes);
                     t.upstream.len()
                 });
-                self.deliver_upstream(id, size, false);
+                self.deliver(id, Direction::Upstream, size, false);
             }
             TcpEvent::UpstreamFin => {
                 let driver = self.tcp_driver(id);
@@ -880,7 +882,7 @@ impl Worker {
                 }
                 driver.upstream_fin = true;
                 let size = self.tcp_state(id).map_or(0, |t| t.upstream.len());
-                self.deliver_upstream(id, size, true);
+                self.deliver(id, Direction::Upstream, size, true);
                 if self.tcp_driver(id).step != TcpStep::Event {
                     return;
                 }
@@ -916,17 +918,28 @@ impl Worker {
         }
     }
 
-    /// `proxy_on_downstream_data` with the whole client buffer; Continue hands it to tcp_proxy,
-    /// Pause leaves it buffered for the next read.
-    fn deliver_downstream(&mut self, id: u32, size: usize, end_of_stream: bool) {
-        let f = self.vm.cb.on_downstream_data.clone();
-        let result = self.call_action(id, "proxy_on_downstream_data", f, size, end_of_stream);
-        let action = match result {
+    /// `proxy_on_downstream_data` or `proxy_on_upstream_data` with that direction's whole buffer.
+    /// Continue passes it on (the client's bytes to tcp_proxy, the server's to the client), as
+    /// does `proxy_continue_stream(DOWNSTREAM)` for the client's; Pause leaves it buffered for the
+    /// next read (the server's is shown again only with the next upstream read:
+    /// `proxy_continue_stream(UPSTREAM)` is unimplemented).
+    fn deliver(&mut self, id: u32, direction: Direction, size: usize, end_of_stream: bool) {
+        let (f, name) = match direction {
+            Direction::Downstream => (
+                self.vm.cb.on_downstream_data.clone(),
+                "proxy_on_downstream_data",
+            ),
+            Direction::Upstream => (
+                self.vm.cb.on_upstream_data.clone(),
+                "proxy_on_upstream_data",
+            ),
+        };
+        let action = match self.call_action(id, name, f, size, end_of_stream) {
             Ok(action) => action,
             Err(trap) => return self.fail_stream(id, trap),
         };
         self.tcp_driver(id).data_calls.push(DataCall {
-            direction: Direction::Downstream,
+            direction,
             size,
             end_of_stream,
             action,
@@ -935,51 +948,27 @@ impl Worker {
         if requests.close.is_some() {
             return self.module_closed(id);
         }
-        let go_on = action == Action::Continue || requests.continue_downstream;
-        let forwarded = if go_on {
-            self.tcp_state(id)
-                .map(|t| std::mem::take(&mut t.downstream))
-                .unwrap_or_default()
-        } else {
-            Vec::new()
+        let go_on = action == Action::Continue
+            || (direction == Direction::Downstream && requests.continue_downstream);
+        let passed = match self.tcp_state(id) {
+            Some(t) if go_on => std::mem::take(match direction {
+                Direction::Downstream => &mut t.downstream,
+                Direction::Upstream => &mut t.upstream,
+            }),
+            _ => Vec::new(),
         };
+        let held = !go_on && size > 0;
         let driver = self.tcp_driver(id);
-        driver.forwarded.extend_from_slice(&forwarded);
-        driver.held_downstream = !go_on && size > 0;
-        driver.held = driver.held_downstream || driver.held_upstream;
-    }
-
-    /// `proxy_on_upstream_data` with everything the upstream sent and the module held; Continue
-    /// writes it to the client, Pause leaves it in the upstream's read buffer (shown again only
-    /// with the next upstream read: `proxy_continue_stream(Upstream)` is unimplemented).
-    fn deliver_upstream(&mut self, id: u32, size: usize, end_of_stream: bool) {
-        let f = self.vm.cb.on_upstream_data.clone();
-        let result = self.call_action(id, "proxy_on_upstream_data", f, size, end_of_stream);
-        let action = match result {
-            Ok(action) => action,
-            Err(trap) => return self.fail_stream(id, trap),
-        };
-        self.tcp_driver(id).data_calls.push(DataCall {
-            direction: Direction::Upstream,
-            size,
-            end_of_stream,
-            action,
-        });
-        let requests = self.stream_requests(id);
-        if requests.close.is_some() {
-            return self.module_closed(id);
+        match direction {
+            Direction::Downstream => {
+                driver.forwarded.extend_from_slice(&passed);
+                driver.held_downstream = held;
+            }
+            Direction::Upstream => {
+                driver.received.extend_from_slice(&passed);
+                driver.held_upstream = held;
+            }
         }
-        let received = if action == Action::Continue {
-            self.tcp_state(id)
-                .map(|t| std::mem::take(&mut t.upstream))
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let driver = self.tcp_driver(id);
-        driver.received.extend_from_slice(&received);
-        driver.held_upstream = action != Action::Continue && size > 0;
-        driver.held = driver.held_downstream || driver.held_upstream;
     }
 
     /// The module closed the connection (`proxy_close_stream`): Envoy closes it after the
