@@ -188,6 +188,9 @@ pub struct Decision<'p> {
     pub rule_name: Option<&'p str>,
     /// The admin rule whose PASS handed the request to the later tiers.
     pub passed: Option<RuleRef<'p>>,
+    /// With tiers: the source namespace's index (as in [`super::CompiledTiers::namespaces`]),
+    /// looked up once per request; `None` for plain `policies` or an unlisted namespace.
+    pub namespace: Option<u32>,
 }
 
 impl Decision<'static> {
@@ -204,6 +207,7 @@ impl Decision<'static> {
             tier: None,
             rule_name: None,
             passed: None,
+            namespace: None,
         }
     }
 }

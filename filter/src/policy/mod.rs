@@ -455,6 +455,7 @@ impl CompiledPolicy {
             tier: None,
             rule_name: None,
             passed: None,
+            namespace: None,
         };
         if let Some(entry) = tier.deny.first_match(attrs) {
             decision.policy = Some(self.name(entry.policy));

@@ -612,17 +612,12 @@ impl CompiledTiers {
         &self.baseline.policies
     }
 
-    /// Every namespace the configuration names, in index order (see
-    /// [`CompiledTiers::namespace_index`]), with its policies (`None`: only named in subjects).
+    /// Every namespace the configuration names, in index order (the index a decision carries in
+    /// [`Decision::namespace`]), with its policies (`None`: only named in subjects).
     pub fn namespaces(&self) -> impl Iterator<Item = (&str, Option<&CompiledPolicy>)> {
         self.namespaces
             .iter()
             .map(|n| (n.name.as_ref(), n.policies.as_ref()))
-    }
-
-    /// The index of a namespace the configuration names (as in [`CompiledTiers::namespaces`]).
-    pub fn namespace_index(&self, namespace: &str) -> Option<usize> {
-        lookup(&self.namespace_ids, namespace).map(|id| id as usize)
     }
 
     /// Policies in all tiers.
@@ -660,6 +655,7 @@ impl CompiledTiers {
             tier: None,
             rule_name: None,
             passed: None,
+            namespace,
         };
         let mut plan = LimitPlan {
             rules: [None, None],

@@ -478,10 +478,7 @@ fn decide(
         .config
         .decide_traced(attrs, violation, &SharedData, now_ns, tracer);
     imports::log(LogLevel::Info, &outcome_line(kind, &outcome, Some(attrs)));
-    let namespace = match (&state.config.tiers, attrs.source_namespace.as_deref()) {
-        (Some(tiers), Some(ns)) => tiers.namespace_index(ns),
-        _ => None,
-    };
+    let namespace = outcome.decision.namespace.map(|n| n as usize);
     state.counters.record_outcome(kind, &outcome, namespace);
     match outcome.verdict() {
         FinalVerdict::Allow => None,
