@@ -205,33 +205,6 @@ impl RateLimitConfig {
     }
 }
 
-/// Validates a whole `rateLimits` list: each entry, then that names are unique (names key the
-/// shared data, so two limits with one name would share buckets).
-pub fn validate_rate_limits(
-    limits: &[RateLimitConfig],
-    path: &ConfigPath,
-) -> Result<Vec<RateLimitSpec>, ConfigError> {
-    let mut specs: Vec<RateLimitSpec> = Vec::with_capacity(limits.len());
-    for (i, limit) in limits.iter().enumerate() {
-        let entry_path = path.index(i);
-        let spec = limit.validate(&entry_path)?;
-        let metric_form = crate::stat_name::prometheus_form(&spec.name);
-        let earlier = specs
-            .iter()
-            .position(|s| crate::stat_name::prometheus_form(&s.name) == metric_form);
-        if let Some((first, earlier)) = earlier.and_then(|i| specs.get(i).map(|s| (i, s))) {
-            return Err(name_already_used(
-                &spec.name,
-                &entry_path,
-                &earlier.name,
-                &path.index(first),
-            ));
-        }
-        specs.push(spec);
-    }
-    Ok(specs)
-}
-
 /// The error for a limit named like the earlier one `first_name` at `first`, or with the same
 /// Prometheus form (`-` becomes `_`), which would make the two one metric.
 pub fn name_already_used(
@@ -479,23 +452,23 @@ mod tests {
 
     #[test]
     fn names_must_be_unique() {
-        let limits = vec![
-            config(json!({"name": "a", "maxTokens": 1, "fillInterval": "1s"})),
-            config(json!({"name": "b", "maxTokens": 1, "fillInterval": "1s"})),
-            config(json!({"name": "a", "maxTokens": 2, "fillInterval": "1s"})),
-        ];
-        let err =
-            validate_rate_limits(&limits, &ConfigPath::root().field("rateLimits")).unwrap_err();
+        // Names key the shared data: two limits with one name would share buckets.
+        let limits = json!([
+            {"name": "a", "maxTokens": 1, "fillInterval": "1s"},
+            {"name": "b", "maxTokens": 1, "fillInterval": "1s"},
+            {"name": "a", "maxTokens": 2, "fillInterval": "1s"},
+        ]);
+        let compile = |limits: &serde_json::Value| {
+            let config = json!({ "rateLimits": limits }).to_string();
+            crate::CompiledConfig::from_json(config.as_bytes())
+        };
+        let err = compile(&limits).unwrap_err();
         assert_eq!(
             err.to_string(),
             "rateLimits[2].name: \"a\" is already used by rateLimits[0]"
         );
-        assert_eq!(
-            validate_rate_limits(&limits[..2], &ConfigPath::root().field("rateLimits"))
-                .unwrap()
-                .len(),
-            2
-        );
+        let first_two = json!([limits[0].clone(), limits[1].clone()]);
+        assert_eq!(compile(&first_two).unwrap().rate_limits.len(), 2);
     }
 
     #[test]

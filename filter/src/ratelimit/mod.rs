@@ -13,8 +13,8 @@ pub mod store;
 
 pub use bucket::BucketState;
 pub use config::{
-    name_already_used, parse_duration, validate_rate_limits, BucketParams, ConfigError,
-    KeyAttribute, RateLimitConfig, RateLimitSpec, DEFAULT_MAX_KEYS, MIN_FILL_INTERVAL_NS,
+    name_already_used, parse_duration, BucketParams, ConfigError, KeyAttribute, RateLimitConfig,
+    RateLimitSpec, DEFAULT_MAX_KEYS, MIN_FILL_INTERVAL_NS,
 };
 pub use limiter::{
     BucketKey, BucketRef, RateLimitDecision, RateLimitOutcome, RateLimiter, CREATE_CAS,
