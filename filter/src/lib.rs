@@ -18,6 +18,7 @@ pub mod outcome;
 pub mod policy;
 pub mod protocol;
 pub mod ratelimit;
+pub mod rls;
 pub mod text;
 
 #[cfg(target_arch = "wasm32")]
@@ -31,17 +32,23 @@ pub use attributes::{Attributes, HttpAttributes, RequestHead, TrafficKind};
 pub use config::{ConfigError, ConfigPath};
 pub use policy::{CompiledPolicy, Decision, PolicyAction, Reason, Verdict};
 
-pub use outcome::{CompiledRateLimit, FinalVerdict, Outcome, ProtocolViolation, RateLimitHit};
+pub use outcome::{
+    CompiledGlobalLimit, CompiledRateLimit, FinalVerdict, Outcome, ProtocolViolation, RateLimitHit,
+};
 
 use policy::{compile_rule, HttpOnlyOnTcp};
 use protocol::ProtocolChecks;
+use ratelimit::global::EntryValue;
 use ratelimit::{validate_rate_limits, CasStore, KeyAttribute, RateLimiter};
 
 /// Everything the filter compiles from one pluginConfig.
 #[derive(Debug, Clone, Default)]
 pub struct CompiledConfig {
     pub policy: CompiledPolicy,
+    /// Local limits (token buckets in shared data), checked first.
     pub rate_limits: Vec<CompiledRateLimit>,
+    /// Limits decided by a rate limit service, asked once the local ones allowed a stream.
+    pub global_limits: Vec<CompiledGlobalLimit>,
     /// `None`: the configuration has no `protocol` key, no protocol checks run.
     pub protocol: Option<ProtocolChecks>,
     header_names: Vec<String>,
@@ -64,6 +71,7 @@ impl CompiledConfig {
             }
         };
         let mut rate_limits = Vec::with_capacity(specs.len());
+        let mut global_limits = Vec::new();
         let no_match = config::RuleSpec::default();
         for (i, (limit, spec)) in config.rate_limits.iter().zip(specs).enumerate() {
             // A limit on HTTP-only fields (hosts, paths, ...) does not apply to TCP connections.
@@ -78,11 +86,28 @@ impl CompiledConfig {
                     add_header(name);
                 }
             }
-            rate_limits.push(CompiledRateLimit {
-                limiter: RateLimiter::new(spec),
-                http: rule.http,
-                tcp: rule.tcp,
-            });
+            match &limit.global {
+                Some(global) => {
+                    let limit = global.validate(&limits_path.index(i).field("global"), &spec)?;
+                    for entry in limit.descriptors.iter().flatten() {
+                        if let EntryValue::Attribute(KeyAttribute::RequestHeader(name)) =
+                            &entry.value
+                        {
+                            add_header(name);
+                        }
+                    }
+                    global_limits.push(CompiledGlobalLimit {
+                        limit,
+                        http: rule.http,
+                        tcp: rule.tcp,
+                    });
+                }
+                None => rate_limits.push(CompiledRateLimit {
+                    limiter: RateLimiter::new(spec),
+                    http: rule.http,
+                    tcp: rule.tcp,
+                }),
+            }
         }
         text::sort_by(&mut header_names, |a, b| a < b);
 
@@ -94,10 +119,14 @@ impl CompiledConfig {
             || policy.tcp_needs_inspection()
             || rate_limits
                 .iter()
+                .any(|l| l.tcp.as_ref().is_some_and(|m| m.needs_inspection()))
+            || global_limits
+                .iter()
                 .any(|l| l.tcp.as_ref().is_some_and(|m| m.needs_inspection()));
         Ok(Self {
             policy,
             rate_limits,
+            global_limits,
             protocol,
             header_names,
             tcp_needs_inspection,

@@ -6,7 +6,7 @@ use std::fmt;
 use crate::attributes::Attributes;
 use crate::policy::{Decision, RuleMatcher};
 use crate::protocol::{HttpViolation, TcpViolation};
-use crate::ratelimit::{CasStore, KeyAttribute, RateLimitDecision, RateLimiter};
+use crate::ratelimit::{CasStore, GlobalLimit, KeyAttribute, RateLimitDecision, RateLimiter};
 
 /// One `rateLimits` entry, compiled: its `match` for each kind of traffic and its limiter.
 #[derive(Debug, Clone)]
@@ -19,10 +19,31 @@ pub struct CompiledRateLimit {
 
 impl CompiledRateLimit {
     pub fn applies(&self, attrs: &Attributes) -> bool {
-        match attrs.http {
-            Some(_) => self.http.matches(attrs),
-            None => self.tcp.as_ref().is_some_and(|m| m.matches(attrs)),
-        }
+        limit_applies(&self.http, self.tcp.as_ref(), attrs)
+    }
+}
+
+/// One `rateLimits` entry with `global`, compiled: decided by the rate limit service.
+#[derive(Debug, Clone)]
+pub struct CompiledGlobalLimit {
+    pub limit: GlobalLimit,
+    pub http: RuleMatcher,
+    /// `None`: the match reads HTTP-only fields, so the limit never applies to TCP connections.
+    pub tcp: Option<RuleMatcher>,
+}
+
+impl CompiledGlobalLimit {
+    pub fn applies(&self, attrs: &Attributes) -> bool {
+        limit_applies(&self.http, self.tcp.as_ref(), attrs)
+    }
+}
+
+/// Whether a limit's `match` selects this stream: its HTTP variant for a request, its TCP
+/// variant (if it has one) for a connection.
+fn limit_applies(http: &RuleMatcher, tcp: Option<&RuleMatcher>, attrs: &Attributes) -> bool {
+    match attrs.http {
+        Some(_) => http.matches(attrs),
+        None => tcp.is_some_and(|m| m.matches(attrs)),
     }
 }
 

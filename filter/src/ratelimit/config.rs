@@ -34,11 +34,13 @@ pub struct RateLimitConfig {
     /// Attributes whose values split the traffic into buckets; empty: one bucket.
     pub key: Vec<String>,
     pub max_tokens: u32,
-    /// Default 1.
-    pub tokens_per_fill: u32,
+    /// Default 1 (a global limit: `maxTokens`, the whole window).
+    pub tokens_per_fill: Option<u32>,
     pub fill_interval: String,
-    /// Default [`DEFAULT_MAX_KEYS`].
-    pub max_keys: u32,
+    /// Default [`DEFAULT_MAX_KEYS`]; a global limit keeps no buckets here.
+    pub max_keys: Option<u32>,
+    /// Decided by a rate limit service shared by every replica (see [`super::global`]).
+    pub global: Option<super::global::GlobalConfig>,
 }
 
 impl RateLimitConfig {
@@ -50,6 +52,7 @@ impl RateLimitConfig {
         "tokensPerFill",
         "fillInterval",
         "maxKeys",
+        "global",
     ];
 
     /// Reads one entry at `path` (e.g. `rateLimits[1]`).
@@ -60,9 +63,10 @@ impl RateLimitConfig {
             match_rule: obj.object("match", RuleSpec::read)?,
             key: obj.strings("key")?.unwrap_or_default(),
             max_tokens: obj.required_u32("maxTokens")?,
-            tokens_per_fill: obj.u32("tokensPerFill")?.unwrap_or(1),
+            tokens_per_fill: obj.u32("tokensPerFill")?,
             fill_interval: obj.required_string("fillInterval")?,
-            max_keys: obj.u32("maxKeys")?.unwrap_or(DEFAULT_MAX_KEYS),
+            max_keys: obj.u32("maxKeys")?,
+            global: obj.object("global", super::global::GlobalConfig::read)?,
         };
         obj.finish()?;
         Ok(config)
@@ -167,9 +171,26 @@ impl RateLimitConfig {
         if self.max_tokens == 0 {
             return Err(invalid(at("maxTokens"), "must be at least 1"));
         }
-        if self.tokens_per_fill == 0 {
-            return Err(invalid(at("tokensPerFill"), "must be at least 1"));
+        let tokens_per_fill = match (self.tokens_per_fill, &self.global) {
+            (Some(0), _) => return Err(invalid(at("tokensPerFill"), "must be at least 1")),
+            (Some(n), Some(_)) if n != self.max_tokens => {
+                return Err(invalid(
+                    at("tokensPerFill"),
+                    "a global limit counts maxTokens requests per fillInterval window; \
+                     leave tokensPerFill out",
+                ))
+            }
+            (Some(n), _) => n,
+            (None, Some(_)) => self.max_tokens,
+            (None, None) => 1,
+        };
+        if self.global.is_some() && self.max_keys.is_some() {
+            return Err(invalid(
+                at("maxKeys"),
+                "a global limit keeps no buckets in the gateway; leave maxKeys out",
+            ));
         }
+        let max_keys = self.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
         let fill_interval_ns =
             parse_duration(&self.fill_interval).map_err(|m| invalid(at("fillInterval"), m))?;
         if fill_interval_ns < MIN_FILL_INTERVAL_NS {
@@ -184,10 +205,19 @@ impl RateLimitConfig {
                 format!("{:?} is above the 24h maximum", self.fill_interval),
             ));
         }
-        if self.max_keys == 0 || self.max_keys > MAX_MAX_KEYS {
+        if self.global.is_some() && fill_interval_ns % NANOS_PER_SEC != 0 {
+            return Err(invalid(
+                at("fillInterval"),
+                format!(
+                    "{:?}: a global limit's window is a whole number of seconds",
+                    self.fill_interval
+                ),
+            ));
+        }
+        if max_keys == 0 || max_keys > MAX_MAX_KEYS {
             return Err(invalid(
                 at("maxKeys"),
-                format!("{} is outside 1..={MAX_MAX_KEYS}", self.max_keys),
+                format!("{max_keys} is outside 1..={MAX_MAX_KEYS}"),
             ));
         }
         Ok(RateLimitSpec {
@@ -195,10 +225,10 @@ impl RateLimitConfig {
             key,
             params: BucketParams {
                 max_tokens: self.max_tokens,
-                tokens_per_fill: self.tokens_per_fill,
+                tokens_per_fill,
                 fill_interval_ns,
             },
-            max_keys: self.max_keys,
+            max_keys,
         })
     }
 }
@@ -439,6 +469,36 @@ mod tests {
         .validate(&at(0))
         .unwrap_err();
         assert_eq!(err.path.as_str(), "rateLimits[0].key[0]");
+    }
+
+    #[test]
+    fn global_limits_count_whole_windows() {
+        let global = json!({"cluster": "limitador", "domain": "egress"});
+        let spec = config(json!({"name": "g", "maxTokens": 100, "fillInterval": "1m",
+                                 "global": global}))
+        .validate(&at(0))
+        .unwrap();
+        assert_eq!(spec.params.tokens_per_fill, 100);
+        let cases = [
+            (
+                json!({"name": "g", "maxTokens": 100, "tokensPerFill": 1, "fillInterval": "1m", "global": global}),
+                "rateLimits[0].tokensPerFill: a global limit counts maxTokens requests per fillInterval window; leave tokensPerFill out",
+            ),
+            (
+                json!({"name": "g", "maxTokens": 100, "maxKeys": 5, "fillInterval": "1m", "global": global}),
+                "rateLimits[0].maxKeys: a global limit keeps no buckets in the gateway; leave maxKeys out",
+            ),
+            (
+                json!({"name": "g", "maxTokens": 100, "fillInterval": "1500ms", "global": global}),
+                "rateLimits[0].fillInterval: \"1500ms\": a global limit's window is a whole number of seconds",
+            ),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(
+                config(value).validate(&at(0)).unwrap_err().to_string(),
+                expected
+            );
+        }
     }
 
     #[test]

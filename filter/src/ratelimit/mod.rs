@@ -8,6 +8,7 @@
 
 pub mod bucket;
 pub mod config;
+pub mod global;
 pub mod limiter;
 pub mod store;
 
@@ -16,6 +17,7 @@ pub use config::{
     parse_duration, validate_rate_limits, BucketParams, ConfigError, KeyAttribute, RateLimitConfig,
     RateLimitSpec, DEFAULT_MAX_KEYS, MIN_FILL_INTERVAL_NS,
 };
+pub use global::{FailureMode, GlobalHit, GlobalLimit, GlobalResult, RlsError};
 pub use limiter::{
     BucketKey, BucketRef, RateLimitDecision, RateLimitOutcome, RateLimiter, CREATE_CAS,
     DEFAULT_MAX_CAS_ATTEMPTS, DEFAULT_STORE_PREFIX, SET_WAYS,
