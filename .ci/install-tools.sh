@@ -8,6 +8,7 @@
 #                    the node agent's tests load and tamper with real rules in network namespaces
 #   prometheus-alertmanager
 #                    a real Alertmanager the alert sink test posts to and reads back
+#   redis-server     the store behind the test rate limit service (global rate limit tests)
 set -euo pipefail
 
 missing=()
@@ -17,6 +18,7 @@ command -v iptables-save >/dev/null 2>&1 || missing+=(iptables)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -33,4 +35,4 @@ if ! kubectl kustomize --help >/dev/null 2>&1; then
   kubectl kustomize --help >/dev/null
 fi
 
-echo "tools: $(docker-registry --version 2>&1 | head -n1); $(skopeo --version); $(kubectl version --client 2>/dev/null | tr '\n' ' ')"
+echo "tools: $(docker-registry --version 2>&1 | head -n1); $(skopeo --version); $(redis-server --version | cut -d' ' -f1-3); $(kubectl version --client 2>/dev/null | tr '\n' ' ')"

@@ -18,12 +18,14 @@ pub mod error;
 pub mod headers;
 mod host;
 mod hostcalls;
+pub mod limits;
 pub mod pairs;
 pub mod properties;
 pub mod replay;
 pub mod shared;
 mod state;
 pub mod stream;
+pub mod upstream;
 mod vm;
 mod worker;
 
