@@ -166,6 +166,14 @@ impl CompiledConfig {
             decision,
             violation,
             rate_limit,
+            global: None,
         }
+    }
+
+    /// The first global limit from `from` on that applies to the stream: the next one to ask
+    /// once the policies, protocol checks and local limits allowed it.
+    pub fn next_global_limit(&self, attrs: &Attributes, from: usize) -> Option<usize> {
+        let rest = self.global_limits.get(from..)?;
+        rest.iter().position(|l| l.applies(attrs)).map(|i| i + from)
     }
 }

@@ -57,7 +57,10 @@ pub fn described_limits<'a>(
 /// A CEL string literal; the filter refuses quotes, backslashes and control characters in
 /// descriptor keys and values, so nothing needs escaping, but never trust that blindly.
 fn cel_string(text: &str) -> Result<String, String> {
-    if text.chars().any(|c| c.is_control() || matches!(c, '\'' | '"' | '\\')) {
+    if text
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '\'' | '"' | '\\'))
+    {
         return Err(format!("{text:?} cannot be written in a limit condition"));
     }
     Ok(format!("'{text}'"))

@@ -137,7 +137,9 @@ impl Pool {
                 return Ok(send);
             }
         }
-        let tcp = tokio::net::TcpStream::connect(address).await.map_err(drop)?;
+        let tcp = tokio::net::TcpStream::connect(address)
+            .await
+            .map_err(drop)?;
         let _ = tcp.set_nodelay(true);
         let (send, connection) = h2::client::handshake(tcp).await.map_err(drop)?;
         tokio::spawn(async move {
