@@ -20,11 +20,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Audit Kubernetes manifests (files or directories) for sidecar bypasses.
-    Scan(cli::scan::ScanArgs),
+    Scan(cli::args::ScanArgs),
     /// Judge saved iptables/nftables dumps against one pod's capture settings.
-    Rules(egress_auditor::netfilter::command::RulesArgs),
+    Rules(cli::rules::RulesArgs),
     /// Inspect the rules in every pod network namespace on this node (privileged, hostPID).
-    Node(egress_auditor::node::command::NodeArgs),
+    Node(cli::node::NodeArgs),
     /// Watch the cluster and re-judge on every change; serves /healthz, /readyz and /metrics.
     Watch(cli::watch::WatchArgs),
 }
@@ -33,15 +33,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Scan(args) => cli::scan::run(args),
-        Command::Rules(args) => egress_auditor::netfilter::command::run(args),
-        Command::Node(args) => egress_auditor::node::command::run(args),
+        Command::Rules(args) => cli::rules::run(args),
+        Command::Node(args) => cli::node::run(args),
         Command::Watch(args) => cli::watch::run(args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(cli::EXIT_BAD_INPUT)
+            ExitCode::from(cli::pipeline::EXIT_BAD_INPUT)
         }
     }
 }

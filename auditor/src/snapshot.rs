@@ -5,7 +5,7 @@
 //! template as a [`Workload`]. Istio objects a source may add later (WasmPlugin, EnvoyFilter) are
 //! kept as JSON in [`Snapshot::extra`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, PodSpec, PodStatus};
@@ -348,5 +348,65 @@ impl Snapshot {
             .map(String::as_str)
             .chain(self.workloads.iter().map(|w| w.namespace.as_str()))
             .collect()
+    }
+}
+
+/// Which objects a run judged: sinks replace or resolve only what lies inside it, so a scan of
+/// one namespace never clears another namespace's report or alerts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanScope {
+    /// The whole cluster (or everything in the input) was judged.
+    pub all_namespaces: bool,
+    /// The namespaces judged.
+    pub namespaces: BTreeSet<String>,
+}
+
+impl ScanScope {
+    pub fn covers_namespace(&self, namespace: &str) -> bool {
+        self.all_namespaces || self.namespaces.contains(namespace)
+    }
+
+    /// Cluster-scoped findings (a Namespace, the cluster itself) are only fully known when the
+    /// whole cluster was judged.
+    pub fn covers_cluster(&self) -> bool {
+        self.all_namespaces
+    }
+}
+
+/// Which mode produced the findings. Modes share the sinks but never replace or resolve each
+/// other's records: a cluster scan cannot see the rules inside network namespaces, so its silence
+/// about them must not clear what a node agent reported, and the other way round.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// `scan` (files or `--cluster`) and `watch`: judge objects read from the API or files.
+    #[default]
+    Scan,
+    /// `node`: judges the rules inside the network namespaces of one node's pods.
+    Node { node: String },
+}
+
+impl Origin {
+    /// The value of the `egress-guard.io/source` label on what this mode writes.
+    pub fn source(&self) -> &'static str {
+        match self {
+            Origin::Scan => "scan",
+            Origin::Node { .. } => "node",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_coverage() {
+        let s = ScanScope {
+            all_namespaces: false,
+            namespaces: ["a".to_string()].into_iter().collect(),
+        };
+        assert!(s.covers_namespace("a"));
+        assert!(!s.covers_namespace("b"));
+        assert!(!s.covers_cluster());
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use egress_auditor::checks::{check_all, CheckOptions};
-use egress_auditor::cli::scan::scan_files;
+use egress_auditor::cli::pipeline::scan_files;
 use egress_auditor::finding::Finding;
 use egress_auditor::sources::files::load_paths;
 
@@ -492,7 +492,7 @@ fn findings_are_sorted_by_namespace_then_object() {
     );
     let groups: Vec<&str> = findings
         .iter()
-        .map(egress_auditor::checks::group_namespace)
+        .map(egress_auditor::rules::group_namespace)
         .collect();
     let mut sorted = groups.clone();
     sorted.sort();
@@ -500,7 +500,7 @@ fn findings_are_sorted_by_namespace_then_object() {
     // The Namespace finding comes first within its namespace.
     let partial: Vec<&Finding> = findings
         .iter()
-        .filter(|f| egress_auditor::checks::group_namespace(f) == "partial")
+        .filter(|f| egress_auditor::rules::group_namespace(f) == "partial")
         .collect();
     assert_eq!(partial[0].kind, "Namespace");
 }

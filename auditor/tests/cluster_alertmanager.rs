@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use egress_auditor::finding::{Finding, Severity};
 use egress_auditor::sinks::alertmanager::{self, ALERT_NAME};
-use egress_auditor::sinks::delivery::{ScanScope, SinkSettings};
+use egress_auditor::sinks::settings::SinkSettings;
+use egress_auditor::snapshot::ScanScope;
 use serde_json::{json, Value};
 
 fn alertmanager_binary() -> Option<PathBuf> {
@@ -127,7 +128,7 @@ async fn real_alertmanager_fires_and_resolves() {
         eprintln!("skipped: prometheus-alertmanager is not installed (apt-get install prometheus-alertmanager)");
         return;
     };
-    egress_auditor::sources::cluster::api::ensure_crypto_provider();
+    egress_auditor::kube_client::ensure_crypto_provider();
     let am = start_alertmanager(&bin).await;
     let http = reqwest::Client::new();
     let settings = SinkSettings {

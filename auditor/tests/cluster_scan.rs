@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use axum::http::Method;
 use cluster_data::*;
-use egress_auditor::checks::rules::{EGRESS_FILTER_MISSING, SCAN_INCOMPLETE, SIDECAR_NOT_RUNNING};
 use egress_auditor::checks::CheckOptions;
-use egress_auditor::cli::scan::scan_files;
-use egress_auditor::sources::cluster::RetryPolicy;
+use egress_auditor::cli::pipeline::scan_files;
+use egress_auditor::kube_client::RetryPolicy;
+use egress_auditor::rules::{EGRESS_FILTER_MISSING, SCAN_INCOMPLETE, SIDECAR_NOT_RUNNING};
 use mock_api::{Fault, FaultAction, MockApi};
 use serde_json::json;
 

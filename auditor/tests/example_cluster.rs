@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use egress_auditor::checks::CheckOptions;
-use egress_auditor::cli::scan::scan_files;
+use egress_auditor::cli::pipeline::scan_files;
 
 #[test]
 fn example_cluster_reports_the_planted_bypasses() {
@@ -18,7 +18,7 @@ fn example_cluster_reports_the_planted_bypasses() {
             (
                 f.rule.clone(),
                 f.severity.to_string(),
-                egress_auditor::checks::group_namespace(f).to_string(),
+                egress_auditor::rules::group_namespace(f).to_string(),
                 f.name.clone(),
             )
         })

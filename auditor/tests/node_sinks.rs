@@ -12,8 +12,9 @@ use std::path::Path;
 use cluster_data::*;
 use egress_auditor::finding::{Finding, Severity};
 use egress_auditor::sinks::alertmanager::{self, ALERT_NAME};
-use egress_auditor::sinks::delivery::{Origin, ScanScope, SinkSettings};
 use egress_auditor::sinks::policyreport::{self, REPORT_NAME, SOURCE_LABEL};
+use egress_auditor::sinks::settings::SinkSettings;
+use egress_auditor::snapshot::{Origin, ScanScope};
 use mock_api::{MockApi, MockReceiver};
 use serde_json::{json, Value};
 
@@ -166,7 +167,7 @@ fn active(am: &MockReceiver, now: jiff::Timestamp) -> Vec<BTreeMap<String, Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scan_and_node_alerts_resolve_only_their_own() {
-    egress_auditor::sources::cluster::api::ensure_crypto_provider();
+    egress_auditor::kube_client::ensure_crypto_provider();
     let am = MockReceiver::start().await;
     let http = reqwest::Client::new();
     let settings = |origin: Origin| SinkSettings {

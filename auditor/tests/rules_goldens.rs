@@ -13,9 +13,8 @@ use egress_auditor::netfilter::judge::{families_in, judge, JudgeContext, Subject
 use egress_auditor::netfilter::model::{
     BaseChain, Chain, ChainKind, Hook, Policy, Table, TableFamily, Verdict,
 };
-use egress_auditor::netfilter::{
-    dump, parse_rule, Backend, IpFamily, Ruleset, CAPTURE_INACTIVE, IPTABLES_TAMPERED,
-};
+use egress_auditor::netfilter::{dump, parse_rule, Backend, IpFamily, Ruleset};
+use egress_auditor::rules::{CAPTURE_INACTIVE, IPTABLES_TAMPERED};
 
 fn fixtures() -> Option<PathBuf> {
     let dir = std::env::var_os("EGRESS_GUARD_FIXTURES")

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::Method;
 use cluster_data::*;
+use egress_auditor::kube_client::ConnectOptions;
 use egress_auditor::sinks::delivery::SinkSpec;
-use egress_auditor::sources::cluster::ConnectOptions;
 use egress_auditor::watch::{self, WatchOptions};
 use mock_api::{MockApi, MockReceiver};
 use serde_json::{json, Value};
@@ -29,7 +29,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 fn reqwest_client() -> reqwest::Client {
-    egress_auditor::sources::cluster::api::ensure_crypto_provider();
+    egress_auditor::kube_client::ensure_crypto_provider();
     reqwest::Client::new()
 }
 

@@ -14,9 +14,9 @@
 pub mod abi;
 pub mod clock;
 pub mod config;
+mod deployment;
 pub mod error;
 pub mod headers;
-mod host;
 mod hostcalls;
 pub mod limits;
 pub mod pairs;
@@ -32,9 +32,9 @@ mod worker;
 pub use abi::{LogLevel, Status};
 pub use clock::SimClock;
 pub use config::{FailurePolicy, HostOptions, PluginConfig, PluginKind, VmConfig};
+pub use deployment::{CanaryReport, Deployment, Host};
 pub use error::HostError;
 pub use headers::HeaderMap;
-pub use host::{CanaryReport, Deployment, Host};
 pub use stream::{
     Connection, HttpRequest, HttpResponse, LocalReply, LogRecord, StreamKind, StreamOutcome,
     StreamResult, TcpStream,

@@ -28,7 +28,7 @@ use base64::Engine as _;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::host::Deployment;
+use crate::deployment::Deployment;
 use crate::stream::{
     Connection, HttpRequest, HttpResponse, StreamKind, StreamOutcome, StreamResult, TcpStream,
 };

@@ -4,11 +4,11 @@
 use k8s_openapi::api::core::v1::{PodSpec, SecurityContext};
 use serde_json::json;
 
-use super::rules::{rule, PROXY_UID};
 use super::workload_finding;
 use crate::capture::{fallback_proxy_identity, CaptureConfig, CaptureSource};
 use crate::finding::{Finding, Severity};
 use crate::istio;
+use crate::rules::{rule, PROXY_UID};
 use crate::snapshot::Workload;
 
 /// One container of any of the three lists, with the fields the checks read.

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{ContainerStatus, PodStatus};
 use serde_json::{json, Value};
 
-use super::rules::{EGRESS_FILTER_MISSING, SIDECAR_NOT_RUNNING};
 use super::workload_finding;
 use crate::finding::{Finding, Severity};
 use crate::istio::{self, ProxyRole};
+use crate::rules::{EGRESS_FILTER_MISSING, SIDECAR_NOT_RUNNING};
 use crate::snapshot::{Snapshot, Workload, WorkloadKind, MESH_CONFIG_NAMESPACE};
 
 /// Label Gateway API puts on the pods of a Gateway (what a WasmPlugin `targetRef` selects).

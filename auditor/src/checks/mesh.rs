@@ -3,8 +3,8 @@
 
 use serde_json::json;
 
-use super::rules::{rule, OUTBOUND_ALLOW_ANY};
 use crate::finding::{Finding, Severity};
+use crate::rules::{rule, OUTBOUND_ALLOW_ANY};
 use crate::snapshot::{OutboundTrafficMode, Snapshot, MESH_CONFIG_NAME, MESH_CONFIG_NAMESPACE};
 
 pub fn outbound_allow_any(snapshot: &Snapshot) -> Vec<Finding> {

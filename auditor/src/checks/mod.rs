@@ -16,20 +16,18 @@ use serde_json::Value;
 
 use crate::finding::{Finding, Severity};
 use crate::istio;
+use crate::rules::group_namespace;
 use crate::snapshot::{Snapshot, Workload, WorkloadKind};
 
-mod capture;
+mod capture_exclusion;
 mod identity;
 pub mod injection;
 pub mod live;
 mod mesh;
 mod netpol;
 mod privileges;
-pub mod rules;
 pub mod selector;
 mod sidecar;
-
-pub use rules::{RuleInfo, RULES};
 
 /// Settings that change what the checks report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +76,7 @@ impl WorkloadFacts {
         let injection_pending =
             !w.is_admitted_pod() && istio::annotation(&w.meta, istio::STATUS_ANNOTATION).is_none();
         let (pending_gaps, pending_findings) = if injection_pending && !w.host_network() {
-            let mut findings: Vec<Finding> = capture::predicted_capture_exclusion(w)
+            let mut findings: Vec<Finding> = capture_exclusion::predicted_capture_exclusion(w)
                 .into_iter()
                 .collect();
             findings.extend(identity::predicted_proxy_uid(w));
@@ -156,7 +154,7 @@ pub fn check_workload_local(opts: &CheckOptions, workload: &Workload) -> Vec<Fin
     out.extend(identity::proxy_uid(workload));
     out.extend(privileges::net_admin(workload));
     out.extend(privileges::privileged(workload));
-    out.extend(capture::capture_exclusion(workload));
+    out.extend(capture_exclusion::capture_exclusion(workload));
     out
 }
 
@@ -203,15 +201,6 @@ fn sort_key(f: &Finding) -> SortKey<'_> {
         f.container.as_deref().unwrap_or(""),
         f.message.as_str(),
     )
-}
-
-/// The namespace a finding belongs to for grouping: its namespace, or its name for a Namespace.
-pub fn group_namespace(f: &Finding) -> &str {
-    match (&f.namespace, f.kind.as_str()) {
-        (Some(ns), _) => ns,
-        (None, "Namespace") => &f.name,
-        (None, _) => "",
-    }
 }
 
 /// A finding about a workload (and optionally one of its containers).

@@ -5,10 +5,10 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::json;
 
 use super::injection::{namespace_is_ambient, NamespaceInjection};
-use super::rules::{rule, EGRESS_NETWORKPOLICY_MISSING};
 use super::selector;
 use super::WorkloadFacts;
 use crate::finding::{Finding, Severity};
+use crate::rules::{rule, EGRESS_NETWORKPOLICY_MISSING};
 use crate::snapshot::Snapshot;
 
 /// Whether the policy restricts egress. Kubernetes: with `policyTypes` unset, Egress applies only

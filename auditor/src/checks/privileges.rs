@@ -8,11 +8,11 @@ use k8s_openapi::api::core::v1::SecurityContext;
 use serde_json::json;
 
 use super::identity::all_containers;
-use super::rules::{rule, NET_ADMIN, PRIVILEGED};
 use super::workload_finding;
 use crate::capture::{CaptureConfig, InterceptionMode};
 use crate::finding::{Finding, Severity};
 use crate::istio;
+use crate::rules::{rule, NET_ADMIN, PRIVILEGED};
 use crate::snapshot::Workload;
 
 /// Capabilities that let a process change netfilter rules (or everything).

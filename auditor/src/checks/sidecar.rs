@@ -4,10 +4,10 @@
 use serde_json::json;
 
 use super::injection::InjectionContext;
-use super::rules::{rule, HOST_NETWORK, SIDECAR_MISSING, SIDECAR_OPT_OUT};
 use super::{workload_finding, CheckOptions, WorkloadFacts};
 use crate::finding::{Finding, Severity};
 use crate::istio::{self, ProxyRole};
+use crate::rules::{rule, HOST_NETWORK, SIDECAR_MISSING, SIDECAR_OPT_OUT};
 use crate::snapshot::Workload;
 
 fn severity(id: &str) -> Severity {

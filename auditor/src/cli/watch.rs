@@ -1,15 +1,13 @@
 //! `egress-auditor watch`: run as a controller in the cluster.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use super::cluster::{init_tracing, parse_duration, ConnectArgs, SinkArgs};
-use super::{EXIT_BAD_INPUT, EXIT_OK};
-use crate::checks::CheckOptions;
+use super::args::{check_options, parse_duration, ConnectArgs, SinkArgs};
+use super::pipeline::{init_tracing, EXIT_BAD_INPUT, EXIT_OK};
 use crate::finding::Severity;
 use crate::watch::{self, WatchOptions};
 
@@ -52,14 +50,7 @@ impl WatchArgs {
                 self.resync, self.sinks.alert_ttl
             ));
         }
-        let mut checks = CheckOptions::default();
-        if !self.exempt_namespaces.is_empty() {
-            checks.host_network_exempt_namespaces = self
-                .exempt_namespaces
-                .iter()
-                .cloned()
-                .collect::<BTreeSet<_>>();
-        }
+        let checks = check_options(&self.exempt_namespaces);
         Ok(WatchOptions {
             connect: self.connect.connect_options(),
             namespaces: self.connect.namespaces.clone(),

@@ -22,9 +22,7 @@ use super::model::{
 use super::sim::{Cause, Fate, Outcome, Probe, Simulator, EPHEMERAL_PORT};
 use crate::capture::{CaptureConfig, IpRanges, OwnerGroups};
 use crate::finding::{Finding, Severity};
-
-pub const CAPTURE_INACTIVE: &str = "capture-inactive";
-pub const IPTABLES_TAMPERED: &str = "iptables-tampered";
+use crate::rules::{CAPTURE_INACTIVE, IPTABLES_TAMPERED};
 
 /// The DNS agent port Istio redirects port-53 traffic to when DNS capture is on.
 pub const DNS_AGENT_PORT: u16 = 15053;

@@ -4,7 +4,6 @@
 //! [`crate::capture::CaptureConfig`] allows ([`judge`]).
 
 pub mod addr;
-pub mod command;
 pub mod dump;
 pub mod error;
 pub mod iptables;
@@ -17,7 +16,7 @@ pub mod sim;
 pub use addr::{IpFamily, IpNet};
 pub use dump::DumpFormat;
 pub use error::DumpError;
-pub use judge::{judge, JudgeContext, Subject, CAPTURE_INACTIVE, IPTABLES_TAMPERED};
+pub use judge::{judge, JudgeContext, Subject};
 pub use model::{Backend, Ruleset};
 
 /// Parses one rule in the dialect of the table it goes into: iptables options

@@ -3,9 +3,8 @@
 //! ([`crate::netfilter::judge`]). Runs as a privileged DaemonSet with `hostPID`.
 //!
 //! [`discover`] finds namespaces, [`netns`] enters them, [`inspect`] reads and merges the rules,
-//! [`pods`] supplies the pods (a file, or the API server), [`command`] is the CLI.
+//! [`pods`] supplies the pods (a file, or the API server); the CLI is `cli::node`.
 
-pub mod command;
 pub mod discover;
 pub mod inspect;
 pub mod netns;

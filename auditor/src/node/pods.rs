@@ -8,9 +8,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
 use super::discover::{Netns, NetnsOrigin};
-use crate::sinks::metrics::Metrics;
+use crate::kube_client::{connect, ApiContext, ConnectOptions, RetryPolicy};
+use crate::metrics::Metrics;
 use crate::snapshot::{Workload, WorkloadKind};
-use crate::sources::cluster::{connect, ApiContext, ConnectOptions, RetryPolicy};
 use crate::sources::files;
 
 /// Pods by UID and by name, for matching namespaces to pods.

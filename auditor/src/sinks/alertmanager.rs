@@ -14,9 +14,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
-use super::delivery::{post_json, send_with_retry, Origin, ScanScope, SinkSettings};
-use crate::checks::rules::rule;
+use super::http::{post_json, send_with_retry};
+use super::settings::SinkSettings;
 use crate::finding::Finding;
+use crate::rules::rule;
+use crate::snapshot::{Origin, ScanScope};
 
 /// `alertname` of every alert the auditor raises; the other labels tell findings apart.
 pub const ALERT_NAME: &str = "EgressGuardBypass";

@@ -4,18 +4,19 @@
 //! A sink that fails never loses findings: every sink is tried, failures are collected and the
 //! caller still prints the findings (and exits 3).
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 
-use super::metrics::Metrics;
-use super::{alertmanager, events, policyreport, webhook};
+use super::settings::SinkSettings;
+use super::{alertmanager, events, http, policyreport, webhook};
 use crate::finding::Finding;
-use crate::sources::cluster::api::{ensure_crypto_provider, ApiContext, RetryPolicy};
+use crate::kube_client::ApiContext;
+use crate::metrics::Metrics;
+use crate::snapshot::ScanScope;
 
 /// One `--sink` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,95 +98,6 @@ impl FromStr for SinkSpec {
     }
 }
 
-/// Which objects a run judged: sinks replace or resolve only what lies inside it, so a scan of
-/// one namespace never clears another namespace's report or alerts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ScanScope {
-    /// The whole cluster (or everything in the input) was judged.
-    pub all_namespaces: bool,
-    /// The namespaces judged.
-    pub namespaces: BTreeSet<String>,
-}
-
-impl ScanScope {
-    pub fn covers_namespace(&self, namespace: &str) -> bool {
-        self.all_namespaces || self.namespaces.contains(namespace)
-    }
-
-    /// Cluster-scoped findings (a Namespace, the cluster itself) are only fully known when the
-    /// whole cluster was judged.
-    pub fn covers_cluster(&self) -> bool {
-        self.all_namespaces
-    }
-}
-
-/// Which mode produced the findings. Modes share the sinks but never replace or resolve each
-/// other's records: a cluster scan cannot see the rules inside network namespaces, so its silence
-/// about them must not clear what a node agent reported, and the other way round.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Origin {
-    /// `scan` (files or `--cluster`) and `watch`: judge objects read from the API or files.
-    #[default]
-    Scan,
-    /// `node`: judges the rules inside the network namespaces of one node's pods.
-    Node { node: String },
-}
-
-impl Origin {
-    /// The value of the `egress-guard.io/source` label on what this mode writes.
-    pub fn source(&self) -> &'static str {
-        match self {
-            Origin::Scan => "scan",
-            Origin::Node { .. } => "node",
-        }
-    }
-}
-
-/// Settings shared by the sinks.
-#[derive(Debug, Clone)]
-pub struct SinkSettings {
-    /// Which mode delivers: decides report names and which alerts a run may resolve.
-    pub origin: Origin,
-    /// `endsAt` of a firing alert is now + this: longer than the time between two runs, so an
-    /// alert stays firing between CronJob runs and ends by itself if the auditor stops running.
-    pub alert_ttl: Duration,
-    /// An Event for a finding already reported is updated (series count) at most this often.
-    pub event_refresh: Duration,
-    /// `reportingInstance` of Events (the pod name in the cluster).
-    pub reporting_instance: String,
-    /// Retries of webhook and Alertmanager posts.
-    pub http_retry: RetryPolicy,
-}
-
-impl Default for SinkSettings {
-    fn default() -> Self {
-        SinkSettings {
-            origin: Origin::Scan,
-            alert_ttl: Duration::from_secs(3 * 3600),
-            event_refresh: Duration::from_secs(3600),
-            reporting_instance: default_instance(),
-            http_retry: RetryPolicy {
-                initial_backoff: Duration::from_millis(200),
-                max_backoff: Duration::from_secs(5),
-                request_timeout: Duration::from_secs(15),
-                deadline: Duration::from_secs(45),
-            },
-        }
-    }
-}
-
-/// The pod name from the downward API (`POD_NAME`), else the host name.
-pub fn default_instance() -> String {
-    let name = std::env::var("POD_NAME")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "egress-auditor".to_string());
-    name.chars().take(128).collect()
-}
-
 /// Why building the sinks failed (bad combination of flags).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SinkError {
@@ -238,11 +150,7 @@ impl Sinks {
                 return Err(SinkError::NeedsCluster(s.to_string()));
             }
         }
-        ensure_crypto_provider();
-        let http = reqwest::Client::builder()
-            .timeout(settings.http_retry.request_timeout)
-            .build()
-            .map_err(|e| SinkError::Http(e.to_string()))?;
+        let http = http::client(&settings.http_retry).map_err(SinkError::Http)?;
         Ok(Sinks {
             specs,
             api,
@@ -322,64 +230,6 @@ impl Sinks {
     }
 }
 
-/// POSTs JSON, retrying 429, 5xx, transport errors and timeouts with backoff until the deadline.
-/// Returns the response body of the successful attempt.
-pub(crate) async fn post_json(
-    http: &reqwest::Client,
-    url: &str,
-    body: &Value,
-    retry: &RetryPolicy,
-) -> Result<Vec<u8>, String> {
-    send_with_retry(retry, url, || {
-        http.post(url)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-    })
-    .await
-}
-
-pub(crate) async fn send_with_retry(
-    retry: &RetryPolicy,
-    url: &str,
-    request: impl Fn() -> reqwest::RequestBuilder,
-) -> Result<Vec<u8>, String> {
-    let started = Instant::now();
-    let mut backoff = retry.initial_backoff;
-    let mut attempts = 0u32;
-    loop {
-        attempts += 1;
-        let (retryable, message) =
-            match tokio::time::timeout(retry.request_timeout, request().send()).await {
-                Err(_) => (
-                    true,
-                    format!(
-                        "no answer within {:.1}s",
-                        retry.request_timeout.as_secs_f64()
-                    ),
-                ),
-                Ok(Err(e)) => (true, e.to_string()),
-                Ok(Ok(resp)) => {
-                    let status = resp.status();
-                    let bytes = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-                    if status.is_success() {
-                        return Ok(bytes);
-                    }
-                    let text = String::from_utf8_lossy(&bytes)
-                        .chars()
-                        .take(300)
-                        .collect::<String>();
-                    let retryable = status.as_u16() == 429 || status.is_server_error();
-                    (retryable, format!("HTTP {status}: {}", text.trim()))
-                }
-            };
-        if !retryable || started.elapsed() + backoff > retry.deadline {
-            return Err(format!("{url}: {message} (after {attempts} attempt(s))"));
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(retry.max_backoff);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,16 +288,5 @@ mod tests {
             Metrics::new()
         )
         .is_ok());
-    }
-
-    #[test]
-    fn scope_coverage() {
-        let s = ScanScope {
-            all_namespaces: false,
-            namespaces: ["a".to_string()].into_iter().collect(),
-        };
-        assert!(s.covers_namespace("a"));
-        assert!(!s.covers_namespace("b"));
-        assert!(!s.covers_cluster());
     }
 }

@@ -14,15 +14,14 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::delivery::{ScanScope, SinkSettings};
+use super::kube_objects::{api_version_of, MANAGED_BY, MANAGED_BY_LABEL};
+use super::settings::SinkSettings;
 use crate::finding::Finding;
-use crate::sources::cluster::api::ApiContext;
+use crate::kube_client::ApiContext;
+use crate::snapshot::ScanScope;
 
 /// `reportingController` of every Event.
 pub const REPORTING_CONTROLLER: &str = "egress-guard.io/auditor";
-/// Label on everything the auditor writes, so it can find its own objects again.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY: &str = "egress-auditor";
 /// Namespace of Events about cluster-scoped objects (where Kubernetes itself puts them).
 pub const CLUSTER_EVENT_NAMESPACE: &str = "default";
 /// `note` may hold at most 1 kB.
@@ -48,16 +47,6 @@ pub fn reason(rule: &str) -> String {
         .chars()
         .take(128)
         .collect()
-}
-
-/// The apiVersion of a kind the checks report on.
-pub fn api_version_of(kind: &str) -> &'static str {
-    match kind {
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" => "apps/v1",
-        "Job" | "CronJob" => "batch/v1",
-        "NetworkPolicy" => "networking.k8s.io/v1",
-        _ => "v1",
-    }
 }
 
 /// Where the Event lives: the object's namespace, or `default` for cluster-scoped objects.

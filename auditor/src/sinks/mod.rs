@@ -11,12 +11,15 @@ pub mod json;
 pub mod sarif;
 pub mod table;
 
-// Sinks that deliver to other systems (cluster objects, alerting, metrics).
+// Sinks that deliver to other systems (cluster objects, alerting, a metrics file), the pieces
+// they share, and the dispatcher (`delivery`), the only module that knows every sink.
 pub mod alertmanager;
 pub mod delivery;
 pub mod events;
-pub mod metrics;
+mod http;
+mod kube_objects;
 pub mod policyreport;
+pub mod settings;
 pub mod webhook;
 
 /// Counts that accompany the findings in every report.

@@ -15,11 +15,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use serde_json::{json, Value};
 
-use super::delivery::{Origin, ScanScope};
-use super::events::{api_version_of, MANAGED_BY, MANAGED_BY_LABEL};
-use crate::checks::rules::{rule, SCAN_INCOMPLETE};
+use super::kube_objects::{api_version_of, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::finding::Finding;
-use crate::sources::cluster::api::{ApiContext, ClusterError};
+use crate::kube_client::{ApiContext, ClusterError};
+use crate::rules::{rule, SCAN_INCOMPLETE};
+use crate::snapshot::{Origin, ScanScope};
 
 pub const REPORT_NAME: &str = "egress-auditor";
 /// Prefix of a node agent's report name; the node name follows.

@@ -3,8 +3,8 @@
 use serde_json::{json, Value};
 
 use super::{SourceLocation, Summary};
-use crate::checks::RULES;
 use crate::finding::{Finding, Severity};
+use crate::rules::RULES;
 
 const SCHEMA: &str = "https://json.schemastore.org/sarif-2.1.0.json";
 

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use super::Summary;
-use crate::checks::group_namespace;
 use crate::finding::{Finding, Severity};
+use crate::rules::group_namespace;
 
 const RESET: &str = "\x1b[0m";
 const BOLD: &str = "\x1b[1m";

@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
-use super::delivery::post_json;
-use crate::sources::cluster::api::RetryPolicy;
+use super::http::post_json;
+use crate::kube_client::RetryPolicy;
 
 pub async fn publish(
     http: &reqwest::Client,

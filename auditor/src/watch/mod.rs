@@ -29,14 +29,16 @@ use tokio::sync::{watch as signal, Notify};
 
 use crate::checks::live::LiveCheckOptions;
 use crate::checks::CheckOptions;
+use crate::cli::pipeline;
 use crate::finding::{Finding, Severity};
-use crate::sinks::delivery::{Delivery, ScanScope, SinkSettings, SinkSpec, Sinks};
-use crate::sinks::metrics::Metrics;
+use crate::kube_client::{self, ApiContext, ClusterError, ConnectOptions, RetryPolicy};
+use crate::metrics::Metrics;
+use crate::sinks::delivery::{Delivery, SinkSpec, Sinks};
+use crate::sinks::settings::SinkSettings;
 use crate::sinks::Summary;
-use crate::snapshot::{MeshConfig, Snapshot, MESH_CONFIG_NAME, MESH_CONFIG_NAMESPACE};
+use crate::snapshot::{MeshConfig, ScanScope, Snapshot, MESH_CONFIG_NAME, MESH_CONFIG_NAMESPACE};
 use crate::sources::cluster::{
-    self, dynamic_json, envoy_filter_resource, pod_workload, wasm_plugin_resource, ApiContext,
-    ClusterError, ConnectOptions, RetryPolicy, Unreadable,
+    dynamic_json, envoy_filter_resource, pod_workload, wasm_plugin_resource, Unreadable,
 };
 
 /// Why the controller could not start.
@@ -144,7 +146,7 @@ impl WatchHandle {
 
 /// Starts watching, judging and serving. Returns once the HTTP server listens.
 pub async fn start(opts: WatchOptions) -> Result<WatchHandle, WatchError> {
-    let client = cluster::connect(&opts.connect).await?;
+    let client = kube_client::connect(&opts.connect).await?;
     let metrics = Metrics::new();
     let api = ApiContext::new(client.clone(), opts.retry.clone(), metrics.clone());
     let sinks = Sinks::new(
@@ -468,7 +470,7 @@ async fn judge_loop(
             now: jiff::Timestamp::now(),
             ..opts.live.clone()
         };
-        let result = cluster::judge(
+        let result = pipeline::judge(
             &snapshot,
             &unreadable,
             scan_scope.clone(),
@@ -486,9 +488,7 @@ async fn judge_loop(
                 opts.fail_on,
                 Some(serde_json::json!({"source": "cluster-watch", "workloads": result.workloads})),
             );
-            let document: serde_json::Value =
-                serde_json::from_str(&crate::sinks::json::render(&result.findings, &summary))
-                    .unwrap_or_default();
+            let document = pipeline::document(&result.findings, &summary);
             let failures = sinks
                 .deliver(Delivery {
                     findings: &result.findings,

@@ -12,7 +12,7 @@ use axum::Router;
 use tokio::sync::watch;
 
 use super::Shared;
-use crate::sinks::metrics::CONTENT_TYPE;
+use crate::metrics::CONTENT_TYPE;
 
 pub(crate) fn spawn(
     listener: tokio::net::TcpListener,

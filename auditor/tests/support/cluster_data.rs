@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use egress_auditor::checks::live::LiveCheckOptions;
-use egress_auditor::checks::rules::{EGRESS_FILTER_MISSING, SCAN_INCOMPLETE, SIDECAR_NOT_RUNNING};
 use egress_auditor::checks::CheckOptions;
+use egress_auditor::cli::pipeline::{self, ClusterScan};
 use egress_auditor::finding::Finding;
-use egress_auditor::sinks::metrics::Metrics;
-use egress_auditor::sources::cluster::{
-    self, ApiContext, ClusterError, ClusterScan, ClusterScanOptions, ConnectOptions, RetryPolicy,
-};
+use egress_auditor::kube_client::{self, ApiContext, ClusterError, ConnectOptions, RetryPolicy};
+use egress_auditor::metrics::Metrics;
+use egress_auditor::rules::{EGRESS_FILTER_MISSING, SCAN_INCOMPLETE, SIDECAR_NOT_RUNNING};
+use egress_auditor::sources::cluster::ClusterScanOptions;
 use serde_json::{json, Value};
 
 use super::mock_api::MockApi;
@@ -142,7 +142,7 @@ pub fn quick_retry() -> RetryPolicy {
 /// A client for the mock.
 pub async fn api_for(mock: &MockApi, dir: &Path, retry: RetryPolicy) -> ApiContext {
     let kubeconfig = mock.write_kubeconfig(dir);
-    let client = cluster::connect(&ConnectOptions {
+    let client = kube_client::connect(&ConnectOptions {
         kubeconfig: Some(kubeconfig),
         context: None,
     })
@@ -160,7 +160,7 @@ pub async fn scan(
         namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
         page_size,
     };
-    cluster::scan(
+    pipeline::scan_cluster(
         api,
         &opts,
         &CheckOptions::default(),

@@ -13,9 +13,9 @@ pub mod read;
 pub use error::{ConfigError, ConfigErrorKind, ConfigPath};
 pub use json::{Json, JsonWriter};
 pub use model::{
-    ConditionSpec, Config, FromSpec, OperationSpec, PolicySpec, RuleSpec, Scalar, SourceSpec,
-    ToSpec,
+    ConditionSpec, Config, FromSpec, OperationSpec, PolicySpec, RuleSpec, SourceSpec, ToSpec,
 };
+pub use read::Scalar;
 
 /// Parses pluginConfig JSON into the model, locating syntax and shape errors.
 pub fn parse_config(json: &[u8]) -> Result<Config, ConfigError> {

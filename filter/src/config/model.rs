@@ -3,7 +3,7 @@
 
 use super::error::{ConfigError, ConfigPath};
 use super::json::Json;
-use super::read::ObjectReader;
+use super::read::{ObjectReader, Scalar};
 
 /// The whole pluginConfig; any other top-level key is refused as unknown.
 #[derive(Debug, Clone, Default)]
@@ -81,32 +81,6 @@ pub struct ConditionSpec {
     pub key: String,
     pub values: Option<Vec<Scalar>>,
     pub not_values: Option<Vec<Scalar>>,
-}
-
-/// A string value that may also be written as a JSON integer (`ports: [443]` as well as
-/// `ports: ["443"]`), since YAML-to-JSON conversion of a pluginConfig often yields numbers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Scalar {
-    pub text: String,
-    pub was_number: bool,
-}
-
-impl Scalar {
-    pub fn text(text: &str) -> Self {
-        Self {
-            text: text.to_string(),
-            was_number: false,
-        }
-    }
-
-    /// The value as it appeared in the document, for error messages.
-    pub fn quoted(&self) -> String {
-        if self.was_number {
-            self.text.clone()
-        } else {
-            crate::text::quote(&self.text)
-        }
-    }
 }
 
 impl Config {

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 
 use crate::matchers::{fast_map, FastMap};
 
-use super::{host, take_waiting_stream, Answer, EgressHttp, EgressRoot, EgressStream};
+use super::{imports, take_waiting_stream, Answer, EgressHttp, EgressRoot, EgressStream};
 
 /// What a stream callback tells the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +197,7 @@ fn deliver(token: u32, answer: impl FnOnce() -> Answer) {
     let Some(stream) = take_waiting_stream(token) else {
         return;
     };
-    if host::set_effective_context(stream).is_err() {
+    if imports::set_effective_context(stream).is_err() {
         return;
     }
     let answer = answer();
@@ -211,7 +211,7 @@ fn deliver(token: u32, answer: impl FnOnce() -> Answer) {
 #[no_mangle]
 pub extern "C" fn proxy_on_grpc_receive(_root_id: u32, token: u32, response_size: usize) {
     deliver(token, || {
-        host::grpc_message(response_size).map_err(|s| {
+        imports::grpc_message(response_size).map_err(|s| {
             (
                 u32::MAX,
                 format!("cannot read the answer (status {})", s.0).into_bytes(),
@@ -223,7 +223,7 @@ pub extern "C" fn proxy_on_grpc_receive(_root_id: u32, token: u32, response_size
 #[no_mangle]
 pub extern "C" fn proxy_on_grpc_close(_root_id: u32, token: u32, status_code: u32) {
     deliver(token, || {
-        let (_, message) = host::grpc_status();
+        let (_, message) = imports::grpc_status();
         // A unary call that ends without its message is a failure whatever the code says.
         let code = if status_code == 0 { 13 } else { status_code };
         Err((code, message))

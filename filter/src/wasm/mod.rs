@@ -3,7 +3,7 @@
 //! log, count and act. Nothing here parses JSON per request.
 
 mod abi;
-mod host;
+mod imports;
 
 use std::rc::Rc;
 
@@ -20,7 +20,7 @@ use crate::protocol::{ConnectionFacts, ConnectionInspector, DEFAULT_MAX_CLIENT_H
 use crate::ratelimit::global::{latency_buckets, LATENCY_BOUNDS_MS};
 use crate::ratelimit::{GlobalHit, RlsError};
 use crate::{rls, CompiledConfig, FinalVerdict, Outcome, ProtocolViolation, RateLimitHit};
-use host::{Host, LogLevel, SharedData};
+use imports::{Host, LogLevel, SharedData};
 
 /// Counter ids, defined at configure time (names are bounded by the configuration), laid out so
 /// counting a decision formats no names.
@@ -111,10 +111,10 @@ struct PolicyCounters {
 }
 
 fn define(name: &str) -> Option<u32> {
-    match host::define_counter(name) {
+    match imports::define_counter(name) {
         Ok(id) => Some(id),
         Err(status) => {
-            host::log(
+            imports::log(
                 LogLevel::Warn,
                 &format!("cannot define metric {name}: status {}", status.0),
             );
@@ -249,7 +249,7 @@ impl Counters {
 /// Counts one on a counter that was defined (a failed definition was logged at configure time).
 fn bump(id: Option<&Option<u32>>) {
     if let Some(Some(id)) = id {
-        host::increment_counter(*id);
+        imports::increment_counter(*id);
     }
 }
 
@@ -266,10 +266,10 @@ struct EgressRoot {
 
 impl EgressRoot {
     fn on_configure(&mut self) -> bool {
-        let bytes = match host::get_plugin_configuration() {
+        let bytes = match imports::get_plugin_configuration() {
             Ok(bytes) => bytes,
             Err(status) => {
-                host::log(
+                imports::log(
                     LogLevel::Error,
                     &format!("invalid configuration: $: cannot read the plugin configuration (status {})", status.0),
                 );
@@ -279,7 +279,7 @@ impl EgressRoot {
         match CompiledConfig::from_json(&bytes) {
             Ok(config) => {
                 let counters = Counters::define(&config);
-                host::log(
+                imports::log(
                     LogLevel::Info,
                     &format!(
                         "{{\"event\":\"configured\",\"policies\":{},\"rateLimits\":{},\"protocolChecks\":{}}}",
@@ -299,14 +299,14 @@ impl EgressRoot {
                     }
                     w.end_array();
                     w.end_object();
-                    host::log(LogLevel::Info, &w.finish());
+                    imports::log(LogLevel::Info, &w.finish());
                 }
                 self.state = Some(Rc::new(FilterState { config, counters }));
                 true
             }
             Err(err) => {
                 // The previous configuration (if any) stays in force, as Envoy keeps it.
-                host::log(LogLevel::Error, &format!("invalid configuration: {err}"));
+                imports::log(LogLevel::Error, &format!("invalid configuration: {err}"));
                 false
             }
         }
@@ -400,16 +400,16 @@ impl Reply {
         let mut headers: Vec<(&str, &str)> = vec![("content-type", "text/plain")];
         headers.extend(self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         if let Err(status) =
-            host::send_local_response(self.status, self.details, &headers, &self.body)
+            imports::send_local_response(self.status, self.details, &headers, &self.body)
         {
-            host::log(
+            imports::log(
                 LogLevel::Error,
                 &format!(
                     "cannot send the local reply (status {}); resetting the stream",
                     status.0
                 ),
             );
-            let _ = host::reset_http_request();
+            let _ = imports::reset_http_request();
         }
     }
 }
@@ -417,7 +417,7 @@ impl Reply {
 /// Denies a stream that cannot be evaluated, logging and counting it.
 fn cannot_evaluate(state: Option<&FilterState>, kind: TrafficKind, detail: String) -> Reply {
     let decision = Decision::cannot_evaluate(detail);
-    host::log(LogLevel::Info, &decision_line(kind, &decision, None));
+    imports::log(LogLevel::Info, &decision_line(kind, &decision, None));
     if let Some(state) = state {
         state.counters.record(kind, &decision);
     }
@@ -453,7 +453,7 @@ fn conclude(
     outcome: &Outcome<'_>,
     attrs: &Attributes,
 ) -> Next {
-    host::log(LogLevel::Info, &outcome_line(kind, outcome, Some(attrs)));
+    imports::log(LogLevel::Info, &outcome_line(kind, outcome, Some(attrs)));
     state.counters.record_outcome(kind, outcome);
     match Reply::for_outcome(outcome) {
         Some(reply) => Next::Reply(reply),
@@ -479,9 +479,9 @@ fn ask_global(
     if let Some(rls) = &state.counters.rls {
         bump(Some(&rls.calls));
     }
-    let started_ns = host::current_time_ns().unwrap_or(0);
+    let started_ns = imports::current_time_ns().unwrap_or(0);
     let request = limit.request(&attrs);
-    match host::grpc_call(
+    match imports::grpc_call(
         &limit.cluster,
         rls::SERVICE,
         rls::METHOD,
@@ -560,7 +560,7 @@ fn on_answer(
             "global limit missing".to_string(),
         ));
     };
-    let latency_ns = host::current_time_ns()
+    let latency_ns = imports::current_time_ns()
         .unwrap_or(0)
         .saturating_sub(pending.started_ns);
     let hit = match answer {
@@ -611,7 +611,7 @@ fn decide(
     let now_ns = if state.config.rate_limits.is_empty() {
         0
     } else {
-        match host::current_time_ns() {
+        match imports::current_time_ns() {
             Some(now) => now,
             None => {
                 return Next::Reply(cannot_evaluate(
@@ -688,8 +688,8 @@ impl EgressHttp {
         match next {
             Next::Go => {
                 if resumed {
-                    if let Err(status) = host::continue_http_request() {
-                        host::log(
+                    if let Err(status) = imports::continue_http_request() {
+                        imports::log(
                             LogLevel::Error,
                             &format!("cannot resume the request (status {})", status.0),
                         );
@@ -723,7 +723,7 @@ impl EgressHttp {
     fn on_delete(&mut self) {
         if let Some(pending) = self.pending.take() {
             calls::take(pending.token);
-            host::grpc_cancel(pending.token);
+            imports::grpc_cancel(pending.token);
         }
     }
 }
@@ -779,8 +779,8 @@ impl EgressStream {
             }
         };
         if resumed && self.verdict == Some(Verdict::Allow) {
-            if let Err(status) = host::continue_downstream() {
-                host::log(
+            if let Err(status) = imports::continue_downstream() {
+                imports::log(
                     LogLevel::Error,
                     &format!("cannot resume the connection (status {})", status.0),
                 );
@@ -803,7 +803,7 @@ impl EgressStream {
     fn cancel_pending(&mut self) {
         if let Some(pending) = self.pending.take() {
             calls::take(pending.token);
-            host::grpc_cancel(pending.token);
+            imports::grpc_cancel(pending.token);
         }
     }
 
@@ -813,8 +813,8 @@ impl EgressStream {
                 if self.closing {
                     return Action::Pause;
                 }
-                if let Err(status) = host::close_downstream() {
-                    host::log(
+                if let Err(status) = imports::close_downstream() {
+                    imports::log(
                         LogLevel::Error,
                         &format!("cannot close the denied connection (status {})", status.0),
                     );
@@ -837,7 +837,7 @@ impl EgressStream {
         };
         let new = data_size.saturating_sub(inspection.fed);
         if new > 0 {
-            let bytes = host::get_downstream_data(inspection.fed, new)
+            let bytes = imports::get_downstream_data(inspection.fed, new)
                 .map_err(|s| format!("cannot read the connection's data (status {})", s.0))?;
             inspection.fed = inspection.fed.saturating_add(bytes.len());
             if let Some(facts) = inspection.inspector.feed(&bytes) {
@@ -879,7 +879,10 @@ impl EgressStream {
         let attrs = gather_connection(&Host).map_err(|e| e.to_string());
         // TLS terminated here (a tls_version exists) without a peer certificate yet: wait.
         if matches!(&attrs, Ok(a) if a.mtls != Some(true))
-            && matches!(host::get_property("connection\0tls_version"), Ok(Some(_)))
+            && matches!(
+                imports::get_property("connection\0tls_version"),
+                Ok(Some(_))
+            )
         {
             self.identity_pending = true;
         }

@@ -1,11 +1,11 @@
 //! The RBAC rendered from deploy/ grants nothing beyond the API calls the auditor makes
-//! (`egress_auditor::sources::cluster::API_CALLS`), and everything they need.
+//! (`egress_auditor::kube_client::API_CALLS`), and everything they need.
 
 mod common;
 
 use std::collections::BTreeSet;
 
-use egress_auditor::sources::cluster::{ApiCall, API_CALLS};
+use egress_auditor::kube_client::{ApiCall, API_CALLS};
 use serde_json::Value;
 
 use common::{deploy_dir, object_name, render_kustomization};
@@ -114,7 +114,7 @@ fn roles_grant_nothing_beyond_the_auditors_api_calls() {
         return;
     };
     println!(
-        "{} API calls in egress_auditor::sources::cluster::API_CALLS",
+        "{} API calls in egress_auditor::kube_client::API_CALLS",
         API_CALLS.len()
     );
     let mut excess = Vec::new();

@@ -3,10 +3,8 @@
 //! not need Istio's types).
 //!
 //! Nothing is silently skipped: what the ServiceAccount may not read becomes an [`Unreadable`]
-//! entry, reported as a `scan-incomplete` finding.
-
-pub mod api;
-mod rbac;
+//! entry, which the pipeline (`cli::pipeline`) reports as a `scan-incomplete` finding. This module
+//! only reads; judging happens there.
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
@@ -16,18 +14,12 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-pub use api::{connect, ApiContext, ApiStats, ClusterError, ConnectOptions, RetryPolicy};
-pub use rbac::{ApiCall, API_CALLS};
-
-use crate::checks::live::{check_live, LiveCheckOptions};
-use crate::checks::rules::SCAN_INCOMPLETE;
-use crate::checks::{check_all, sort_findings, CheckOptions};
-use crate::finding::{Finding, Severity};
-use crate::sinks::delivery::ScanScope;
+use crate::kube_client::{ApiContext, ClusterError};
 use crate::snapshot::{
-    MeshConfig, Snapshot, Workload, WorkloadKind, MESH_CONFIG_NAME, MESH_CONFIG_NAMESPACE,
+    MeshConfig, ScanScope, Snapshot, Workload, WorkloadKind, MESH_CONFIG_NAME,
+    MESH_CONFIG_NAMESPACE,
 };
 
 /// The Istio kinds read through the dynamic API.
@@ -85,27 +77,6 @@ impl Unreadable {
             message: e.to_string(),
         }
     }
-
-    /// The `scan-incomplete` finding that reports it.
-    pub fn to_finding(&self) -> Finding {
-        let (kind, name, place) = match &self.namespace {
-            Some(ns) => ("Namespace", ns.clone(), format!("in namespace {ns}")),
-            None => ("Cluster", "cluster".to_string(), "cluster-wide".to_string()),
-        };
-        Finding {
-            rule: SCAN_INCOMPLETE.to_string(),
-            severity: Severity::High,
-            kind: kind.to_string(),
-            namespace: None,
-            name,
-            container: None,
-            message: format!(
-                "{} {place} could not be read, so they were not judged: {}",
-                self.resource, self.message
-            ),
-            evidence: json!({"resource": self.resource, "namespace": self.namespace, "httpStatus": self.code}),
-        }
-    }
 }
 
 /// A cluster read into a snapshot.
@@ -114,57 +85,6 @@ pub struct ClusterSnapshot {
     pub snapshot: Snapshot,
     pub unreadable: Vec<Unreadable>,
     pub scope: ScanScope,
-}
-
-/// The result of `scan --cluster`.
-#[derive(Debug, Clone)]
-pub struct ClusterScan {
-    /// File-mode checks, live-only checks and `scan-incomplete` entries, sorted.
-    pub findings: Vec<Finding>,
-    pub unreadable: Vec<Unreadable>,
-    pub scope: ScanScope,
-    pub workloads: usize,
-}
-
-/// Reads the cluster and judges it.
-pub async fn scan(
-    ctx: &ApiContext,
-    opts: &ClusterScanOptions,
-    checks: &CheckOptions,
-    live: &LiveCheckOptions,
-) -> Result<ClusterScan, ClusterError> {
-    let read = read_snapshot(ctx, opts).await?;
-    Ok(judge(
-        &read.snapshot,
-        &read.unreadable,
-        read.scope,
-        checks,
-        live,
-    ))
-}
-
-/// Runs every check (file-mode and live-only) and adds the unreadable entries.
-pub fn judge(
-    snapshot: &Snapshot,
-    unreadable: &[Unreadable],
-    scope: ScanScope,
-    checks: &CheckOptions,
-    live: &LiveCheckOptions,
-) -> ClusterScan {
-    let mut findings = check_all(snapshot, checks);
-    let mut live = live.clone();
-    if !scope.all_namespaces && !scope.namespaces.contains(&live.root_namespace) {
-        live.report_absent_gateway = false;
-    }
-    findings.extend(check_live(snapshot, &live));
-    findings.extend(unreadable.iter().map(Unreadable::to_finding));
-    sort_findings(&mut findings);
-    ClusterScan {
-        findings,
-        unreadable: unreadable.to_vec(),
-        scope,
-        workloads: snapshot.workloads.len(),
-    }
 }
 
 /// Managed fields are large and never judged: drop them as objects arrive.

@@ -1,6 +1,6 @@
-//! The proxy-wasm host calls the filter makes, without the SDK wrappers that panic on an
-//! unexpected status or on non-UTF-8 bytes: a panic would kill the VM, a failure here must only
-//! deny the stream.
+//! The filter's side of the ABI: the proxy-wasm host functions the module imports (module
+//! `env`), without the SDK wrappers that panic on an unexpected status or on non-UTF-8 bytes: a
+//! panic would kill the VM, a failure here must only deny the stream.
 #![allow(unsafe_code)]
 
 use std::ptr::null_mut;

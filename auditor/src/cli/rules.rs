@@ -8,14 +8,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use super::dump::{self, DumpFormat};
-use super::judge::{families_in, judge, JudgeContext, Subject};
-use super::{IpFamily, Ruleset};
+use super::args::{parse_severity, ColorChoice, Format};
+use super::pipeline::{exit_code, EXIT_BAD_INPUT};
 use crate::capture::CaptureConfig;
 use crate::checks::sort_findings;
-use crate::cli::scan::Format;
-use crate::cli::{ColorChoice, EXIT_BAD_INPUT, EXIT_FINDINGS, EXIT_OK};
 use crate::finding::{Finding, Severity};
+use crate::netfilter::dump::{self, DumpFormat};
+use crate::netfilter::judge::{families_in, judge, JudgeContext, Subject};
+use crate::netfilter::{IpFamily, Ruleset};
 use crate::sinks::{self, SourceLocation, Summary};
 use crate::sources::files;
 
@@ -63,10 +63,6 @@ pub struct RulesArgs {
     /// Colour the table output.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
-}
-
-fn parse_severity(s: &str) -> Result<Severity, String> {
-    s.parse()
 }
 
 fn bad_input(messages: &[String]) -> ExitCode {
@@ -229,11 +225,7 @@ pub fn run(args: RulesArgs) -> anyhow::Result<ExitCode> {
         .write_all(report.as_bytes())
         .and_then(|_| stdout.flush())
         .context("writing the report")?;
-    Ok(ExitCode::from(if summary.failed {
-        EXIT_FINDINGS
-    } else {
-        EXIT_OK
-    }))
+    Ok(exit_code(&summary, false))
 }
 
 /// Points a finding at the dump line of the rule that let traffic out, when there is one.

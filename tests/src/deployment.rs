@@ -1,5 +1,5 @@
-//! The host: one compiled module, the process-wide shared state, the clock, and Envoy's
-//! start-up sequence (canary, then one configured VM per worker).
+//! The host's process-wide side: one compiled module, the shared state, the clock, and Envoy's
+//! start-up sequence (canary, then one configured VM per worker: a [`Deployment`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

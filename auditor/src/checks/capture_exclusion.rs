@@ -3,10 +3,10 @@
 
 use serde_json::json;
 
-use super::rules::CAPTURE_EXCLUSION;
 use super::workload_finding;
 use crate::capture::{CaptureConfig, CaptureError, CaptureSource, Cidr, Narrowing};
 use crate::finding::{Finding, Severity};
+use crate::rules::CAPTURE_EXCLUSION;
 use crate::snapshot::Workload;
 
 /// Destination ports that carry most internet egress: excluding them lets nearly all of it out.

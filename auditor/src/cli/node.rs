@@ -9,16 +9,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::inspect::Toolset;
-use super::{pods, run_node, NamespaceStatus, NodeOptions, NodeReport};
-use crate::cli::cluster::{document, init_tracing, SinkArgs};
-use crate::cli::scan::Format;
-use crate::cli::{ColorChoice, EXIT_BAD_INPUT, EXIT_FINDINGS, EXIT_OK, EXIT_SINK_FAILED};
+use super::args::{parse_severity, ColorChoice, Format, SinkArgs};
+use super::pipeline::{document, exit_code, init_tracing, render, EXIT_BAD_INPUT};
 use crate::finding::Severity;
-use crate::sinks::delivery::{Delivery, Origin, ScanScope, SinkFailure, Sinks};
-use crate::sinks::metrics::Metrics;
+use crate::kube_client::{connect, ApiContext, ConnectOptions, RetryPolicy};
+use crate::metrics::Metrics;
+use crate::node::inspect::Toolset;
+use crate::node::{pods, run_node, NamespaceStatus, NodeOptions, NodeReport};
+use crate::sinks::delivery::{Delivery, SinkFailure, Sinks};
+use crate::sinks::settings::SinkSettings;
 use crate::sinks::{self, Summary};
-use crate::sources::cluster::{connect, ApiContext, ConnectOptions, RetryPolicy};
+use crate::snapshot::{Origin, ScanScope};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct NodeArgs {
@@ -75,10 +76,6 @@ pub struct NodeArgs {
     /// --node-name.
     #[command(flatten)]
     pub sinks: SinkArgs,
-}
-
-fn parse_severity(s: &str) -> Result<Severity, String> {
-    s.parse()
 }
 
 /// Where the pods come from: read again before every pass, so pods that started or left since
@@ -144,7 +141,7 @@ impl NodeSinks {
         } else {
             None
         };
-        let settings = crate::sinks::delivery::SinkSettings {
+        let settings = SinkSettings {
             origin: Origin::Node { node },
             ..args.sinks.settings()
         };
@@ -273,9 +270,7 @@ fn one_pass(
                 Err(_) => pretty,
             }
         }
-        Format::Json => sinks::json::render(&report.findings, &summary),
-        Format::Table => sinks::table::render(&report.findings, &summary, args.color.enabled()),
-        Format::Sarif => sinks::sarif::render(&report.findings, &summary, &|_| None),
+        format => render(&report.findings, &summary, format, args.color.enabled()),
     };
     {
         let mut stdout = std::io::stdout().lock();
@@ -285,11 +280,5 @@ fn one_pass(
             .context("writing the report")?;
     }
     let sink_failed = sinks.is_some_and(|s| !s.deliver(&report, &summary, elapsed).is_empty());
-    Ok(ExitCode::from(if sink_failed {
-        EXIT_SINK_FAILED
-    } else if summary.failed {
-        EXIT_FINDINGS
-    } else {
-        EXIT_OK
-    }))
+    Ok(exit_code(&summary, sink_failed))
 }

@@ -1,5 +1,9 @@
-//! Talking to the Kubernetes API without losing objects: connection set-up, retries with backoff
-//! and a deadline, and paginated lists that restart when their continue token expires.
+//! The Kubernetes client every mode shares (sources read through it, the PolicyReport and Event
+//! sinks write through it): connection set-up and the TLS provider, retries with backoff and a
+//! deadline, paginated lists that restart when their continue token expires, and the list of
+//! every API call the auditor makes ([`API_CALLS`], which the deploy RBAC is checked against).
+
+mod rbac;
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -12,7 +16,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde::de::DeserializeOwned;
 
-use crate::sinks::metrics::Metrics;
+use crate::metrics::Metrics;
+
+pub use rbac::{ApiCall, API_CALLS};
 
 /// Why talking to the cluster failed.
 #[derive(Debug, thiserror::Error)]

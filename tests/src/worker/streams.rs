@@ -1,104 +1,29 @@
-//! A worker: one VM running streams the way an Envoy worker thread does.
-//!
-//! HTTP stream (Envoy HTTP filter, `Context::decodeHeaders` and friends):
-//! `proxy_on_context_create(stream, root)`, `proxy_on_request_headers`, `proxy_on_request_body`
-//! (if there is a body), `proxy_on_response_headers`/`_body` (for the upstream's response, or
-//! for a local reply, which Envoy sends through the encoder filters too), then at the end of the
-//! stream `proxy_on_log` (access-log phase), `proxy_on_done`, `proxy_on_delete`.
-//!
-//! TCP connection (Envoy network filter): `proxy_on_context_create`, `proxy_on_new_connection`,
-//! `proxy_on_downstream_data` per chunk, `proxy_on_downstream_connection_close` (local when the
-//! module closed it, remote otherwise), then `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
-//!
-//! A trap fails the VM (`FailState::RuntimeError`): the stream fails closed (503 / close) or
-//! open, no further callback runs on that VM, and later streams fail the same way unless the
-//! plugin's policy is `FailReload`, which builds a new VM for the next stream.
+//! HTTP streams and TCP connections, driven through the module's callbacks in Envoy's order
+//! (see the module above for the sequences), paused and resumed, and their outcome.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::abi::{Action, LogLevel, PeerType};
-use crate::config::{FailurePolicy, PluginConfig, PluginKind};
+use super::Worker;
+use crate::abi::{Action, PeerType};
+use crate::config::{FailurePolicy, PluginKind};
 use crate::error::HostError;
 use crate::headers::HeaderMap;
-use crate::host::HostInner;
 use crate::state::{
-    ContextKind, HttpCallResponseData, HttpStreamState, IdMap, LocalReplyRequest, StreamProtocol,
-    StreamRequests, StreamState, TcpStreamState,
+    ContextKind, HttpStreamState, LocalReplyRequest, StreamProtocol, StreamRequests, StreamState,
+    TcpStreamState,
 };
 use crate::stream::{
     HttpRequest, LocalReply, LogRecord, StreamKind, StreamOutcome, StreamResult, TcpStream,
 };
-use crate::vm::{Callback, Trap, Vm};
-
-/// Log lines kept from outside any stream (root contexts, ticks): the newest are kept.
-const ROOT_LOG_CAP: usize = 10_000;
-
-/// An HTTP callout the module made with `proxy_http_call`, waiting for an answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpCallout {
-    pub token: u32,
-    pub upstream: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    pub trailers: Vec<(String, String)>,
-    pub timeout_ms: u32,
-}
-
-/// The answer to an HTTP callout; `None` in [`Worker::respond_http_callout`] means the call
-/// failed (the module sees zero headers).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CalloutResponse {
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    pub trailers: Vec<(String, String)>,
-}
-
-/// A gRPC call or stream the module opened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GrpcCallout {
-    pub token: u32,
-    pub upstream: String,
-    pub service: String,
-    pub method: String,
-    pub initial_metadata: Vec<(String, String)>,
-    /// The request message of a call, or the messages sent on a stream.
-    pub messages: Vec<Vec<u8>>,
-    pub streaming: bool,
-    pub timeout_ms: Option<u32>,
-    /// The module closed its side (`proxy_grpc_close` or `end_stream`).
-    pub closed_by_module: bool,
-}
-
-/// The answer to a gRPC callout.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GrpcResponse {
-    pub initial_metadata: Vec<(String, String)>,
-    pub messages: Vec<Vec<u8>>,
-    pub trailing_metadata: Vec<(String, String)>,
-    /// gRPC status; a unary call that succeeds (0) gets no close callback, as in Envoy.
-    pub status: u32,
-    pub status_message: String,
-}
+use crate::vm::Trap;
 
 /// A stream started with [`Worker::begin_http`] or [`Worker::begin_tcp`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StreamHandle(pub u32);
 
-struct ActivePlugin {
-    config: Arc<PluginConfig>,
-    root: u32,
-}
-
-#[derive(Debug, Clone)]
-struct VmFailure {
-    error: String,
-    /// A runtime error (trap) rather than a failure to start: only these are reloaded.
-    runtime: bool,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum HttpStep {
+pub(super) enum HttpStep {
     Create,
     RequestHeaders,
     RequestBody,
@@ -111,7 +36,7 @@ enum HttpStep {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TcpStep {
+pub(super) enum TcpStep {
     Create,
     NewConnection,
     Data,
@@ -120,99 +45,38 @@ enum TcpStep {
     Done,
 }
 
-struct HttpDriver {
-    request: HttpRequest,
-    step: HttpStep,
-    blocked: bool,
-    reply: Option<LocalReplyRequest>,
-    forwarded_headers: Option<Vec<(String, String)>>,
-    forwarded: Vec<u8>,
+pub(super) struct HttpDriver {
+    pub(super) request: HttpRequest,
+    pub(super) step: HttpStep,
+    pub(super) blocked: bool,
+    pub(super) reply: Option<LocalReplyRequest>,
+    pub(super) forwarded_headers: Option<Vec<(String, String)>>,
+    pub(super) forwarded: Vec<u8>,
 }
 
-struct TcpDriver {
-    chunks: VecDeque<Vec<u8>>,
-    upstream_chunks: VecDeque<Vec<u8>>,
-    upstream_seen: bool,
-    step: TcpStep,
-    closed: bool,
-    paused: bool,
-    forwarded: Vec<u8>,
+pub(super) struct TcpDriver {
+    pub(super) chunks: VecDeque<Vec<u8>>,
+    pub(super) upstream_chunks: VecDeque<Vec<u8>>,
+    pub(super) upstream_seen: bool,
+    pub(super) step: TcpStep,
+    pub(super) closed: bool,
+    pub(super) paused: bool,
+    pub(super) forwarded: Vec<u8>,
 }
 
-enum Driver {
+pub(super) enum Driver {
     Http(Box<HttpDriver>),
     Tcp(TcpDriver),
 }
 
-struct OpenStream {
-    policy: FailurePolicy,
-    result: Option<StreamResult>,
-    logs: Vec<LogRecord>,
-    driver: Driver,
-}
-
-pub struct Worker {
-    index: usize,
-    host: Arc<HostInner>,
-    plugins: Vec<ActivePlugin>,
-    vm: Vm,
-    failure: Option<VmFailure>,
-    last_reload_nanos: Option<u64>,
-    streams: IdMap<OpenStream>,
-    root_logs: VecDeque<LogRecord>,
+pub(super) struct OpenStream {
+    pub(super) policy: FailurePolicy,
+    pub(super) result: Option<StreamResult>,
+    pub(super) logs: Vec<LogRecord>,
+    pub(super) driver: Driver,
 }
 
 impl Worker {
-    /// Creates the VM and starts and configures every plugin in it.
-    pub(crate) fn new(
-        host: Arc<HostInner>,
-        index: usize,
-        plugins: &[Arc<PluginConfig>],
-    ) -> Result<Worker, HostError> {
-        let (vm, roots) = build_vm(&host, plugins)?;
-        let mut worker = Worker {
-            index,
-            host,
-            plugins: plugins
-                .iter()
-                .zip(roots)
-                .map(|(config, root)| ActivePlugin {
-                    config: config.clone(),
-                    root,
-                })
-                .collect(),
-            vm,
-            failure: None,
-            last_reload_nanos: None,
-            streams: IdMap::default(),
-            root_logs: VecDeque::new(),
-        };
-        worker.collect_logs();
-        Ok(worker)
-    }
-
-    /// Position of this worker in its deployment.
-    pub fn index(&self) -> usize {
-        self.index
-    }
-
-    /// Why the VM failed, if it has.
-    pub fn failure(&self) -> Option<&str> {
-        self.failure.as_ref().map(|f| f.error.as_str())
-    }
-
-    /// Log lines from outside streams (configuration, ticks, queue and callout callbacks).
-    pub fn take_root_logs(&mut self) -> Vec<LogRecord> {
-        self.collect_logs();
-        self.root_logs.drain(..).collect()
-    }
-
-    /// Number of contexts alive in the VM, the VM context included (a leak check: after all
-    /// streams ended it is 1 + the number of plugins).
-    pub fn live_contexts(&self) -> usize {
-        self.vm.state().contexts.len()
-    }
-
     /// Runs one HTTP stream to its end on the first HTTP plugin.
     pub fn http(&mut self, request: &HttpRequest) -> Result<StreamOutcome, HostError> {
         let handle = self.begin_http(request)?;
@@ -322,376 +186,8 @@ impl Worker {
         )
     }
 
-    /// Runs what Envoy's event loop would run between streams: due tick timers and
-    /// `proxy_on_queue_ready` for items enqueued since. Streams call it when they start.
-    pub fn poll(&mut self) {
-        if self.failure.is_some() {
-            return;
-        }
-        let now = self.host.clock.monotonic_nanos();
-        let due: Vec<u32> = self
-            .vm
-            .state()
-            .timers
-            .iter()
-            .filter(|(_, t)| t.next_due <= now)
-            .map(|(root, _)| *root)
-            .collect();
-        for root in due {
-            // Envoy re-arms the timer after the tick: a jump of several periods fires once.
-            if let Some(timer) = self.vm.state_mut().timers.get_mut(&root) {
-                timer.next_due = now.saturating_add(timer.period_nanos);
-            }
-            if let Some(f) = self.vm.cb.on_tick.clone() {
-                if let Err(trap) = self.vm.call(root, "proxy_on_tick", &f, root as i32) {
-                    self.fail_vm(trap);
-                    return;
-                }
-            }
-        }
-        let ready = self
-            .host
-            .shared
-            .queues
-            .take_ready(self.vm.state().vm_instance);
-        for (root, token) in ready {
-            if !self.vm.state().contexts.contains_key(&root) {
-                continue;
-            }
-            if let Some(f) = self.vm.cb.on_queue_ready.clone() {
-                if let Err(trap) = self.vm.call(
-                    root,
-                    "proxy_on_queue_ready",
-                    &f,
-                    (root as i32, token as i32),
-                ) {
-                    self.fail_vm(trap);
-                    return;
-                }
-            }
-        }
-        self.collect_logs();
-    }
-
-    /// HTTP callouts waiting for an answer.
-    pub fn http_callouts(&self) -> Vec<HttpCallout> {
-        self.vm
-            .state()
-            .http_calls
-            .values()
-            .map(|p| p.call.clone())
-            .collect()
-    }
-
-    /// Answers an HTTP callout (`proxy_on_http_call_response` on the root that made it), then
-    /// resumes streams the module continued.
-    pub fn respond_http_callout(
-        &mut self,
-        token: u32,
-        response: Option<CalloutResponse>,
-    ) -> Result<(), HostError> {
-        self.check_alive()?;
-        let pending = self
-            .vm
-            .state_mut()
-            .http_calls
-            .remove(&token)
-            .ok_or(HostError::UnknownCallout(token))?;
-        let root = pending.root_context_id;
-        let response = response.unwrap_or_default();
-        let failed = response.headers.is_empty();
-        let (n_headers, body_len, n_trailers) = (
-            response.headers.len(),
-            response.body.len(),
-            response.trailers.len(),
-        );
-        if let Some(r) = self.root_state(root) {
-            r.http_call_response = Some(HttpCallResponseData {
-                headers: to_map(&response.headers),
-                trailers: to_map(&response.trailers),
-                body: response.body,
-            });
-            r.status = if failed {
-                (11, b"reset".to_vec())
-            } else {
-                (0, Vec::new())
-            };
-        }
-        let result = match self.vm.cb.on_http_call_response.clone() {
-            Some(f) => self.vm.call(
-                root,
-                "proxy_on_http_call_response",
-                &f,
-                (
-                    root as i32,
-                    token as i32,
-                    n_headers as i32,
-                    body_len as i32,
-                    n_trailers as i32,
-                ),
-            ),
-            None => Ok(()),
-        };
-        if let Some(r) = self.root_state(root) {
-            r.http_call_response = None;
-        }
-        self.after_out_of_stream_call(result);
-        Ok(())
-    }
-
-    /// gRPC calls and streams waiting for an answer.
-    pub fn grpc_callouts(&self) -> Vec<GrpcCallout> {
-        self.vm
-            .state()
-            .grpc_calls
-            .values()
-            .map(|p| p.call.clone())
-            .collect()
-    }
-
-    /// Answers a gRPC callout: initial metadata, messages, trailing metadata, then close.
-    pub fn respond_grpc_callout(
-        &mut self,
-        token: u32,
-        response: GrpcResponse,
-    ) -> Result<(), HostError> {
-        self.check_alive()?;
-        let pending = self
-            .vm
-            .state_mut()
-            .grpc_calls
-            .remove(&token)
-            .ok_or(HostError::UnknownCallout(token))?;
-        let root = pending.root_context_id;
-        let streaming = pending.call.streaming;
-        let result = self.deliver_grpc(root, token, streaming, response);
-        self.after_out_of_stream_call(result);
-        Ok(())
-    }
-
-    fn deliver_grpc(
-        &mut self,
-        root: u32,
-        token: u32,
-        streaming: bool,
-        response: GrpcResponse,
-    ) -> Result<(), Trap> {
-        let (id, tok) = (root as i32, token as i32);
-        let callback = self.vm.cb.on_grpc_receive_initial_metadata.clone();
-        self.deliver_grpc_metadata(
-            root,
-            tok,
-            &response.initial_metadata,
-            |r| &mut r.grpc_initial_metadata,
-            callback,
-            "proxy_on_grpc_receive_initial_metadata",
-        )?;
-        for message in response.messages {
-            let len = message.len() as i32;
-            if let Some(r) = self.root_state(root) {
-                r.grpc_message = message;
-            }
-            if let Some(f) = self.vm.cb.on_grpc_receive.clone() {
-                self.vm
-                    .call(root, "proxy_on_grpc_receive", &f, (id, tok, len))?;
-            }
-        }
-        if let Some(r) = self.root_state(root) {
-            r.grpc_message.clear();
-        }
-        let callback = self.vm.cb.on_grpc_receive_trailing_metadata.clone();
-        self.deliver_grpc_metadata(
-            root,
-            tok,
-            &response.trailing_metadata,
-            |r| &mut r.grpc_trailing_metadata,
-            callback,
-            "proxy_on_grpc_receive_trailing_metadata",
-        )?;
-        if streaming || response.status != 0 {
-            if let Some(r) = self.root_state(root) {
-                r.status = (response.status, response.status_message.into_bytes());
-            }
-            if let Some(f) = self.vm.cb.on_grpc_close.clone() {
-                self.vm.call(
-                    root,
-                    "proxy_on_grpc_close",
-                    &f,
-                    (id, tok, response.status as i32),
-                )?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Initial or trailing gRPC metadata: readable through its header map only while the
-    /// module's callback runs, as in Envoy.
-    fn deliver_grpc_metadata(
-        &mut self,
-        root: u32,
-        token: i32,
-        metadata: &[(String, String)],
-        slot: fn(&mut crate::state::RootState) -> &mut Option<HeaderMap>,
-        callback: Callback<(i32, i32, i32), ()>,
-        name: &'static str,
-    ) -> Result<(), Trap> {
-        if metadata.is_empty() {
-            return Ok(());
-        }
-        if let Some(r) = self.root_state(root) {
-            *slot(r) = Some(to_map(metadata));
-        }
-        if let Some(f) = callback {
-            let n = metadata.len() as i32;
-            self.vm.call(root, name, &f, (root as i32, token, n))?;
-        }
-        if let Some(r) = self.root_state(root) {
-            *slot(r) = None;
-        }
-        Ok(())
-    }
-
-    /// Calls `proxy_on_foreign_function` on a plugin's root with `arguments` in `CALL_DATA`.
-    pub fn call_foreign_callback(
-        &mut self,
-        plugin_name: &str,
-        function_id: u32,
-        arguments: &[u8],
-    ) -> Result<(), HostError> {
-        self.check_alive()?;
-        let root = self.plugin_named(plugin_name)?.root;
-        self.vm.state_mut().call_data = arguments.to_vec();
-        let result = match self.vm.cb.on_foreign_function.clone() {
-            Some(f) => self.vm.call(
-                root,
-                "proxy_on_foreign_function",
-                &f,
-                (root as i32, function_id as i32, arguments.len() as i32),
-            ),
-            None => Ok(()),
-        };
-        self.vm.state_mut().call_data.clear();
-        self.after_out_of_stream_call(result);
-        Ok(())
-    }
-
-    /// Applies a new configuration for a plugin in this VM: a new root context is started and
-    /// configured; if it accepts, new streams use it and the old root is done and deleted
-    /// (Envoy keeps one VM and adds a root context per plugin configuration). On rejection the
-    /// old configuration stays.
-    /// A failed VM only records the new configuration: the VM that replaces it starts with it.
-    pub fn update_plugin(&mut self, config: PluginConfig) -> Result<(), HostError> {
-        let index = self
-            .plugins
-            .iter()
-            .position(|p| p.config.name == config.name)
-            .ok_or_else(|| HostError::UnknownPlugin(config.name.clone()))?;
-        let config = Arc::new(config);
-        if self.failure.is_some() {
-            self.plugins[index].config = config;
-            return Ok(());
-        }
-        let started = start_plugin(&mut self.vm, config.clone());
-        self.collect_logs();
-        let new_root = match started {
-            Ok(root) => root,
-            Err(error) => {
-                if let HostError::StartTrap { trap, .. } = &error {
-                    self.fail_vm(trap.clone());
-                }
-                return Err(error);
-            }
-        };
-        let old_root = std::mem::replace(
-            &mut self.plugins[index],
-            ActivePlugin {
-                config,
-                root: new_root,
-            },
-        )
-        .root;
-        let retired = self.vm.retire_root(old_root);
-        self.after_out_of_stream_call(retired);
-        Ok(())
-    }
-
-    /// Shuts the plugins down like Envoy draining a worker: `proxy_on_done` for every root
-    /// context, `proxy_on_delete` for those that are done; the others wait for `proxy_done`
-    /// (from a later tick or queue callback). No new stream starts afterwards.
-    pub fn shutdown(&mut self) {
-        if self.failure.is_none() {
-            let roots: Vec<u32> = self.plugins.iter().map(|p| p.root).collect();
-            for root in roots {
-                let result = self.vm.retire_root(root);
-                if let Err(trap) = result {
-                    self.fail_vm(trap);
-                    break;
-                }
-            }
-        }
-        self.plugins.clear();
-        self.collect_logs();
-    }
-
-    /// Root contexts waiting for `proxy_done` after returning false from `proxy_on_done`.
-    pub fn pending_done(&self) -> Vec<u32> {
-        self.vm.state().pending_done.clone()
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Internals
-    // -----------------------------------------------------------------------------------------
-
-    fn check_alive(&self) -> Result<(), HostError> {
-        match &self.failure {
-            Some(f) => Err(HostError::VmFailed(f.error.clone())),
-            None => Ok(()),
-        }
-    }
-
-    fn plugin_of_kind(&self, kind: PluginKind) -> Result<usize, HostError> {
-        self.plugins
-            .iter()
-            .position(|p| p.config.kind == kind)
-            .ok_or(HostError::NoPluginOfKind(kind))
-    }
-
-    fn plugin_named(&self, name: &str) -> Result<&ActivePlugin, HostError> {
-        self.plugins
-            .iter()
-            .find(|p| p.config.name == name)
-            .ok_or_else(|| HostError::UnknownPlugin(name.to_string()))
-    }
-
-    fn root_state(&mut self, root: u32) -> Option<&mut crate::state::RootState> {
-        self.vm
-            .state_mut()
-            .contexts
-            .get_mut(&root)
-            .and_then(|c| c.root_mut())
-    }
-
-    /// After a callback outside any stream: fail the VM on a trap, pick up logs, and resume
-    /// streams the module continued from it.
-    fn after_out_of_stream_call(&mut self, result: Result<(), Trap>) {
-        if let Err(trap) = result {
-            self.fail_vm(trap);
-        }
-        self.collect_logs();
-        let blocked: Vec<u32> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| matches!(&s.driver, Driver::Http(h) if h.blocked))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in blocked {
-            self.settle_http(id, Ok(Action::Pause), true);
-            self.advance(id);
-        }
-    }
-
     /// Envoy's HTTP connection manager adds these before any filter sees the request.
-    fn request_headers(&self, request: &HttpRequest) -> HeaderMap {
+    pub(super) fn request_headers(&self, request: &HttpRequest) -> HeaderMap {
         let mut headers = HeaderMap::request();
         for (name, value) in [
             (":authority", &request.authority),
@@ -721,7 +217,7 @@ impl Worker {
 
     /// Registers a stream. When the VM has failed (and is not reloaded) the stream gets its
     /// failure result at once, without a context in the VM.
-    fn open(
+    pub(super) fn open(
         &mut self,
         plugin_index: usize,
         connection: &crate::stream::Connection,
@@ -774,72 +270,7 @@ impl Worker {
         StreamHandle(id)
     }
 
-    /// `FailReload`: a runtime failure gets a fresh VM, at most once per backoff interval.
-    fn reload_if_due(&mut self, policy: FailurePolicy) {
-        let due = match &self.failure {
-            Some(f) if f.runtime && policy == FailurePolicy::FailReload => {
-                let now = self.host.clock.monotonic_nanos();
-                let backoff = self.host.options.reload_backoff.as_nanos() as u64;
-                self.last_reload_nanos
-                    .is_none_or(|last| now.saturating_sub(last) >= backoff)
-            }
-            _ => false,
-        };
-        if !due {
-            return;
-        }
-        self.last_reload_nanos = Some(self.host.clock.monotonic_nanos());
-        let configs: Vec<Arc<PluginConfig>> =
-            self.plugins.iter().map(|p| p.config.clone()).collect();
-        match build_vm(&self.host, &configs) {
-            Ok((vm, roots)) => {
-                let old = std::mem::replace(&mut self.vm, vm);
-                self.host.shared.queues.forget_vm(old.state().vm_instance);
-                for (plugin, root) in self.plugins.iter_mut().zip(roots) {
-                    plugin.root = root;
-                }
-                self.failure = None;
-                self.collect_logs();
-            }
-            Err(error) => {
-                self.failure = Some(VmFailure {
-                    error: format!("reloading the VM failed: {error}"),
-                    runtime: false,
-                });
-            }
-        }
-    }
-
-    fn fail_vm(&mut self, trap: Trap) {
-        let error = trap.to_string();
-        self.root_logs.push_back(LogRecord {
-            level: LogLevel::Critical,
-            message: format!("VM failed: {error}"),
-            context_id: 0,
-        });
-        self.failure = Some(VmFailure {
-            error,
-            runtime: true,
-        });
-    }
-
-    /// Moves the VM's new log lines to their streams (or to the root log).
-    fn collect_logs(&mut self) {
-        let logs = std::mem::take(&mut self.vm.state_mut().logs);
-        for record in logs {
-            match self.streams.get_mut(&record.context_id) {
-                Some(stream) => stream.logs.push(record),
-                None => {
-                    if self.root_logs.len() == ROOT_LOG_CAP {
-                        self.root_logs.pop_front();
-                    }
-                    self.root_logs.push_back(record);
-                }
-            }
-        }
-    }
-
-    fn stream_requests(&mut self, id: u32) -> StreamRequests {
+    pub(super) fn stream_requests(&mut self, id: u32) -> StreamRequests {
         self.vm
             .state_mut()
             .contexts
@@ -849,16 +280,16 @@ impl Worker {
             .unwrap_or_default()
     }
 
-    fn http_state(&mut self, id: u32) -> Option<&mut HttpStreamState> {
+    pub(super) fn http_state(&mut self, id: u32) -> Option<&mut HttpStreamState> {
         self.vm.state_mut().contexts.get_mut(&id)?.http_mut()
     }
 
-    fn tcp_state(&mut self, id: u32) -> Option<&mut TcpStreamState> {
+    pub(super) fn tcp_state(&mut self, id: u32) -> Option<&mut TcpStreamState> {
         self.vm.state_mut().contexts.get_mut(&id)?.tcp_mut()
     }
 
     /// Runs a stream until it ends or blocks.
-    fn advance(&mut self, id: u32) {
+    pub(super) fn advance(&mut self, id: u32) {
         loop {
             let Some(stream) = self.streams.get(&id) else {
                 return;
@@ -897,7 +328,7 @@ impl Worker {
         }
     }
 
-    fn end_after_failure(&mut self, id: u32, result: StreamResult) {
+    pub(super) fn end_after_failure(&mut self, id: u32, result: StreamResult) {
         if let Some(stream) = self.streams.get_mut(&id) {
             stream.result = Some(result);
             match &mut stream.driver {
@@ -910,26 +341,26 @@ impl Worker {
         }
     }
 
-    fn http_driver(&mut self, id: u32) -> &mut HttpDriver {
+    pub(super) fn http_driver(&mut self, id: u32) -> &mut HttpDriver {
         match self.streams.get_mut(&id).map(|s| &mut s.driver) {
             Some(Driver::Http(h)) => h,
             _ => unreachable!("HTTP steps run only for open HTTP streams"),
         }
     }
 
-    fn tcp_driver(&mut self, id: u32) -> &mut TcpDriver {
+    pub(super) fn tcp_driver(&mut self, id: u32) -> &mut TcpDriver {
         match self.streams.get_mut(&id).map(|s| &mut s.driver) {
             Some(Driver::Tcp(t)) => t,
             _ => unreachable!("TCP steps run only for open TCP streams"),
         }
     }
 
-    fn root_of(&self, id: u32) -> u32 {
+    pub(super) fn root_of(&self, id: u32) -> u32 {
         self.vm.state().contexts.get(&id).map_or(0, |c| c.root_id)
     }
 
     /// Calls a stream callback that returns an action; a missing export continues.
-    fn call_action(
+    pub(super) fn call_action(
         &mut self,
         id: u32,
         name: &'static str,
@@ -951,7 +382,7 @@ impl Worker {
         }
     }
 
-    fn run_http_step(&mut self, id: u32, step: HttpStep) {
+    pub(super) fn run_http_step(&mut self, id: u32, step: HttpStep) {
         match step {
             HttpStep::Create => {
                 let root = self.root_of(id);
@@ -1084,7 +515,7 @@ impl Worker {
     }
 
     /// Sets the final result of an HTTP stream that ran to its end.
-    fn finalize_http(&mut self, id: u32) {
+    pub(super) fn finalize_http(&mut self, id: u32) {
         let final_response = self
             .http_state(id)
             .map(|h| (h.response_headers.clone(), h.response_body.clone()));
@@ -1119,7 +550,7 @@ impl Worker {
     }
 
     /// A trap in a stream callback: the VM fails and the stream fails closed or open.
-    fn fail_stream(&mut self, id: u32, trap: Trap) {
+    pub(super) fn fail_stream(&mut self, id: u32, trap: Trap) {
         let error = trap.to_string();
         self.fail_vm(trap);
         let policy = self.streams.get(&id).map(|s| s.policy).unwrap_or_default();
@@ -1128,7 +559,7 @@ impl Worker {
 
     /// Applies what a callback returned and what the module asked for during it. `resumed` is
     /// set when re-checking a blocked stream after a callout.
-    fn settle_http(&mut self, id: u32, result: Result<Action, Trap>, resumed: bool) {
+    pub(super) fn settle_http(&mut self, id: u32, result: Result<Action, Trap>, resumed: bool) {
         let action = match result {
             Ok(a) => a,
             Err(trap) => {
@@ -1196,14 +627,14 @@ impl Worker {
         }
     }
 
-    fn set_result(&mut self, id: u32, result: StreamResult) {
+    pub(super) fn set_result(&mut self, id: u32, result: StreamResult) {
         if let Some(stream) = self.streams.get_mut(&id) {
             stream.result.get_or_insert(result);
         }
     }
 
     /// The request part of a step is done: forward it and move on.
-    fn complete_request_step(&mut self, id: u32, step: HttpStep) {
+    pub(super) fn complete_request_step(&mut self, id: u32, step: HttpStep) {
         let mut forwarded_headers = None;
         let mut forwarded_body = Vec::new();
         if let Some(h) = self.http_state(id) {
@@ -1236,7 +667,7 @@ impl Worker {
         };
     }
 
-    fn complete_response_step(&mut self, id: u32, step: HttpStep) {
+    pub(super) fn complete_response_step(&mut self, id: u32, step: HttpStep) {
         if let Some(h) = self.http_state(id) {
             h.response_headers_live = false;
             if step == HttpStep::ResponseBody {
@@ -1257,7 +688,7 @@ impl Worker {
         };
     }
 
-    fn run_tcp_step(&mut self, id: u32, step: TcpStep) {
+    pub(super) fn run_tcp_step(&mut self, id: u32, step: TcpStep) {
         match step {
             TcpStep::Create => {
                 let root = self.root_of(id);
@@ -1372,7 +803,7 @@ impl Worker {
         }
     }
 
-    fn settle_tcp(&mut self, id: u32, result: Result<Action, Trap>, data: bool) {
+    pub(super) fn settle_tcp(&mut self, id: u32, result: Result<Action, Trap>, data: bool) {
         let action = match result {
             Ok(a) => a,
             Err(trap) => {
@@ -1401,7 +832,7 @@ impl Worker {
 }
 
 /// What a stream gets from a failed VM.
-fn failure_result(policy: FailurePolicy, error: &str) -> StreamResult {
+pub(super) fn failure_result(policy: FailurePolicy, error: &str) -> StreamResult {
     let error = error.to_string();
     match policy {
         FailurePolicy::FailOpen => StreamResult::FailedOpen { error },
@@ -1413,7 +844,7 @@ fn failure_result(policy: FailurePolicy, error: &str) -> StreamResult {
 
 /// Envoy's local reply headers: `:status`, the module's headers (keys lower-cased, appended),
 /// and for a body `content-length` and a `content-type` of text/plain unless the module set one.
-fn local_reply_headers(reply: &LocalReplyRequest) -> HeaderMap {
+pub(super) fn local_reply_headers(reply: &LocalReplyRequest) -> HeaderMap {
     let mut headers = HeaderMap::other();
     headers.add(":status", reply.status.to_string());
     for (k, v) in &reply.headers {
@@ -1426,54 +857,4 @@ fn local_reply_headers(reply: &LocalReplyRequest) -> HeaderMap {
         }
     }
     headers
-}
-
-fn to_map(pairs: &[(String, String)]) -> HeaderMap {
-    let mut map = HeaderMap::other();
-    for (k, v) in pairs {
-        map.add(k, v);
-    }
-    map
-}
-
-/// Starts and configures one plugin in a VM; returns its root context id.
-fn start_plugin(vm: &mut Vm, plugin: Arc<PluginConfig>) -> Result<u32, HostError> {
-    let name = plugin.name.clone();
-    let take_logs = |vm: &mut Vm| std::mem::take(&mut vm.state_mut().logs);
-    let trap = |vm: &mut Vm, trap: Trap| HostError::StartTrap {
-        plugin: name.clone(),
-        trap,
-        logs: take_logs(vm),
-    };
-    let (root, started) = match vm.start_root(plugin) {
-        Ok(r) => r,
-        Err(t) => return Err(trap(vm, t)),
-    };
-    if !started {
-        return Err(HostError::VmStartFailed {
-            plugin: name.clone(),
-            logs: take_logs(vm),
-        });
-    }
-    match vm.configure_root(root) {
-        Ok(true) => Ok(root),
-        Ok(false) => Err(HostError::ConfigRejected {
-            plugin: name.clone(),
-            logs: take_logs(vm),
-        }),
-        Err(t) => Err(trap(vm, t)),
-    }
-}
-
-/// A new VM with every plugin started and configured.
-pub(crate) fn build_vm(
-    host: &Arc<HostInner>,
-    plugins: &[Arc<PluginConfig>],
-) -> Result<(Vm, Vec<u32>), HostError> {
-    let mut vm = host.instantiate()?;
-    let mut roots = Vec::with_capacity(plugins.len());
-    for plugin in plugins {
-        roots.push(start_plugin(&mut vm, plugin.clone())?);
-    }
-    Ok((vm, roots))
 }

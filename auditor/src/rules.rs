@@ -1,7 +1,10 @@
 //! The rule catalogue: stable ids, severities and the one-line help sinks show (SARIF rules,
 //! PolicyReport policies). `docs/rules.md` explains each rule in full.
+//!
+//! It sits beside [`crate::finding`] on the ground floor: the checks and the netfilter judge
+//! produce findings of these rules, the sinks describe them, and none of them needs the others.
 
-use crate::finding::Severity;
+use crate::finding::{Finding, Severity};
 
 /// A rule's fixed description.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +32,8 @@ pub const SIDECAR_NOT_RUNNING: &str = "sidecar-not-running";
 pub const EGRESS_FILTER_MISSING: &str = "egress-filter-missing";
 pub const SCAN_INCOMPLETE: &str = "scan-incomplete";
 // Node agent and `rules`: what the netfilter rules inside a pod's network namespace do.
-pub const CAPTURE_INACTIVE: &str = crate::netfilter::CAPTURE_INACTIVE;
-pub const IPTABLES_TAMPERED: &str = crate::netfilter::IPTABLES_TAMPERED;
+pub const CAPTURE_INACTIVE: &str = "capture-inactive";
+pub const IPTABLES_TAMPERED: &str = "iptables-tampered";
 
 pub const RULES: &[RuleInfo] = &[
     RuleInfo {
@@ -122,4 +125,13 @@ pub const RULES: &[RuleInfo] = &[
 /// The catalogue entry for a rule id.
 pub fn rule(id: &str) -> Option<&'static RuleInfo> {
     RULES.iter().find(|r| r.id == id)
+}
+
+/// The namespace a finding belongs to for grouping: its namespace, or its name for a Namespace.
+pub fn group_namespace(f: &Finding) -> &str {
+    match (&f.namespace, f.kind.as_str()) {
+        (Some(ns), _) => ns,
+        (None, "Namespace") => &f.name,
+        (None, _) => "",
+    }
 }
