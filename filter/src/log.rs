@@ -106,17 +106,6 @@ fn local_limit(w: &mut JsonWriter, key: &str, hit: &RateLimitHit) {
     w.end_object();
 }
 
-/// The leading number of a rate-limit header value (`"10, 10;w=60"` is 10).
-fn header_number(g: &GlobalHit, name: &str) -> Option<u64> {
-    let value = g.header(name)?;
-    let digits = value.trim_start();
-    let end = digits
-        .bytes()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(digits.len());
-    digits.get(..end)?.parse().ok()
-}
-
 fn global_limit(w: &mut JsonWriter, g: &GlobalHit) {
     w.key_object("rateLimit");
     w.str("name", Some(&g.limit_name));
@@ -142,7 +131,7 @@ fn global_limit(w: &mut JsonWriter, g: &GlobalHit) {
         ("remaining", "x-ratelimit-remaining"),
         ("resetSeconds", "x-ratelimit-reset"),
     ] {
-        if let Some(n) = header_number(g, header) {
+        if let Some(n) = g.header_number(header) {
             w.uint(key, Some(n));
         }
     }

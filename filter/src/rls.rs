@@ -65,28 +65,58 @@ pub struct Entry<'a> {
     pub value: &'a str,
 }
 
-/// Encodes a `RateLimitRequest`: `domain` (1), one `RateLimitDescriptor` (2) per element of
-/// `descriptors`, each with its `entries` (1), and `hits_addend` (3) unless 0.
-pub fn encode_request(domain: &str, descriptors: &[Vec<Entry<'_>>], hits_addend: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128);
-    put_bytes(&mut out, 1, domain.as_bytes());
-    let mut descriptor = Vec::new();
-    let mut entry = Vec::new();
-    for entries in descriptors {
-        descriptor.clear();
-        for e in entries {
-            entry.clear();
-            put_bytes(&mut entry, 1, e.key.as_bytes());
-            put_bytes(&mut entry, 2, e.value.as_bytes());
-            put_message(&mut descriptor, 1, &entry);
+/// Writes a `RateLimitRequest`: `domain` (1), then one `RateLimitDescriptor` (2) per
+/// [`RequestEncoder::end_descriptor`], each with the `entries` (1) added before it, then
+/// `hits_addend` (3) unless 0.
+pub struct RequestEncoder {
+    out: Vec<u8>,
+    descriptor: Vec<u8>,
+    entry: Vec<u8>,
+}
+
+impl RequestEncoder {
+    pub fn new(domain: &str) -> Self {
+        let mut out = Vec::with_capacity(128);
+        put_bytes(&mut out, 1, domain.as_bytes());
+        Self {
+            out,
+            descriptor: Vec::new(),
+            entry: Vec::new(),
         }
-        put_message(&mut out, 2, &descriptor);
     }
-    if hits_addend != 0 {
-        put_key(&mut out, 3, VARINT);
-        put_varint(&mut out, u64::from(hits_addend));
+
+    /// Adds an entry to the descriptor being written.
+    pub fn entry(&mut self, key: &str, value: &str) {
+        self.entry.clear();
+        put_bytes(&mut self.entry, 1, key.as_bytes());
+        put_bytes(&mut self.entry, 2, value.as_bytes());
+        put_message(&mut self.descriptor, 1, &self.entry);
     }
-    out
+
+    pub fn end_descriptor(&mut self) {
+        put_message(&mut self.out, 2, &self.descriptor);
+        self.descriptor.clear();
+    }
+
+    pub fn finish(mut self, hits_addend: u32) -> Vec<u8> {
+        if hits_addend != 0 {
+            put_key(&mut self.out, 3, VARINT);
+            put_varint(&mut self.out, u64::from(hits_addend));
+        }
+        self.out
+    }
+}
+
+/// Encodes a whole `RateLimitRequest` (see [`RequestEncoder`]).
+pub fn encode_request(domain: &str, descriptors: &[Vec<Entry<'_>>], hits_addend: u32) -> Vec<u8> {
+    let mut encoder = RequestEncoder::new(domain);
+    for entries in descriptors {
+        for e in entries {
+            encoder.entry(e.key, e.value);
+        }
+        encoder.end_descriptor();
+    }
+    encoder.finish(hits_addend)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -183,9 +213,10 @@ impl<'a> Reader<'a> {
 
 /// Decodes a message: `field` is called for every known field, with its reader positioned on
 /// the value, unknown ones are skipped.
+/// One copy of the loop for every message type (a `dyn` callback: the `.wasm` is small).
 fn each_field<'a>(
     bytes: &'a [u8],
-    mut field: impl FnMut(u64, u8, &mut Reader<'a>) -> Result<bool, DecodeError>,
+    field: &mut dyn FnMut(u64, u8, &mut Reader<'a>) -> Result<bool, DecodeError>,
 ) -> Result<(), DecodeError> {
     let mut r = Reader::new(bytes);
     while let Some((number, wire_type)) = r.key()? {
@@ -272,17 +303,16 @@ pub struct DescriptorStatus {
 pub struct RlsResponse {
     pub overall_code: u32,
     pub statuses: Vec<DescriptorStatus>,
-    /// `response_headers_to_add`, as sent (keys not yet lower-cased).
+    /// `response_headers_to_add`, as sent (keys not yet lower-cased). `request_headers_to_add`
+    /// is skipped: the filter does not change the request it lets through.
     pub response_headers: Vec<(String, String)>,
-    /// `request_headers_to_add`.
-    pub request_headers: Vec<(String, String)>,
     /// `raw_body`: the body of the rate-limited reply, when the service sends one.
     pub raw_body: Vec<u8>,
 }
 
 fn decode_header(bytes: &[u8]) -> Result<(String, String), DecodeError> {
     let (mut key, mut value, mut raw) = (String::new(), String::new(), Vec::new());
-    each_field(bytes, |number, wt, r| {
+    each_field(bytes, &mut |number, wt, r| {
         match number {
             1 => key = string_field(r, wt)?,
             2 => value = string_field(r, wt)?,
@@ -300,7 +330,7 @@ fn decode_header(bytes: &[u8]) -> Result<(String, String), DecodeError> {
 
 fn decode_current_limit(bytes: &[u8]) -> Result<CurrentLimit, DecodeError> {
     let mut limit = CurrentLimit::default();
-    each_field(bytes, |number, wt, r| {
+    each_field(bytes, &mut |number, wt, r| {
         match number {
             1 => limit.requests_per_unit = varint_field(r, wt)? as u32,
             2 => limit.unit = varint_field(r, wt)? as u32,
@@ -314,7 +344,7 @@ fn decode_current_limit(bytes: &[u8]) -> Result<CurrentLimit, DecodeError> {
 
 fn decode_duration(bytes: &[u8]) -> Result<(i64, i32), DecodeError> {
     let (mut seconds, mut nanos) = (0i64, 0i32);
-    each_field(bytes, |number, wt, r| {
+    each_field(bytes, &mut |number, wt, r| {
         match number {
             // int64 and int32 are varints of their two's complement.
             1 => seconds = varint_field(r, wt)? as i64,
@@ -328,7 +358,7 @@ fn decode_duration(bytes: &[u8]) -> Result<(i64, i32), DecodeError> {
 
 fn decode_status(bytes: &[u8]) -> Result<DescriptorStatus, DecodeError> {
     let mut status = DescriptorStatus::default();
-    each_field(bytes, |number, wt, r| {
+    each_field(bytes, &mut |number, wt, r| {
         match number {
             1 => status.code = varint_field(r, wt)? as u32,
             2 => status.current_limit = Some(decode_current_limit(bytes_field(r, wt)?)?),
@@ -347,16 +377,12 @@ pub fn decode_response(bytes: &[u8]) -> Result<RlsResponse, DecodeError> {
         return Err(DecodeError::TooLarge);
     }
     let mut response = RlsResponse::default();
-    each_field(bytes, |number, wt, r| {
+    each_field(bytes, &mut |number, wt, r| {
         match number {
             1 => response.overall_code = varint_field(r, wt)? as u32,
             2 => push_bounded(&mut response.statuses, decode_status(bytes_field(r, wt)?)?)?,
             3 => push_bounded(
                 &mut response.response_headers,
-                decode_header(bytes_field(r, wt)?)?,
-            )?,
-            4 => push_bounded(
-                &mut response.request_headers,
                 decode_header(bytes_field(r, wt)?)?,
             )?,
             5 => response.raw_body = bytes_field(r, wt)?.to_vec(),
@@ -479,12 +505,8 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(
-            response.request_headers,
-            vec![("x-tier".to_string(), "gold".to_string())]
-        );
         assert_eq!(response.raw_body, b"slow down\n");
-        // dynamic_metadata (6) and quota (7) are skipped.
+        // request_headers_to_add (4), dynamic_metadata (6) and quota (7) are skipped.
     }
 
     #[test]

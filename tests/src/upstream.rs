@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -68,6 +68,32 @@ impl GrpcOutcome {
     }
 }
 
+/// The host's network side, started on the first real call.
+#[derive(Default)]
+pub struct Upstreams {
+    transport: OnceLock<Result<Transport, String>>,
+}
+
+impl Upstreams {
+    pub fn transport(&self) -> Result<&Transport, String> {
+        self.transport
+            .get_or_init(|| Transport::new().map_err(|e| format!("cannot start the runtime: {e}")))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+/// The `:authority` of calls to `cluster`: Envoy sends the cluster name; Istio's names contain
+/// `|`, which an HTTP/2 client library refuses in an authority, so those send their host part.
+pub fn authority_for(cluster: &str, address: SocketAddr) -> String {
+    let candidate = cluster.rsplit('|').next().unwrap_or(cluster);
+    if !candidate.is_empty() && candidate.parse::<http::uri::Authority>().is_ok() {
+        candidate.to_string()
+    } else {
+        address.to_string()
+    }
+}
+
 /// The runtime and one HTTP/2 connection per upstream address (as a connection pool would
 /// reuse it); a broken connection is replaced on the next call.
 pub struct Transport {
@@ -81,12 +107,12 @@ struct Pool {
     connections: Mutex<HashMap<SocketAddr, SendRequest<Bytes>>>,
 }
 
-/// Cancels a call when dropped or told to (`proxy_grpc_cancel`, `proxy_grpc_close`).
+/// Cancels its call when dropped (`proxy_grpc_cancel`, `proxy_grpc_close`, or the VM gone).
 #[derive(Debug)]
 pub struct CallHandle(tokio::task::AbortHandle);
 
-impl CallHandle {
-    pub fn cancel(&self) {
+impl Drop for CallHandle {
+    fn drop(&mut self) {
         self.0.abort();
     }
 }

@@ -7,6 +7,7 @@ use crate::config::read::{read_u32, ObjectReader};
 pub use crate::config::ConfigError;
 use crate::config::{ConfigPath, Json};
 use crate::ratelimit::config::invalid;
+use crate::text::quote;
 
 /// `protocol`: `{"http": {...}, "tcp": {...}}`. A missing section means that section's
 /// defaults, which are on: the checks are cheap and their defaults only refuse what a
@@ -190,7 +191,10 @@ impl HttpConfig {
             for (i, method) in methods.iter().enumerate() {
                 let here = at("allowedMethods").index(i);
                 if method.is_empty() || !method.bytes().all(is_tchar) {
-                    return Err(invalid(here, format!("{method:?} is not a method token")));
+                    return Err(invalid(
+                        here,
+                        format!("{} is not a method token", quote(method)),
+                    ));
                 }
                 if method == "CONNECT" && !self.allow_connect {
                     return Err(invalid(
@@ -202,7 +206,7 @@ impl HttpConfig {
                     .get(..i)
                     .is_some_and(|before| before.contains(method))
                 {
-                    return Err(invalid(here, format!("{method:?} is listed twice")));
+                    return Err(invalid(here, format!("{} is listed twice", quote(method))));
                 }
             }
         }
@@ -216,7 +220,11 @@ impl HttpConfig {
             if !HTTP_VERSIONS.contains(&version.as_str()) {
                 return Err(invalid(
                     at("allowedVersions").index(i),
-                    format!("{version:?} is not one of {}", HTTP_VERSIONS.join(", ")),
+                    format!(
+                        "{} is not one of {}",
+                        quote(version),
+                        HTTP_VERSIONS.join(", ")
+                    ),
                 ));
             }
         }
@@ -259,8 +267,8 @@ impl TcpConfig {
             invalid(
                 at("minTlsVersion"),
                 format!(
-                    "{:?} is not one of \"1.0\", \"1.1\", \"1.2\", \"1.3\"",
-                    self.min_tls_version
+                    "{} is not one of \"1.0\", \"1.1\", \"1.2\", \"1.3\"",
+                    quote(&self.min_tls_version)
                 ),
             )
         })?;

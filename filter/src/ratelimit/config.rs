@@ -5,6 +5,7 @@ use std::fmt;
 use crate::config::read::ObjectReader;
 pub use crate::config::ConfigError;
 use crate::config::{ConfigErrorKind, ConfigPath, Json, RuleSpec};
+use crate::text::quote;
 
 /// Envoy's local_ratelimit refuses fill intervals below 50ms; so do we.
 pub const MIN_FILL_INTERVAL_NS: u64 = 50 * NANOS_PER_MILLI;
@@ -93,6 +94,7 @@ pub enum KeyAttribute {
 }
 
 impl KeyAttribute {
+    #[inline(never)]
     pub fn parse(text: &str) -> Result<KeyAttribute, String> {
         Ok(match text {
             "source.principal" => KeyAttribute::SourcePrincipal,
@@ -107,13 +109,18 @@ impl KeyAttribute {
                     .and_then(|rest| rest.strip_suffix(']'))
                     .ok_or_else(|| {
                         format!(
-                            "unknown key attribute {text:?}; expected one of source.principal, \
+                            "unknown key attribute {}; expected one of source.principal, \
                              source.namespace, source.ip, destination.host, destination.port, \
-                             connection.sni, request.headers[<name>]"
+                             connection.sni, request.headers[<name>]",
+                            quote(text)
                         )
                     })?;
                 if name.is_empty() || !name.bytes().all(crate::protocol::is_tchar) {
-                    return Err(format!("{text:?}: {name:?} is not a valid header name"));
+                    return Err(format!(
+                        "{}: {} is not a valid header name",
+                        quote(text),
+                        quote(name)
+                    ));
                 }
                 KeyAttribute::RequestHeader(name.to_ascii_lowercase())
             }
@@ -163,7 +170,7 @@ impl RateLimitConfig {
             let here = at("key").index(i);
             let attr = KeyAttribute::parse(text).map_err(|m| invalid(here.clone(), m))?;
             if key.contains(&attr) {
-                return Err(invalid(here, format!("{text:?} is listed twice")));
+                return Err(invalid(here, format!("{} is listed twice", quote(text))));
             }
             key.push(attr);
         }
@@ -196,21 +203,21 @@ impl RateLimitConfig {
         if fill_interval_ns < MIN_FILL_INTERVAL_NS {
             return Err(invalid(
                 at("fillInterval"),
-                format!("{:?} is below the 50ms minimum", self.fill_interval),
+                format!("{} is below the 50ms minimum", quote(&self.fill_interval)),
             ));
         }
         if fill_interval_ns > MAX_FILL_INTERVAL_NS {
             return Err(invalid(
                 at("fillInterval"),
-                format!("{:?} is above the 24h maximum", self.fill_interval),
+                format!("{} is above the 24h maximum", quote(&self.fill_interval)),
             ));
         }
         if self.global.is_some() && fill_interval_ns % NANOS_PER_SEC != 0 {
             return Err(invalid(
                 at("fillInterval"),
                 format!(
-                    "{:?}: a global limit's window is a whole number of seconds",
-                    self.fill_interval
+                    "{}: a global limit's window is a whole number of seconds",
+                    quote(&self.fill_interval)
                 ),
             ));
         }
@@ -246,7 +253,11 @@ pub fn validate_rate_limits(
         if let Some(first) = specs.iter().position(|s| s.name == spec.name) {
             return Err(invalid(
                 entry_path.field("name"),
-                format!("{:?} is already used by {}", spec.name, path.index(first)),
+                format!(
+                    "{} is already used by {}",
+                    quote(&spec.name),
+                    path.index(first)
+                ),
             ));
         }
         specs.push(spec);
@@ -267,7 +278,8 @@ fn validate_name(name: &str) -> Result<(), String> {
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
     {
         return Err(format!(
-            "{name:?} may contain only letters, digits, '-', '_' and '.'"
+            "{} may contain only letters, digits, '-', '_' and '.'",
+            quote(name)
         ));
     }
     Ok(())
@@ -276,7 +288,12 @@ fn validate_name(name: &str) -> Result<(), String> {
 /// Parses a duration such as `"1s"`, `"500ms"`, `"1m"`, `"1.5s"` or `"1m30s"` into nanoseconds.
 /// Units: `ms`, `s`, `m`, `h`. Errors name the input.
 pub fn parse_duration(text: &str) -> Result<u64, String> {
-    let bad = || format!("{text:?} is not a duration (examples: \"500ms\", \"1s\", \"1m30s\")");
+    let bad = || {
+        format!(
+            "{} is not a duration (examples: \"500ms\", \"1s\", \"1m30s\")",
+            quote(text)
+        )
+    };
     if text.is_empty() {
         return Err(bad());
     }
@@ -313,16 +330,18 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
-            "" => return Err(format!("{text:?} has no unit (use ms, s, m or h)")),
+            "" => return Err(format!("{} has no unit (use ms, s, m or h)", quote(text))),
             other => {
                 return Err(format!(
-                    "{text:?}: unknown unit {other:?} (use ms, s, m or h)"
+                    "{}: unknown unit {} (use ms, s, m or h)",
+                    quote(text),
+                    quote(other)
                 ))
             }
         };
         // Long digit strings would overflow; nothing sensible needs more than 12 digits.
         if int_part.len() > 12 || frac_part.len() > 9 {
-            return Err(format!("{text:?} is too long"));
+            return Err(format!("{} is too long", quote(text)));
         }
         let int_value: u128 = if int_part.is_empty() {
             0
@@ -337,7 +356,7 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         }
         total = total.saturating_add(part);
     }
-    u64::try_from(total).map_err(|_| format!("{text:?} is too long"))
+    u64::try_from(total).map_err(|_| format!("{} is too long", quote(text)))
 }
 
 #[cfg(test)]

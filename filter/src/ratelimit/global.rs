@@ -18,7 +18,8 @@ use std::sync::Arc;
 use crate::attributes::Attributes;
 use crate::config::read::ObjectReader;
 use crate::config::{ConfigError, ConfigPath, Json, JsonWriter};
-use crate::rls::{self, Entry, RlsResponse};
+use crate::rls::{self, RlsResponse};
+use crate::text::{push_uint, quote};
 
 use super::config::{invalid, KeyAttribute, RateLimitSpec, NANOS_PER_SEC};
 
@@ -146,76 +147,72 @@ pub struct GlobalLimit {
 
 /// Istio names outbound clusters `outbound|<port>|<subset>|<host>` (inbound likewise).
 fn check_cluster(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > MAX_NAME_LEN {
-        return Err(format!("must be 1 to {MAX_NAME_LEN} characters"));
-    }
-    if !name.bytes().all(|b| b.is_ascii_graphic()) {
+    if name.is_empty() || name.len() > MAX_NAME_LEN || !name.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(format!(
-            "{name:?} is not an Envoy cluster name (printable characters, no spaces)"
+            "{} is not an Envoy cluster name (1 to 255 printable characters, no spaces)",
+            quote(name)
         ));
     }
-    if name.contains('|') {
-        let parts: Vec<&str> = name.split('|').collect();
-        let istio = match parts.as_slice() {
-            [direction, port, _subset, host] => {
-                matches!(*direction, "outbound" | "inbound")
-                    && port.parse::<u16>().is_ok_and(|p| p > 0)
-                    && !host.is_empty()
-            }
-            _ => false,
-        };
-        if !istio {
-            return Err(format!(
-                "{name:?} is not an Istio cluster name (expected outbound|<port>|<subset>|<host>, \
-                 e.g. outbound|8081||limitador.limitador.svc.cluster.local)"
-            ));
+    let mut parts = name.split('|');
+    let istio = match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some(_), None, ..) => true,
+        (Some(direction), Some(port), Some(_), Some(host), None) => {
+            (direction == "outbound" || direction == "inbound")
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+                && !host.is_empty()
         }
+        _ => false,
+    };
+    if !istio {
+        return Err(format!(
+            "{} is not an Istio cluster name (expected outbound|<port>|<subset>|<host>, \
+             e.g. outbound|8081||limitador.limitador.svc.cluster.local)",
+            quote(name)
+        ));
     }
     if rls::may_parse_as_protobuf(name.as_bytes()) {
         return Err(format!(
-            "{name:?} would be read by Envoy as a serialized GrpcService, not as a cluster name"
+            "{} would be read by Envoy as a serialized GrpcService, not as a cluster name",
+            quote(name)
         ));
     }
     Ok(())
 }
 
-fn check_domain(domain: &str) -> Result<(), String> {
-    let ok = !domain.is_empty()
-        && domain.len() <= MAX_NAME_LEN
-        && domain
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{domain:?}: expected 1 to {MAX_NAME_LEN} letters, digits, '-', '_', '.' or '/'"
-        ))
-    }
-}
-
-/// Descriptor keys and fixed values end up quoted in the service's limit conditions; quotes,
-/// backslashes and control characters are refused so they never need escaping.
-fn check_text(text: &str, max: usize) -> Result<(), String> {
-    if text.is_empty() || text.len() > max {
-        return Err(format!("must be 1 to {max} characters"));
-    }
-    if text
-        .chars()
-        .any(|c| c.is_control() || matches!(c, '\'' | '"' | '\\'))
-    {
+/// Domains, descriptor keys and fixed values end up quoted in the service's limits file;
+/// quotes, backslashes and control characters are refused so they never need escaping.
+/// Domains are further limited to what Limitador namespaces usually are.
+fn check_text(text: &str, max: usize, domain: bool) -> Result<(), String> {
+    let bad = |c: char| {
+        c.is_control()
+            || matches!(c, '\'' | '"' | '\\')
+            || (domain && !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/')))
+    };
+    if text.is_empty() || text.len() > max || text.chars().any(bad) {
         return Err(format!(
-            "{text:?} must not contain quotes, backslashes or control characters"
+            "{}: expected 1 to {max} characters, {}",
+            quote(text),
+            if domain {
+                "letters, digits, '-', '_', '.' or '/'"
+            } else {
+                "no quotes, backslashes or control characters"
+            }
         ));
     }
     Ok(())
 }
 
 fn read_entry(entry: &EntryConfig, path: &ConfigPath) -> Result<DescriptorEntry, ConfigError> {
-    check_text(&entry.key, MAX_KEY_LEN).map_err(|m| invalid(path.field("key"), m))?;
+    check_text(&entry.key, MAX_KEY_LEN, false).map_err(|m| invalid(path.field("key"), m))?;
     let value = match (&entry.value, &entry.attribute) {
         (Some(value), None) => {
-            check_text(value, MAX_VALUE_LEN).map_err(|m| invalid(path.field("value"), m))?;
+            check_text(value, MAX_VALUE_LEN, false).map_err(|m| invalid(path.field("value"), m))?;
             EntryValue::Fixed(value.clone())
         }
         (None, Some(attribute)) => EntryValue::Attribute(
@@ -243,7 +240,8 @@ impl GlobalConfig {
         spec: &RateLimitSpec,
     ) -> Result<GlobalLimit, ConfigError> {
         check_cluster(&self.cluster).map_err(|m| invalid(path.field("cluster"), m))?;
-        check_domain(&self.domain).map_err(|m| invalid(path.field("domain"), m))?;
+        check_text(&self.domain, MAX_NAME_LEN, true)
+            .map_err(|m| invalid(path.field("domain"), m))?;
         let timeout_ms = self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
         if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
             return Err(invalid(
@@ -257,7 +255,7 @@ impl GlobalConfig {
             Some(other) => {
                 return Err(invalid(
                     path.field("failureMode"),
-                    format!("{other:?} is not one of deny, allow"),
+                    format!("{} is not one of deny, allow", quote(other)),
                 ))
             }
         };
@@ -266,16 +264,13 @@ impl GlobalConfig {
             Some(list) => {
                 let here = path.field("descriptors");
                 if list.is_empty() || list.len() > MAX_DESCRIPTORS {
-                    return Err(invalid(
-                        here,
-                        format!("must hold 1 to {MAX_DESCRIPTORS} descriptors"),
-                    ));
+                    return Err(invalid(here, "must hold 1 to 8 descriptors"));
                 }
                 let mut descriptors = Vec::with_capacity(list.len());
                 for (i, entries) in list.iter().enumerate() {
                     let at = here.index(i);
                     if entries.is_empty() || entries.len() > MAX_ENTRIES {
-                        return Err(invalid(at, format!("must hold 1 to {MAX_ENTRIES} entries")));
+                        return Err(invalid(at, "must hold 1 to 16 entries"));
                     }
                     let mut descriptor: Vec<DescriptorEntry> = Vec::with_capacity(entries.len());
                     for (j, entry) in entries.iter().enumerate() {
@@ -283,7 +278,7 @@ impl GlobalConfig {
                         if descriptor.iter().any(|e| e.key == entry.key) {
                             return Err(invalid(
                                 at.index(j).field("key"),
-                                format!("{:?} is used twice in this descriptor", entry.key),
+                                format!("{} is used twice in this descriptor", quote(&entry.key)),
                             ));
                         }
                         descriptor.push(entry);
@@ -322,32 +317,20 @@ fn default_descriptor(spec: &RateLimitSpec) -> Vec<DescriptorEntry> {
 impl GlobalLimit {
     /// The `RateLimitRequest` for this request (one hit).
     pub fn request(&self, attrs: &Attributes) -> Vec<u8> {
-        let values: Vec<Vec<String>> = self
-            .descriptors
-            .iter()
-            .map(|d| {
-                d.iter()
-                    .map(|e| match &e.value {
-                        EntryValue::Fixed(v) => v.clone(),
-                        EntryValue::Attribute(attr) => {
-                            crate::outcome::key_value(attrs, attr).unwrap_or_default()
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
-        let descriptors: Vec<Vec<Entry<'_>>> = self
-            .descriptors
-            .iter()
-            .zip(&values)
-            .map(|(d, v)| {
-                d.iter()
-                    .zip(v)
-                    .map(|(e, value)| Entry { key: &e.key, value })
-                    .collect()
-            })
-            .collect();
-        rls::encode_request(&self.domain, &descriptors, 1)
+        let mut encoder = rls::RequestEncoder::new(&self.domain);
+        for descriptor in &self.descriptors {
+            for entry in descriptor {
+                match &entry.value {
+                    EntryValue::Fixed(v) => encoder.entry(&entry.key, v),
+                    EntryValue::Attribute(attr) => {
+                        let value = crate::outcome::key_value(attrs, attr);
+                        encoder.entry(&entry.key, value.as_deref().unwrap_or(""));
+                    }
+                }
+            }
+            encoder.end_descriptor();
+        }
+        encoder.finish(1)
     }
 
     /// Writes this limit for the configuration log line, which `egress-sim limits` turns into
@@ -533,18 +516,29 @@ impl GlobalHit {
 
     /// The value of a reply header computed here, for the log.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        header(&self.headers, name)
     }
 
-    /// Headers of the 429 local reply: `x-envoy-ratelimited` and the rate-limit headers.
-    pub fn limited_response_headers(&self) -> Vec<(&str, &str)> {
-        let mut headers = vec![("x-envoy-ratelimited", "true")];
-        headers.extend(self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        headers
+    /// The leading number of a reply header (`"10, 10;w=60"` gives 10).
+    pub fn header_number(&self, name: &str) -> Option<u64> {
+        self.header(name).and_then(leading_number)
     }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn leading_number(text: &str) -> Option<u64> {
+    let text = text.trim_start_matches(' ');
+    let end = text
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(text.len());
+    text.get(..end)?.parse().ok()
 }
 
 /// The headers to send with a decision: the service's `response_headers_to_add` (Limitador's
@@ -559,19 +553,17 @@ fn reply_headers(response: &RlsResponse, over_limit: bool) -> Vec<(String, Strin
         let safe = !key.is_empty()
             && key.bytes().all(crate::protocol::is_tchar)
             && crate::protocol::http::is_valid_field_value(value.as_bytes())
-            && !matches!(
-                key.as_str(),
-                "content-length" | "transfer-encoding" | "connection"
-            );
+            && key != "content-length"
+            && key != "transfer-encoding"
+            && key != "connection";
         if safe && headers.len() < MAX_COPIED_HEADERS {
             headers.push((key, value.clone()));
         }
     }
-    let has = |headers: &[(String, String)], name: &str| headers.iter().any(|(k, _)| k == name);
-    if !has(&headers, "x-ratelimit-limit") {
-        headers.extend(draft03_headers(&response.statuses));
+    if header(&headers, "x-ratelimit-limit").is_none() {
+        draft03_headers(&response.statuses, &mut headers);
     }
-    if over_limit && !has(&headers, "retry-after") {
+    if over_limit && header(&headers, "retry-after").is_none() {
         let from_statuses = response
             .statuses
             .iter()
@@ -579,12 +571,11 @@ fn reply_headers(response: &RlsResponse, over_limit: bool) -> Vec<(String, Strin
             .filter_map(|s| s.duration_until_reset)
             .map(|(secs, nanos)| u64::try_from(secs).unwrap_or(0) + u64::from(nanos > 0))
             .max();
-        let from_reset = headers
-            .iter()
-            .find(|(k, _)| k == "x-ratelimit-reset")
-            .and_then(|(_, v)| v.trim().parse::<u64>().ok());
+        let from_reset = header(&headers, "x-ratelimit-reset").and_then(leading_number);
         if let Some(secs) = from_statuses.or(from_reset) {
-            headers.push(("retry-after".to_string(), secs.max(1).to_string()));
+            let mut value = String::new();
+            push_uint(&mut value, secs.max(1));
+            headers.push(("retry-after".to_string(), value));
         }
     }
     headers
@@ -592,39 +583,49 @@ fn reply_headers(response: &RlsResponse, over_limit: bool) -> Vec<(String, Strin
 
 /// Envoy's `enable_x_ratelimit_headers: DRAFT_VERSION_03`: the status with the fewest requests
 /// remaining gives `x-ratelimit-remaining` and `-reset`; `x-ratelimit-limit` lists every limit.
-fn draft03_headers(statuses: &[rls::DescriptorStatus]) -> Vec<(String, String)> {
-    let with_limit = || {
-        statuses
-            .iter()
-            .filter_map(|s| s.current_limit.as_ref().map(|l| (s, l)))
-    };
-    let Some((winner, winner_limit)) = with_limit().min_by_key(|(s, _)| s.limit_remaining) else {
-        return Vec::new();
-    };
-    let mut limit = winner_limit.requests_per_unit.to_string();
-    for (_, l) in with_limit() {
-        if let Some(window) = l.window_seconds() {
-            limit.push_str(&format!(", {};w={window}", l.requests_per_unit));
-            if !l.name.is_empty() && crate::protocol::http::is_valid_field_value(l.name.as_bytes())
+fn draft03_headers(statuses: &[rls::DescriptorStatus], headers: &mut Vec<(String, String)>) {
+    let mut winner: Option<&rls::DescriptorStatus> = None;
+    let mut policies = String::new();
+    for status in statuses {
+        let Some(limit) = &status.current_limit else {
+            continue;
+        };
+        if winner.is_none_or(|w| status.limit_remaining < w.limit_remaining) {
+            winner = Some(status);
+        }
+        if let Some(window) = limit.window_seconds() {
+            policies.push_str(", ");
+            push_uint(&mut policies, u64::from(limit.requests_per_unit));
+            policies.push_str(";w=");
+            push_uint(&mut policies, window);
+            if !limit.name.is_empty()
+                && crate::protocol::http::is_valid_field_value(limit.name.as_bytes())
             {
-                limit.push_str(&format!(";name=\"{}\"", l.name.replace('"', "'")));
+                policies.push_str(";name=\"");
+                policies.push_str(&limit.name.replace('"', "'"));
+                policies.push('"');
             }
         }
     }
-    let mut headers = vec![
-        ("x-ratelimit-limit".to_string(), limit),
-        (
-            "x-ratelimit-remaining".to_string(),
-            winner.limit_remaining.to_string(),
-        ),
-    ];
+    let Some(winner) = winner else {
+        return;
+    };
+    let mut value = String::new();
+    let rpu = winner
+        .current_limit
+        .as_ref()
+        .map_or(0, |l| l.requests_per_unit);
+    push_uint(&mut value, u64::from(rpu));
+    value.push_str(&policies);
+    headers.push(("x-ratelimit-limit".to_string(), value));
+    let mut value = String::new();
+    push_uint(&mut value, u64::from(winner.limit_remaining));
+    headers.push(("x-ratelimit-remaining".to_string(), value));
     if let Some((secs, _)) = winner.duration_until_reset {
-        headers.push((
-            "x-ratelimit-reset".to_string(),
-            u64::try_from(secs).unwrap_or(0).to_string(),
-        ));
+        let mut value = String::new();
+        push_uint(&mut value, u64::try_from(secs).unwrap_or(0));
+        headers.push(("x-ratelimit-reset".to_string(), value));
     }
-    headers
 }
 
 /// The smallest latency bound a duration falls under, in milliseconds (`None`: above all).
@@ -643,7 +644,7 @@ pub fn latency_buckets(latency_ns: u64) -> usize {
 mod tests {
     use super::*;
     use crate::ratelimit::config::BucketParams;
-    use crate::rls::{CurrentLimit, DescriptorStatus};
+    use crate::rls::{CurrentLimit, DescriptorStatus, Entry};
     use serde_json::json;
 
     fn spec() -> RateLimitSpec {
@@ -740,17 +741,17 @@ mod tests {
     fn errors_are_located() {
         let at = "rateLimits[0].global";
         let cases = [
-            (json!({"cluster": "", "domain": "d"}), format!("{at}.cluster: must be 1 to 255 characters")),
-            (json!({"cluster": "a b", "domain": "d"}), format!("{at}.cluster: \"a b\" is not an Envoy cluster name (printable characters, no spaces)")),
+            (json!({"cluster": "", "domain": "d"}), format!("{at}.cluster: \"\" is not an Envoy cluster name (1 to 255 printable characters, no spaces)")),
+            (json!({"cluster": "a b", "domain": "d"}), format!("{at}.cluster: \"a b\" is not an Envoy cluster name (1 to 255 printable characters, no spaces)")),
             (json!({"cluster": "outbound|x||h", "domain": "d"}), format!("{at}.cluster: \"outbound|x||h\" is not an Istio cluster name (expected outbound|<port>|<subset>|<host>, e.g. outbound|8081||limitador.limitador.svc.cluster.local)")),
             (json!({"cluster": "hxhx", "domain": "d"}), format!("{at}.cluster: \"hxhx\" would be read by Envoy as a serialized GrpcService, not as a cluster name")),
-            (json!({"cluster": CLUSTER, "domain": "a'b"}), format!("{at}.domain: \"a'b\": expected 1 to 255 letters, digits, '-', '_', '.' or '/'")),
+            (json!({"cluster": CLUSTER, "domain": "a'b"}), format!("{at}.domain: \"a'b\": expected 1 to 255 characters, letters, digits, '-', '_', '.' or '/'")),
             (json!({"cluster": CLUSTER, "domain": "d", "timeoutMs": 0}), format!("{at}.timeoutMs: 0 is outside 1..=60000")),
             (json!({"cluster": CLUSTER, "domain": "d", "failureMode": "open"}), format!("{at}.failureMode: \"open\" is not one of deny, allow")),
             (json!({"cluster": CLUSTER, "domain": "d", "descriptors": []}), format!("{at}.descriptors: must hold 1 to 8 descriptors")),
             (json!({"cluster": CLUSTER, "domain": "d", "descriptors": [[]]}), format!("{at}.descriptors[0]: must hold 1 to 16 entries")),
             (json!({"cluster": CLUSTER, "domain": "d", "descriptors": [[{"key": "k"}]]}), format!("{at}.descriptors[0][0]: an entry needs exactly one of `value` (fixed) or `attribute`")),
-            (json!({"cluster": CLUSTER, "domain": "d", "descriptors": [[{"key": "k", "value": "it's"}]]}), format!("{at}.descriptors[0][0].value: \"it's\" must not contain quotes, backslashes or control characters")),
+            (json!({"cluster": CLUSTER, "domain": "d", "descriptors": [[{"key": "k", "value": "it's"}]]}), format!("{at}.descriptors[0][0].value: \"it's\": expected 1 to 256 characters, no quotes, backslashes or control characters")),
             (json!({"cluster": CLUSTER, "domain": "d", "descriptors": [[{"key": "k", "attribute": "source.user"}]]}), format!("{at}.descriptors[0][0].attribute: unknown key attribute \"source.user\"; expected one of source.principal, source.namespace, source.ip, destination.host, destination.port, connection.sni, request.headers[<name>]")),
             (json!({"cluster": CLUSTER, "domain": "d", "descriptors": [[{"key": "k", "value": "a"}, {"key": "k", "value": "b"}]]}), format!("{at}.descriptors[0][1].key: \"k\" is used twice in this descriptor")),
         ];
@@ -787,16 +788,21 @@ mod tests {
         };
         let hit = GlobalHit::answered(&limit(), &response, 0);
         assert!(!hit.allowed());
+        let headers: Vec<(&str, &str)> = hit
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         assert_eq!(
-            hit.limited_response_headers(),
+            headers,
             vec![
-                ("x-envoy-ratelimited", "true"),
                 ("x-ratelimit-limit", "2, 2;w=60"),
                 ("x-ratelimit-remaining", "0"),
                 ("x-ratelimit-reset", "59"),
                 ("retry-after", "59"),
             ]
         );
+        assert_eq!(hit.header_number("x-ratelimit-limit"), Some(2));
     }
 
     #[test]

@@ -365,19 +365,22 @@ impl Reply {
             }),
             FinalVerdict::Deny => Some(Reply::deny(outcome.reply_body())),
             FinalVerdict::RateLimited => {
-                let (body, headers) = match (&outcome.global, &outcome.rate_limit) {
-                    (Some(g), _) => (
-                        g.body
-                            .clone()
-                            .unwrap_or_else(|| outcome.reply_body().into_bytes()),
-                        g.limited_response_headers()
-                            .into_iter()
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect(),
-                    ),
-                    (None, hit) => (
+                let (body, headers) = match &outcome.global {
+                    Some(g) => {
+                        let mut headers =
+                            vec![("x-envoy-ratelimited".to_string(), "true".to_string())];
+                        headers.extend(g.headers.iter().cloned());
+                        let body = g.body.clone();
+                        (
+                            body.unwrap_or_else(|| outcome.reply_body().into_bytes()),
+                            headers,
+                        )
+                    }
+                    None => (
                         outcome.reply_body().into_bytes(),
-                        hit.as_ref()
+                        outcome
+                            .rate_limit
+                            .as_ref()
                             .map(|h| h.decision.limited_response_headers())
                             .unwrap_or_default()
                             .into_iter()
@@ -638,18 +641,21 @@ fn decide(
 mod calls {
     use std::cell::RefCell;
 
-    use crate::matchers::{fast_map, FastMap};
-
     thread_local! {
-        static WAITING: RefCell<FastMap<u32, u32>> = RefCell::new(fast_map());
+        /// (token, stream); a handful at a time, so a list.
+        static WAITING: RefCell<Vec<(u32, u32)>> = const { RefCell::new(Vec::new()) };
     }
 
     pub fn register(token: u32, stream: u32) {
-        WAITING.with(|w| w.borrow_mut().insert(token, stream));
+        WAITING.with(|w| w.borrow_mut().push((token, stream)));
     }
 
     pub fn take(token: u32) -> Option<u32> {
-        WAITING.with(|w| w.borrow_mut().remove(&token))
+        WAITING.with(|w| {
+            let mut w = w.borrow_mut();
+            let at = w.iter().position(|(t, _)| *t == token)?;
+            Some(w.swap_remove(at).1)
+        })
     }
 }
 

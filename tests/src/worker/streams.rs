@@ -61,6 +61,8 @@ pub(super) struct TcpDriver {
     pub(super) step: TcpStep,
     pub(super) closed: bool,
     pub(super) paused: bool,
+    /// Paused while a callout it made is pending: no further event until it is answered.
+    pub(super) blocked: bool,
     pub(super) forwarded: Vec<u8>,
 }
 
@@ -77,15 +79,19 @@ pub(super) struct OpenStream {
 }
 
 impl Worker {
-    /// Runs one HTTP stream to its end on the first HTTP plugin.
+    /// Runs one HTTP stream to its end on the first HTTP plugin. A stream paused for a real
+    /// callout (see `upstream`) waits for its answer first.
     pub fn http(&mut self, request: &HttpRequest) -> Result<StreamOutcome, HostError> {
         let handle = self.begin_http(request)?;
+        self.wait_while_blocked(handle.0);
         Ok(self.finish(handle))
     }
 
-    /// Runs one TCP connection to its end on the first network plugin.
+    /// Runs one TCP connection to its end on the first network plugin, waiting as
+    /// [`Worker::http`] does.
     pub fn tcp(&mut self, connection: &TcpStream) -> Result<StreamOutcome, HostError> {
         let handle = self.begin_tcp(connection)?;
+        self.wait_while_blocked(handle.0);
         Ok(self.finish(handle))
     }
 
@@ -133,6 +139,7 @@ impl Worker {
             step: TcpStep::Create,
             closed: false,
             paused: false,
+            blocked: false,
             forwarded: Vec::new(),
         });
         let state = StreamProtocol::Tcp(TcpStreamState {
@@ -148,12 +155,20 @@ impl Worker {
     pub fn finish(&mut self, handle: StreamHandle) -> StreamOutcome {
         let id = handle.0;
         if let Some(stream) = self.streams.get_mut(&id) {
-            if let Driver::Http(h) = &mut stream.driver {
-                if h.blocked {
+            match &mut stream.driver {
+                Driver::Http(h) if h.blocked => {
                     h.blocked = false;
                     h.step = HttpStep::Log;
                     stream.result.get_or_insert(StreamResult::Paused);
                 }
+                Driver::Tcp(t) if t.blocked => {
+                    // The client gives up and closes.
+                    t.blocked = false;
+                    t.chunks.clear();
+                    t.upstream_chunks.clear();
+                    t.step = TcpStep::Close;
+                }
+                _ => {}
             }
         }
         self.advance(id);
@@ -180,10 +195,15 @@ impl Worker {
 
     /// Whether a stream is waiting for the module to resume it.
     pub fn is_paused(&self, handle: StreamHandle) -> bool {
-        matches!(
-            self.streams.get(&handle.0).map(|s| &s.driver),
-            Some(Driver::Http(h)) if h.blocked
-        )
+        self.is_blocked(handle.0)
+    }
+
+    pub(super) fn is_blocked(&self, id: u32) -> bool {
+        match self.streams.get(&id).map(|s| &s.driver) {
+            Some(Driver::Http(h)) => h.blocked,
+            Some(Driver::Tcp(t)) => t.blocked,
+            None => false,
+        }
     }
 
     /// Envoy's HTTP connection manager adds these before any filter sees the request.
@@ -296,7 +316,7 @@ impl Worker {
             };
             let (done, blocked) = match &stream.driver {
                 Driver::Http(h) => (h.step == HttpStep::Done, h.blocked),
-                Driver::Tcp(t) => (t.step == TcpStep::Done, false),
+                Driver::Tcp(t) => (t.step == TcpStep::Done, t.blocked),
             };
             if done {
                 self.collect_logs();
@@ -828,6 +848,9 @@ impl Worker {
         }
         driver.paused = paused;
         driver.step = TcpStep::Data;
+        if paused && self.stream_has_callout(id) {
+            self.tcp_driver(id).blocked = true;
+        }
     }
 }
 
