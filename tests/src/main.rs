@@ -1,12 +1,15 @@
 //! `egress-sim`: run a proxy-wasm filter the way the egress gateway's Envoy runs it.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use egress_sim::limits;
 use egress_sim::replay::{self, ReplayError};
 use egress_sim::{
     FailurePolicy, Host, HostError, HostOptions, LogLevel, LogRecord, PluginConfig, VmConfig,
@@ -40,6 +43,9 @@ enum Command {
     Replay(ReplayArgs),
     /// Runs Envoy's configuration canary: prints `ok`, or the filter's reason and exits 1.
     CheckConfig(ModuleArgs),
+    /// Prints Limitador's limits file (limits.yaml) for the configuration's global rate limits,
+    /// from the filter's own description of them, so the service counts what the filter sends.
+    Limits(ModuleArgs),
 }
 
 #[derive(Args)]
@@ -65,8 +71,10 @@ struct ModuleArgs {
     /// Envoy's log level for the module: lower messages are dropped.
     #[arg(long, default_value = "info")]
     log_level: LogLevel,
-    /// An upstream cluster the module may call out to (repeatable).
-    #[arg(long = "cluster", value_name = "NAME")]
+    /// An upstream cluster the module may call out to (repeatable). NAME alone: the callouts
+    /// stay unanswered; NAME=HOST:PORT: unary gRPC calls to it go to that address over HTTP/2
+    /// (plaintext), as Envoy would send them to the cluster.
+    #[arg(long = "cluster", value_name = "NAME[=HOST:PORT]")]
     clusters: Vec<String>,
 }
 
@@ -102,6 +110,13 @@ struct ReplayArgs {
     /// Also print the filter's log lines from outside requests (configuration, ticks) to stderr.
     #[arg(long)]
     verbose: bool,
+    /// A rate limit service (Limitador, envoyproxy/ratelimit) at HOST:PORT answers the global
+    /// rate limits: every cluster they name goes there (HTTP/2 gRPC, plaintext).
+    #[arg(long, value_name = "HOST:PORT")]
+    rls: Option<String>,
+    /// Run each worker on a thread of its own, concurrently (at_ms is refused then).
+    #[arg(long)]
+    parallel: bool,
 }
 
 /// Exit codes: 0 done, 1 configuration rejected (check-config), 2 usage errors and a rejected
@@ -110,6 +125,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig(args) => check_config(&args),
+        Command::Limits(args) => match print_limits(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                report(&error);
+                ExitCode::from(2)
+            }
+        },
         Command::Replay(args) => match replay(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -146,7 +168,7 @@ fn rejection_reason(logs: &[LogRecord]) -> Vec<String> {
 
 fn check_config(args: &ModuleArgs) -> ExitCode {
     let setup = || -> anyhow::Result<(Host, Vec<PluginConfig>)> {
-        let host = load_host(args)?;
+        let host = load_host(args, cluster_endpoints(args)?)?;
         Ok((host, plugins(args, FailurePolicy::FailClose)?))
     };
     let (host, plugins) = match setup() {
@@ -188,7 +210,19 @@ fn check_config(args: &ModuleArgs) -> ExitCode {
 }
 
 fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
-    let host = load_host(&args.module)?;
+    let mut endpoints = cluster_endpoints(&args.module)?;
+    if let Some(rls) = &args.rls {
+        let address = resolve(rls).with_context(|| format!("--rls {rls}"))?;
+        let probe = load_host(&args.module, BTreeMap::new())?;
+        let described = global_limits(&probe, &args.module)?;
+        if described.is_empty() {
+            eprintln!("warning: --rls: the configuration has no global rate limits");
+        }
+        for limit in described {
+            endpoints.insert(limit.cluster, address);
+        }
+    }
+    let host = load_host(&args.module, endpoints)?;
     let policy = match (args.fail_open, args.failure_policy) {
         (true, _) | (_, Policy::Open) => FailurePolicy::FailOpen,
         (_, Policy::Close) => FailurePolicy::FailClose,
@@ -204,7 +238,11 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     let mut deployment = host
         .start(plugins(&args.module, policy)?, usize::from(args.workers))
         .context("starting the filter")?;
-    let results = replay::run(&mut deployment, &items)?;
+    let results = if args.parallel {
+        replay::run_parallel(&mut deployment, &items)?
+    } else {
+        replay::run(&mut deployment, &items)?
+    };
 
     let mut stdout = std::io::stdout().lock();
     let written = if args.summary {
@@ -247,7 +285,52 @@ fn read_requests(source: &str) -> anyhow::Result<String> {
     }
 }
 
-fn load_host(args: &ModuleArgs) -> anyhow::Result<Host> {
+/// The global limits the filter describes when configured with `args.config`.
+fn global_limits(host: &Host, args: &ModuleArgs) -> anyhow::Result<Vec<limits::GlobalLimit>> {
+    let plugin = plugins(args, FailurePolicy::FailClose)?
+        .into_iter()
+        .next()
+        .context("no HTTP plugin")?;
+    let report = host.canary(&plugin).context("configuring the filter")?;
+    Ok(
+        limits::described_limits(report.logs.iter().map(|l| l.message.as_str()))
+            .unwrap_or_default(),
+    )
+}
+
+fn print_limits(args: &ModuleArgs) -> anyhow::Result<()> {
+    let host = load_host(args, cluster_endpoints(args)?)?;
+    let described = global_limits(&host, args)?;
+    let yaml = limits::limitador_limits(&described, &args.config.display().to_string())
+        .map_err(anyhow::Error::msg)?;
+    print!("{yaml}");
+    Ok(())
+}
+
+fn resolve(address: &str) -> anyhow::Result<SocketAddr> {
+    address
+        .to_socket_addrs()
+        .with_context(|| format!("{address:?} is not HOST:PORT"))?
+        .next()
+        .with_context(|| format!("{address:?} resolves to no address"))
+}
+
+/// The `--cluster NAME=HOST:PORT` flags.
+fn cluster_endpoints(args: &ModuleArgs) -> anyhow::Result<BTreeMap<String, SocketAddr>> {
+    let mut endpoints = BTreeMap::new();
+    for entry in &args.clusters {
+        if let Some((name, address)) = entry.split_once('=') {
+            let address = resolve(address).with_context(|| format!("--cluster {entry}"))?;
+            endpoints.insert(name.to_string(), address);
+        }
+    }
+    Ok(endpoints)
+}
+
+fn load_host(
+    args: &ModuleArgs,
+    cluster_endpoints: BTreeMap<String, SocketAddr>,
+) -> anyhow::Result<Host> {
     let mut environment = Vec::new();
     for entry in &args.env {
         let Some((name, value)) = entry.split_once('=') else {
@@ -265,7 +348,13 @@ fn load_host(args: &ModuleArgs) -> anyhow::Result<Host> {
     };
     let options = HostOptions {
         log_level: args.log_level,
-        clusters: args.clusters.clone(),
+        clusters: args
+            .clusters
+            .iter()
+            .filter(|c| !c.contains('='))
+            .cloned()
+            .collect(),
+        cluster_endpoints,
         ..HostOptions::default()
     };
     Ok(Host::from_file(&args.wasm, vm_config, options)?)

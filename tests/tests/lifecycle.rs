@@ -505,10 +505,7 @@ fn grpc_callouts_deliver_messages_and_close() {
     worker.take_root_logs();
     // Envoy's unary callbacks: the message on success (no close), only the close on failure
     // (a message that came with a failure is dropped).
-    for (status, expected) in [
-        (0, vec!["pong"]),
-        (14, vec!["upstream unavailable"]),
-    ] {
+    for (status, expected) in [(0, vec!["pong"]), (14, vec!["upstream unavailable"])] {
         worker.http(&HttpRequest::get("a", "/")).unwrap();
         let calls = worker.grpc_callouts();
         assert_eq!(calls.len(), 1);
