@@ -497,3 +497,71 @@ fn a_paused_request_abandoned_by_its_client_cancels_its_call() {
         "a cancelled call delivers nothing"
     );
 }
+
+#[test]
+fn redis_killed_mid_run_gives_the_failure_mode() {
+    let Some(mut redis) = redis() else { return };
+    const LIMIT: u32 = 10_000;
+    let config = config(global(100, "deny"), vec![], &["source.namespace"], LIMIT);
+    // Concurrent checks, as limitador-server makes them (the totals here need no exactness).
+    let server = RlsServer::start(RlsOptions {
+        redis_url: redis.url(),
+        limits: load_limits(&limits_file(&config)).unwrap(),
+        style: AnswerStyle::Limitador,
+        serialize: false,
+    })
+    .unwrap();
+    let mut deployment = deploy(&config, Some(server.addr()), 4);
+    let lines: Vec<String> = (0..200).map(|i| request(&format!("r{i}"), "ml")).collect();
+    let items = replay::parse_requests(&lines.join("\n")).unwrap();
+
+    // Four workers replay at once; Redis is killed once the service has answered 40 calls.
+    let results = std::thread::scope(|scope| {
+        let killer = scope.spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while server.calls() < 40 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            redis.stop();
+        });
+        let results = replay::run_parallel(&mut deployment, &items).unwrap();
+        killer.join().unwrap();
+        results
+    });
+    let allowed = results
+        .iter()
+        .filter(|r| r.decision == Decision::Allow)
+        .count();
+    let failed: Vec<&ReplayResult> = results.iter().filter(|r| r.status == Some(500)).collect();
+    assert_eq!(
+        allowed + failed.len(),
+        results.len(),
+        "allowed or 500, nothing else"
+    );
+    // Calls are counted as they arrive: up to one per worker was in flight at the kill.
+    assert!(
+        allowed >= 40 - 4,
+        "{allowed} allowed before Redis went away"
+    );
+    assert!(!failed.is_empty(), "Redis was killed before the run ended");
+    for result in &failed {
+        let line = rate_limit_line(result);
+        assert_eq!(line["result"], "error", "{}", result.id);
+        // UNAVAILABLE from the service, or no answer in time while its Redis client reconnects.
+        let error = line["error"].as_str().unwrap_or_default();
+        assert!(
+            ["unavailable", "timeout", "grpc_status"].contains(&error),
+            "{}: {line}",
+            result.id
+        );
+        assert_eq!(line["failureMode"], "deny");
+    }
+    assert_eq!(
+        metric(&deployment, "egress_filter.rls.failure_mode_denied"),
+        failed.len() as u64
+    );
+    for worker in deployment.workers() {
+        assert!(worker.failure().is_none(), "{:?}", worker.failure());
+        assert_eq!(worker.callouts_in_flight(), 0);
+    }
+}
