@@ -2,7 +2,9 @@
 //! egress_filter, first with a local limit (token bucket in shared data), then with a global
 //! limit asked of the test rate limit service (`tests/rls-server`: limitador over a real
 //! `redis-server`, HTTP/2 gRPC on loopback). Prints latency per request (mean, p50, p99) on one
-//! worker, and requests per second with four workers on threads of their own.
+//! worker, and requests per second with four workers on threads of their own. Then the Redis
+//! memory one counter takes: 10,000 requests from distinct namespaces (one counter each),
+//! `used_memory` (`redis-cli INFO memory`) before and after.
 //!
 //! Needs `redis-server` and the filter:
 //! `cargo build --release --target wasm32-wasip1 -p egress-filter`
@@ -23,6 +25,7 @@ const WARMUP: usize = 300;
 const SEQUENTIAL: usize = 5_000;
 const PARALLEL_WORKERS: usize = 4;
 const PER_WORKER: usize = 2_000;
+const COUNTERS: usize = 10_000;
 
 fn egress_filter() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -132,6 +135,30 @@ fn parallel(deployment: &mut Deployment) -> f64 {
     (PARALLEL_WORKERS * PER_WORKER) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// `used_memory` of the Redis on `port`, in bytes.
+fn redis_used_memory(port: u16) -> u64 {
+    let output = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "INFO", "memory"])
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("used_memory:")?.parse().ok())
+        .expect("INFO memory has used_memory")
+}
+
+/// Bytes of Redis memory per counter: `COUNTERS` requests from distinct namespaces.
+fn bytes_per_counter(deployment: &mut Deployment, redis_port: u16) -> u64 {
+    let before = redis_used_memory(redis_port);
+    let worker = deployment.worker(0);
+    for i in 0..COUNTERS {
+        let mut request = request();
+        request.connection.principal = Some(format!("cluster.local/ns/namespace-{i}/sa/app"));
+        one(worker, &request);
+    }
+    redis_used_memory(redis_port).saturating_sub(before) / COUNTERS as u64
+}
+
 fn micros(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
@@ -194,6 +221,9 @@ fn main() {
             local_rps / global_rps
         );
     }
+    let per_counter =
+        bytes_per_counter(&mut deploy(&global_config, server.addr(), 1), redis.port());
+    println!("redis: {per_counter} bytes per counter ({COUNTERS} counters, one per namespace)");
     println!(
         "rate limit service: {} calls, {} over limit, {} errors",
         server.calls(),
