@@ -332,13 +332,14 @@ fn istio_kustomization_renders_the_istio_objects() {
         "VirtualService istio-system/tls-via-egress-gateway",
         "WasmPlugin istio-system/egress-filter-http",
         "WasmPlugin istio-system/egress-filter-network",
+        "DestinationRule istio-system/limitador",
     ] {
         assert!(
             names.contains(expected),
             "{expected} missing from {names:?}"
         );
     }
-    assert_eq!(names.len(), 8, "{names:?}");
+    assert_eq!(names.len(), 9, "{names:?}");
     if let Some(schemas) = istio_crds() {
         for object in &rendered {
             let violations = violations_of(&schemas, object);
