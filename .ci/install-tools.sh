@@ -10,6 +10,8 @@
 #                    a real Alertmanager the alert sink test posts to and reads back
 #   chromium         renders the HTML reports headless; the test reads the screenshot and the DOM
 #   nodejs, npm      run the Gateway API schema validator (tests/manifests/tests/gateway_api/)
+#   redis-server     the store behind the test rate limit service (global rate limit tests)
+#   binaryen         wasm-opt, which shrinks egress_filter.wasm under its budget (filter/build.sh)
 set -euo pipefail
 
 missing=()
@@ -23,6 +25,8 @@ command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alert
 command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v wasm-opt >/dev/null 2>&1 || missing+=(binaryen)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -47,4 +51,4 @@ if [[ ! -f "$gateway_api/node_modules/@kubernetes-models/gateway-api/package.jso
   npm install --prefix "$gateway_api" --no-package-lock --no-audit --no-fund --silent
 fi
 
-echo "tools: $(docker-registry --version 2>&1 | head -n1); $(skopeo --version); $(chromium --version 2>/dev/null); $(kubectl version --client 2>/dev/null | tr '\n' ' ')"
+echo "tools: $(docker-registry --version 2>&1 | head -n1); $(skopeo --version); $(chromium --version 2>/dev/null); $(redis-server --version | cut -d' ' -f1-3); $(kubectl version --client 2>/dev/null | tr '\n' ' ')"

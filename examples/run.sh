@@ -11,10 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
-  rustup target add wasm32-wasip1
-fi
-cargo build -q --release --target wasm32-wasip1 -p egress-filter -p noop-filter
+filter/build.sh -q
 # The whole workspace as the test command builds it: the two commands share one build (a
 # narrower package selection would unify features differently and compile wasmtime again).
 cargo build -q --workspace --tests

@@ -18,6 +18,7 @@ pub mod outcome;
 pub mod policy;
 pub mod protocol;
 pub mod ratelimit;
+pub mod rls;
 pub mod stat_name;
 pub mod text;
 
@@ -34,10 +35,13 @@ pub use policy::{
     CompiledPolicy, CompiledTiers, Decision, PolicyAction, Reason, TierName, TraceStep, Verdict,
 };
 
-pub use outcome::{CompiledRateLimit, FinalVerdict, Outcome, ProtocolViolation, RateLimitHit};
+pub use outcome::{
+    CompiledGlobalLimit, CompiledRateLimit, FinalVerdict, Outcome, ProtocolViolation, RateLimitHit,
+};
 
 use policy::{compile_rule, HttpOnlyOnTcp, LimitPlan, Tracer};
 use protocol::ProtocolChecks;
+use ratelimit::global::EntryValue;
 use ratelimit::{name_already_used, CasStore, KeyAttribute, RateLimitConfig, RateLimiter};
 
 /// Everything the filter compiles from one pluginConfig.
@@ -47,10 +51,14 @@ pub struct CompiledConfig {
     pub policy: CompiledPolicy,
     /// `Some` for a configuration with `tiers`.
     pub tiers: Option<CompiledTiers>,
-    /// Every limit: the global `rateLimits` first, then those attached to tier policies.
+    /// Every local limit (token buckets in shared data, checked first): the top-level
+    /// `rateLimits` first, then those attached to tier policies.
     pub rate_limits: Vec<CompiledRateLimit>,
-    /// How many of `rate_limits` are global (apply to every allowed stream they match).
-    global_limits: usize,
+    /// How many of `rate_limits` are top-level (apply to every allowed stream they match).
+    top_level_limits: usize,
+    /// Limits decided by a rate limit service (top-level `rateLimits` with `global`), asked once
+    /// the local ones allowed a stream.
+    pub global_limits: Vec<CompiledGlobalLimit>,
     /// `None`: the configuration has no `protocol` key, no protocol checks run.
     pub protocol: Option<ProtocolChecks>,
     header_names: Vec<String>,
@@ -62,14 +70,21 @@ pub struct CompiledConfig {
 #[derive(Default)]
 struct LimitCompiler {
     limits: Vec<CompiledRateLimit>,
+    global: Vec<CompiledGlobalLimit>,
     paths: Vec<(String, ConfigPath)>,
     header_names: Vec<String>,
 }
 
 impl LimitCompiler {
-    /// Validates and adds the limit at `path`.
+    /// Validates and adds the limit at `path`; a `global` one only at the top level (`rateLimits`).
+    /// Returns a local limit's index in `limits`.
     #[inline(never)]
-    fn add(&mut self, limit: &RateLimitConfig, path: &ConfigPath) -> Result<u32, ConfigError> {
+    fn add(
+        &mut self,
+        limit: &RateLimitConfig,
+        path: &ConfigPath,
+        top_level: bool,
+    ) -> Result<u32, ConfigError> {
         let spec = limit.validate(path)?;
         let metric_form = stat_name::prometheus_form(&spec.name);
         let earlier = self
@@ -95,6 +110,23 @@ impl LimitCompiler {
             }
         }
         self.paths.push((spec.name.clone(), path.clone()));
+        if let Some(global) = &limit.global {
+            if !top_level {
+                return Err(ratelimit::global_limit_not_top_level(path));
+            }
+            let limit = global.validate(&path.field("global"), &spec)?;
+            for entry in limit.descriptors.iter().flatten() {
+                if let EntryValue::Attribute(KeyAttribute::RequestHeader(name)) = &entry.value {
+                    text::add_unique(&mut self.header_names, name);
+                }
+            }
+            self.global.push(CompiledGlobalLimit {
+                limit,
+                http: rule.http,
+                tcp: rule.tcp,
+            });
+            return Ok((self.global.len() - 1) as u32);
+        }
         self.limits.push(CompiledRateLimit {
             limiter: RateLimiter::new(spec),
             http: rule.http,
@@ -114,14 +146,14 @@ impl CompiledConfig {
         let limits_path = root.field("rateLimits");
         let mut limits = LimitCompiler::default();
         for (i, limit) in config.rate_limits.iter().enumerate() {
-            limits.add(limit, &limits_path.index(i))?;
+            limits.add(limit, &limits_path.index(i), true)?;
         }
-        let global_limits = limits.limits.len();
+        let top_level_limits = limits.limits.len();
         let tiers = match &config.tiers {
             Some(spec) => Some(CompiledTiers::compile(
                 spec,
                 &root.field("tiers"),
-                &mut |limit, path| limits.add(limit, path),
+                &mut |limit, path| limits.add(limit, path, false),
             )?),
             None => None,
         };
@@ -133,6 +165,7 @@ impl CompiledConfig {
         }
         text::sort_by(&mut header_names, |a, b| a < b);
         let rate_limits = limits.limits;
+        let global_limits = limits.global;
 
         let protocol = match &config.protocol {
             Some(p) => Some(p.validate(&root.field("protocol"))?),
@@ -145,11 +178,15 @@ impl CompiledConfig {
                 .is_some_and(CompiledTiers::tcp_needs_inspection)
             || rate_limits
                 .iter()
+                .any(|l| l.tcp.as_ref().is_some_and(|m| m.needs_inspection()))
+            || global_limits
+                .iter()
                 .any(|l| l.tcp.as_ref().is_some_and(|m| m.needs_inspection()));
         Ok(Self {
             policy,
             tiers,
             rate_limits,
+            top_level_limits,
             global_limits,
             protocol,
             header_names,
@@ -220,20 +257,28 @@ impl CompiledConfig {
         let rate_limit = match violation {
             Some(_) => None,
             None => {
-                let global = self.rate_limits.get(..self.global_limits).unwrap_or(&[]);
+                let top_level = self.rate_limits.get(..self.top_level_limits).unwrap_or(&[]);
                 let attached = plan
                     .rules
                     .iter()
                     .flatten()
                     .chain(plan.scope)
                     .filter_map(|&i| self.rate_limits.get(i as usize));
-                outcome::check_rate_limits(global.iter().chain(attached), attrs, store, now_ns)
+                outcome::check_rate_limits(top_level.iter().chain(attached), attrs, store, now_ns)
             }
         };
         Outcome {
             decision,
             violation,
             rate_limit,
+            global: None,
         }
+    }
+
+    /// The first global limit from `from` on that applies to the stream: the next one to ask
+    /// once the policies, protocol checks and local limits allowed it.
+    pub fn next_global_limit(&self, attrs: &Attributes, from: usize) -> Option<usize> {
+        let rest = self.global_limits.get(from..)?;
+        rest.iter().position(|l| l.applies(attrs)).map(|i| i + from)
     }
 }

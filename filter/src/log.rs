@@ -20,8 +20,9 @@ use std::borrow::Cow;
 
 use crate::attributes::{Attributes, TrafficKind};
 use crate::config::JsonWriter;
-use crate::outcome::Outcome;
+use crate::outcome::{Outcome, RateLimitHit};
 use crate::policy::{Decision, RuleResult, TraceStep};
+use crate::ratelimit::{GlobalHit, GlobalResult};
 
 /// Longest attribute value written to the log, in bytes; longer values end with `...`.
 pub const MAX_LOGGED_VALUE: usize = 256;
@@ -95,6 +96,57 @@ fn attributes(w: &mut JsonWriter, attrs: &Attributes) {
     w.end_object();
 }
 
+fn local_limit(w: &mut JsonWriter, key: &str, hit: &RateLimitHit) {
+    let d = &hit.decision;
+    w.key_object(key);
+    w.str("name", Some(&d.limit_name));
+    w.str("scope", Some("local"));
+    w.str("result", Some(d.reason()));
+    w.str("bucket", Some(&clip(&hit.key)));
+    w.bool(
+        "overflow",
+        d.bucket == crate::ratelimit::BucketRef::Overflow,
+    );
+    w.uint("limit", Some(u64::from(d.limit)));
+    w.uint("remaining", Some(u64::from(d.remaining)));
+    w.uint("resetSeconds", Some(d.reset_secs));
+    w.uint("matchedLimits", Some(hit.matched as u64));
+    w.end_object();
+}
+
+fn global_limit(w: &mut JsonWriter, g: &GlobalHit) {
+    w.key_object("rateLimit");
+    w.str("name", Some(&g.limit_name));
+    w.str("scope", Some("global"));
+    w.str("domain", Some(&g.domain));
+    match &g.result {
+        GlobalResult::Answered { code, over_limit } => {
+            w.str(
+                "result",
+                Some(if *over_limit { "over_limit" } else { "ok" }),
+            );
+            w.uint("code", Some(u64::from(*code)));
+        }
+        GlobalResult::Failed { error, detail } => {
+            w.str("result", Some("error"));
+            w.str("error", Some(error.as_str()));
+            w.str("detail", Some(&clip(detail)));
+        }
+    }
+    w.str("failureMode", Some(g.failure_mode.as_str()));
+    for (key, header) in [
+        ("limit", "x-ratelimit-limit"),
+        ("remaining", "x-ratelimit-remaining"),
+        ("resetSeconds", "x-ratelimit-reset"),
+    ] {
+        if let Some(n) = g.header_number(header) {
+            w.uint(key, Some(n));
+        }
+    }
+    w.uint("latencyUs", Some(g.latency_ns / 1_000));
+    w.end_object();
+}
+
 /// Renders the decision log line. `attrs` is `None` when nothing could be gathered.
 pub fn decision_line(
     kind: TrafficKind,
@@ -153,21 +205,19 @@ fn line(
     } else if let Some(v) = outcome.and_then(|o| o.violation.as_ref()) {
         w.str("detail", Some(&clip(&v.to_string())));
     }
-    if let Some(hit) = outcome.and_then(|o| o.rate_limit.as_ref()) {
-        let d = &hit.decision;
-        w.key_object("rateLimit");
-        w.str("name", Some(&d.limit_name));
-        w.str("result", Some(d.reason()));
-        w.str("bucket", Some(&clip(&hit.key)));
-        w.bool(
-            "overflow",
-            d.bucket == crate::ratelimit::BucketRef::Overflow,
-        );
-        w.uint("limit", Some(u64::from(d.limit)));
-        w.uint("remaining", Some(u64::from(d.remaining)));
-        w.uint("resetSeconds", Some(d.reset_secs));
-        w.uint("matchedLimits", Some(hit.matched as u64));
-        w.end_object();
+    if let Some(o) = outcome {
+        // The limit that decided is `rateLimit`: the global one when it was asked (the local
+        // ones allowed the stream then, and are `localRateLimit`).
+        match (&o.global, &o.rate_limit) {
+            (Some(global), local) => {
+                global_limit(&mut w, global);
+                if let Some(hit) = local {
+                    local_limit(&mut w, "localRateLimit", hit);
+                }
+            }
+            (None, Some(hit)) => local_limit(&mut w, "rateLimit", hit),
+            (None, None) => {}
+        }
     }
     w.key_array("audit");
     for policy in &decision.audit {

@@ -9,7 +9,17 @@
 //! - `egress_filter.policy.<name>.dry_run.<allow|deny|audit>`: dry-run outcomes per policy;
 //! - `egress_filter.ratelimited.<http|tcp>` and `egress_filter.ratelimit.<limit>.limited`:
 //!   streams refused by a rate limit (total, and by the limit that answered);
-//! - `egress_filter.protocol_denied.<http|tcp>`: streams refused by a protocol check.
+//! - `egress_filter.protocol_denied.<http|tcp>`: streams refused by a protocol check;
+//! - `egress_filter.rls.<calls|ok|over_limit>`: calls to the rate limit service of global
+//!   limits, and its answers; `egress_filter.rls.error.<kind>`: calls without a usable answer
+//!   (`unknown_cluster`, `dispatch_failed`, `timeout`, `unavailable`, `grpc_status`,
+//!   `bad_response`), then `egress_filter.rls.failure_mode_<allowed|denied>` for what the failure
+//!   mode did; `egress_filter.rls.latency_le_<1|5|10|25|50|100|250|1000>ms` and `.latency_le_inf`:
+//!   cumulative latency buckets (an answer in 3ms counts in `le_5ms` and every larger bucket;
+//!   `le_inf` counts every answer and error after the call was made).
+//!
+//! The refusals of global limits count in `ratelimited.*` and `ratelimit.<limit>.limited` as
+//! those of local ones do.
 //!
 //! With `tiers`, instead of `policy.*`:
 //! - `egress_filter.tier.<admin|namespace|baseline|default>.<allow|deny>`: decisions by the tier
@@ -83,6 +93,20 @@ pub fn protocol_denied_counter(kind: TrafficKind) -> String {
 #[inline(never)]
 pub fn limit_counter(limit: &str) -> String {
     format!("{PREFIX}.ratelimit.{limit}.limited")
+}
+
+/// `egress_filter.rls.<name>`: the rate limit service's counters.
+#[inline(never)]
+pub fn rls_counter(name: &str) -> String {
+    format!("{PREFIX}.rls.{name}")
+}
+
+/// `egress_filter.rls.latency_le_<bound>ms`, or `_le_inf` for `None`.
+pub fn rls_latency_counter(bound_ms: Option<u64>) -> String {
+    match bound_ms {
+        Some(ms) => rls_counter(&format!("latency_le_{ms}ms")),
+        None => rls_counter("latency_le_inf"),
+    }
 }
 
 /// The per-policy outcome counted for an enforced policy of this action.

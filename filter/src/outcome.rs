@@ -1,12 +1,16 @@
 //! The whole decision for one stream, in order: policies (allow/deny), then protocol checks,
-//! then rate limits. A stream denied by a policy or a protocol check takes no token.
+//! then local rate limits, then global ones (asked of the rate limit service only when the
+//! local ones allowed the stream). A stream denied by a policy or a protocol check takes no
+//! token and costs the rate limit service nothing.
 
 use std::fmt;
 
 use crate::attributes::Attributes;
 use crate::policy::{Decision, RuleMatcher};
 use crate::protocol::{HttpViolation, TcpViolation};
-use crate::ratelimit::{CasStore, KeyAttribute, RateLimitDecision, RateLimiter};
+use crate::ratelimit::{
+    CasStore, FailureMode, GlobalHit, GlobalLimit, KeyAttribute, RateLimitDecision, RateLimiter,
+};
 
 /// One `rateLimits` entry, compiled: its `match` for each kind of traffic and its limiter.
 #[derive(Debug, Clone)]
@@ -19,10 +23,31 @@ pub struct CompiledRateLimit {
 
 impl CompiledRateLimit {
     pub fn applies(&self, attrs: &Attributes) -> bool {
-        match attrs.http {
-            Some(_) => self.http.matches(attrs),
-            None => self.tcp.as_ref().is_some_and(|m| m.matches(attrs)),
-        }
+        limit_applies(&self.http, self.tcp.as_ref(), attrs)
+    }
+}
+
+/// One `rateLimits` entry with `global`, compiled: decided by the rate limit service.
+#[derive(Debug, Clone)]
+pub struct CompiledGlobalLimit {
+    pub limit: GlobalLimit,
+    pub http: RuleMatcher,
+    /// `None`: the match reads HTTP-only fields, so the limit never applies to TCP connections.
+    pub tcp: Option<RuleMatcher>,
+}
+
+impl CompiledGlobalLimit {
+    pub fn applies(&self, attrs: &Attributes) -> bool {
+        limit_applies(&self.http, self.tcp.as_ref(), attrs)
+    }
+}
+
+/// Whether a limit's `match` selects this stream: its HTTP variant for a request, its TCP
+/// variant (if it has one) for a connection.
+fn limit_applies(http: &RuleMatcher, tcp: Option<&RuleMatcher>, attrs: &Attributes) -> bool {
+    match attrs.http {
+        Some(_) => http.matches(attrs),
+        None => tcp.is_some_and(|m| m.matches(attrs)),
     }
 }
 
@@ -87,8 +112,12 @@ pub struct Outcome<'p> {
     pub decision: Decision<'p>,
     /// Set when the policies allowed the stream and a protocol check failed.
     pub violation: Option<ProtocolViolation>,
-    /// Set when the policies and protocol checks allowed the stream and some limit matched.
+    /// Set when the policies and protocol checks allowed the stream and some local limit
+    /// matched.
     pub rate_limit: Option<RateLimitHit>,
+    /// Set when the local limits allowed the stream and a global limit was asked: the one that
+    /// refused it, or the last one asked.
+    pub global: Option<GlobalHit>,
 }
 
 impl<'p> Outcome<'p> {
@@ -98,21 +127,51 @@ impl<'p> Outcome<'p> {
             decision,
             violation: None,
             rate_limit: None,
+            global: None,
         }
+    }
+
+    fn local_refused(&self) -> bool {
+        self.rate_limit
+            .as_ref()
+            .is_some_and(|h| !h.decision.allowed())
     }
 
     pub fn verdict(&self) -> FinalVerdict {
         if !self.decision.is_allowed() || self.violation.is_some() {
-            FinalVerdict::Deny
-        } else if self
-            .rate_limit
-            .as_ref()
-            .is_some_and(|h| !h.decision.allowed())
-        {
-            FinalVerdict::RateLimited
-        } else {
-            FinalVerdict::Allow
+            return FinalVerdict::Deny;
         }
+        if self.local_refused() {
+            return FinalVerdict::RateLimited;
+        }
+        match &self.global {
+            Some(g) if g.over_limit() => FinalVerdict::RateLimited,
+            // No usable answer and failureMode deny.
+            Some(g) if !g.allowed() => FinalVerdict::Deny,
+            _ => FinalVerdict::Allow,
+        }
+    }
+
+    /// The rate limit service failed this stream and its failure mode denies it.
+    pub fn global_failed_closed(&self) -> bool {
+        self.decision.is_allowed()
+            && self.violation.is_none()
+            && !self.local_refused()
+            && self
+                .global
+                .as_ref()
+                .is_some_and(|g| g.error().is_some() && g.failure_mode == FailureMode::Deny)
+    }
+
+    /// The name of the limit that refused the stream, local or global.
+    pub fn refusing_limit(&self) -> Option<&str> {
+        if self.verdict() != FinalVerdict::RateLimited {
+            return None;
+        }
+        if self.local_refused() {
+            return self.rate_limit.as_ref().map(|h| &*h.decision.limit_name);
+        }
+        self.global.as_ref().map(|g| &*g.limit_name)
     }
 
     /// The reason code for the log: the protocol check or rate-limit outcome when one decided.
@@ -123,6 +182,9 @@ impl<'p> Outcome<'p> {
             }
             if let Some(hit) = self.rate_limit.as_ref().filter(|h| !h.decision.allowed()) {
                 return hit.decision.reason();
+            }
+            if let Some(global) = self.global.as_ref().filter(|g| g.reason() != "allowed") {
+                return global.reason();
             }
         }
         self.decision.reason.code()
@@ -136,8 +198,11 @@ impl<'p> Outcome<'p> {
         if let Some(v) = &self.violation {
             return format!("egress denied: protocol check {} failed\n", v.reason());
         }
-        match &self.rate_limit {
-            Some(hit) => format!("egress rate limited by {}\n", hit.decision.limit_name),
+        if self.global_failed_closed() {
+            return "egress denied: the rate limit service gave no answer\n".to_string();
+        }
+        match self.refusing_limit() {
+            Some(name) => format!("egress rate limited by {name}\n"),
             None => String::new(),
         }
     }

@@ -56,7 +56,7 @@ fn rate_limit_and_protocol_errors_are_located() {
         ),
         (
             r#"{"rateLimits":[{"name":"a","maxTokens":1,"fillInterval":"1s","burst":2}]}"#,
-            "rateLimits[0].burst: unknown field `burst`, expected one of `name`, `match`, `key`, `maxTokens`, `tokensPerFill`, `fillInterval`, `maxKeys`",
+            "rateLimits[0].burst: unknown field `burst`, expected one of `name`, `match`, `key`, `maxTokens`, `tokensPerFill`, `fillInterval`, `maxKeys`, `global`",
         ),
         (
             r#"{"protocol":{"tcp":{"tlsPorts":[443,70000]}}}"#,

@@ -1,8 +1,9 @@
 //! What the caller configures: the VM (Envoy `VmConfig`), the plugins loaded into it (Envoy
 //! `PluginConfig`, Istio `WasmPlugin`) and host options.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,6 +119,11 @@ pub struct HostOptions {
     /// Upstream clusters known to the host: `proxy_http_call`/`proxy_grpc_*` to other names fail
     /// as they do in Envoy.
     pub clusters: Vec<String>,
+    /// Clusters reachable over the network: a unary `proxy_grpc_call` to one of these names is
+    /// a real gRPC call over HTTP/2 (plaintext) to the address, answered when the worker next
+    /// processes events (see `upstream`). Other calls are answered by the caller
+    /// (`Worker::respond_grpc_callout`).
+    pub cluster_endpoints: BTreeMap<String, SocketAddr>,
     /// Seed for `random_get`, so runs are reproducible.
     pub random_seed: u64,
     /// The gateway's own identity (`connection.uri_san_local_certificate` on mTLS connections).
@@ -153,6 +159,7 @@ impl Default for HostOptions {
         HostOptions {
             log_level: LogLevel::Info,
             clusters: Vec::new(),
+            cluster_endpoints: BTreeMap::new(),
             random_seed: 0x5eed,
             local_principal: "cluster.local/ns/istio-system/sa/istio-egressgateway-service-account"
                 .to_string(),
@@ -181,6 +188,7 @@ impl fmt::Debug for HostOptions {
         f.debug_struct("HostOptions")
             .field("log_level", &self.log_level)
             .field("clusters", &self.clusters)
+            .field("cluster_endpoints", &self.cluster_endpoints)
             .field("random_seed", &self.random_seed)
             .field("local_principal", &self.local_principal)
             .field(

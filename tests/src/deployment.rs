@@ -57,6 +57,7 @@ pub(crate) struct HostInner {
     pub clock: Arc<SimClock>,
     pub vm_config: Arc<VmConfig>,
     pub options: Arc<HostOptions>,
+    pub upstreams: Arc<crate::upstream::Upstreams>,
     next_vm_instance: AtomicU64,
     next_connection_id: AtomicU64,
     next_request_id: AtomicU64,
@@ -70,6 +71,7 @@ impl HostInner {
             self.clock.clone(),
             self.vm_config.clone(),
             self.options.clone(),
+            self.upstreams.clone(),
             vm_instance,
         );
         Vm::instantiate(&self.pre, state)
@@ -175,6 +177,7 @@ impl Host {
                 clock,
                 vm_config: Arc::new(vm_config),
                 options: Arc::new(options),
+                upstreams: Arc::default(),
                 next_vm_instance: AtomicU64::new(1),
                 next_connection_id: AtomicU64::new(1),
                 next_request_id: AtomicU64::new(1),

@@ -23,6 +23,7 @@ mod hcm;
 pub mod headers;
 mod hostcalls;
 pub mod insights;
+pub mod limits;
 pub mod pairs;
 pub mod plaintext;
 pub mod properties;
@@ -31,6 +32,7 @@ pub mod shared;
 mod state;
 pub mod stream;
 pub mod synthetic;
+pub mod upstream;
 mod vm;
 mod worker;
 

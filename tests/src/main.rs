@@ -1,6 +1,8 @@
 //! `egress-sim`: run a proxy-wasm filter the way the egress gateway's Envoy runs it.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -14,6 +16,7 @@ use egress_sim::insights::recommend::{self, GroupBy, Observed};
 use egress_sim::insights::{
     render, InputStats, RequestFacts, Summary, DEFAULT_MAX_GROUPS, UNUSABLE_EXAMPLES,
 };
+use egress_sim::limits;
 use egress_sim::replay::{self, ReplayError, ReplayItem};
 use egress_sim::{explain, plaintext};
 use egress_sim::{
@@ -62,6 +65,9 @@ enum Command {
     /// The request is one object in the replay input format (see `replay --help`); "id" may be
     /// left out.
     Explain(ExplainArgs),
+    /// Prints Limitador's limits file (limits.yaml) for the configuration's global rate limits,
+    /// from the filter's own description of them, so the service counts what the filter sends.
+    Limits(ModuleArgs),
     /// Recommends the smallest allow-list that admits the traffic of an access log.
     ///
     /// Per source namespace (or principal): exact hosts with their ports and HTTP methods, TLS
@@ -209,8 +215,10 @@ struct ModuleArgs {
     /// Envoy's log level for the module: lower messages are dropped.
     #[arg(long, default_value = "info")]
     log_level: LogLevel,
-    /// An upstream cluster the module may call out to (repeatable).
-    #[arg(long = "cluster", value_name = "NAME")]
+    /// An upstream cluster the module may call out to (repeatable). NAME alone: the callouts
+    /// stay unanswered; NAME=HOST:PORT: unary gRPC calls to it go to that address over HTTP/2
+    /// (plaintext), as Envoy would send them to the cluster.
+    #[arg(long = "cluster", value_name = "NAME[=HOST:PORT]")]
     clusters: Vec<String>,
 }
 
@@ -260,6 +268,13 @@ struct ReplayArgs {
     /// Also print the filter's log lines from outside requests (configuration, ticks) to stderr.
     #[arg(long)]
     verbose: bool,
+    /// A rate limit service (Limitador, envoyproxy/ratelimit) at HOST:PORT answers the global
+    /// rate limits: every cluster they name goes there (HTTP/2 gRPC, plaintext).
+    #[arg(long, value_name = "HOST:PORT")]
+    rls: Option<String>,
+    /// Run each worker on a thread of its own, concurrently (at_ms is refused then).
+    #[arg(long)]
+    parallel: bool,
 }
 
 /// Exit codes: 0 done, 1 configuration rejected (check-config), 2 usage errors and a rejected
@@ -268,6 +283,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig(args) => check_config(&args),
+        Command::Limits(args) => done(print_limits(&args)),
         Command::Explain(args) => explain(&args),
         Command::Replay(args) => done(replay(&args)),
         Command::Recommend(args) => done(recommend_allow_list(&args)),
@@ -312,7 +328,7 @@ fn rejection_reason(logs: &[LogRecord]) -> Vec<String> {
 fn check_config(check: &CheckConfigArgs) -> ExitCode {
     let args = &check.module;
     let setup = || -> anyhow::Result<(Host, Vec<PluginConfig>)> {
-        let host = load_host(args, args.log_level)?;
+        let host = load_host(args, args.log_level, cluster_endpoints(args)?)?;
         Ok((host, plugins(args, FailurePolicy::FailClose)?))
     };
     let (host, plugins) = match setup() {
@@ -392,7 +408,7 @@ fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let items = replay::parse_requests(&request.to_string()).context("--request")?;
     // The filter logs its steps at debug level (trace logs them too).
     let level = args.module.log_level.min(LogLevel::Debug);
-    let host = load_host(&args.module, level)?;
+    let host = load_host(&args.module, level, cluster_endpoints(&args.module)?)?;
     let mut deployment = match host.start(plugins(&args.module, FailurePolicy::FailClose)?, 1) {
         Ok(deployment) => deployment,
         Err(error @ HostError::ConfigRejected { .. }) => {
@@ -429,7 +445,19 @@ fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
-    let host = load_host(&args.module, args.module.log_level)?;
+    let mut endpoints = cluster_endpoints(&args.module)?;
+    if let Some(rls) = &args.rls {
+        let address = resolve(rls).with_context(|| format!("--rls {rls}"))?;
+        let probe = load_host(&args.module, args.module.log_level, BTreeMap::new())?;
+        let described = global_limits(&probe, &args.module)?;
+        if described.is_empty() {
+            eprintln!("warning: --rls: the configuration has no global rate limits");
+        }
+        for limit in described {
+            endpoints.insert(limit.cluster, address);
+        }
+    }
+    let host = load_host(&args.module, args.module.log_level, endpoints)?;
     let policy = match (args.fail_open, args.failure_policy) {
         (true, _) | (_, Policy::Open) => FailurePolicy::FailOpen,
         (_, Policy::Close) => FailurePolicy::FailClose,
@@ -448,7 +476,11 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     let mut deployment = host
         .start(plugins(&args.module, policy)?, usize::from(args.workers))
         .context("starting the filter")?;
-    let results = replay::run(&mut deployment, &items)?;
+    let results = if args.parallel {
+        replay::run_parallel(&mut deployment, &items)?
+    } else {
+        replay::run(&mut deployment, &items)?
+    };
 
     let output = match args.format {
         Some(format) => {
@@ -726,7 +758,53 @@ fn read_requests(source: &str) -> anyhow::Result<String> {
     }
 }
 
-fn load_host(args: &ModuleArgs, log_level: LogLevel) -> anyhow::Result<Host> {
+/// The global limits the filter describes when configured with `args.config`.
+fn global_limits(host: &Host, args: &ModuleArgs) -> anyhow::Result<Vec<limits::GlobalLimit>> {
+    let plugin = plugins(args, FailurePolicy::FailClose)?
+        .into_iter()
+        .next()
+        .context("no HTTP plugin")?;
+    let report = host.canary(&plugin).context("configuring the filter")?;
+    Ok(
+        limits::described_limits(report.logs.iter().map(|l| l.message.as_str()))
+            .unwrap_or_default(),
+    )
+}
+
+fn print_limits(args: &ModuleArgs) -> anyhow::Result<()> {
+    let host = load_host(args, args.log_level, cluster_endpoints(args)?)?;
+    let described = global_limits(&host, args)?;
+    let yaml = limits::limitador_limits(&described, &args.config.display().to_string())
+        .map_err(anyhow::Error::msg)?;
+    print!("{yaml}");
+    Ok(())
+}
+
+fn resolve(address: &str) -> anyhow::Result<SocketAddr> {
+    address
+        .to_socket_addrs()
+        .with_context(|| format!("{address:?} is not HOST:PORT"))?
+        .next()
+        .with_context(|| format!("{address:?} resolves to no address"))
+}
+
+/// The `--cluster NAME=HOST:PORT` flags.
+fn cluster_endpoints(args: &ModuleArgs) -> anyhow::Result<BTreeMap<String, SocketAddr>> {
+    let mut endpoints = BTreeMap::new();
+    for entry in &args.clusters {
+        if let Some((name, address)) = entry.split_once('=') {
+            let address = resolve(address).with_context(|| format!("--cluster {entry}"))?;
+            endpoints.insert(name.to_string(), address);
+        }
+    }
+    Ok(endpoints)
+}
+
+fn load_host(
+    args: &ModuleArgs,
+    log_level: LogLevel,
+    cluster_endpoints: BTreeMap<String, SocketAddr>,
+) -> anyhow::Result<Host> {
     let mut environment = Vec::new();
     for entry in &args.env {
         let Some((name, value)) = entry.split_once('=') else {
@@ -744,7 +822,13 @@ fn load_host(args: &ModuleArgs, log_level: LogLevel) -> anyhow::Result<Host> {
     };
     let options = HostOptions {
         log_level,
-        clusters: args.clusters.clone(),
+        clusters: args
+            .clusters
+            .iter()
+            .filter(|c| !c.contains('='))
+            .cloned()
+            .collect(),
+        cluster_endpoints,
         ..HostOptions::default()
     };
     Ok(Host::from_file(&args.wasm, vm_config, options)?)

@@ -498,6 +498,70 @@ pub fn to_result(id: &str, outcome: &StreamOutcome) -> ReplayResult {
     result
 }
 
+/// Runs each worker on a thread of its own, as Envoy's workers run, each taking its requests
+/// (by `worker`, else round-robin) in order; the results come back in input order. The clock
+/// is shared by all threads, so `at_ms` is refused here.
+pub fn run_parallel(
+    deployment: &mut Deployment,
+    items: &[ReplayItem],
+) -> Result<Vec<ReplayResult>, ReplayError> {
+    if let Some(item) = items.iter().find(|i| i.at.is_some()) {
+        return Err(ReplayError::Input {
+            line: item.line,
+            message: "at_ms cannot be used when workers run in parallel".to_string(),
+        });
+    }
+    let workers = deployment.workers();
+    let count = workers.len().max(1);
+    let mut queues: Vec<Vec<(usize, &ReplayItem)>> = vec![Vec::new(); count];
+    for (n, item) in items.iter().enumerate() {
+        queues[item.worker.unwrap_or(n) % count].push((n, item));
+    }
+    let mut results: Vec<Option<ReplayResult>> = vec![None; items.len()];
+    let outcomes = std::thread::scope(|scope| {
+        let handles: Vec<_> = workers
+            .iter_mut()
+            .zip(queues)
+            .map(|(worker, queue)| {
+                scope.spawn(move || -> Result<Vec<(usize, ReplayResult)>, ReplayError> {
+                    let mut out = Vec::with_capacity(queue.len());
+                    for (n, item) in queue {
+                        out.push((n, run_on_worker(worker, item)?));
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect::<Vec<_>>()
+    });
+    for outcome in outcomes {
+        for (n, result) in outcome? {
+            results[n] = Some(result);
+        }
+    }
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// Runs one item on `worker` (no clock change).
+pub fn run_on_worker(
+    worker: &mut crate::Worker,
+    item: &ReplayItem,
+) -> Result<ReplayResult, ReplayError> {
+    let outcome = match &item.input {
+        StreamInput::Http(request) => worker.http(request),
+        StreamInput::Tcp(connection) => worker.tcp(connection),
+    }
+    .map_err(|source| ReplayError::Host {
+        id: item.id.clone(),
+        line: item.line,
+        source,
+    })?;
+    Ok(to_result(&item.id, &outcome))
+}
+
 /// Runs the requests in order, each on its worker, and reports each.
 pub fn run(
     deployment: &mut Deployment,
@@ -524,17 +588,7 @@ pub fn run_one(
             worker.poll();
         }
     }
-    let worker = deployment.worker(item.worker.unwrap_or(n));
-    let outcome = match &item.input {
-        StreamInput::Http(request) => worker.http(request),
-        StreamInput::Tcp(connection) => worker.tcp(connection),
-    }
-    .map_err(|source| ReplayError::Host {
-        id: item.id.clone(),
-        line: item.line,
-        source,
-    })?;
-    Ok(to_result(&item.id, &outcome))
+    run_on_worker(deployment.worker(item.worker.unwrap_or(n)), item)
 }
 
 /// A readable table of what was allowed and denied, and why.

@@ -12,6 +12,7 @@ use crate::config::{HostOptions, PluginConfig, VmConfig};
 use crate::headers::HeaderMap;
 use crate::shared::{MetricCell, SharedState};
 use crate::stream::{Connection, LogRecord};
+use crate::upstream::{CallHandle, GrpcOutcome, Upstreams};
 
 /// Hashes small integer ids (context ids, metric ids) with one multiplication: they are looked
 /// up on every host call, where SipHash showed in profiles.
@@ -61,6 +62,13 @@ pub(crate) struct VmState {
     pub last_http_call: u32,
     pub grpc_calls: BTreeMap<u32, PendingGrpcCall>,
     pub last_grpc_call: u32,
+    /// Real callouts (see `upstream`): their tasks send the outcome here; the worker delivers
+    /// it the next time it processes events.
+    pub upstreams: Arc<Upstreams>,
+    pub completions: (
+        std::sync::mpsc::Sender<GrpcCompletion>,
+        std::sync::mpsc::Receiver<GrpcCompletion>,
+    ),
     pub metrics: IdMap<Arc<MetricCell>>,
     /// Next metric id per type; ids carry their type in the low bits as in Envoy.
     pub next_metric_ids: [u32; 3],
@@ -83,6 +91,7 @@ impl VmState {
         clock: Arc<SimClock>,
         vm_config: Arc<VmConfig>,
         options: Arc<HostOptions>,
+        upstreams: Arc<Upstreams>,
         vm_instance: u64,
     ) -> VmState {
         let mut contexts = IdMap::default();
@@ -113,6 +122,8 @@ impl VmState {
             last_http_call: 0,
             grpc_calls: BTreeMap::new(),
             last_grpc_call: 0,
+            upstreams,
+            completions: std::sync::mpsc::channel(),
             metrics: IdMap::default(),
             // Envoy: counters 0, 4, 8...; gauges 1, 5...; histograms 2, 6...
             next_metric_ids: [0, 1, 2],
@@ -186,13 +197,30 @@ pub(crate) struct PendingHttpCall {
     /// The context whose effective root made the call (`proxy_on_http_call_response` goes to
     /// the root; the SDK routes it to the stream that asked).
     pub root_context_id: u32,
+    /// The context that was active when the call was made (a stream waits for it).
+    pub caller: u32,
+    /// Monotonic host time at which the call times out (`None`: timeout 0, none).
+    pub deadline: Option<u64>,
     pub call: crate::worker::HttpCallout,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct PendingGrpcCall {
     pub root_context_id: u32,
+    pub caller: u32,
+    /// Monotonic host time at which a call answered by the caller times out; a real call
+    /// times out on its own.
+    pub deadline: Option<u64>,
+    /// A real call in flight; cancelled when dropped from the table.
+    pub network: Option<CallHandle>,
     pub call: crate::worker::GrpcCallout,
+}
+
+/// A real unary call that ended.
+#[derive(Debug)]
+pub(crate) struct GrpcCompletion {
+    pub token: u32,
+    pub outcome: GrpcOutcome,
 }
 
 pub(crate) struct Context {

@@ -7,6 +7,7 @@ use crate::config::read::{read_u32, ObjectReader};
 pub use crate::config::ConfigError;
 use crate::config::{ConfigPath, Json};
 use crate::ratelimit::config::invalid;
+use crate::text::quote;
 
 /// `protocol`: `{"http": {...}, "tcp": {...}}`. A missing section means that section's
 /// defaults, which are on: the checks are cheap and their defaults only refuse what a
@@ -209,7 +210,10 @@ impl HttpConfig {
             for (i, method) in methods.iter().enumerate() {
                 let here = at("allowedMethods").index(i);
                 if method.is_empty() || !method.bytes().all(is_tchar) {
-                    return Err(invalid(here, format!("{method:?} is not a method token")));
+                    return Err(invalid(
+                        here,
+                        format!("{} is not a method token", quote(method)),
+                    ));
                 }
                 if method == "CONNECT" && !self.allow_connect {
                     return Err(invalid(
@@ -221,7 +225,7 @@ impl HttpConfig {
                     .get(..i)
                     .is_some_and(|before| before.contains(method))
                 {
-                    return Err(invalid(here, format!("{method:?} is listed twice")));
+                    return Err(invalid(here, format!("{} is listed twice", quote(method))));
                 }
             }
         }
@@ -281,8 +285,8 @@ impl TcpConfig {
             invalid(
                 at("minTlsVersion"),
                 format!(
-                    "{:?} is not one of \"1.0\", \"1.1\", \"1.2\", \"1.3\"",
-                    self.min_tls_version
+                    "{} is not one of \"1.0\", \"1.1\", \"1.2\", \"1.3\"",
+                    quote(&self.min_tls_version)
                 ),
             )
         })?;

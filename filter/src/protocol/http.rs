@@ -1,6 +1,8 @@
 //! HTTP request checks: pure functions over the request's header list (pseudo-headers included,
 //! as Envoy hands them to the filter).
 
+use crate::text::quote;
+
 /// RFC 9110 §5.6.2 `tchar`: the characters of a token (header names, methods).
 pub fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric()
@@ -70,15 +72,15 @@ pub enum HttpViolation {
     TooManyHeaders { count: usize, max: usize },
     #[error("{bytes} bytes of headers exceed the limit of {max}")]
     HeadersTooLarge { bytes: usize, max: usize },
-    #[error("header name {name:?} has characters outside RFC 9110 token")]
+    #[error("header name {} has characters outside RFC 9110 token", quote(.name))]
     InvalidHeaderName { name: String },
-    #[error("value of header {name:?} has control characters")]
+    #[error("value of header {} has control characters", quote(.name))]
     InvalidHeaderValue { name: String },
     #[error("{name} appears twice")]
     DuplicateHeader { name: String },
     #[error("request has no :method")]
     MissingMethod,
-    #[error("method {method:?} is not a token")]
+    #[error("method {} is not a token", quote(.method))]
     InvalidMethod { method: String },
     #[error("method {method} is not allowed")]
     MethodNotAllowed { method: String },
@@ -86,11 +88,11 @@ pub enum HttpViolation {
     ConnectNotAllowed,
     #[error("request has no :authority")]
     MissingAuthority,
-    #[error(":authority {authority:?} is not host[:port]")]
+    #[error(":authority {} is not host[:port]", quote(.authority))]
     InvalidAuthority { authority: String },
-    #[error("host {host:?} differs from :authority {authority:?}")]
+    #[error("host {} differs from :authority {}", quote(.host), quote(.authority))]
     HostAuthorityMismatch { host: String, authority: String },
-    #[error(":authority host {host:?} differs from TLS SNI {sni:?} (domain fronting)")]
+    #[error(":authority host {} differs from TLS SNI {} (domain fronting)", quote(.host), quote(.sni))]
     SniMismatch { host: String, sni: String },
     #[error("HTTP version unknown")]
     UnknownVersion,

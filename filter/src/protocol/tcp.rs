@@ -4,6 +4,7 @@
 use super::detect::{detect, Detection, Protocol, MAX_DETECT_BYTES};
 use super::http::normalize_host;
 use super::tls::{ClientHello, ClientHelloParser, TlsError, TlsVersion};
+use crate::text::quote;
 
 /// Follows one connection's first bytes until its protocol (and ClientHello) is known.
 ///
@@ -223,11 +224,11 @@ pub enum TcpViolation {
     },
     #[error("ClientHello has no ALPN")]
     AlpnMissing,
-    #[error("ALPN protocol {protocol:?} is not allowed")]
+    #[error("ALPN protocol {} is not allowed", quote(.protocol))]
     AlpnNotAllowed { protocol: String },
     #[error("ClientHello has no SNI")]
     SniMissing,
-    #[error("ClientHello SNI {sni:?} differs from the requested server name {requested:?}")]
+    #[error("ClientHello SNI {} differs from the requested server name {}", quote(.sni), quote(.requested))]
     SniMismatch { sni: String, requested: String },
     #[error("encrypted ClientHello is not allowed")]
     EchNotAllowed,

@@ -5,6 +5,7 @@ use std::fmt;
 use crate::config::read::ObjectReader;
 pub use crate::config::ConfigError;
 use crate::config::{ConfigErrorKind, ConfigPath, Json, RuleSpec};
+use crate::text::quote;
 
 /// Envoy's local_ratelimit refuses fill intervals below 50ms; so do we.
 pub const MIN_FILL_INTERVAL_NS: u64 = 50 * NANOS_PER_MILLI;
@@ -34,11 +35,13 @@ pub struct RateLimitConfig {
     /// Attributes whose values split the traffic into buckets; empty: one bucket.
     pub key: Vec<String>,
     pub max_tokens: u32,
-    /// Default 1.
-    pub tokens_per_fill: u32,
+    /// Default 1 (a global limit: `maxTokens`, the whole window).
+    pub tokens_per_fill: Option<u32>,
     pub fill_interval: String,
-    /// Default [`DEFAULT_MAX_KEYS`].
-    pub max_keys: u32,
+    /// Default [`DEFAULT_MAX_KEYS`]; a global limit keeps no buckets here.
+    pub max_keys: Option<u32>,
+    /// Decided by a rate limit service shared by every replica (see [`super::global`]).
+    pub global: Option<super::global::GlobalConfig>,
 }
 
 impl RateLimitConfig {
@@ -50,6 +53,7 @@ impl RateLimitConfig {
         "tokensPerFill",
         "fillInterval",
         "maxKeys",
+        "global",
     ];
 
     /// Reads one entry at `path` (e.g. `rateLimits[1]`).
@@ -63,9 +67,10 @@ impl RateLimitConfig {
         config.match_rule = obj.object("match", RuleSpec::read)?;
         config.key = obj.strings("key")?.unwrap_or_default();
         config.max_tokens = obj.required_u32("maxTokens")?;
-        config.tokens_per_fill = obj.u32("tokensPerFill")?.unwrap_or(1);
+        config.tokens_per_fill = obj.u32("tokensPerFill")?;
         config.fill_interval = obj.required_string("fillInterval")?;
-        config.max_keys = obj.u32("maxKeys")?.unwrap_or(DEFAULT_MAX_KEYS);
+        config.max_keys = obj.u32("maxKeys")?;
+        config.global = obj.object("global", super::global::GlobalConfig::read)?;
         obj.finish()?;
         Ok(config)
     }
@@ -91,6 +96,7 @@ pub enum KeyAttribute {
 }
 
 impl KeyAttribute {
+    #[inline(never)]
     pub fn parse(text: &str) -> Result<KeyAttribute, String> {
         Ok(match text {
             "source.principal" => KeyAttribute::SourcePrincipal,
@@ -105,13 +111,18 @@ impl KeyAttribute {
                     .and_then(|rest| rest.strip_suffix(']'))
                     .ok_or_else(|| {
                         format!(
-                            "unknown key attribute {text:?}; expected one of source.principal, \
+                            "unknown key attribute {}; expected one of source.principal, \
                              source.namespace, source.ip, destination.host, destination.port, \
-                             connection.sni, request.headers[<name>]"
+                             connection.sni, request.headers[<name>]",
+                            quote(text)
                         )
                     })?;
                 if name.is_empty() || !name.bytes().all(crate::protocol::is_tchar) {
-                    return Err(format!("{text:?}: {name:?} is not a valid header name"));
+                    return Err(format!(
+                        "{}: {} is not a valid header name",
+                        quote(text),
+                        quote(name)
+                    ));
                 }
                 KeyAttribute::RequestHeader(name.to_ascii_lowercase())
             }
@@ -161,7 +172,7 @@ impl RateLimitConfig {
             let here = at("key").index(i);
             let attr = KeyAttribute::parse(text).map_err(|m| invalid(here.clone(), m))?;
             if key.contains(&attr) {
-                return Err(invalid(here, format!("{text:?} is listed twice")));
+                return Err(invalid(here, format!("{} is listed twice", quote(text))));
             }
             key.push(attr);
         }
@@ -169,27 +180,53 @@ impl RateLimitConfig {
         if self.max_tokens == 0 {
             return Err(invalid(at("maxTokens"), "must be at least 1"));
         }
-        if self.tokens_per_fill == 0 {
-            return Err(invalid(at("tokensPerFill"), "must be at least 1"));
+        let tokens_per_fill = match (self.tokens_per_fill, &self.global) {
+            (Some(0), _) => return Err(invalid(at("tokensPerFill"), "must be at least 1")),
+            (Some(n), Some(_)) if n != self.max_tokens => {
+                return Err(invalid(
+                    at("tokensPerFill"),
+                    "a global limit counts maxTokens requests per fillInterval window; \
+                     leave tokensPerFill out",
+                ))
+            }
+            (Some(n), _) => n,
+            (None, Some(_)) => self.max_tokens,
+            (None, None) => 1,
+        };
+        if self.global.is_some() && self.max_keys.is_some() {
+            return Err(invalid(
+                at("maxKeys"),
+                "a global limit keeps no buckets in the gateway; leave maxKeys out",
+            ));
         }
+        let max_keys = self.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
         let fill_interval_ns =
             parse_duration(&self.fill_interval).map_err(|m| invalid(at("fillInterval"), m))?;
         if fill_interval_ns < MIN_FILL_INTERVAL_NS {
             return Err(invalid(
                 at("fillInterval"),
-                format!("{:?} is below the 50ms minimum", self.fill_interval),
+                format!("{} is below the 50ms minimum", quote(&self.fill_interval)),
             ));
         }
         if fill_interval_ns > MAX_FILL_INTERVAL_NS {
             return Err(invalid(
                 at("fillInterval"),
-                format!("{:?} is above the 24h maximum", self.fill_interval),
+                format!("{} is above the 24h maximum", quote(&self.fill_interval)),
             ));
         }
-        if self.max_keys == 0 || self.max_keys > MAX_MAX_KEYS {
+        if self.global.is_some() && fill_interval_ns % NANOS_PER_SEC != 0 {
+            return Err(invalid(
+                at("fillInterval"),
+                format!(
+                    "{}: a global limit's window is a whole number of seconds",
+                    quote(&self.fill_interval)
+                ),
+            ));
+        }
+        if max_keys == 0 || max_keys > MAX_MAX_KEYS {
             return Err(invalid(
                 at("maxKeys"),
-                format!("{} is outside 1..={MAX_MAX_KEYS}", self.max_keys),
+                format!("{max_keys} is outside 1..={MAX_MAX_KEYS}"),
             ));
         }
         Ok(RateLimitSpec {
@@ -197,12 +234,22 @@ impl RateLimitConfig {
             key,
             params: BucketParams {
                 max_tokens: self.max_tokens,
-                tokens_per_fill: self.tokens_per_fill,
+                tokens_per_fill,
                 fill_interval_ns,
             },
-            max_keys: self.max_keys,
+            max_keys,
         })
     }
+}
+
+/// The error for a `global` limit attached to a tier policy: a rate limit service is asked for
+/// the top-level `rateLimits` only.
+pub fn global_limit_not_top_level(path: &ConfigPath) -> ConfigError {
+    invalid(
+        path.field("global"),
+        "a global limit is only supported in the top-level `rateLimits`, not on a tier policy"
+            .to_string(),
+    )
 }
 
 /// The error for a limit named like the earlier one `first_name` at `first`, or with the same
@@ -247,7 +294,12 @@ fn validate_name(name: &str) -> Result<(), String> {
 /// Parses a duration such as `"1s"`, `"500ms"`, `"1m"`, `"1.5s"` or `"1m30s"` into nanoseconds.
 /// Units: `ms`, `s`, `m`, `h`. Errors name the input.
 pub fn parse_duration(text: &str) -> Result<u64, String> {
-    let bad = || format!("{text:?} is not a duration (examples: \"500ms\", \"1s\", \"1m30s\")");
+    let bad = || {
+        format!(
+            "{} is not a duration (examples: \"500ms\", \"1s\", \"1m30s\")",
+            quote(text)
+        )
+    };
     if text.is_empty() {
         return Err(bad());
     }
@@ -284,16 +336,18 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
-            "" => return Err(format!("{text:?} has no unit (use ms, s, m or h)")),
+            "" => return Err(format!("{} has no unit (use ms, s, m or h)", quote(text))),
             other => {
                 return Err(format!(
-                    "{text:?}: unknown unit {other:?} (use ms, s, m or h)"
+                    "{}: unknown unit {} (use ms, s, m or h)",
+                    quote(text),
+                    quote(other)
                 ))
             }
         };
         // Long digit strings would overflow; nothing sensible needs more than 12 digits.
         if int_part.len() > 12 || frac_part.len() > 9 {
-            return Err(format!("{text:?} is too long"));
+            return Err(format!("{} is too long", quote(text)));
         }
         let int_value: u128 = if int_part.is_empty() {
             0
@@ -308,7 +362,7 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         }
         total = total.saturating_add(part);
     }
-    u64::try_from(total).map_err(|_| format!("{text:?} is too long"))
+    u64::try_from(total).map_err(|_| format!("{} is too long", quote(text)))
 }
 
 #[cfg(test)]
@@ -448,6 +502,36 @@ mod tests {
         .validate(&at(0))
         .unwrap_err();
         assert_eq!(err.path.as_str(), "rateLimits[0].key[0]");
+    }
+
+    #[test]
+    fn global_limits_count_whole_windows() {
+        let global = json!({"cluster": "limitador", "domain": "egress"});
+        let spec = config(json!({"name": "g", "maxTokens": 100, "fillInterval": "1m",
+                                 "global": global}))
+        .validate(&at(0))
+        .unwrap();
+        assert_eq!(spec.params.tokens_per_fill, 100);
+        let cases = [
+            (
+                json!({"name": "g", "maxTokens": 100, "tokensPerFill": 1, "fillInterval": "1m", "global": global}),
+                "rateLimits[0].tokensPerFill: a global limit counts maxTokens requests per fillInterval window; leave tokensPerFill out",
+            ),
+            (
+                json!({"name": "g", "maxTokens": 100, "maxKeys": 5, "fillInterval": "1m", "global": global}),
+                "rateLimits[0].maxKeys: a global limit keeps no buckets in the gateway; leave maxKeys out",
+            ),
+            (
+                json!({"name": "g", "maxTokens": 100, "fillInterval": "1500ms", "global": global}),
+                "rateLimits[0].fillInterval: \"1500ms\": a global limit's window is a whole number of seconds",
+            ),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(
+                config(value).validate(&at(0)).unwrap_err().to_string(),
+                expected
+            );
+        }
     }
 
     #[test]

@@ -8,14 +8,16 @@
 
 pub mod bucket;
 pub mod config;
+pub mod global;
 pub mod limiter;
 pub mod store;
 
 pub use bucket::BucketState;
 pub use config::{
-    name_already_used, parse_duration, BucketParams, ConfigError, KeyAttribute, RateLimitConfig,
-    RateLimitSpec, DEFAULT_MAX_KEYS, MIN_FILL_INTERVAL_NS,
+    global_limit_not_top_level, name_already_used, parse_duration, BucketParams, ConfigError,
+    KeyAttribute, RateLimitConfig, RateLimitSpec, DEFAULT_MAX_KEYS, MIN_FILL_INTERVAL_NS,
 };
+pub use global::{FailureMode, GlobalHit, GlobalLimit, GlobalResult, RlsError};
 pub use limiter::{
     BucketKey, BucketRef, RateLimitDecision, RateLimitOutcome, RateLimiter, CREATE_CAS,
     DEFAULT_MAX_CAS_ATTEMPTS, DEFAULT_STORE_PREFIX, SET_WAYS,

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 
 use crate::matchers::{fast_map, FastMap};
 
-use super::{EgressHttp, EgressRoot, EgressStream};
+use super::{imports, take_waiting_stream, Answer, EgressHttp, EgressRoot, EgressStream};
 
 /// What a stream callback tells the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +33,7 @@ enum Ctx {
 fn http_ctx(contexts: &mut Contexts, id: u32) -> Option<&mut EgressHttp> {
     let ctx = contexts.get_mut(&id)?;
     if let Ctx::New(root) = ctx {
-        *ctx = Ctx::Http(root.create_http_context());
+        *ctx = Ctx::Http(root.create_http_context(id));
     }
     match ctx {
         Ctx::Http(http) => Some(http),
@@ -45,7 +45,7 @@ fn http_ctx(contexts: &mut Contexts, id: u32) -> Option<&mut EgressHttp> {
 fn stream_ctx(contexts: &mut Contexts, id: u32) -> Option<&mut EgressStream> {
     let ctx = contexts.get_mut(&id)?;
     if let Ctx::New(root) = ctx {
-        *ctx = Ctx::Stream(Box::new(root.create_stream_context()));
+        *ctx = Ctx::Stream(Box::new(root.create_stream_context(id)));
     }
     match ctx {
         Ctx::Stream(stream) => Some(stream),
@@ -182,5 +182,50 @@ pub extern "C" fn proxy_on_done(_context_id: u32) -> u32 {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_delete(context_id: u32) {
-    with(|contexts| contexts.remove(&context_id));
+    let ctx = with(|contexts| contexts.remove(&context_id));
+    match ctx {
+        Some(Ctx::Http(mut http)) => http.on_delete(),
+        Some(Ctx::Stream(mut stream)) => stream.cancel_pending(),
+        _ => {}
+    }
+}
+
+/// Hands a gRPC answer to the stream waiting for it. Envoy calls back on the root context;
+/// the stream's host calls (continue, local reply) act on it only once it is the effective
+/// context. A token no stream waits for (it was cancelled, or its stream is gone) is ignored.
+fn deliver(token: u32, answer: impl FnOnce() -> Answer) {
+    let Some(stream) = take_waiting_stream(token) else {
+        return;
+    };
+    if imports::set_effective_context(stream).is_err() {
+        return;
+    }
+    let answer = answer();
+    with(|contexts| match contexts.get_mut(&stream) {
+        Some(Ctx::Http(http)) => http.on_rls_answer(answer),
+        Some(Ctx::Stream(tcp)) => tcp.on_rls_answer(answer),
+        _ => {}
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_grpc_receive(_root_id: u32, token: u32, response_size: usize) {
+    deliver(token, || {
+        imports::grpc_message(response_size).map_err(|s| {
+            (
+                u32::MAX,
+                format!("cannot read the answer (status {})", s.0).into_bytes(),
+            )
+        })
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_grpc_close(_root_id: u32, token: u32, status_code: u32) {
+    deliver(token, || {
+        let (_, message) = imports::grpc_status();
+        // A unary call that ends without its message is a failure whatever the code says.
+        let code = if status_code == 0 { 13 } else { status_code };
+        Err((code, message))
+    });
 }

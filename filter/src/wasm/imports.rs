@@ -13,6 +13,7 @@ const STATUS_NOT_FOUND: u32 = 1;
 
 const MAP_HTTP_REQUEST_HEADERS: u32 = 0;
 const BUFFER_DOWNSTREAM_DATA: u32 = 2;
+const BUFFER_GRPC_RECEIVE: u32 = 5;
 const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
 const STREAM_HTTP_REQUEST: u32 = 0;
 const STREAM_DOWNSTREAM: u32 = 2;
@@ -80,6 +81,30 @@ extern "C" {
         value_data: *const u8,
         value_size: usize,
         cas: u32,
+    ) -> u32;
+    // ABI 0.2.1 names the unary gRPC callout `proxy_grpc_call` (the SDKs call it
+    // `dispatch_grpc_call`).
+    fn proxy_grpc_call(
+        upstream_data: *const u8,
+        upstream_size: usize,
+        service_name_data: *const u8,
+        service_name_size: usize,
+        method_name_data: *const u8,
+        method_name_size: usize,
+        initial_metadata_data: *const u8,
+        initial_metadata_size: usize,
+        request_data: *const u8,
+        request_size: usize,
+        timeout_milliseconds: u32,
+        return_callout_id: *mut u32,
+    ) -> u32;
+    fn proxy_grpc_cancel(callout_id: u32) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_get_status(
+        return_status_code: *mut u32,
+        return_message_data: *mut *mut u8,
+        return_message_size: *mut usize,
     ) -> u32;
 }
 
@@ -179,6 +204,110 @@ pub fn get_downstream_data(start: usize, size: usize) -> Result<Vec<u8>, HostSta
     }
 }
 
+/// Starts a unary gRPC call to `cluster` (an Envoy cluster name); the token identifies its
+/// answer, delivered later to the root context.
+pub fn grpc_call(
+    cluster: &str,
+    service: &str,
+    method: &str,
+    message: &[u8],
+    timeout_ms: u32,
+) -> Result<u32, HostStatus> {
+    let mut token: u32 = 0;
+    // SAFETY: every pointer/length pair describes live memory for the duration of the call;
+    // the out-pointer is a valid local. No initial metadata (size 0).
+    let status = unsafe {
+        proxy_grpc_call(
+            cluster.as_ptr(),
+            cluster.len(),
+            service.as_ptr(),
+            service.len(),
+            method.as_ptr(),
+            method.len(),
+            null_mut(),
+            0,
+            message.as_ptr(),
+            message.len(),
+            timeout_ms,
+            &mut token,
+        )
+    };
+    if status == STATUS_OK {
+        Ok(token)
+    } else {
+        Err(HostStatus(status))
+    }
+}
+
+/// Cancels a call; no callback follows. A failure only means it had ended.
+pub fn grpc_cancel(token: u32) {
+    // SAFETY: plain value arguments.
+    unsafe {
+        proxy_grpc_cancel(token);
+    }
+}
+
+/// Makes the following host calls act on the stream `context_id` (callout answers arrive on the
+/// root context). Fails when that stream is gone.
+pub fn set_effective_context(context_id: u32) -> Result<(), HostStatus> {
+    // SAFETY: plain value arguments.
+    let status = unsafe { proxy_set_effective_context(context_id) };
+    if status == STATUS_OK {
+        Ok(())
+    } else {
+        Err(HostStatus(status))
+    }
+}
+
+/// The message of the gRPC answer being delivered.
+pub fn grpc_message(size: usize) -> Result<Vec<u8>, HostStatus> {
+    let mut data: *mut u8 = null_mut();
+    let mut len: usize = 0;
+    // SAFETY: out-pointers are valid locals.
+    let status =
+        unsafe { proxy_get_buffer_bytes(BUFFER_GRPC_RECEIVE, 0, size, &mut data, &mut len) };
+    match status {
+        STATUS_OK => Ok(take_buffer(data, len)),
+        STATUS_NOT_FOUND => Ok(Vec::new()),
+        other => Err(HostStatus(other)),
+    }
+}
+
+/// Code and message of the gRPC call being closed.
+pub fn grpc_status() -> (u32, Vec<u8>) {
+    let mut code: u32 = 0;
+    let mut data: *mut u8 = null_mut();
+    let mut len: usize = 0;
+    // SAFETY: out-pointers are valid locals.
+    let status = unsafe { proxy_get_status(&mut code, &mut data, &mut len) };
+    let message = take_buffer(data, len);
+    if status == STATUS_OK {
+        (code, message)
+    } else {
+        (code, Vec::new())
+    }
+}
+
+/// Resumes the paused HTTP request of the effective context.
+pub fn continue_http_request() -> Result<(), HostStatus> {
+    continue_stream(STREAM_HTTP_REQUEST)
+}
+
+/// Resumes reading the paused connection of the effective context.
+pub fn continue_downstream() -> Result<(), HostStatus> {
+    continue_stream(STREAM_DOWNSTREAM)
+}
+
+fn continue_stream(stream_type: u32) -> Result<(), HostStatus> {
+    // SAFETY: plain value arguments.
+    let status = unsafe { proxy_continue_stream(stream_type) };
+    if status == STATUS_OK {
+        Ok(())
+    } else {
+        Err(HostStatus(status))
+    }
+}
+
 /// Rate-limit buckets in proxy-wasm shared data (shared by every worker VM of the plugin's VM
 /// id). Any host failure reads as "absent" or as a lost race: the limiter retries, then denies.
 pub struct SharedData;
@@ -215,7 +344,7 @@ pub fn send_local_response(
     status_code: u32,
     details: &str,
     headers: &[(&str, &str)],
-    body: &str,
+    body: &[u8],
 ) -> Result<(), HostStatus> {
     let headers = encode_header_map(headers);
     // SAFETY: every pointer/length pair describes live memory for the duration of the call.

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use abi::Action;
 
 use crate::attributes::{Attributes, TrafficKind};
+use crate::gather::HostStatus;
 use crate::gather::{gather_connection, gather_http_checked};
 use crate::log::{decision_line, outcome_line, trace_line};
 use crate::metrics;
@@ -18,7 +19,11 @@ use crate::policy::{
 };
 use crate::protocol::http::is_istio_internal_sni;
 use crate::protocol::{ConnectionFacts, ConnectionInspector, DEFAULT_MAX_CLIENT_HELLO_BYTES};
-use crate::{CompiledConfig, CompiledTiers, FinalVerdict, Outcome, ProtocolViolation};
+use crate::ratelimit::global::{latency_buckets, LATENCY_BOUNDS_MS};
+use crate::ratelimit::{GlobalHit, RlsError};
+use crate::{
+    rls, CompiledConfig, CompiledTiers, FinalVerdict, Outcome, ProtocolViolation, RateLimitHit,
+};
 use imports::{Host, LogLevel, SharedData};
 
 /// Counter ids, defined at configure time (names are bounded by the configuration), laid out so
@@ -41,8 +46,72 @@ struct Counters {
     /// `[kind]`: http, tcp.
     ratelimited: [Option<u32>; 2],
     protocol_denied: [Option<u32>; 2],
-    /// By limit name, in configuration order.
+    /// By limit name, in configuration order (local limits, then global ones).
     limit: Vec<(String, Option<u32>)>,
+    /// Defined only when there are global limits.
+    rls: Option<Box<RlsCounters>>,
+}
+
+/// The rate limit service's counters (see `metrics`).
+#[derive(Default)]
+struct RlsCounters {
+    calls: Option<u32>,
+    ok: Option<u32>,
+    over_limit: Option<u32>,
+    failure_mode_allowed: Option<u32>,
+    failure_mode_denied: Option<u32>,
+    /// By [`RlsError::index`].
+    errors: [Option<u32>; 6],
+    /// By [`LATENCY_BOUNDS_MS`], then `le_inf`.
+    latency: [Option<u32>; 9],
+}
+
+impl RlsCounters {
+    fn define() -> Self {
+        let mut c = RlsCounters {
+            calls: define(&metrics::rls_counter("calls")),
+            ok: define(&metrics::rls_counter("ok")),
+            over_limit: define(&metrics::rls_counter("over_limit")),
+            failure_mode_allowed: define(&metrics::rls_counter("failure_mode_allowed")),
+            failure_mode_denied: define(&metrics::rls_counter("failure_mode_denied")),
+            ..Default::default()
+        };
+        for (slot, error) in c.errors.iter_mut().zip(RlsError::ALL) {
+            *slot = define(&metrics::rls_counter(&format!("error.{}", error.as_str())));
+        }
+        let bounds = LATENCY_BOUNDS_MS.iter().map(|b| Some(*b)).chain([None]);
+        for (slot, bound) in c.latency.iter_mut().zip(bounds) {
+            *slot = define(&metrics::rls_latency_counter(bound));
+        }
+        c
+    }
+
+    /// Counts what one call to the service ended with.
+    fn record(&self, hit: &GlobalHit) {
+        match hit.error() {
+            None if hit.over_limit() => bump(Some(&self.over_limit)),
+            None => bump(Some(&self.ok)),
+            Some(error) => {
+                bump(self.errors.get(error.index()));
+                if hit.allowed() {
+                    bump(Some(&self.failure_mode_allowed));
+                } else {
+                    bump(Some(&self.failure_mode_denied));
+                }
+            }
+        }
+        // A call that was never made has no latency.
+        if !matches!(
+            hit.error(),
+            Some(RlsError::UnknownCluster | RlsError::DispatchFailed)
+        ) {
+            let buckets = latency_buckets(hit.latency_ns);
+            let first = LATENCY_BOUNDS_MS.len() - buckets;
+            for id in self.latency.get(first..).unwrap_or(&[]) {
+                bump(Some(id));
+            }
+        }
+    }
 }
 
 /// Policies' counters by policy name, sorted for binary search.
@@ -171,11 +240,15 @@ impl Counters {
                 *slot = define(&metrics::protocol_denied_counter(kind));
             }
         }
-        for limit in &config.rate_limits {
-            let name = limit.limiter.name();
+        let local = config.rate_limits.iter().map(|l| l.limiter.name());
+        let global = config.global_limits.iter().map(|l| &*l.limit.name);
+        for name in local.chain(global) {
             counters
                 .limit
                 .push((name.to_string(), define(&metrics::limit_counter(name))));
+        }
+        if !config.global_limits.is_empty() {
+            counters.rls = Some(Box::new(RlsCounters::define()));
         }
         for (slot, code) in counters.reason.iter_mut().zip(Reason::CODES) {
             *slot = define(&metrics::reason_counter(code));
@@ -251,8 +324,7 @@ impl Counters {
         match outcome.verdict() {
             FinalVerdict::RateLimited => {
                 bump(self.ratelimited.get(kind_index(kind)));
-                if let Some(hit) = &outcome.rate_limit {
-                    let name: &str = &hit.decision.limit_name;
+                if let Some(name) = outcome.refusing_limit() {
                     bump(self.limit.iter().find(|(n, _)| n == name).map(|(_, id)| id));
                 }
             }
@@ -369,6 +441,19 @@ impl EgressRoot {
                         config.protocol.is_some()
                     ),
                 );
+                if !config.global_limits.is_empty() {
+                    // What `egress-sim limits` turns into the rate limit service's limits file.
+                    let mut w = crate::config::JsonWriter::new();
+                    w.begin_object();
+                    w.str("event", Some("global_limits"));
+                    w.key_array("limits");
+                    for limit in &config.global_limits {
+                        limit.limit.describe(&mut w);
+                    }
+                    w.end_array();
+                    w.end_object();
+                    imports::log(LogLevel::Info, &w.finish());
+                }
                 // 0 is trace, 1 debug.
                 let explain = imports::log_level().is_some_and(|level| level <= 1);
                 self.state = Some(Rc::new(FilterState {
@@ -388,30 +473,35 @@ impl EgressRoot {
         }
     }
 
-    fn create_http_context(&self) -> EgressHttp {
+    fn create_http_context(&self, id: u32) -> EgressHttp {
         EgressHttp {
+            id,
             state: self.state.clone(),
+            pending: None,
         }
     }
 
-    fn create_stream_context(&self) -> EgressStream {
+    fn create_stream_context(&self, id: u32) -> EgressStream {
         EgressStream {
+            id,
             state: self.state.clone(),
             verdict: None,
             identity_pending: false,
             attrs: None,
             inspection: None,
             closing: false,
+            pending: None,
         }
     }
 }
 
-/// A local reply: 403 for a denial, 429 for a rate-limited request.
+/// A local reply: 403 for a denial, 429 for a rate-limited request, 500 when the rate limit
+/// service gave no answer and the limit fails closed (as Envoy's ratelimit filter answers).
 struct Reply {
     status: u32,
     details: &'static str,
-    body: String,
-    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+    headers: Vec<(String, String)>,
 }
 
 impl Reply {
@@ -419,8 +509,71 @@ impl Reply {
         Self {
             status: 403,
             details: "egress_denied",
-            body,
+            body: body.into_bytes(),
             headers: Vec::new(),
+        }
+    }
+
+    /// The reply for a stream the outcome refuses (`None`: it may go on).
+    fn for_outcome(outcome: &Outcome<'_>) -> Option<Reply> {
+        match outcome.verdict() {
+            FinalVerdict::Allow => None,
+            FinalVerdict::Deny if outcome.global_failed_closed() => Some(Reply {
+                status: 500,
+                details: "egress_rate_limit_error",
+                body: outcome.reply_body().into_bytes(),
+                headers: Vec::new(),
+            }),
+            FinalVerdict::Deny => Some(Reply::deny(outcome.reply_body())),
+            FinalVerdict::RateLimited => {
+                let (body, headers) = match &outcome.global {
+                    Some(g) => {
+                        let mut headers =
+                            vec![("x-envoy-ratelimited".to_string(), "true".to_string())];
+                        headers.extend(g.headers.iter().cloned());
+                        let body = g.body.clone();
+                        (
+                            body.unwrap_or_else(|| outcome.reply_body().into_bytes()),
+                            headers,
+                        )
+                    }
+                    None => (
+                        outcome.reply_body().into_bytes(),
+                        outcome
+                            .rate_limit
+                            .as_ref()
+                            .map(|h| h.decision.limited_response_headers())
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), v))
+                            .collect(),
+                    ),
+                };
+                Some(Reply {
+                    status: 429,
+                    details: "egress_rate_limited",
+                    body,
+                    headers,
+                })
+            }
+        }
+    }
+
+    /// Sends it on the effective stream; without a reply, the request must not go on.
+    fn send(&self) {
+        let mut headers: Vec<(&str, &str)> = vec![("content-type", "text/plain")];
+        headers.extend(self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if let Err(status) =
+            imports::send_local_response(self.status, self.details, &headers, &self.body)
+        {
+            imports::log(
+                LogLevel::Error,
+                &format!(
+                    "cannot send the local reply (status {}); resetting the stream",
+                    status.0
+                ),
+            );
+            let _ = imports::reset_http_request();
         }
     }
 }
@@ -435,16 +588,181 @@ fn cannot_evaluate(state: Option<&FilterState>, kind: TrafficKind, detail: Strin
     Reply::deny(decision.deny_body())
 }
 
-/// Evaluates (policies, then the protocol check result, then rate limits), logs and counts one
-/// stream; returns the reply to send, `None` when the stream may go on.
+/// A stream waiting for the rate limit service to answer about one of its global limits.
+struct PendingGlobal {
+    token: u32,
+    /// Index in `config.global_limits`.
+    limit: usize,
+    attrs: Attributes,
+    /// The local limits' answer (they allowed the stream), for the decision line.
+    local: Option<RateLimitHit>,
+    started_ns: u64,
+}
+
+/// What a decision leads to.
+enum Next {
+    Go,
+    Reply(Reply),
+    /// Waiting for the rate limit service.
+    Wait(Box<PendingGlobal>),
+}
+
+/// The answer to a call: the response message, or the gRPC status and message of its close.
+type Answer = Result<Vec<u8>, (u32, Vec<u8>)>;
+
+/// Logs and counts a final outcome; the reply to send, if any.
+fn conclude(
+    state: &FilterState,
+    kind: TrafficKind,
+    outcome: &Outcome<'_>,
+    attrs: &Attributes,
+) -> Next {
+    imports::log(LogLevel::Info, &outcome_line(kind, outcome, Some(attrs)));
+    let namespace = outcome.decision.namespace.map(|n| n as usize);
+    state.counters.record_outcome(kind, outcome, namespace);
+    match Reply::for_outcome(outcome) {
+        Some(reply) => Next::Reply(reply),
+        None => Next::Go,
+    }
+}
+
+/// Asks the rate limit service about global limit `index` for this stream.
+fn ask_global(
+    state: &FilterState,
+    kind: TrafficKind,
+    attrs: Attributes,
+    local: Option<RateLimitHit>,
+    index: usize,
+) -> Next {
+    let Some(limit) = state.config.global_limits.get(index).map(|l| &l.limit) else {
+        return Next::Reply(cannot_evaluate(
+            Some(state),
+            kind,
+            "global limit missing".to_string(),
+        ));
+    };
+    if let Some(rls) = &state.counters.rls {
+        bump(Some(&rls.calls));
+    }
+    let started_ns = imports::current_time_ns().unwrap_or(0);
+    let request = limit.request(&attrs);
+    match imports::grpc_call(
+        &limit.cluster,
+        rls::SERVICE,
+        rls::METHOD,
+        &request,
+        limit.timeout_ms,
+    ) {
+        Ok(token) => Next::Wait(Box::new(PendingGlobal {
+            token,
+            limit: index,
+            attrs,
+            local,
+            started_ns,
+        })),
+        Err(HostStatus(status)) => {
+            // Envoy refuses a cluster it does not know with ParseFailure (4), at once.
+            let error = if status == 4 {
+                RlsError::UnknownCluster
+            } else {
+                RlsError::DispatchFailed
+            };
+            let detail = format!(
+                "proxy_grpc_call to {} returned status {status}",
+                limit.cluster
+            );
+            let hit = GlobalHit::failed(limit, error, detail, 0);
+            after_global(state, kind, attrs, local, index, hit)
+        }
+    }
+}
+
+/// Goes on after global limit `index` answered: to the next global limit that applies, or to
+/// the stream's final outcome.
+fn after_global(
+    state: &FilterState,
+    kind: TrafficKind,
+    attrs: Attributes,
+    local: Option<RateLimitHit>,
+    index: usize,
+    hit: GlobalHit,
+) -> Next {
+    if let Some(rls) = &state.counters.rls {
+        rls.record(&hit);
+    }
+    if hit.allowed() {
+        if let Some(next) = state.config.next_global_limit(&attrs, index + 1) {
+            return ask_global(state, kind, attrs, local, next);
+        }
+    }
+    // Policies are pure: evaluating them again gives the decision the stream got before the
+    // call, without keeping a borrow of the configuration across callbacks.
+    let outcome = Outcome {
+        decision: state.config.evaluate(&attrs),
+        violation: None,
+        rate_limit: local,
+        global: Some(hit),
+    };
+    conclude(state, kind, &outcome, &attrs)
+}
+
+/// The service's answer (or failure) for a waiting stream.
+fn on_answer(
+    state: &FilterState,
+    kind: TrafficKind,
+    pending: PendingGlobal,
+    answer: Answer,
+) -> Next {
+    let Some(limit) = state
+        .config
+        .global_limits
+        .get(pending.limit)
+        .map(|l| &l.limit)
+    else {
+        return Next::Reply(cannot_evaluate(
+            Some(state),
+            kind,
+            "global limit missing".to_string(),
+        ));
+    };
+    let latency_ns = imports::current_time_ns()
+        .unwrap_or(0)
+        .saturating_sub(pending.started_ns);
+    let hit = match answer {
+        Ok(message) => match rls::decode_response(&message) {
+            Ok(response) => GlobalHit::answered(limit, &response, latency_ns),
+            Err(e) => GlobalHit::failed(limit, RlsError::BadResponse, e.to_string(), latency_ns),
+        },
+        Err((status, message)) => GlobalHit::failed(
+            limit,
+            RlsError::from_grpc_status(status, &message),
+            format!(
+                "gRPC status {status}: {}",
+                String::from_utf8_lossy(&message)
+            ),
+            latency_ns,
+        ),
+    };
+    after_global(
+        state,
+        kind,
+        pending.attrs,
+        pending.local,
+        pending.limit,
+        hit,
+    )
+}
+
+/// Evaluates (policies, then the protocol check result, then local rate limits, then global
+/// ones), logs and counts one stream.
 fn decide(
     state: Option<&FilterState>,
     kind: TrafficKind,
     attrs: Result<&Attributes, String>,
     violation: Option<ProtocolViolation>,
-) -> Option<Reply> {
+) -> Next {
     let Some(state) = state else {
-        return Some(cannot_evaluate(
+        return Next::Reply(cannot_evaluate(
             None,
             kind,
             "the filter has no valid configuration".to_string(),
@@ -452,7 +770,7 @@ fn decide(
     };
     let attrs = match attrs {
         Ok(attrs) => attrs,
-        Err(detail) => return Some(cannot_evaluate(Some(state), kind, detail)),
+        Err(detail) => return Next::Reply(cannot_evaluate(Some(state), kind, detail)),
     };
     // The clock is read only when a limit may need it (each host call costs time).
     let now_ns = if state.config.rate_limits.is_empty() {
@@ -461,7 +779,7 @@ fn decide(
         match imports::current_time_ns() {
             Some(now) => now,
             None => {
-                return Some(cannot_evaluate(
+                return Next::Reply(cannot_evaluate(
                     Some(state),
                     kind,
                     "cannot read the host clock".to_string(),
@@ -477,32 +795,51 @@ fn decide(
     let outcome = state
         .config
         .decide_traced(attrs, violation, &SharedData, now_ns, tracer);
-    imports::log(LogLevel::Info, &outcome_line(kind, &outcome, Some(attrs)));
-    let namespace = outcome.decision.namespace.map(|n| n as usize);
-    state.counters.record_outcome(kind, &outcome, namespace);
-    match outcome.verdict() {
-        FinalVerdict::Allow => None,
-        FinalVerdict::Deny => Some(Reply::deny(outcome.reply_body())),
-        FinalVerdict::RateLimited => Some(Reply {
-            status: 429,
-            details: "egress_rate_limited",
-            body: outcome.reply_body(),
-            headers: outcome
-                .rate_limit
-                .as_ref()
-                .map(|hit| hit.decision.limited_response_headers())
-                .unwrap_or_default(),
-        }),
+    if outcome.verdict() == FinalVerdict::Allow {
+        if let Some(index) = state.config.next_global_limit(attrs, 0) {
+            let local = outcome.rate_limit.clone();
+            return ask_global(state, kind, attrs.clone(), local, index);
+        }
+    }
+    conclude(state, kind, &outcome, attrs)
+}
+
+/// Token of a call → the stream that waits for it. Envoy delivers answers to the root context;
+/// this is how they find their stream. At most one call per stream, so it is bounded by the
+/// streams alive.
+mod calls {
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// (token, stream); a handful at a time, so a list.
+        static WAITING: RefCell<Vec<(u32, u32)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub fn register(token: u32, stream: u32) {
+        WAITING.with(|w| w.borrow_mut().push((token, stream)));
+    }
+
+    pub fn take(token: u32) -> Option<u32> {
+        WAITING.with(|w| {
+            let mut w = w.borrow_mut();
+            let at = w.iter().position(|(t, _)| *t == token)?;
+            Some(w.swap_remove(at).1)
+        })
     }
 }
 
+pub(crate) use calls::take as take_waiting_stream;
+
 struct EgressHttp {
+    id: u32,
     state: Option<Rc<FilterState>>,
+    pending: Option<Box<PendingGlobal>>,
 }
 
 impl EgressHttp {
     fn on_http_request_headers(&mut self) -> Action {
-        let state = self.state.as_deref();
+        let state = self.state.clone();
+        let state = state.as_deref();
         let wanted: &[String] = state.map_or(&[], |s| s.config.header_names());
         let checks = state
             .and_then(|s| s.config.protocol.as_ref())
@@ -511,30 +848,58 @@ impl EgressHttp {
             Ok((attrs, violation)) => (Ok(attrs), violation.map(ProtocolViolation::Http)),
             Err(e) => (Err(e.to_string()), None),
         };
-        let Some(reply) = decide(
+        let next = decide(
             state,
             TrafficKind::Http,
             attrs.as_ref().map_err(Clone::clone),
             violation,
-        ) else {
-            return Action::Continue;
-        };
-        let mut headers: Vec<(&str, &str)> = vec![("content-type", "text/plain")];
-        headers.extend(reply.headers.iter().map(|(k, v)| (*k, v.as_str())));
-        if let Err(status) =
-            imports::send_local_response(reply.status, reply.details, &headers, &reply.body)
-        {
-            // Fail closed: without a reply, the request must not go on.
-            imports::log(
-                LogLevel::Error,
-                &format!(
-                    "cannot send the local reply (status {}); resetting the stream",
-                    status.0
-                ),
-            );
-            let _ = imports::reset_http_request();
+        );
+        self.act(next, false)
+    }
+
+    /// Carries out a decision; `resumed`: from a callout answer, where the request is resumed
+    /// explicitly rather than by the callback's return value.
+    fn act(&mut self, next: Next, resumed: bool) -> Action {
+        match next {
+            Next::Go => {
+                if resumed {
+                    if let Err(status) = imports::continue_http_request() {
+                        imports::log(
+                            LogLevel::Error,
+                            &format!("cannot resume the request (status {})", status.0),
+                        );
+                    }
+                }
+                Action::Continue
+            }
+            Next::Reply(reply) => {
+                reply.send();
+                Action::Pause
+            }
+            Next::Wait(pending) => {
+                calls::register(pending.token, self.id);
+                self.pending = Some(pending);
+                Action::Pause
+            }
         }
-        Action::Pause
+    }
+
+    /// The rate limit service answered (the effective context is this stream).
+    fn on_rls_answer(&mut self, answer: Answer) {
+        let (Some(pending), Some(state)) = (self.pending.take(), self.state.clone()) else {
+            return;
+        };
+        let next = on_answer(&state, TrafficKind::Http, *pending, answer);
+        self.act(next, true);
+    }
+
+    /// The stream ends: a call still running is cancelled (Envoy's ratelimit filter does so
+    /// in `onDestroy`).
+    fn on_delete(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            calls::take(pending.token);
+            imports::grpc_cancel(pending.token);
+        }
     }
 }
 
@@ -551,6 +916,7 @@ const UPSTREAM_BEFORE_DECISION: &str = "the upstream sent data before the connec
 (server-first protocols cannot be held: Envoy has no continue on the write path)";
 
 struct EgressStream {
+    id: u32,
     state: Option<Rc<FilterState>>,
     verdict: Option<Verdict>,
     /// The connection terminates TLS but the peer certificate is not known yet (handshake still
@@ -562,6 +928,8 @@ struct EgressStream {
     inspection: Option<Inspection>,
     /// The client closed: a late decision is logged and counted, there is nothing to close.
     closing: bool,
+    /// Waiting for the rate limit service: nothing goes upstream meanwhile.
+    pending: Option<Box<PendingGlobal>>,
 }
 
 impl EgressStream {
@@ -570,15 +938,52 @@ impl EgressStream {
         attrs: Result<&Attributes, String>,
         violation: Option<ProtocolViolation>,
     ) -> Action {
-        let denied = decide(self.state.as_deref(), TrafficKind::Tcp, attrs, violation).is_some();
-        self.verdict = Some(if denied {
-            Verdict::Deny
-        } else {
-            Verdict::Allow
-        });
+        let state = self.state.clone();
+        let next = decide(state.as_deref(), TrafficKind::Tcp, attrs, violation);
         self.inspection = None;
         self.attrs = None;
+        self.act(next, false)
+    }
+
+    /// Carries out a decision; `resumed`: from a callout answer, where an allowed connection is
+    /// resumed explicitly (Envoy `continueReading`) rather than by the callback's return value.
+    fn act(&mut self, next: Next, resumed: bool) -> Action {
+        self.verdict = match next {
+            Next::Go => Some(Verdict::Allow),
+            Next::Reply(_) => Some(Verdict::Deny),
+            Next::Wait(pending) => {
+                calls::register(pending.token, self.id);
+                self.pending = Some(pending);
+                return Action::Pause;
+            }
+        };
+        if resumed && self.verdict == Some(Verdict::Allow) {
+            if let Err(status) = imports::continue_downstream() {
+                imports::log(
+                    LogLevel::Error,
+                    &format!("cannot resume the connection (status {})", status.0),
+                );
+            }
+        }
         self.enforce()
+    }
+
+    /// The rate limit service answered (the effective context is this connection).
+    fn on_rls_answer(&mut self, answer: Answer) {
+        let (Some(pending), Some(state)) = (self.pending.take(), self.state.clone()) else {
+            return;
+        };
+        let next = on_answer(&state, TrafficKind::Tcp, *pending, answer);
+        self.act(next, true);
+    }
+
+    /// A call still running is cancelled, as Envoy's network ratelimit filter does when the
+    /// connection closes.
+    fn cancel_pending(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            calls::take(pending.token);
+            imports::grpc_cancel(pending.token);
+        }
     }
 
     fn enforce(&self) -> Action {
@@ -703,6 +1108,10 @@ impl EgressStream {
     }
 
     fn on_downstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
+        if self.pending.is_some() {
+            // Held (Envoy buffers it) until the rate limit service answers.
+            return Action::Pause;
+        }
         if self.verdict.is_some() {
             // Never forward a byte of a denied connection.
             return self.enforce();
@@ -732,6 +1141,9 @@ impl EgressStream {
     /// just arrived is decided here; any other is refused, so the client never sees a byte of
     /// a server it was not allowed to reach.
     fn on_upstream_data(&mut self) -> Action {
+        if self.pending.is_some() {
+            return Action::Pause;
+        }
         match self.verdict {
             Some(Verdict::Allow) => return Action::Continue,
             Some(Verdict::Deny) => return Action::Pause,
@@ -749,6 +1161,7 @@ impl EgressStream {
     }
 
     fn on_downstream_close(&mut self) {
+        self.cancel_pending();
         // Closed before inspection settled: decide on what arrived, so the log says why
         // nothing was forwarded.
         if self.verdict.is_none() {

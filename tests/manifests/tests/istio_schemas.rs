@@ -68,9 +68,9 @@ fn every_istio_object_in_istio_dir_matches_its_crd_schema() {
         failures.join("\n")
     );
     // ambient/ adds three ServiceEntries and three WasmPlugins (its Gateways are Gateway API
-    // objects, checked in ambient_manifests.rs).
+    // objects, checked in ambient_manifests.rs); the rate limit service adds a DestinationRule.
     let expected = [
-        ("DestinationRule", 1),
+        ("DestinationRule", 2),
         ("EnvoyFilter", 1),
         ("Gateway", 1),
         ("ServiceEntry", 5),
@@ -332,13 +332,14 @@ fn istio_kustomization_renders_the_istio_objects() {
         "VirtualService istio-system/tls-via-egress-gateway",
         "WasmPlugin istio-system/egress-filter-http",
         "WasmPlugin istio-system/egress-filter-network",
+        "DestinationRule istio-system/limitador",
     ] {
         assert!(
             names.contains(expected),
             "{expected} missing from {names:?}"
         );
     }
-    assert_eq!(names.len(), 8, "{names:?}");
+    assert_eq!(names.len(), 9, "{names:?}");
     if let Some(schemas) = istio_crds() {
         for object in &rendered {
             let violations = violations_of(&schemas, object);

@@ -114,3 +114,59 @@ fn envoyfilter_alternative_carries_the_http_plugin_config() {
         .unwrap();
     assert_eq!(http.1, ecds.1, "{} and {} differ", http.0, ecds.0);
 }
+
+/// Lines that are not comments: the generated header names the file it was made from.
+fn without_comments(yaml: &str) -> Vec<&str> {
+    yaml.lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .collect()
+}
+
+/// deploy/components/ratelimit/limits.yaml is what `egress-sim limits` prints for the
+/// pluginConfig examples/global-ratelimit installs: the rate limit service counts exactly the
+/// descriptors the filter sends.
+#[test]
+fn shipped_limits_file_matches_the_example() {
+    let root = common::repo_root();
+    let Some(objects) = common::render_kustomization(&root.join("examples/global-ratelimit"))
+    else {
+        return;
+    };
+    let plugin = objects
+        .iter()
+        .find(|o| o["kind"] == "WasmPlugin" && o["metadata"]["name"] == "egress-filter-http")
+        .expect("examples/global-ratelimit renders the WasmPlugin egress-filter-http");
+    let config = &plugin["spec"]["pluginConfig"];
+    let globals = config["rateLimits"].as_array().map_or(0, |limits| {
+        limits.iter().filter(|l| l.get("global").is_some()).count()
+    });
+    assert!(globals > 0, "the example has no global limit: {config}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plugin-config.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+    let output = run(Command::new(built_egress_sim())
+        .arg("limits")
+        .arg("--wasm")
+        .arg(built_filter_wasm())
+        .arg("--config")
+        .arg(&file));
+    assert!(
+        output.status.success(),
+        "egress-sim limits: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let generated = String::from_utf8(output.stdout).unwrap();
+    let shipped_path = root.join("deploy/components/ratelimit/limits.yaml");
+    let shipped = std::fs::read_to_string(&shipped_path).unwrap();
+    assert!(
+        generated.contains("max_value"),
+        "no limit generated:\n{generated}"
+    );
+    assert_eq!(
+        without_comments(&shipped),
+        without_comments(&generated),
+        "{} is not what `egress-sim limits` prints for examples/global-ratelimit; regenerate it",
+        shipped_path.display()
+    );
+}

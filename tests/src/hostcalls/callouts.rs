@@ -5,11 +5,24 @@ use super::memory::*;
 use super::{ok, status, Ctx, HostResult};
 use crate::abi::Status;
 use crate::headers::HeaderMap;
-use crate::state::{PendingGrpcCall, PendingHttpCall, VmState};
+use crate::state::{GrpcCompletion, PendingGrpcCall, PendingHttpCall, VmState};
+use crate::upstream::{authority_for, CallHandle, GrpcRequest};
 use crate::worker::{GrpcCallout, HttpCallout};
 
 fn known_cluster(state: &VmState, name: &str) -> bool {
     state.options.clusters.iter().any(|c| c == name)
+        || state.options.cluster_endpoints.contains_key(name)
+}
+
+/// When a call started now with `timeout_ms` times out on the host clock (0: never, as in
+/// Envoy's router).
+fn deadline(state: &VmState, timeout_ms: u32) -> Option<u64> {
+    (timeout_ms > 0).then(|| {
+        state
+            .clock
+            .monotonic_nanos()
+            .saturating_add(u64::from(timeout_ms) * 1_000_000)
+    })
 }
 
 fn pairs_to_strings(bytes: &[u8]) -> Vec<(String, String)> {
@@ -65,10 +78,14 @@ pub(super) fn proxy_http_call(
     state.last_http_call = state.last_http_call.wrapping_add(1).max(1);
     let token = state.last_http_call;
     let root_context_id = state.active_root_id();
+    let caller_id = state.active_id();
+    let deadline = deadline(state, timeout_ms as u32);
     state.http_calls.insert(
         token,
         PendingHttpCall {
             root_context_id,
+            caller: caller_id,
+            deadline,
             call: HttpCallout {
                 token,
                 upstream,
@@ -119,35 +136,85 @@ fn start_grpc(
         },
         None => None,
     };
+    // The token's memory is checked before the call starts.
+    if !write_u32(&mut caller, token_ptr, 0) {
+        return status(Status::InvalidMemoryAccess);
+    }
     let upstream = lossy(&upstream);
     let state = caller.data_mut();
     if !known_cluster(state, &upstream) {
+        // Envoy: an unknown cluster name is refused at once, without a callback.
         return status(Status::ParseFailure);
     }
     let streaming = message.is_none();
     let token = next_grpc_token(state, streaming);
     let root_context_id = state.active_root_id();
-    state.grpc_calls.insert(
+    let caller_id = state.active_id();
+    let timeout_ms = timeout_ms.map(|t| t as u32);
+    let call = GrpcCallout {
         token,
-        PendingGrpcCall {
-            root_context_id,
-            call: GrpcCallout {
-                token,
-                upstream,
-                service: lossy(&service_name),
-                method: lossy(&method),
-                initial_metadata: pairs_to_strings(&metadata),
-                messages: message.into_iter().collect(),
-                streaming,
-                timeout_ms: timeout_ms.map(|t| t as u32),
-                closed_by_module: false,
+        upstream,
+        service: lossy(&service_name),
+        method: lossy(&method),
+        initial_metadata: pairs_to_strings(&metadata),
+        messages: message.into_iter().collect(),
+        streaming,
+        timeout_ms,
+        closed_by_module: false,
+        endpoint: None,
+    };
+    let pending = match state.options.cluster_endpoints.get(&call.upstream) {
+        Some(&address) if !streaming => match start_network_call(state, token, address, &call) {
+            Ok(handle) => PendingGrpcCall {
+                root_context_id,
+                caller: caller_id,
+                deadline: None,
+                network: Some(handle),
+                call: GrpcCallout {
+                    endpoint: Some(address),
+                    ..call
+                },
             },
+            Err(_) => return status(Status::InternalFailure),
         },
-    );
-    if !write_u32(&mut caller, token_ptr, token) {
-        return status(Status::InvalidMemoryAccess);
-    }
+        _ => PendingGrpcCall {
+            root_context_id,
+            caller: caller_id,
+            deadline: timeout_ms.and_then(|t| deadline(state, t)),
+            network: None,
+            call,
+        },
+    };
+    state.grpc_calls.insert(token, pending);
+    write_u32(&mut caller, token_ptr, token);
     ok()
+}
+
+/// Starts the real call; its outcome reaches the worker through the VM's completion channel.
+fn start_network_call(
+    state: &VmState,
+    token: u32,
+    address: std::net::SocketAddr,
+    call: &GrpcCallout,
+) -> Result<CallHandle, String> {
+    let transport = state.upstreams.transport()?;
+    let request = GrpcRequest {
+        address,
+        authority: authority_for(&call.upstream, address),
+        service: call.service.clone(),
+        method: call.method.clone(),
+        metadata: call.initial_metadata.clone(),
+        message: call.messages.first().cloned().unwrap_or_default(),
+        timeout: call
+            .timeout_ms
+            .filter(|t| *t > 0)
+            .map(|t| std::time::Duration::from_millis(u64::from(t))),
+    };
+    let completions = state.completions.0.clone();
+    Ok(transport.call(request, move |outcome| {
+        // The VM may be gone by then: nothing waits for the answer.
+        let _ = completions.send(GrpcCompletion { token, outcome });
+    }))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -230,6 +297,8 @@ pub(super) fn proxy_grpc_send(
     }
 }
 
+/// Cancels a call or resets a stream: it is forgotten and no callback follows (a real call's
+/// request is cancelled when its handle drops).
 pub(super) fn proxy_grpc_cancel(mut caller: Ctx<'_>, token: i32) -> HostResult {
     match caller.data_mut().grpc_calls.remove(&(token as u32)) {
         Some(_) => ok(),
@@ -237,20 +306,18 @@ pub(super) fn proxy_grpc_cancel(mut caller: Ctx<'_>, token: i32) -> HostResult {
     }
 }
 
-/// Envoy `Context::grpcClose`: on a stream, a local half-close; on a call (odd token), the same
-/// as a cancel: the call is dropped and no callback comes for it.
+/// On a stream, closes the module's side. On a unary call Envoy does what cancel does
+/// (`Context::grpcClose`: cancel and erase, no callback).
 pub(super) fn proxy_grpc_close(mut caller: Ctx<'_>, token: i32) -> HostResult {
-    let token = token as u32;
     let calls = &mut caller.data_mut().grpc_calls;
-    if !token.is_multiple_of(2) {
-        return match calls.remove(&token) {
-            Some(_) => ok(),
-            None => status(Status::NotFound),
-        };
-    }
+    let token = token as u32;
     match calls.get_mut(&token) {
-        Some(pending) => {
+        Some(pending) if pending.call.streaming => {
             pending.call.closed_by_module = true;
+            ok()
+        }
+        Some(_) => {
+            calls.remove(&token);
             ok()
         }
         None => status(Status::NotFound),

@@ -175,11 +175,23 @@ impl Worker {
         let blocked: Vec<u32> = self
             .streams
             .iter()
-            .filter(|(_, s)| matches!(&s.driver, Driver::Http(h) if h.blocked))
+            .filter(|(_, s)| match &s.driver {
+                Driver::Http(h) => h.blocked,
+                Driver::Tcp(t) => t.blocked,
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in blocked {
-            self.settle_http(id, Ok(Action::Pause), true);
+            match self.streams.get_mut(&id).map(|s| &mut s.driver) {
+                Some(Driver::Http(_)) => self.settle_http(id, Ok(Action::Pause), true),
+                Some(Driver::Tcp(t)) => {
+                    // Resumed (`proxy_continue_stream(DOWNSTREAM)`: the held bytes go up),
+                    // closed, or still waiting for its callout.
+                    t.blocked = false;
+                    self.resume_tcp(id);
+                }
+                None => continue,
+            }
             self.advance(id);
         }
     }

@@ -70,6 +70,8 @@ pub(super) struct TcpDriver {
     pub(super) closed: bool,
     pub(super) held_downstream: bool,
     pub(super) held_upstream: bool,
+    /// Paused while a callout it made is pending: no further event until it is answered.
+    pub(super) blocked: bool,
     pub(super) forwarded: Vec<u8>,
     pub(super) received: Vec<u8>,
     pub(super) data_calls: Vec<DataCall>,
@@ -100,15 +102,19 @@ pub(super) struct OpenStream {
 }
 
 impl Worker {
-    /// Runs one HTTP stream to its end on the first HTTP plugin.
+    /// Runs one HTTP stream to its end on the first HTTP plugin. A stream paused for a real
+    /// callout (see `upstream`) waits for its answer first.
     pub fn http(&mut self, request: &HttpRequest) -> Result<StreamOutcome, HostError> {
         let handle = self.begin_http(request)?;
+        self.wait_while_blocked(handle.0);
         Ok(self.finish(handle))
     }
 
-    /// Runs one TCP connection to its end on the first network plugin.
+    /// Runs one TCP connection to its end on the first network plugin, waiting as
+    /// [`Worker::http`] does.
     pub fn tcp(&mut self, connection: &TcpStream) -> Result<StreamOutcome, HostError> {
         let handle = self.begin_tcp(connection)?;
+        self.wait_while_blocked(handle.0);
         Ok(self.finish(handle))
     }
 
@@ -166,6 +172,7 @@ impl Worker {
             closed: false,
             held_downstream: false,
             held_upstream: false,
+            blocked: false,
             forwarded: Vec::new(),
             received: Vec::new(),
             data_calls: Vec::new(),
@@ -184,12 +191,19 @@ impl Worker {
     pub fn finish(&mut self, handle: StreamHandle) -> StreamOutcome {
         let id = handle.0;
         if let Some(stream) = self.streams.get_mut(&id) {
-            if let Driver::Http(h) = &mut stream.driver {
-                if h.blocked {
+            match &mut stream.driver {
+                Driver::Http(h) if h.blocked => {
                     h.blocked = false;
                     h.step = HttpStep::Log;
                     stream.result.get_or_insert(StreamResult::Paused);
                 }
+                Driver::Tcp(t) if t.blocked => {
+                    // The client gives up and closes.
+                    t.blocked = false;
+                    t.events.clear();
+                    t.step = TcpStep::Close;
+                }
+                _ => {}
             }
         }
         self.advance(id);
@@ -226,10 +240,15 @@ impl Worker {
 
     /// Whether a stream is waiting for the module to resume it.
     pub fn is_paused(&self, handle: StreamHandle) -> bool {
-        matches!(
-            self.streams.get(&handle.0).map(|s| &s.driver),
-            Some(Driver::Http(h)) if h.blocked
-        )
+        self.is_blocked(handle.0)
+    }
+
+    pub(super) fn is_blocked(&self, id: u32) -> bool {
+        match self.streams.get(&id).map(|s| &s.driver) {
+            Some(Driver::Http(h)) => h.blocked,
+            Some(Driver::Tcp(t)) => t.blocked,
+            None => false,
+        }
     }
 
     /// A request the codec answered itself: no filter chain is built, so the module never
@@ -349,7 +368,7 @@ impl Worker {
             };
             let (done, blocked) = match &stream.driver {
                 Driver::Http(h) => (h.step == HttpStep::Done, h.blocked),
-                Driver::Tcp(t) => (t.step == TcpStep::Done, false),
+                Driver::Tcp(t) => (t.step == TcpStep::Done, t.blocked),
             };
             if done {
                 self.collect_logs();
@@ -777,6 +796,8 @@ impl Worker {
                     }
                     let driver = self.tcp_driver(id);
                     driver.connected = true;
+                } else if self.stream_has_callout(id) {
+                    self.tcp_driver(id).blocked = true;
                 }
                 self.tcp_driver(id).step = TcpStep::Event;
             }
@@ -968,6 +989,37 @@ impl Worker {
                 driver.received.extend_from_slice(&passed);
                 driver.held_upstream = held;
             }
+        }
+        // Paused for a callout of its own: the module sees nothing new before it answers (the
+        // test traffic waits, as a client waits for its first reply).
+        if !go_on && self.stream_has_callout(id) {
+            self.tcp_driver(id).blocked = true;
+        }
+    }
+
+    /// A connection paused for a callout, after the callback that answered it: the module
+    /// closed it, continued it (`proxy_continue_stream(DOWNSTREAM)`: tcp_proxy connects if it had
+    /// not, and the held client bytes go up), or still waits for a callout.
+    pub(super) fn resume_tcp(&mut self, id: u32) {
+        let requests = self.stream_requests(id);
+        if requests.close.is_some() {
+            return self.module_closed(id);
+        }
+        if requests.continue_downstream {
+            let host = self.tcp_driver(id).upstream_host;
+            let forwarded = match self.tcp_state(id) {
+                Some(t) => {
+                    t.upstream_host = Some(host);
+                    std::mem::take(&mut t.downstream)
+                }
+                None => Vec::new(),
+            };
+            let driver = self.tcp_driver(id);
+            driver.connected = true;
+            driver.forwarded.extend_from_slice(&forwarded);
+            driver.held_downstream = false;
+        } else if self.stream_has_callout(id) {
+            self.tcp_driver(id).blocked = true;
         }
     }
 

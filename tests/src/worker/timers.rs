@@ -1,10 +1,12 @@
-//! What Envoy's event loop runs between streams: due tick timers and `proxy_on_queue_ready`.
+//! What Envoy's event loop runs between streams: due tick timers, `proxy_on_queue_ready`, and
+//! the answers and timeouts of callouts.
 
 use super::Worker;
 
 impl Worker {
-    /// Runs what Envoy's event loop would run between streams: due tick timers and
-    /// `proxy_on_queue_ready` for items enqueued since. Streams call it when they start.
+    /// Runs what Envoy's event loop would run between streams: due tick timers,
+    /// `proxy_on_queue_ready` for items enqueued since, and callout answers (real ones that
+    /// arrived, timeouts due on the host clock). Streams call it when they start.
     pub fn poll(&mut self) {
         if self.failure.is_some() {
             return;
@@ -51,6 +53,7 @@ impl Worker {
                 }
             }
         }
+        self.deliver_callouts();
         self.collect_logs();
     }
 }

@@ -97,21 +97,14 @@ fn target_dir() -> PathBuf {
 }
 
 /// The release `.wasm` of the filter, built from this tree (a no-op when it is up to date), so
-/// digests are never compared against a stale module. Built as the test command builds it (with
-/// the no-op filter): another package selection unifies features differently and rebuilds.
+/// digests are never compared against a stale module. Built and shrunk with wasm-opt as the test
+/// command does (`filter/build.sh`, with the no-op filter: another package selection unifies
+/// features differently and rebuilds).
 pub fn built_filter_wasm() -> PathBuf {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
     WASM.get_or_init(|| {
-        run_ok(cargo().args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip1",
-            "-p",
-            "egress-filter",
-            "-p",
-            "noop-filter",
-        ]));
+        // `filter/build.sh` builds and optimises it as the test command does (cargo from $CARGO).
+        run_ok(Command::new("bash").arg(repo_root().join("filter/build.sh")));
         let path = target_dir().join("wasm32-wasip1/release/egress_filter.wasm");
         assert!(path.is_file(), "{} was not built", path.display());
         path
