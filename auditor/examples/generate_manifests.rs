@@ -1,9 +1,11 @@
 //! Writes a synthetic cluster of injected pods for the scan benchmark (docs/BENCHMARKS.md).
 //!
-//! `cargo run --release -p egress-auditor --example generate_manifests -- DIR PODS [PODS_PER_FILE]`
+//! `cargo run --release -p egress-auditor --example generate_manifests -- DIR PODS [PODS_PER_FILE] [--json]`
 //!
 //! DIR gets `cluster.yaml` (namespaces, mesh ConfigMap, egress NetworkPolicies) and
-//! `pods-NNNN.yaml` files of multi-document YAML, each pod shaped like `kubectl get pod -o yaml` of
+//! `pods-NNNN.yaml` files of multi-document YAML, or with `--json` `cluster.json` and
+//! `pods-NNNN.json` files each holding one `List` as `kubectl get pods -A -o json` prints it
+//! (PODS_PER_FILE = PODS gives one big List), each pod shaped like `kubectl get pod -o yaml` of
 //! an Istio-injected pod (istio-init, native istio-proxy sidecar with its usual env, probes and
 //! volumes). About one pod in twenty carries a bypass (opt-out, proxy UID, capture exclusion,
 //! NET_ADMIN, hostNetwork, missing sidecar), so the scan has findings to report.
@@ -15,10 +17,13 @@ use std::path::PathBuf;
 const NAMESPACES: usize = 100;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let json = args.iter().any(|a| a == "--json");
+    args.retain(|a| a != "--json");
+    let mut args = args.into_iter();
     let dir = PathBuf::from(
         args.next()
-            .ok_or("usage: generate_manifests DIR PODS [PODS_PER_FILE]")?,
+            .ok_or("usage: generate_manifests DIR PODS [PODS_PER_FILE] [--json]")?,
     );
     let pods: usize = args.next().ok_or("missing PODS")?.parse()?;
     let per_file: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(1000);
@@ -42,7 +47,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             )?;
         }
     }
-    std::fs::write(dir.join("cluster.yaml"), cluster)?;
+    if json {
+        write_json_list(&dir.join("cluster.json"), &cluster)?;
+    } else {
+        std::fs::write(dir.join("cluster.yaml"), cluster)?;
+    }
 
     let mut file_index = 0;
     let mut written = 0;
@@ -53,8 +62,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             out.push_str("---\n");
             out.push_str(&pod(i));
         }
-        let path = dir.join(format!("pods-{file_index:04}.yaml"));
-        std::fs::File::create(&path)?.write_all(out.as_bytes())?;
+        if json {
+            write_json_list(&dir.join(format!("pods-{file_index:04}.json")), &out)?;
+        } else {
+            let path = dir.join(format!("pods-{file_index:04}.yaml"));
+            std::fs::File::create(&path)?.write_all(out.as_bytes())?;
+        }
         written += count;
         file_index += 1;
     }
@@ -62,6 +75,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "wrote {pods} pods in {file_index} files to {}",
         dir.display()
     );
+    Ok(())
+}
+
+/// Writes the documents of `yaml` as one `List`, indented as kubectl prints JSON.
+fn write_json_list(path: &std::path::Path, yaml: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut items = Vec::new();
+    for doc in yaml.split("---\n").filter(|d| !d.trim().is_empty()) {
+        items.push(serde_saphyr::from_str::<serde_json::Value>(doc)?);
+    }
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items});
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut writer = serde_json::Serializer::with_formatter(
+        file,
+        serde_json::ser::PrettyFormatter::with_indent(b"    "),
+    );
+    serde::Serialize::serialize(&list, &mut writer)?;
+    writer.into_inner().flush()?;
     Ok(())
 }
 

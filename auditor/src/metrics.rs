@@ -65,6 +65,9 @@ struct Inner {
     last_scan: Gauge<f64, AtomicU64>,
     scan_duration: Gauge<f64, AtomicU64>,
     objects: Gauge,
+    /// Watch mode only (registered by [`Metrics::for_watch`]).
+    pods_rejudged: Counter,
+    pods_context_rejudged: Counter,
 }
 
 /// Label sets ever reported, per family.
@@ -93,7 +96,18 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
+    /// The series every mode exports.
     pub fn new() -> Metrics {
+        Metrics::build(false)
+    }
+
+    /// The series of [`Metrics::new`] and those of the watch controller's incremental
+    /// judgement (`watch_pods_rejudged_total`, `watch_pods_context_rejudged_total`).
+    pub fn for_watch() -> Metrics {
+        Metrics::build(true)
+    }
+
+    fn build(watch: bool) -> Metrics {
         let mut registry = Registry::with_prefix("egress_auditor");
         let findings = Family::<FindingLabels, Gauge>::default();
         registry.register(
@@ -143,6 +157,20 @@ impl Metrics {
             "Pods and pod templates in the last judgement",
             objects.clone(),
         );
+        let pods_rejudged = Counter::default();
+        let pods_context_rejudged = Counter::default();
+        if watch {
+            registry.register(
+                "watch_pods_rejudged",
+                "Pods watch mode judged (all rules) because they were new or had changed",
+                pods_rejudged.clone(),
+            );
+            registry.register(
+                "watch_pods_context_rejudged",
+                "Unchanged pods whose namespace-dependent rules watch mode ran again, because their namespace or a cluster-wide input changed",
+                pods_context_rejudged.clone(),
+            );
+        }
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -155,6 +183,8 @@ impl Metrics {
                 last_scan,
                 scan_duration,
                 objects,
+                pods_rejudged,
+                pods_context_rejudged,
             }),
         }
     }
@@ -226,6 +256,13 @@ impl Metrics {
             .set(i64::try_from(workloads).unwrap_or(i64::MAX));
         let now = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
         self.inner.last_scan.set(now);
+    }
+
+    /// Records what one incremental watch judgement judged again: `changed` pods (new or
+    /// changed: every rule) and `context` unchanged pods (their namespace-dependent rules).
+    pub fn pods_rejudged(&self, changed: usize, context: usize) {
+        self.inner.pods_rejudged.inc_by(changed as u64);
+        self.inner.pods_context_rejudged.inc_by(context as u64);
     }
 
     pub fn api_error(&self, resource: &str, code: &str) {
@@ -392,5 +429,22 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+        assert!(!text.contains("watch_pods_rejudged"), "{text}");
+    }
+
+    #[test]
+    fn watch_counts_rejudged_pods() {
+        let m = Metrics::for_watch();
+        m.pods_rejudged(50_000, 0);
+        m.pods_rejudged(1, 500);
+        let text = m.encode();
+        assert!(
+            text.contains("egress_auditor_watch_pods_rejudged_total 50001\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("egress_auditor_watch_pods_context_rejudged_total 500\n"),
+            "{text}"
+        );
     }
 }

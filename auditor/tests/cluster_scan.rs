@@ -89,6 +89,10 @@ async fn scan_equals_file_mode_on_the_repo_objects() {
     );
     // Read-only: the scan wrote nothing.
     assert!(mock.requests().iter().all(|r| r.method == Method::GET));
+
+    let whole = judge_whole_snapshot(&api, 2).await.expect("whole read");
+    assert_eq!(scan.findings, whole.findings, "page by page = all at once");
+    assert_eq!(scan.workloads, whole.workloads);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,6 +119,8 @@ async fn scan_equals_file_mode_on_istio_injected_fixtures() {
     let scan = scan(&api, &[], 7).await.expect("scan");
     let (file_findings, _) = scan_files(&[list], &CheckOptions::default()).expect("file scan");
     assert_eq!(file_mode_rules(&scan.findings), file_findings);
+    let whole = judge_whole_snapshot(&api, 7).await.expect("whole read");
+    assert_eq!(scan.findings, whole.findings, "page by page = all at once");
     // The plain injections carry no bypass: some pods must have no finding at all.
     let flagged: std::collections::BTreeSet<&str> =
         file_findings.iter().map(|f| f.name.as_str()).collect();
@@ -416,4 +422,7 @@ async fn ambient_objects_are_read_and_judged_from_the_cluster() {
         .filter(|i| !i.starts_with("egress-waypoint-missing"))
         .collect();
     assert!(other.is_empty(), "{other:#?}");
+
+    let whole = judge_whole_snapshot(&api, 50).await.expect("whole read");
+    assert_eq!(scan.findings, whole.findings, "page by page = all at once");
 }

@@ -36,10 +36,16 @@ fn module(name: &str) -> PathBuf {
 }
 
 /// One ALLOW policy listing `hosts` hosts for mTLS callers of the `ci` namespace, plus a DENY
-/// policy, as a gateway configuration grows.
+/// policy, as a gateway configuration grows. The hosts mix the three forms AuthorizationPolicy
+/// has: seven in ten exact names, two suffixes (`*.zone-N.example.net`), one prefix
+/// (`edge-N.*`).
 fn config(hosts: usize) -> Vec<u8> {
     let list: Vec<String> = (0..hosts)
-        .map(|i| format!("\"host-{i}.example.com\""))
+        .map(|i| match i % 10 {
+            0..=6 => format!("\"host-{i}.example.com\""),
+            7 | 8 => format!("\"*.zone-{i}.example.net\""),
+            _ => format!("\"edge-{i}.*\""),
+        })
         .collect();
     format!(
         r#"{{"policies":[
@@ -51,6 +57,12 @@ fn config(hosts: usize) -> Vec<u8> {
         list.join(",")
     )
     .into_bytes()
+}
+
+/// The last exact name `config(hosts)` lists: the worst case for a list scan.
+fn last_exact_host(hosts: usize) -> String {
+    let last = (0..hosts).rev().find(|i| i % 10 <= 6).unwrap_or(0);
+    format!("host-{last}.example.com")
 }
 
 /// `config(1_000)` plus ten rate limits every request matches (five one-bucket limits, five keyed
@@ -145,8 +157,7 @@ fn bench_http(c: &mut Criterion) {
     let egress = module("egress_filter");
     for hosts in HOST_COUNTS {
         let mut worker = worker(&egress, config(hosts));
-        // The request matches the last listed host: the worst case for a list scan.
-        let allowed = request(&format!("host-{}.example.com", hosts - 1));
+        let allowed = request(&last_exact_host(hosts));
         let denied = request("not-listed.example.org");
         assert_eq!(
             worker.http(&allowed).unwrap().result,
@@ -164,7 +175,7 @@ fn bench_http(c: &mut Criterion) {
             |b, r| b.iter(|| worker.http(r).unwrap()),
         );
     }
-    let allowed = request("host-999.example.com");
+    let allowed = request(&last_exact_host(1_000));
     for (name, configuration) in [
         ("egress_filter_10_limits", config_with_limits()),
         ("egress_filter_protocol_checks", config_with_protocol()),
@@ -222,59 +233,66 @@ fn mean_nanos(id: &str) -> Option<f64> {
     json["mean"]["point_estimate"].as_f64()
 }
 
+/// One table: every case, its mean, and its ratio to the no-op floor of its kind (HTTP or TCP)
+/// and, for HTTP, to the ABI floor.
 fn print_ratios() {
-    let Some(floor) = mean_nanos("http_request/noop") else {
-        return;
-    };
-    println!(
-        "\nper request, relative to the no-op floor ({:.2} µs):",
-        floor / 1000.0
-    );
-    let abi_floor = mean_nanos("http_request/abi_floor");
-    if let Some(abi) = abi_floor {
-        println!(
-            "  abi_floor (egress_filter's host calls only): {:>8.2} µs  {:>5.2}x",
-            abi / 1000.0,
-            abi / floor
-        );
-    }
-    for kind in ["egress_filter_allow", "egress_filter_deny"] {
+    let http_noop = mean_nanos("http_request/noop");
+    let abi = mean_nanos("http_request/abi_floor");
+    let tcp_noop = mean_nanos("tcp_connection/noop");
+    let mut rows: Vec<(String, String)> = vec![
+        ("HTTP, no-op filter".into(), "http_request/noop".into()),
+        (
+            "HTTP, ABI floor (egress_filter's host calls only)".into(),
+            "http_request/abi_floor".into(),
+        ),
+    ];
+    for (kind, what) in [
+        ("egress_filter_allow", "allowed"),
+        ("egress_filter_deny", "denied"),
+    ] {
         for hosts in HOST_COUNTS {
-            if let Some(mean) = mean_nanos(&format!("http_request/{kind}/{hosts}")) {
-                let over_abi = abi_floor.map_or(String::new(), |abi| {
-                    format!("  {:>5.2}x the ABI floor", mean / abi)
-                });
-                println!(
-                    "  {kind:<20} {hosts:>7} hosts: {:>8.2} µs  {:>5.2}x{over_abi}",
-                    mean / 1000.0,
-                    mean / floor
-                );
-            }
+            rows.push((
+                format!("HTTP, egress_filter, {hosts} hosts, {what}"),
+                format!("http_request/{kind}/{hosts}"),
+            ));
         }
     }
-    for kind in ["egress_filter_10_limits", "egress_filter_protocol_checks"] {
-        if let Some(mean) = mean_nanos(&format!("http_request/{kind}/1000")) {
-            println!(
-                "  {kind:<30} 1000 hosts: {:>8.2} µs  {:>5.2}x",
-                mean / 1000.0,
-                mean / floor
-            );
-        }
-    }
-    for kind in ["egress_filter_client_hello", "egress_filter_no_inspection"] {
-        if let Some(mean) = mean_nanos(&format!("tcp_connection/{kind}")) {
-            println!("  tcp {kind:<30} {:>8.2} µs", mean / 1000.0);
-        }
-    }
-    if let (Some(floor), Some(mean)) = (
-        mean_nanos("tcp_connection/noop"),
-        mean_nanos("tcp_connection/egress_filter/1000"),
-    ) {
+    rows.push((
+        "HTTP, egress_filter, 1000 hosts + 10 rate limits".into(),
+        "http_request/egress_filter_10_limits/1000".into(),
+    ));
+    rows.push((
+        "HTTP, egress_filter, 1000 hosts + protocol checks".into(),
+        "http_request/egress_filter_protocol_checks/1000".into(),
+    ));
+    rows.push(("TCP, no-op filter".into(), "tcp_connection/noop".into()));
+    rows.push((
+        "TCP, egress_filter, 1000 hosts (SNI, denied)".into(),
+        "tcp_connection/egress_filter_1000".into(),
+    ));
+    rows.push((
+        "TCP, ClientHello inspected and allowed".into(),
+        "tcp_connection/egress_filter_client_hello".into(),
+    ));
+    rows.push((
+        "TCP, the same ClientHello, no inspection".into(),
+        "tcp_connection/egress_filter_no_inspection".into(),
+    ));
+    println!("\n| case | per request | vs no-op floor | vs ABI floor |");
+    println!("|---|---:|---:|---:|");
+    for (label, id) in rows {
+        let Some(mean) = mean_nanos(&id) else {
+            continue;
+        };
+        let tcp = id.starts_with("tcp_connection/");
+        let noop = if tcp { tcp_noop } else { http_noop };
+        let ratio =
+            |floor: Option<f64>| floor.map_or(String::new(), |f| format!("{:.2}x", mean / f));
+        let over_abi = if tcp { String::new() } else { ratio(abi) };
         println!(
-            "  tcp connection, 1000 hosts: {:.2} µs vs no-op {:.2} µs: {:.2}x",
+            "| {label} | {:.2} µs | {} | {over_abi} |",
             mean / 1000.0,
-            floor / 1000.0,
-            mean / floor
+            ratio(noop)
         );
     }
 }

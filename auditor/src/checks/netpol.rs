@@ -4,7 +4,10 @@
 //! straight out, and UDP other than DNS is never captured. NetworkPolicy still binds ambient pods:
 //! ztunnel's own connections leave the pod's network namespace with the pod's address.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::json;
 
 use super::injection::{namespace_is_ambient, NamespaceInjection};
@@ -51,6 +54,15 @@ pub fn egress_networkpolicy_missing(
         .map(|r| r.severity)
         .unwrap_or(Severity::Medium);
     let mut out = Vec::new();
+    // NetworkPolicies do not apply to host-network pods; host-network reports those. Grouped
+    // once (in input order), not filtered again for every namespace.
+    let mut by_namespace: BTreeMap<&str, Vec<&WorkloadFacts>> = BTreeMap::new();
+    for w in facts.iter().filter(|w| !w.host_network) {
+        by_namespace
+            .entry(w.namespace.as_str())
+            .or_default()
+            .push(w);
+    }
     for (name, ns) in &snapshot.namespaces {
         let labels = ns.metadata.labels.clone().unwrap_or_default();
         // Injection wins over the ambient label (the injector does not read it).
@@ -71,23 +83,26 @@ pub fn egress_networkpolicy_missing(
             .iter()
             .map(|np| np.metadata.name.clone().unwrap_or_default())
             .collect();
-        // NetworkPolicies do not apply to host-network pods; host-network reports those.
-        let workloads: Vec<&WorkloadFacts> = facts
+        let workloads: &[&WorkloadFacts] = by_namespace
+            .get(name.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let selectors: Vec<LabelSelector> = egress
             .iter()
-            .filter(|w| w.namespace == *name && !w.host_network)
+            .map(|np| {
+                np.spec
+                    .as_ref()
+                    .and_then(|s| s.pod_selector.clone())
+                    .unwrap_or_default()
+            })
             .collect();
         // Sorted, so the evidence does not depend on input order.
         let unselected: Vec<String> = workloads
             .iter()
             .filter(|w| {
-                !egress.iter().any(|np| {
-                    let sel = np
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.pod_selector.clone())
-                        .unwrap_or_default();
-                    selector::matches(&sel, &w.labels)
-                })
+                !selectors
+                    .iter()
+                    .any(|sel| selector::matches(sel, &w.labels))
             })
             .map(|w| format!("{}/{}", w.kind, w.name))
             .collect::<std::collections::BTreeSet<_>>()

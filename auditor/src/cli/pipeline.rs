@@ -14,7 +14,9 @@ use anyhow::Context;
 use serde_json::{json, Value};
 
 use super::args::{Format, ScanArgs};
-use crate::checks::live::{check_live, LiveCheckOptions};
+use crate::checks::live::{
+    check_live, egress_filter_missing, sidecar_not_running, LiveCheckOptions,
+};
 use crate::checks::{
     check_all, check_cluster_wide, check_workload_in_context, check_workload_local, sort_findings,
     CheckOptions, WorkloadFacts,
@@ -68,11 +70,7 @@ pub fn judge(
     live: &LiveCheckOptions,
 ) -> ClusterScan {
     let mut findings = check_all(snapshot, checks);
-    let mut live = live.clone();
-    if !scope.all_namespaces && !scope.namespaces.contains(&live.root_namespace) {
-        live.report_absent_gateway = false;
-    }
-    findings.extend(check_live(snapshot, &live));
+    findings.extend(check_live(snapshot, &scoped_live(live, &scope)));
     findings.extend(unreadable.iter().map(scan_incomplete));
     sort_findings(&mut findings);
     ClusterScan {
@@ -104,21 +102,75 @@ pub fn scan_incomplete(u: &Unreadable) -> Finding {
     }
 }
 
-/// Reads the cluster and judges it.
+/// What a cluster scan keeps of a pod once its page is judged.
+struct JudgedPod {
+    /// The rules that need nothing but the pod (and the live `sidecar-not-running`).
+    findings: Vec<Finding>,
+    facts: WorkloadFacts,
+    /// The pod itself, only when it is an egress gateway (`egress-filter-missing` reads it).
+    gateway: Option<crate::snapshot::Workload>,
+}
+
+/// Reads the cluster and judges it: the same findings as [`judge`] over [`cluster::read_snapshot`],
+/// but each pod is judged as its page arrives and only its [`WorkloadFacts`] are kept (and the
+/// egress gateway pods whole), so memory does not grow with pod specs.
 pub async fn scan_cluster(
     ctx: &ApiContext,
     opts: &ClusterScanOptions,
     checks: &CheckOptions,
     live: &LiveCheckOptions,
 ) -> Result<ClusterScan, ClusterError> {
-    let read = cluster::read_snapshot(ctx, opts).await?;
-    Ok(judge(
-        &read.snapshot,
-        &read.unreadable,
-        read.scope,
-        checks,
-        live,
-    ))
+    let read = cluster::read_cluster(ctx, opts, |w| {
+        let mut findings = check_workload_local(checks, &w);
+        findings.extend(sidecar_not_running(&w, live));
+        let facts = WorkloadFacts::of(&w);
+        let labels = w.labels();
+        let gateway = live
+            .egress_gateway_selector
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            .then_some(w);
+        Some(JudgedPod {
+            findings,
+            facts,
+            gateway,
+        })
+    })
+    .await?;
+    let mut snapshot = read.snapshot;
+    let mut findings = Vec::new();
+    let mut facts = Vec::with_capacity(read.pods.len());
+    for pod in read.pods {
+        findings.extend(pod.findings);
+        facts.push(pod.facts);
+        snapshot.workloads.extend(pod.gateway);
+    }
+    for f in &facts {
+        findings.extend(check_workload_in_context(&snapshot, checks, f));
+    }
+    findings.extend(check_cluster_wide(&snapshot, checks, &facts));
+    findings.extend(egress_filter_missing(
+        &snapshot,
+        &scoped_live(live, &read.scope),
+    ));
+    findings.extend(read.unreadable.iter().map(scan_incomplete));
+    sort_findings(&mut findings);
+    Ok(ClusterScan {
+        findings,
+        unreadable: read.unreadable,
+        scope: read.scope,
+        workloads: facts.len(),
+    })
+}
+
+/// A scan restricted to namespaces that do not include Istio's root namespace cannot tell
+/// whether an egress gateway exists.
+fn scoped_live(live: &LiveCheckOptions, scope: &ScanScope) -> LiveCheckOptions {
+    let mut live = live.clone();
+    if !scope.all_namespaces && !scope.namespaces.contains(&live.root_namespace) {
+        live.report_absent_gateway = false;
+    }
+    live
 }
 
 /// Reads the manifests and judges them: the same findings, in the same order, as
@@ -183,7 +235,11 @@ pub fn run_file_scan(args: &ScanArgs) -> anyhow::Result<ExitCode> {
     };
     let input = serde_json::to_value(&loaded.summary).ok();
     let summary = Summary::new(&findings, args.fail_on, input);
-    print_report(&render_files(&findings, &summary, &loaded, args))?;
+    if args.format == Format::Json {
+        write_json_report(&findings, &summary)?;
+    } else {
+        print_report(&render_files(&findings, &summary, &loaded, args))?;
+    }
     let sink_failed = deliver_file_sinks(args, &findings, &summary, &loaded)?;
     Ok(exit_code(&summary, sink_failed))
 }
@@ -245,12 +301,16 @@ pub fn run_cluster_scan(args: &ScanArgs) -> anyhow::Result<ExitCode> {
             "unreadable": scan.unreadable,
         });
         let summary = Summary::new(&scan.findings, args.fail_on, Some(input));
-        print_report(&render(
-            &scan.findings,
-            &summary,
-            args.format,
-            args.color.enabled(),
-        ))?;
+        if args.format == Format::Json {
+            write_json_report(&scan.findings, &summary)?;
+        } else {
+            print_report(&render(
+                &scan.findings,
+                &summary,
+                args.format,
+                args.color.enabled(),
+            ))?;
+        }
         if sinks.is_empty() {
             return Ok(exit_code(&summary, false));
         }
@@ -364,6 +424,14 @@ fn print_report(report: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(report.as_bytes())
+        .and_then(|_| stdout.flush())
+        .context("writing the report")
+}
+
+/// The JSON report straight to standard output.
+fn write_json_report(findings: &[Finding], summary: &Summary) -> anyhow::Result<()> {
+    let mut stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    sinks::json::write(&mut stdout, findings, summary)
         .and_then(|_| stdout.flush())
         .context("writing the report")
 }

@@ -18,9 +18,10 @@ use k8s_openapi::api::core::v1::{Namespace, PodSpec, PodStatus, PodTemplateSpec}
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::typed_read::{self, TypedDoc, TypedPod, TypedWorkload};
 use crate::snapshot::{
     is_mesh_config_map, json_type, MeshConfig, Snapshot, Workload, WorkloadKind, GATEWAY_API_GROUP,
     MESH_CONFIG_KEY,
@@ -435,6 +436,10 @@ struct ManifestReader<'a> {
     errors: &'a mut Vec<InputError>,
     /// Receives every workload read.
     on_workload: &'a mut dyn FnMut(Workload),
+    /// Try [`typed_read`] first (off only to compare it with the general reader in tests).
+    direct: bool,
+    /// Documents [`typed_read`] read.
+    direct_documents: usize,
 }
 
 /// Position of the object being read.
@@ -458,6 +463,8 @@ impl<'a> ManifestReader<'a> {
             origins: &mut out.origins,
             errors,
             on_workload,
+            direct: true,
+            direct_documents: 0,
         }
     }
 
@@ -485,6 +492,53 @@ impl<'a> ManifestReader<'a> {
     }
 
     fn read_json(&mut self, text: &str) {
+        // A List (what `kubectl get -o json` prints): one item at a time, each typed at once when
+        // it is a workload, else read the general way.
+        if let Some(items) = self.direct.then(|| typed_read::json_list(text)).flatten() {
+            self.summary.documents += 1;
+            let at = self.location(1, line_at(text, 0));
+            for (i, raw) in items.into_iter().enumerate() {
+                if let Some(w) = typed_read::json_item(raw) {
+                    if workload_group_ok(w.kind, w.api_version.as_deref()) {
+                        self.direct_documents += 1;
+                        let here = Here {
+                            at: at.clone(),
+                            prefix: "",
+                        };
+                        self.typed_workload(w, &here);
+                        continue;
+                    }
+                }
+                let prefix = format!("items[{i}].");
+                let here = Here {
+                    at: at.clone(),
+                    prefix: &prefix,
+                };
+                match serde_json::from_str::<Value>(raw.get()) {
+                    Ok(value) => self.read_object(value, &here),
+                    Err(e) => self.object_error(&here, "List", "items", e.to_string()),
+                }
+            }
+            return;
+        }
+        // One object (a workload): typed at once.
+        let mut de = serde_json::Deserializer::from_str(text);
+        if let Some(typed) = self
+            .direct
+            .then(|| TypedDoc::deserialize(&mut de).ok())
+            .flatten()
+        {
+            if de.end().is_ok() {
+                let here = Here {
+                    at: self.location(1, line_at(text, 0)),
+                    prefix: "",
+                };
+                if self.read_typed(typed, &here) {
+                    self.summary.documents += 1;
+                    return;
+                }
+            }
+        }
         let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
         let mut document = 0;
         loop {
@@ -521,14 +575,20 @@ impl<'a> ManifestReader<'a> {
             }) {
                 continue;
             }
+            let here = Here {
+                at: self.location(document, first_content_line(start_line, doc)),
+                prefix: "",
+            };
+            if let Some(typed) = self.direct.then(|| typed_read::yaml(doc)).flatten() {
+                if self.read_typed(typed, &here) {
+                    self.summary.documents += 1;
+                    continue;
+                }
+            }
             match serde_saphyr::from_str_with_options::<Value>(doc, yaml_options(doc.len())) {
                 Ok(Value::Null) => continue,
                 Ok(value) => {
                     self.summary.documents += 1;
-                    let here = Here {
-                        at: self.location(document, first_content_line(start_line, doc)),
-                        prefix: "",
-                    };
                     self.read_object(value, &here);
                 }
                 Err(e) => {
@@ -548,6 +608,71 @@ impl<'a> ManifestReader<'a> {
                 }
             }
         }
+    }
+
+    /// Takes a document [`typed_read`] read. `false` (nothing recorded) when the general reader
+    /// must read it instead: a workload whose apiVersion is not its kind's group, which the
+    /// general reader skips and counts.
+    fn read_typed(&mut self, doc: TypedDoc, here: &Here<'_>) -> bool {
+        match doc {
+            TypedDoc::Workload(w) => {
+                if !workload_group_ok(w.kind, w.api_version.as_deref()) {
+                    return false;
+                }
+                self.typed_workload(*w, here);
+            }
+            TypedDoc::List(items) => {
+                if !items
+                    .iter()
+                    .all(|w| workload_group_ok(w.kind, w.api_version.as_deref()))
+                {
+                    return false;
+                }
+                for w in items {
+                    self.typed_workload(w, here);
+                }
+            }
+        }
+        self.direct_documents += 1;
+        true
+    }
+
+    fn typed_workload(&mut self, w: TypedWorkload, here: &Here<'_>) {
+        let kind = w.kind;
+        self.count(kind.as_str());
+        let object_meta = w.metadata.unwrap_or_default();
+        let namespace = crate::snapshot::namespace_of(&object_meta);
+        let name = object_meta.name.clone().unwrap_or_default();
+        let workload = match w.pod {
+            TypedPod::Pod { spec, status } => Workload {
+                kind,
+                namespace,
+                name,
+                meta: object_meta,
+                spec,
+                status,
+            },
+            TypedPod::Template { metadata, spec } => Workload {
+                kind,
+                namespace,
+                name,
+                meta: metadata.unwrap_or_default(),
+                spec,
+                status: None,
+            },
+        };
+        self.emit_workload(workload, here);
+    }
+
+    fn emit_workload(&mut self, workload: Workload, here: &Here<'_>) {
+        self.summary.workloads += 1;
+        self.remember(
+            workload.kind.as_str(),
+            Some(&workload.namespace),
+            &workload.name,
+            here,
+        );
+        (self.on_workload)(workload);
     }
 
     fn object_error(&mut self, here: &Here<'_>, object: &str, field: &str, message: String) {
@@ -630,12 +755,7 @@ impl<'a> ManifestReader<'a> {
         let label = object_label(&kind, &meta);
 
         if let Some(wk) = WorkloadKind::from_kind(&kind) {
-            let allowed: &[&str] = match wk {
-                WorkloadKind::Pod | WorkloadKind::ReplicationController => &[""],
-                WorkloadKind::Job | WorkloadKind::CronJob => &["batch"],
-                _ => &["apps", "extensions"],
-            };
-            if !group_ok(allowed) {
+            if !workload_group_ok(wk, api_version.as_deref()) {
                 self.skip(format!("{}/{kind}", api_version.unwrap_or_default()));
                 return;
             }
@@ -879,15 +999,20 @@ impl<'a> ManifestReader<'a> {
                 status: None,
             }
         };
-        self.summary.workloads += 1;
-        self.remember(
-            kind.as_str(),
-            Some(&workload.namespace),
-            &workload.name,
-            here,
-        );
-        (self.on_workload)(workload);
+        self.emit_workload(workload, here);
     }
+}
+
+/// Whether a workload's apiVersion names its kind's group (no apiVersion passes).
+fn workload_group_ok(kind: WorkloadKind, api_version: Option<&str>) -> bool {
+    let allowed: &[&str] = match kind {
+        WorkloadKind::Pod | WorkloadKind::ReplicationController => &[""],
+        WorkloadKind::Job | WorkloadKind::CronJob => &["batch"],
+        _ => &["apps", "extensions"],
+    };
+    api_version
+        .map(api_group)
+        .is_none_or(|g| allowed.contains(&g))
 }
 
 /// Digs the pod template out of a controller's spec; returns it with its dotted path.
@@ -1028,6 +1153,70 @@ items:
         assert_eq!(loaded.snapshot.workloads.len(), 1);
         assert_eq!(loaded.snapshot.workloads[0].namespace, "a");
         assert_eq!(loaded.summary.skipped_kinds.get("Service"), Some(&1));
+    }
+
+    /// Every manifest of the repository's test data and examples, read with and without the
+    /// direct typed reader: the same workloads, objects, counts and errors.
+    #[test]
+    fn the_direct_reader_reads_what_the_general_reader_reads() {
+        fn read(path: &Path, text: &str, direct: bool) -> (LoadedInput, Vec<String>, usize) {
+            let mut out = LoadedInput::default();
+            let mut errors = Vec::new();
+            let mut workloads = Vec::new();
+            let mut sink = |w: Workload| workloads.push(w);
+            let mut reader = ManifestReader::new(path, &mut out, &mut errors, &mut sink);
+            reader.direct = direct;
+            reader.read_text(text);
+            let direct_documents = reader.direct_documents;
+            out.snapshot.workloads = workloads;
+            let errors = errors.iter().map(|e| e.to_string()).collect();
+            (out, errors, direct_documents)
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        for dir in ["tests/data", "../examples"] {
+            collect_files(&root.join(dir), &mut files).expect("test data");
+        }
+        // Istio's own injector outputs too, when the shared fixtures are there.
+        let fixtures = std::env::var_os("EGRESS_GUARD_FIXTURES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("../../shared/fixtures"));
+        match std::fs::read_dir(fixtures.join("istio/inject")) {
+            Ok(entries) => files.extend(entries.filter_map(|e| e.ok().map(|e| e.path()))),
+            Err(_) => {
+                eprintln!("shared fixtures not found: comparing on the repository's files only")
+            }
+        }
+        let (mut workloads, mut direct) = (0, 0);
+        for file in &files {
+            let Ok(text) = std::fs::read_to_string(file) else {
+                continue;
+            };
+            let (fast, fast_errors, read_directly) = read(file, &text, true);
+            let (general, general_errors, _) = read(file, &text, false);
+            direct += read_directly;
+            assert_eq!(fast_errors, general_errors, "{}", file.display());
+            assert_eq!(
+                fast.snapshot.workloads,
+                general.snapshot.workloads,
+                "{}",
+                file.display()
+            );
+            assert_eq!(fast.summary, general.summary, "{}", file.display());
+            assert_eq!(fast.origins, general.origins, "{}", file.display());
+            assert_eq!(
+                format!("{:?}", fast.snapshot),
+                format!("{:?}", general.snapshot),
+                "{}",
+                file.display()
+            );
+            workloads += fast.snapshot.workloads.len();
+        }
+        eprintln!(
+            "{} files, {workloads} workloads, {direct} documents read directly",
+            files.len()
+        );
+        assert!(files.len() > 20 && workloads > 50 && direct > 40);
     }
 
     #[test]

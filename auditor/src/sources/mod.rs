@@ -2,3 +2,5 @@
 
 pub mod cluster;
 pub mod files;
+mod strict_strings;
+mod typed_read;

@@ -5,8 +5,11 @@
 //! Gateways) into local stores. Any change wakes the
 //! judge, which (after a short debounce, so a rollout is one judgement, not hundreds) runs the
 //! same checks as `scan --cluster` over the stores, updates `/metrics` and delivers to the sinks
-//! when the findings changed or the resync interval passed.
+//! when the findings changed or the resync interval passed. The judgement is incremental
+//! (`incremental`): only new or changed pods are judged again, and the namespace-dependent rules
+//! re-run only where their inputs changed; the findings are those of a full judgement.
 
+mod incremental;
 mod server;
 
 use std::collections::BTreeMap;
@@ -37,8 +40,9 @@ use crate::metrics::Metrics;
 use crate::sinks::delivery::{Delivery, SinkSpec, Sinks};
 use crate::sinks::settings::SinkSettings;
 use crate::sinks::Summary;
-use crate::snapshot::{MeshConfig, ScanScope, Snapshot, MESH_CONFIG_NAME, MESH_CONFIG_NAMESPACE};
-use crate::sources::cluster::{dynamic_json, pod_workload, Unreadable, EXTRA_KINDS};
+use crate::snapshot::{ScanScope, MESH_CONFIG_NAME, MESH_CONFIG_NAMESPACE};
+use crate::sources::cluster::{dynamic_json, Unreadable, EXTRA_KINDS};
+use incremental::{Incremental, Objects};
 
 /// Why the controller could not start.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +110,8 @@ pub(crate) struct Shared {
     ready: AtomicBool,
     unreadable: Mutex<BTreeMap<(String, Option<String>), Unreadable>>,
     pub(crate) metrics: Metrics,
-    findings: Mutex<Vec<Finding>>,
+    /// Shared with the judge's last result, not copied from it.
+    findings: Mutex<Arc<Vec<Finding>>>,
 }
 
 /// A running controller.
@@ -122,11 +127,13 @@ pub struct WatchHandle {
 impl WatchHandle {
     /// The findings of the last judgement.
     pub fn findings(&self) -> Vec<Finding> {
-        self.shared
-            .findings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        Vec::clone(
+            &self
+                .shared
+                .findings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
     }
 
     pub fn is_ready(&self) -> bool {
@@ -146,7 +153,7 @@ impl WatchHandle {
 /// Starts watching, judging and serving. Returns once the HTTP server listens.
 pub async fn start(opts: WatchOptions) -> Result<WatchHandle, WatchError> {
     let client = kube_client::connect(&opts.connect).await?;
-    let metrics = Metrics::new();
+    let metrics = Metrics::for_watch();
     let api = ApiContext::new(client.clone(), opts.retry.clone(), metrics.clone());
     let sinks = Sinks::new(
         opts.sinks.clone(),
@@ -160,7 +167,7 @@ pub async fn start(opts: WatchOptions) -> Result<WatchHandle, WatchError> {
         ready: AtomicBool::new(false),
         unreadable: Mutex::new(BTreeMap::new()),
         metrics: metrics.clone(),
-        findings: Mutex::new(Vec::new()),
+        findings: Mutex::new(Arc::new(Vec::new())),
     });
     let (stop_tx, stop_rx) = signal::channel(false);
 
@@ -204,11 +211,18 @@ impl Stores {
         tasks: &mut Vec<tokio::task::JoinHandle<()>>,
     ) -> Stores {
         let config = || watcher::Config::default().page_size(opts.page_size.max(1));
-        // `None`: one cluster-wide watch; otherwise one per namespace.
+        // `None`: one cluster-wide watch; otherwise one per namespace (a namespace given twice
+        // is watched once, so its pods are not judged twice).
         let scopes: Vec<Option<String>> = if opts.namespaces.is_empty() {
             vec![None]
         } else {
-            opts.namespaces.iter().cloned().map(Some).collect()
+            let mut seen = std::collections::BTreeSet::new();
+            opts.namespaces
+                .iter()
+                .filter(|ns| seen.insert(ns.as_str()))
+                .cloned()
+                .map(Some)
+                .collect()
         };
         let mut w = Spawner { shared, tasks };
         let namespaces = scopes
@@ -277,52 +291,30 @@ impl Stores {
         }
     }
 
-    /// A snapshot of what the stores hold now, plus what could not be read.
-    fn snapshot(&self) -> (Snapshot, Vec<Unreadable>) {
-        let mut snapshot = Snapshot::new();
-        let mut unreadable = Vec::new();
-        for store in &self.namespaces {
-            for ns in store.state() {
-                snapshot.add_namespace((*ns).clone());
-            }
+    /// What the stores hold now: their objects shared, not copied (the Istio and Gateway API
+    /// objects, a handful, as the JSON the checks read).
+    fn objects(&self) -> Objects {
+        Objects {
+            namespaces: self.namespaces.iter().flat_map(Store::state).collect(),
+            network_policies: self
+                .network_policies
+                .iter()
+                .flat_map(Store::state)
+                .collect(),
+            pods: self.pods.iter().flat_map(Store::state).collect(),
+            mesh: self.mesh.state().first().cloned(),
+            extra: self
+                .istio
+                .iter()
+                .flat_map(|(ar, store)| {
+                    store
+                        .state()
+                        .iter()
+                        .map(|o| dynamic_json((**o).clone(), ar))
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
         }
-        for store in &self.network_policies {
-            for np in store.state() {
-                snapshot.add_network_policy((*np).clone());
-            }
-        }
-        for store in &self.pods {
-            snapshot.workloads.extend(
-                store
-                    .state()
-                    .iter()
-                    .filter_map(|p| pod_workload((**p).clone())),
-            );
-        }
-        for (ar, store) in &self.istio {
-            snapshot.extra.extend(
-                store
-                    .state()
-                    .iter()
-                    .map(|o| dynamic_json((**o).clone(), ar)),
-            );
-        }
-        if let Some(cm) = self.mesh.state().first() {
-            match MeshConfig::from_config_map(cm) {
-                Ok(mesh) => snapshot.mesh = Some(mesh),
-                Err(e) => unreadable.push(Unreadable {
-                    resource: "configmaps".into(),
-                    namespace: Some(MESH_CONFIG_NAMESPACE.into()),
-                    code: None,
-                    message: format!("mesh config {MESH_CONFIG_NAMESPACE}/{MESH_CONFIG_NAME}: {e}"),
-                }),
-            }
-        }
-        // Deterministic order, as file and scan modes have.
-        snapshot
-            .workloads
-            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        (snapshot, unreadable)
     }
 }
 
@@ -436,7 +428,8 @@ async fn judge_loop(
         all_namespaces: opts.namespaces.is_empty(),
         namespaces: opts.namespaces.iter().cloned().collect(),
     };
-    let mut delivered: Option<Vec<Finding>> = None;
+    let mut judged = Incremental::new();
+    let mut delivered: Option<Arc<Vec<Finding>>> = None;
     let mut last_delivery = Instant::now();
     loop {
         let woke_by_change = tokio::select! {
@@ -455,52 +448,55 @@ async fn judge_loop(
             }
         }
         let started = Instant::now();
-        let (snapshot, mut unreadable) = stores.snapshot();
-        unreadable.extend(shared.lock_unreadable().values().cloned());
-        let mut scan_scope = scope.clone();
-        if scan_scope.all_namespaces {
-            scan_scope.namespaces = snapshot.namespaces.keys().cloned().collect();
-        }
+        let unreadable: Vec<Unreadable> = shared.lock_unreadable().values().cloned().collect();
         let live = LiveCheckOptions {
             now: jiff::Timestamp::now(),
             ..opts.live.clone()
         };
-        let result = pipeline::judge(
-            &snapshot,
-            &unreadable,
-            scan_scope.clone(),
-            &opts.checks,
-            &live,
-        );
-        *shared.findings.lock().unwrap_or_else(|e| e.into_inner()) = result.findings.clone();
+        let (result, stats) =
+            judged.judge(&stores.objects(), &unreadable, &scope, &opts.checks, &live);
+        let scan_scope = &result.scope;
+        let findings = Arc::new(result.findings);
+        *shared.findings.lock().unwrap_or_else(|e| e.into_inner()) = findings.clone();
 
-        let changed = delivered.as_ref() != Some(&result.findings);
+        let changed = delivered.as_ref() != Some(&findings);
         let resync_due = last_delivery.elapsed() >= opts.resync;
         let mut ok = true;
         if !sinks.is_empty() && (changed || resync_due) {
             let summary = Summary::new(
-                &result.findings,
+                &findings,
                 opts.fail_on,
                 Some(serde_json::json!({"source": "cluster-watch", "workloads": result.workloads})),
             );
-            let document = pipeline::document(&result.findings, &summary);
+            let document = pipeline::document(&findings, &summary);
             let failures = sinks
                 .deliver(Delivery {
-                    findings: &result.findings,
+                    findings: &findings,
                     document: &document,
-                    scope: &scan_scope,
+                    scope: scan_scope,
                 })
                 .await;
             ok = failures.is_empty();
             // A failed delivery is retried at the next judgement.
-            delivered = ok.then(|| result.findings.clone());
+            delivered = ok.then(|| findings.clone());
             last_delivery = Instant::now();
         }
         // Findings and the scan count appear together, once the judgement has been delivered.
         shared
             .metrics
-            .judged(&result.findings, ok, result.workloads, started.elapsed());
+            .pods_rejudged(stats.rejudged, stats.context_rejudged);
+        shared
+            .metrics
+            .judged(&findings, ok, result.workloads, started.elapsed());
         shared.ready.store(true, Ordering::SeqCst);
-        tracing::info!(findings = result.findings.len(), workloads = result.workloads, elapsed = ?started.elapsed(), "judged");
+        tracing::info!(
+            findings = findings.len(),
+            workloads = result.workloads,
+            rejudged = stats.rejudged,
+            context_rejudged = stats.context_rejudged,
+            dropped = stats.dropped,
+            elapsed = ?started.elapsed(),
+            "judged"
+        );
     }
 }

@@ -169,6 +169,26 @@ pub async fn scan(
     .await
 }
 
+/// The cluster judged the other way: every pod read into one snapshot, then every check over it
+/// (what `watch` does). `scan_cluster` judges page by page and must give the same findings.
+pub async fn judge_whole_snapshot(
+    api: &ApiContext,
+    page_size: u32,
+) -> Result<ClusterScan, ClusterError> {
+    let opts = ClusterScanOptions {
+        namespaces: Vec::new(),
+        page_size,
+    };
+    let read = egress_auditor::sources::cluster::read_snapshot(api, &opts).await?;
+    Ok(pipeline::judge(
+        &read.snapshot,
+        &read.unreadable,
+        read.scope,
+        &CheckOptions::default(),
+        &LiveCheckOptions::default(),
+    ))
+}
+
 /// Short identities of findings, for readable assertions.
 pub fn ids(findings: &[Finding]) -> Vec<String> {
     findings

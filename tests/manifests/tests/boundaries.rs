@@ -7,7 +7,8 @@
 //! own name, `use` groups included, comments and string literals ignored) and fails on every
 //! reference the table does not allow, naming the file, the line and the rule broken. Two more
 //! rules have no table: the filter engine (everything in `filter/src` outside `filter/src/wasm/`)
-//! never names `proxy_wasm` or a host import (`wasm_import_module`), and the host (`tests/src`,
+//! never names `proxy_wasm` and declares no host import or export (`wasm_import_module`,
+//! `no_mangle`, `export_name`, an `extern` block or fn), and the host (`tests/src`,
 //! `tests/Cargo.toml`) never depends on the filter crate.
 
 use std::collections::BTreeMap;
@@ -549,6 +550,29 @@ fn check_forbidden_names(shown: &str, src: &str, forbidden: &[(&str, &str)]) -> 
     out
 }
 
+/// Every `extern` block or `extern` fn in a file's code, of any ABI (the ABI string is blanked
+/// with the other literals), `extern crate` aside. In the engine either declares what only the
+/// glue may: an import from the host (an `extern "C"` block without a link attribute imports
+/// from the default `env` module) or a function exported to it.
+fn check_extern_items(shown: &str, src: &str) -> Vec<Violation> {
+    let toks = tokens(&code_only(src));
+    let mut out = Vec::new();
+    for (i, (token, line)) in toks.iter().enumerate() {
+        let is_extern = matches!(token, Token::Ident(w) if w == "extern");
+        let extern_crate = matches!(toks.get(i + 1), Some((Token::Ident(w), _)) if w == "crate");
+        if is_extern && !extern_crate {
+            out.push(Violation {
+                file: shown.to_string(),
+                line: *line,
+                rule: "declares an `extern` block or fn: the engine neither imports from nor \
+                       exports to the host; both live in filter/src/wasm/"
+                    .to_string(),
+            });
+        }
+    }
+    out
+}
+
 /// Every `.rs` file under `dir`, sorted.
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -625,6 +649,28 @@ fn auditor_parts_name_only_the_parts_below_them() {
 }
 
 #[test]
+fn controller_parts_name_only_the_parts_below_them() {
+    let tables = layerings();
+    let layering = tables.get("filter/controller/src").unwrap_or_else(|| {
+        panic!("{ARCHITECTURE} has no layering table for filter/controller/src")
+    });
+    let (files, violations) = check_crate(layering);
+    assert!(files > 10, "only {files} files under filter/controller/src");
+    assert_none("filter/controller/src", &violations);
+}
+
+/// The document says every table is enforced: each one has its test above.
+#[test]
+fn every_table_of_the_document_is_checked() {
+    let tables: Vec<String> = layerings().into_keys().collect();
+    assert_eq!(
+        tables,
+        ["auditor/src", "filter/controller/src", "filter/src"],
+        "a layering table was added or removed in {ARCHITECTURE}: check it with a test here"
+    );
+}
+
+#[test]
 fn filter_engine_never_names_the_glue_or_the_host() {
     let tables = layerings();
     let layering = tables
@@ -643,11 +689,9 @@ fn filter_engine_never_names_the_glue_or_the_host() {
             .unwrap_or(&file)
             .display()
             .to_string();
-        violations.extend(check_forbidden_names(
-            &shown,
-            &read(&file),
-            ENGINE_FORBIDDEN,
-        ));
+        let src = read(&file);
+        violations.extend(check_forbidden_names(&shown, &src, ENGINE_FORBIDDEN));
+        violations.extend(check_extern_items(&shown, &src));
     }
     assert_none("filter/src", &violations);
 }
@@ -660,6 +704,14 @@ const ENGINE_FORBIDDEN: &[(&str, &str)] = &[
     (
         "wasm_import_module",
         "the engine never calls the host; host imports live in filter/src/wasm/",
+    ),
+    (
+        "no_mangle",
+        "the engine exports nothing to the host; exports live in filter/src/wasm/",
+    ),
+    (
+        "export_name",
+        "the engine exports nothing to the host; exports live in filter/src/wasm/",
     ),
 ];
 
@@ -857,4 +909,40 @@ fn forbidden_names_and_dependencies_are_caught() {
     let v = check_manifest_dependencies("tests/Cargo.toml", manifest);
     assert_eq!(v.len(), 1, "{v:?}");
     assert_eq!(v[0].line, 5);
+}
+
+#[test]
+fn engine_exports_and_extern_items_are_caught() {
+    let v = check_forbidden_names(
+        "filter/src/x.rs",
+        "// #[no_mangle] in a comment is fine\n#[no_mangle]\npub fn proxy_on_tick(_: u32) {}\n",
+        ENGINE_FORBIDDEN,
+    );
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0].line, 2);
+    assert!(v[0].rule.contains("exports nothing"), "{}", v[0]);
+    let v = check_forbidden_names(
+        "filter/src/x.rs",
+        "#[unsafe(no_mangle)]\nfn f() {}\n#[export_name = \"proxy_on_tick\"]\nfn g() {}\n",
+        ENGINE_FORBIDDEN,
+    );
+    assert_eq!(v.len(), 2, "{v:?}");
+    let src = r#"extern crate alloc;
+// extern "C" { fn proxy_log(level: u32); }
+const S: &str = "extern \"C\" fn";
+extern "C" {
+    fn proxy_log(level: u32);
+}
+pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 { todo!() }
+unsafe extern "C" {}
+extern {}
+"#;
+    let v = check_extern_items("filter/src/x.rs", src);
+    let lines: Vec<usize> = v.iter().map(|v| v.line).collect();
+    assert_eq!(lines, [4, 7, 8, 9], "{v:?}");
+    assert!(v[0].rule.contains("filter/src/wasm/"), "{}", v[0]);
+    // The glue does both, so the rules would see it there.
+    let abi = read(&repo_root().join("filter/src/wasm/abi.rs"));
+    assert!(!check_extern_items("filter/src/wasm/abi.rs", &abi).is_empty());
+    assert!(!check_forbidden_names("filter/src/wasm/abi.rs", &abi, ENGINE_FORBIDDEN).is_empty());
 }

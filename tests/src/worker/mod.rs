@@ -15,8 +15,10 @@
 //! plugin's policy is `FailReload`, which builds a new VM for the next stream.
 
 mod callouts;
+mod http;
 mod lifecycle;
 mod streams;
+mod tcp;
 mod timers;
 
 use std::collections::VecDeque;

@@ -121,6 +121,16 @@ pub struct ClusterSnapshot {
     pub scope: ScanScope,
 }
 
+/// A cluster read with each pod handed to the caller as its page arrives: `pods` holds what the
+/// caller made of them, and the snapshot holds no workloads.
+#[derive(Debug, Clone)]
+pub struct ClusterRead<T> {
+    pub snapshot: Snapshot,
+    pub pods: Vec<T>,
+    pub unreadable: Vec<Unreadable>,
+    pub scope: ScanScope,
+}
+
 /// Managed fields are large and never judged: drop them as objects arrive.
 fn strip<K: kube::Resource>(mut obj: K) -> K {
     obj.meta_mut().managed_fields = None;
@@ -154,11 +164,31 @@ pub fn dynamic_json(mut obj: DynamicObject, ar: &ApiResource) -> Value {
     serde_json::to_value(&obj).unwrap_or(Value::Null)
 }
 
-/// Reads everything the checks need.
+/// Reads everything the checks need, every pod into the snapshot.
 pub async fn read_snapshot(
     ctx: &ApiContext,
     opts: &ClusterScanOptions,
 ) -> Result<ClusterSnapshot, ClusterError> {
+    let read = read_cluster(ctx, opts, Some).await?;
+    let mut snapshot = read.snapshot;
+    snapshot.workloads = read.pods;
+    Ok(ClusterSnapshot {
+        snapshot,
+        unreadable: read.unreadable,
+        scope: read.scope,
+    })
+}
+
+/// Reads everything the checks need; each pod goes through `pod` as soon as its page has been
+/// read, so a caller that keeps less than the pod keeps memory flat. Namespaces are read before
+/// pods; NetworkPolicies, the Istio objects and the mesh config after them. When a list has to
+/// start again (its continue token expired), what `pod` made of the first pages is dropped and
+/// every pod comes through again.
+pub async fn read_cluster<T>(
+    ctx: &ApiContext,
+    opts: &ClusterScanOptions,
+    mut pod: impl FnMut(Workload) -> Option<T>,
+) -> Result<ClusterRead<T>, ClusterError> {
     let mut unreadable = Vec::new();
     let client = ctx.client.clone();
     let page = opts.page_size.max(1);
@@ -230,7 +260,7 @@ pub async fn read_snapshot(
         page,
     };
 
-    let workloads = reader
+    let pods = reader
         .read(
             "pods",
             false,
@@ -239,7 +269,7 @@ pub async fn read_snapshot(
                 Some(ns) => Api::<Pod>::namespaced(client.clone(), ns),
                 None => Api::<Pod>::all(client.clone()),
             },
-            pod_workload,
+            |p| pod_workload(p).and_then(&mut pod),
         )
         .await?;
     let network_policies = reader
@@ -279,7 +309,6 @@ pub async fn read_snapshot(
     for np in network_policies {
         snapshot.add_network_policy(np);
     }
-    snapshot.workloads = workloads;
     snapshot.extra = extra;
     match read_mesh_config(ctx, page).await {
         Ok(mesh) => snapshot.mesh = mesh,
@@ -290,8 +319,9 @@ pub async fn read_snapshot(
         all_namespaces: all,
         namespaces: scope_namespaces.into_iter().collect::<BTreeSet<_>>(),
     };
-    Ok(ClusterSnapshot {
+    Ok(ClusterRead {
         snapshot,
+        pods,
         unreadable,
         scope,
     })
