@@ -624,3 +624,40 @@ fn abi_floor_module_reads_logs_counts_and_continues() {
         );
     }
 }
+
+#[test]
+fn abi_floor_module_denies_a_tcp_connection_as_egress_filter_does() {
+    // The TCP floor: egress_filter's host calls for a connection it denies at connect, the
+    // decision line among them, then the close.
+    let mut deployment = host_from_wat("abi_floor.wat")
+        .start(vec![tcp_plugin("{}")], 1)
+        .unwrap();
+    let worker = deployment.worker(0);
+    let connection = TcpStream {
+        connection: egress_sim::Connection {
+            sni: Some("host-0.example.com".into()),
+            ..Default::default()
+        },
+        downstream: vec![b"never forwarded".to_vec()],
+        ..TcpStream::default()
+    };
+    for _ in 0..3 {
+        let outcome = worker.tcp(&connection).unwrap();
+        assert_eq!(outcome.result, StreamResult::Closed);
+        assert!(outcome.forwarded_bytes.is_empty());
+        assert_eq!(outcome.logs.len(), 1);
+        let line: serde_json::Value =
+            serde_json::from_str(&outcome.logs[0].message).expect("a JSON decision line");
+        assert_eq!(line["kind"], "tcp");
+        assert_eq!(line["decision"], "deny");
+        assert_eq!(line["attributes"]["connection.sni"], "host-0.example.com");
+    }
+    let metrics = deployment.host().shared().metrics.snapshot();
+    assert_eq!(
+        metrics
+            .iter()
+            .find(|m| m.name == "egress_floor.decision")
+            .map(|m| m.value),
+        Some(3)
+    );
+}

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::json_stream;
 use super::typed_read::{self, TypedDoc, TypedPod, TypedWorkload};
 use crate::snapshot::{
     is_mesh_config_map, json_type, MeshConfig, Snapshot, Workload, WorkloadKind, GATEWAY_API_GROUP,
@@ -204,13 +205,21 @@ where
             errors.push(e);
         }
     }
-    let threads = std::thread::available_parallelism()
+    let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .clamp(1, 8)
-        .min(files.len().max(1));
+        .clamp(1, 8);
+    let threads = cores.min(files.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let read_one = |file: &PathBuf| -> FileOutcome<S> {
+    let read_one = |file: &PathBuf| -> Vec<FileOutcome<S>> {
+        let streamed = Streaming {
+            min_bytes: LARGE_JSON_BYTES,
+            block: json_stream::BLOCK,
+            threads: cores,
+        };
+        if let Some(parts) = read_large_list(file, &streamed, &new_state, &on_workload) {
+            return parts;
+        }
         let mut out = LoadedInput::default();
         let mut errs = Vec::new();
         let mut state = new_state();
@@ -222,9 +231,9 @@ where
             }
             Err(e) => errs.push(e),
         }
-        (out, errs, state)
+        vec![(out, errs, state)]
     };
-    let mut results: Vec<(usize, FileOutcome<S>)> = std::thread::scope(|scope| {
+    let mut results: Vec<(usize, Vec<FileOutcome<S>>)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
@@ -238,28 +247,152 @@ where
                 })
             })
             .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| {
-                w.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
+        join_all(workers)
     });
     results.sort_by_key(|(i, _)| *i);
 
-    let mut out = LoadedInput::default();
-    let mut states = Vec::with_capacity(results.len());
-    for (_, (part, errs, state)) in results {
-        errors.extend(errs);
-        out.merge(part);
-        states.push(state);
-    }
+    let (out, states) = merge_outcomes(results.into_iter().flat_map(|(_, p)| p), &mut errors);
     if errors.is_empty() {
         Ok((out, states))
     } else {
         Err(errors)
     }
+}
+
+/// Merges what files (or parts of a file) gave, in order: their objects into one input, their
+/// errors into `errors`, their states into a list.
+fn merge_outcomes<S>(
+    outcomes: impl Iterator<Item = FileOutcome<S>>,
+    errors: &mut Vec<InputError>,
+) -> (LoadedInput, Vec<S>) {
+    let mut out = LoadedInput::default();
+    let mut states = Vec::new();
+    for (part, errs, state) in outcomes {
+        errors.extend(errs);
+        out.merge(part);
+        states.push(state);
+    }
+    (out, states)
+}
+
+/// Joins scoped workers, each giving a list, into one list (a worker's panic goes on).
+fn join_all<T>(workers: Vec<std::thread::ScopedJoinHandle<'_, Vec<T>>>) -> Vec<T> {
+    workers
+        .into_iter()
+        .flat_map(|w| {
+            w.join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+        .collect()
+}
+
+/// A `.json` file at least this large is first read as a List streamed item by item.
+const LARGE_JSON_BYTES: u64 = 16 << 20;
+
+/// How [`read_large_list`] streams (smaller than in a scan in tests).
+struct Streaming {
+    /// Files smaller than this are read whole.
+    min_bytes: u64,
+    /// Bytes read at a time.
+    block: usize,
+    threads: usize,
+}
+
+/// Reads a large `.json` file that is one List (what `kubectl get pods -A -o json` prints) without
+/// holding it in memory: the file is cut into its items as it is read ([`json_stream`]), and the
+/// items are parsed and handed to `on_workload` on `threads` workers, a block of the file at a
+/// time, each block with a state of its own (its memory is used again for a later block). The
+/// parts come back in item order, the first one counting the file and its one document, so merged
+/// in order they are what reading the file whole gives. `None` when the file is small, is not
+/// such a List, cannot be opened, or holds an item that is not JSON: the caller reads it whole,
+/// the general way, which also gives the errors.
+fn read_large_list<S, N, F>(
+    file: &Path,
+    how: &Streaming,
+    new_state: &N,
+    on_workload: &F,
+) -> Option<Vec<FileOutcome<S>>>
+where
+    S: Send,
+    N: Fn() -> S + Sync,
+    F: Fn(&mut S, Workload) + Sync,
+{
+    let is_json = file.extension().and_then(|e| e.to_str()) == Some("json");
+    if !is_json || std::fs::metadata(file).ok()?.len() < how.min_bytes {
+        return None;
+    }
+    let reader = std::fs::File::open(file).ok()?;
+    let threads = how.threads.max(1);
+    let (send, receive) = std::sync::mpsc::sync_channel::<json_stream::Batch>(threads * 2);
+    let receive = std::sync::Mutex::new(receive);
+    let (give_back, given_back) = std::sync::mpsc::channel::<Vec<u8>>();
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let read_batch = |batch: &json_stream::Batch| -> Option<(usize, FileOutcome<S>)> {
+        let texts: Vec<&str> = batch
+            .item_bytes()
+            .map(std::str::from_utf8)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let mut out = LoadedInput::default();
+        let mut errs = Vec::new();
+        let mut state = new_state();
+        let mut sink = |w: Workload| on_workload(&mut state, w);
+        let at = Location {
+            path: file.to_path_buf(),
+            document: 1,
+            line: batch.line,
+        };
+        let all_json = ManifestReader::new(file, &mut out, &mut errs, &mut sink)
+            .read_list_items(&at, (batch.first..).zip(texts));
+        all_json.then_some((batch.first, (out, errs, state)))
+    };
+    let (listed, mut parts) = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let give_back = give_back.clone();
+                let (receive, failed, read_batch) = (&receive, &failed, &read_batch);
+                scope.spawn(move || {
+                    let mut done = Vec::new();
+                    loop {
+                        let batch = match receive.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => break,
+                        };
+                        let Ok(batch) = batch else { break };
+                        // After a failure the rest is only drained: the file is read again.
+                        if !failed.load(std::sync::atomic::Ordering::Relaxed) {
+                            match read_batch(&batch) {
+                                Some(part) => done.push(part),
+                                None => failed.store(true, std::sync::atomic::Ordering::Relaxed),
+                            }
+                        }
+                        let _ = give_back.send(batch.block);
+                    }
+                    done
+                })
+            })
+            .collect();
+        drop(give_back);
+        let listed = json_stream::read_list(
+            reader,
+            how.block,
+            &mut || given_back.try_recv().unwrap_or_default(),
+            // A send fails only when every worker is gone, which a panic explains.
+            &mut |batch| drop(send.send(batch)),
+        );
+        drop(send);
+        (listed, join_all(workers))
+    });
+    if !matches!(listed, Ok(Some(_))) || failed.into_inner() {
+        return None;
+    }
+    parts.sort_by_key(|(first, _)| *first);
+    let mut head = LoadedInput::default();
+    head.summary.files = 1;
+    head.summary.documents = 1;
+    let mut outcomes = vec![(head, Vec::new(), new_state())];
+    outcomes.extend(parts.into_iter().map(|(_, part)| part));
+    Some(outcomes)
 }
 
 /// What reading one file gave: its objects, its errors and its caller state.
@@ -497,28 +630,7 @@ impl<'a> ManifestReader<'a> {
         if let Some(items) = self.direct.then(|| typed_read::json_list(text)).flatten() {
             self.summary.documents += 1;
             let at = self.location(1, line_at(text, 0));
-            for (i, raw) in items.into_iter().enumerate() {
-                if let Some(w) = typed_read::json_item(raw) {
-                    if workload_group_ok(w.kind, w.api_version.as_deref()) {
-                        self.direct_documents += 1;
-                        let here = Here {
-                            at: at.clone(),
-                            prefix: "",
-                        };
-                        self.typed_workload(w, &here);
-                        continue;
-                    }
-                }
-                let prefix = format!("items[{i}].");
-                let here = Here {
-                    at: at.clone(),
-                    prefix: &prefix,
-                };
-                match serde_json::from_str::<Value>(raw.get()) {
-                    Ok(value) => self.read_object(value, &here),
-                    Err(e) => self.object_error(&here, "List", "items", e.to_string()),
-                }
-            }
+            self.read_list_items(&at, items.iter().map(|raw| raw.get()).enumerate());
             return;
         }
         // One object (a workload): typed at once.
@@ -564,6 +676,43 @@ impl<'a> ManifestReader<'a> {
                 }
             }
         }
+    }
+
+    /// Reads the items of a List (index and text), each typed at once when it is a workload,
+    /// else the general way. `false` when an item is not JSON at all (recorded as an error of the
+    /// List).
+    fn read_list_items<'t>(
+        &mut self,
+        at: &Location,
+        items: impl IntoIterator<Item = (usize, &'t str)>,
+    ) -> bool {
+        let mut all_json = true;
+        for (i, raw) in items {
+            if let Some(w) = typed_read::json_item(raw) {
+                if workload_group_ok(w.kind, w.api_version.as_deref()) {
+                    self.direct_documents += 1;
+                    let here = Here {
+                        at: at.clone(),
+                        prefix: "",
+                    };
+                    self.typed_workload(w, &here);
+                    continue;
+                }
+            }
+            let prefix = format!("items[{i}].");
+            let here = Here {
+                at: at.clone(),
+                prefix: &prefix,
+            };
+            match serde_json::from_str::<Value>(raw) {
+                Ok(value) => self.read_object(value, &here),
+                Err(e) => {
+                    all_json = false;
+                    self.object_error(&here, "List", "items", e.to_string());
+                }
+            }
+        }
+        all_json
     }
 
     fn read_yaml(&mut self, text: &str) {
@@ -1231,5 +1380,150 @@ items:
             ),
             "{msg}"
         );
+    }
+
+    /// A List as `kubectl get -o json` prints it, of every kind of item the reader handles.
+    fn mixed_list(pods: usize, last_item: &str) -> String {
+        let mut items = vec![
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": "a", "labels": {"istio-injection": "enabled"}}}),
+            serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "egress", "namespace": "a"},
+                "spec": {"podSelector": {}, "policyTypes": ["Egress"]}}),
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "istio", "namespace": "istio-system"},
+                "data": {"mesh": "outboundTrafficPolicy:\n  mode: ALLOW_ANY\n"}}),
+            serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "d", "namespace": "a"},
+                "spec": {"template": {"metadata": {"labels": {"app": "d"}},
+                    "spec": {"containers": [{"name": "app", "image": "x"}]}}}}),
+            // Another group: skipped and counted.
+            serde_json::json!({"apiVersion": "example.com/v1", "kind": "Pod",
+                "metadata": {"name": "other", "namespace": "a"}}),
+            // spec before kind: the general reader's.
+            serde_json::json!({"spec": {"hostNetwork": true, "containers": [{"name": "c"}]},
+                "kind": "Pod", "apiVersion": "v1", "metadata": {"name": "late-kind", "namespace": "a"}}),
+        ];
+        for i in 0..pods {
+            items.push(serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("p-{i}"), "namespace": "a",
+                    "annotations": {"note": "a \"quoted\" } ] { [ \\ value"}},
+                "spec": {"containers": [{"name": "app", "image": "x",
+                    "securityContext": {"runAsUser": if i % 7 == 0 { 1337 } else { 1000 }}}]},
+                "status": {"phase": "Running"}}));
+        }
+        // The same namespace again: the later one is kept.
+        items.push(serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "a", "labels": {"istio-injection": "disabled"}}}));
+        let mut text = serde_json::to_string_pretty(&serde_json::json!({
+            "apiVersion": "v1", "items": items, "kind": "List",
+            "metadata": {"resourceVersion": ""}}))
+        .expect("JSON");
+        if !last_item.is_empty() {
+            let end = text.rfind(']').expect("the items end");
+            text.insert_str(end, &format!(",\n{last_item}\n"));
+        }
+        format!("\n{text}\n")
+    }
+
+    type Read = (Result<String, Vec<String>>, Vec<Vec<Workload>>);
+
+    /// Reads `file` streamed in blocks of `block` bytes (`None` when it falls back), or whole.
+    fn read_both_ways(file: &Path, block: usize) -> (Option<Read>, Read) {
+        let how = Streaming {
+            min_bytes: 0,
+            block,
+            threads: 3,
+        };
+        let push = |v: &mut Vec<Workload>, w| v.push(w);
+        let streamed = read_large_list(file, &how, &Vec::new, &push).map(|parts| {
+            let mut errors = Vec::new();
+            let (loaded, states) = merge_outcomes(parts.into_iter(), &mut errors);
+            assert!(states.len() > 2, "read in several parts");
+            summarise(loaded, errors, states)
+        });
+        let Ok(text) = read_file(file) else {
+            return (streamed, (Err(vec!["not UTF-8 text".into()]), Vec::new()));
+        };
+        let mut out = LoadedInput::default();
+        let mut errors = Vec::new();
+        let mut workloads = Vec::new();
+        let mut sink = |w: Workload| workloads.push(w);
+        ManifestReader::new(file, &mut out, &mut errors, &mut sink).read_text(&text);
+        out.summary.files = 1;
+        (streamed, summarise(out, errors, vec![workloads]))
+    }
+
+    fn summarise(loaded: LoadedInput, errors: Vec<InputError>, states: Vec<Vec<Workload>>) -> Read {
+        let all: Vec<Workload> = states.into_iter().flatten().collect();
+        let result = if errors.is_empty() {
+            Ok(format!("{loaded:?}"))
+        } else {
+            Err(errors.iter().map(|e| e.to_string()).collect())
+        };
+        (result, vec![all])
+    }
+
+    #[test]
+    fn a_streamed_list_reads_as_the_whole_file_reads() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("pods.json");
+        std::fs::write(&file, mixed_list(300, "")).expect("written");
+        let (streamed, whole) = read_both_ways(&file, 4096);
+        let streamed = streamed.expect("streamed");
+        assert_eq!(streamed, whole);
+        let (Ok(loaded), workloads) = &whole else {
+            panic!("no errors: {whole:?}")
+        };
+        assert_eq!(
+            workloads[0].len(),
+            302,
+            "300 pods, the Deployment, the late-kind Pod"
+        );
+        assert!(
+            loaded.contains("\"istio-injection\": \"disabled\""),
+            "the later namespace"
+        );
+        assert!(loaded.contains("skipped: 1"), "{loaded}");
+        assert!(loaded.contains("line: 2"), "the List's line: {loaded}");
+    }
+
+    #[test]
+    fn a_streamed_list_gives_the_errors_reading_it_whole_gives() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Valid JSON of the wrong type: the streamed read gives the error itself.
+        let file = dir.path().join("wrong-type.json");
+        let wrong = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bad", "namespace": "a"}, "spec": {"containers": "x"}}"#;
+        std::fs::write(&file, mixed_list(50, wrong)).expect("written");
+        let (streamed, whole) = read_both_ways(&file, 1024);
+        assert_eq!(streamed.as_ref(), Some(&whole));
+        let Err(errors) = &whole.0 else {
+            panic!("an error: {whole:?}")
+        };
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0]
+                .contains(":2: document 1: Pod a/bad: items[57].spec.containers: invalid type"),
+            "{errors:?}"
+        );
+        // Not JSON: only reading it whole can say where, so the stream gives way.
+        for (name, bad) in [
+            ("bad-item.json", r#"{"kind": "Pod", "spec": }"#),
+            ("not-utf8.json", "\"\u{0}\""),
+        ] {
+            let file = dir.path().join(name);
+            let mut bytes = mixed_list(50, bad).into_bytes();
+            if name == "not-utf8.json" {
+                let at = bytes.iter().rposition(|b| *b == 0).expect("the marker");
+                bytes[at] = 0xFF;
+            }
+            std::fs::write(&file, bytes).expect("written");
+            let (streamed, _) = read_both_ways(&file, 1024);
+            assert!(streamed.is_none(), "{name}: read whole instead");
+        }
+        // Not a List at all.
+        let file = dir.path().join("pod.json");
+        std::fs::write(&file, r#"{"kind": "Pod", "spec": {"containers": []}}"#).expect("written");
+        assert!(read_both_ways(&file, 1024).0.is_none());
     }
 }

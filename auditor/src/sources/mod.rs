@@ -2,5 +2,6 @@
 
 pub mod cluster;
 pub mod files;
+mod json_stream;
 mod strict_strings;
 mod typed_read;

@@ -86,8 +86,8 @@ pub fn json_list(text: &str) -> Option<Vec<&serde_json::value::RawValue>> {
 }
 
 /// One item of a List, if it is a workload this reader takes.
-pub fn json_item(raw: &serde_json::value::RawValue) -> Option<TypedWorkload> {
-    serde_json::from_str::<Item>(raw.get()).ok().map(|i| i.0)
+pub fn json_item(text: &str) -> Option<TypedWorkload> {
+    serde_json::from_str::<Item>(text).ok().map(|i| i.0)
 }
 
 impl<'de> Deserialize<'de> for TypedDoc {
@@ -204,7 +204,7 @@ struct ObjectVisitor {
     nested: bool,
 }
 
-fn is_list_kind(kind: &str) -> bool {
+pub(super) fn is_list_kind(kind: &str) -> bool {
     kind.ends_with("List")
 }
 
@@ -375,8 +375,11 @@ mod tests {
         let text = r#"{"apiVersion": "v1", "items": [{"kind": "Pod", "spec": {"containers": []}}, {"kind": "Namespace"}], "kind": "PodList"}"#;
         let items = json_list(text).expect("a list");
         assert_eq!(items.len(), 2);
-        assert!(json_item(items[0]).is_some());
-        assert!(json_item(items[1]).is_none(), "left to the general reader");
+        assert!(json_item(items[0].get()).is_some());
+        assert!(
+            json_item(items[1].get()).is_none(),
+            "left to the general reader"
+        );
         for other in [
             r#"{"kind": "Pod", "items": []}"#,
             r#"{"kind": "List", "items": null}"#,
