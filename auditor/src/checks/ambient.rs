@@ -40,10 +40,7 @@ pub enum Intent {
 pub fn intent(snapshot: &Snapshot, opts: &CheckOptions, w: &WorkloadFacts) -> Intent {
     let ns_ambient =
         super::injection::namespace_is_ambient(snapshot.namespace_labels(&w.namespace));
-    let pod_mode = w
-        .labels
-        .get(istio::DATAPLANE_MODE_LABEL)
-        .map(String::as_str);
+    let pod_mode = w.labels.get(istio::DATAPLANE_MODE_LABEL);
     let requested = match pod_mode {
         Some(ambient::MODE_AMBIENT) => Some(format!(
             "pod label {}={}",
@@ -71,7 +68,7 @@ pub fn intent(snapshot: &Snapshot, opts: &CheckOptions, w: &WorkloadFacts) -> In
         return Intent::Skipped("istio-cni excludes the namespace (excludeNamespaces)");
     }
     if w.namespace == MESH_CONFIG_NAMESPACE
-        && w.labels.get("app").map(String::as_str) == Some(ambient::ZTUNNEL_APP_LABEL_VALUE)
+        && w.labels.get("app") == Some(ambient::ZTUNNEL_APP_LABEL_VALUE)
     {
         return Intent::Skipped("the pod is ztunnel");
     }

@@ -91,7 +91,7 @@ impl InjectionContext {
         let namespace = NamespaceInjection::of(&w.namespace, ns_labels);
         let pod_labels = &w.labels;
         let (pod_switch, source) = istio::inject_switch(
-            pod_labels.get(istio::INJECT_KEY).map(String::as_str),
+            pod_labels.get(istio::INJECT_KEY),
             w.inject_annotation.as_deref(),
         );
         let pod_switch_source = source.map(|(s, v)| (s, v.to_string()));
@@ -113,7 +113,7 @@ impl InjectionContext {
             NamespaceInjection::Unlabelled => {
                 // Unlabelled namespace: only the pod's own labels select the injector's object
                 // selector webhook (annotations do not).
-                if pod_labels.get(istio::INJECT_KEY).map(String::as_str) == Some("true") {
+                if pod_labels.get(istio::INJECT_KEY) == Some("true") {
                     (
                         true,
                         Some("pod label sidecar.istio.io/inject=true".to_string()),

@@ -10,7 +10,7 @@
 //! source that cannot hold every pod (100,000 manifests) judges each pod as it reads it and keeps
 //! only its facts; [`check_all`] does the same over a snapshot that holds them all.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde_json::Value;
 
@@ -62,7 +62,7 @@ pub struct WorkloadFacts {
     pub namespace: String,
     pub name: String,
     /// The pod's (template's) labels.
-    pub labels: BTreeMap<String, String>,
+    pub labels: selector::Labels,
     /// The deprecated `sidecar.istio.io/inject` annotation, if set.
     pub inject_annotation: Option<String>,
     pub host_network: bool,
@@ -111,7 +111,7 @@ impl WorkloadFacts {
             kind: w.kind,
             namespace: w.namespace.clone(),
             name: w.name.clone(),
-            labels: w.labels().clone(),
+            labels: w.labels().into(),
             inject_annotation: istio::annotation(&w.meta, istio::INJECT_KEY).map(str::to_string),
             host_network: w.host_network(),
             sidecar_gaps: sidecar::sidecar_gaps(w),

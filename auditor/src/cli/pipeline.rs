@@ -108,7 +108,8 @@ struct JudgedPod {
     findings: Vec<Finding>,
     facts: WorkloadFacts,
     /// The pod itself, only when it is an egress gateway (`egress-filter-missing` reads it).
-    gateway: Option<crate::snapshot::Workload>,
+    /// Boxed: a `Workload` is over 2 KiB inline, which every kept pod would otherwise carry.
+    gateway: Option<Box<crate::snapshot::Workload>>,
 }
 
 /// Reads the cluster and judges it: the same findings as [`judge`] over [`cluster::read_snapshot`],
@@ -129,7 +130,7 @@ pub async fn scan_cluster(
             .egress_gateway_selector
             .iter()
             .all(|(k, v)| labels.get(k) == Some(v))
-            .then_some(w);
+            .then(|| Box::new(w));
         Some(JudgedPod {
             findings,
             facts,
@@ -143,7 +144,7 @@ pub async fn scan_cluster(
     for pod in read.pods {
         findings.extend(pod.findings);
         facts.push(pod.facts);
-        snapshot.workloads.extend(pod.gateway);
+        snapshot.workloads.extend(pod.gateway.map(|g| *g));
     }
     for f in &facts {
         findings.extend(check_workload_in_context(&snapshot, checks, f));
@@ -190,8 +191,10 @@ pub fn scan_files(
             facts.push(WorkloadFacts::of(&w));
         },
     )?;
-    let mut findings = Vec::new();
-    let mut facts = Vec::new();
+    // Sized once: grown by doubling, the list of every pod's facts would hold up to twice its
+    // size while the per-file lists are still there.
+    let mut findings = Vec::with_capacity(per_file.iter().map(|(f, _)| f.len()).sum());
+    let mut facts = Vec::with_capacity(per_file.iter().map(|(_, w)| w.len()).sum());
     for (f, w) in per_file {
         findings.extend(f);
         facts.extend(w);

@@ -153,8 +153,9 @@ struct Entry {
     sidecar: SidecarAnswer,
     /// Matches the egress gateway selector (`egress-filter-missing` reads the workload).
     gateway: bool,
-    /// Kept for gateway pods and for [`SidecarAnswer::EachTime`]; `None` for the others.
-    workload: Option<Workload>,
+    /// Kept for gateway pods and for [`SidecarAnswer::EachTime`]; `None` for the others. Boxed:
+    /// a `Workload` is over 2 KiB inline, which every entry would otherwise carry.
+    workload: Option<Box<Workload>>,
 }
 
 /// The cache across judgements.
@@ -390,7 +391,7 @@ impl Incremental {
                     in_context,
                     sidecar,
                     gateway,
-                    workload: keep.then_some(w),
+                    workload: keep.then(|| Box::new(w)),
                 },
             );
         }
@@ -431,7 +432,7 @@ impl Incremental {
             .values()
             .flat_map(BTreeMap::values)
             .filter(|e| e.gateway)
-            .filter_map(|e| e.workload.clone())
+            .filter_map(|e| e.workload.as_deref().cloned())
             .collect();
         findings.extend(live::egress_filter_missing(&cluster, &live_opts));
         findings.extend(all_unreadable.iter().map(pipeline::scan_incomplete));
