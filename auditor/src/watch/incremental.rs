@@ -346,6 +346,7 @@ impl Incremental {
                             checks_opts,
                             &facts[e.slot],
                         );
+                        e.in_context.shrink_to_fit();
                         stats.context_rejudged += 1;
                     }
                     continue;
@@ -356,9 +357,12 @@ impl Incremental {
             };
             stats.rejudged += 1;
             seen += 1;
-            let local = checks::check_workload_local(checks_opts, &w);
+            // Kept in the cache: without room for more (see pipeline::scan_cluster).
+            let mut local = checks::check_workload_local(checks_opts, &w);
+            local.shrink_to_fit();
             let f = WorkloadFacts::of(&w);
-            let in_context = checks::check_workload_in_context(&cluster, checks_opts, &f);
+            let mut in_context = checks::check_workload_in_context(&cluster, checks_opts, &f);
+            in_context.shrink_to_fit();
             let sidecar = if answer_depends_on_time(&w) {
                 SidecarAnswer::EachTime
             } else {
