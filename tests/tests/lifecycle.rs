@@ -611,18 +611,19 @@ fn abi_floor_module_reads_logs_counts_and_continues() {
             .starts_with(r#"{"event":"decision","kind":"http""#));
         assert_eq!(outcome.logs[0].message.len(), 639);
     }
-    let metrics = deployment.host().shared().metrics.snapshot();
     for name in [
         "egress_floor.decision",
         "egress_floor.reason",
         "egress_floor.policy",
     ] {
-        assert_eq!(
-            metrics.iter().find(|m| m.name == name).map(|m| m.value),
-            Some(3),
-            "{name}"
-        );
+        assert_eq!(metric(&deployment, name), Some(3), "{name}");
     }
+}
+
+/// The value of the metric `name`, if it is defined.
+fn metric(deployment: &egress_sim::Deployment, name: &str) -> Option<u64> {
+    let metrics = deployment.host().shared().metrics.snapshot();
+    metrics.iter().find(|m| m.name == name).map(|m| m.value)
 }
 
 #[test]
@@ -652,12 +653,5 @@ fn abi_floor_module_denies_a_tcp_connection_as_egress_filter_does() {
         assert_eq!(line["decision"], "deny");
         assert_eq!(line["attributes"]["connection.sni"], "host-0.example.com");
     }
-    let metrics = deployment.host().shared().metrics.snapshot();
-    assert_eq!(
-        metrics
-            .iter()
-            .find(|m| m.name == "egress_floor.decision")
-            .map(|m| m.value),
-        Some(3)
-    );
+    assert_eq!(metric(&deployment, "egress_floor.decision"), Some(3));
 }

@@ -211,27 +211,14 @@ where
         .clamp(1, 8);
     let threads = cores.min(files.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
+    let streamed = Streaming {
+        min_bytes: LARGE_JSON_BYTES,
+        block: json_stream::BLOCK,
+        threads: cores,
+    };
     let read_one = |file: &PathBuf| -> Vec<FileOutcome<S>> {
-        let streamed = Streaming {
-            min_bytes: LARGE_JSON_BYTES,
-            block: json_stream::BLOCK,
-            threads: cores,
-        };
-        if let Some(parts) = read_large_list(file, &streamed, &new_state, &on_workload) {
-            return parts;
-        }
-        let mut out = LoadedInput::default();
-        let mut errs = Vec::new();
-        let mut state = new_state();
-        match read_file(file) {
-            Ok(text) => {
-                let mut sink = |w: Workload| on_workload(&mut state, w);
-                ManifestReader::new(file, &mut out, &mut errs, &mut sink).read_text(&text);
-                out.summary.files = 1;
-            }
-            Err(e) => errs.push(e),
-        }
-        vec![(out, errs, state)]
+        read_large_list(file, &streamed, &new_state, &on_workload)
+            .unwrap_or_else(|| vec![read_whole(file, &new_state, &on_workload)])
     };
     let mut results: Vec<(usize, Vec<FileOutcome<S>>)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
@@ -393,6 +380,26 @@ where
     let mut outcomes = vec![(head, Vec::new(), new_state())];
     outcomes.extend(parts.into_iter().map(|(_, part)| part));
     Some(outcomes)
+}
+
+/// Reads `file` whole, handing each workload to `on_workload` with a state of its own.
+fn read_whole<S>(
+    file: &Path,
+    new_state: &impl Fn() -> S,
+    on_workload: &impl Fn(&mut S, Workload),
+) -> FileOutcome<S> {
+    let mut out = LoadedInput::default();
+    let mut errs = Vec::new();
+    let mut state = new_state();
+    match read_file(file) {
+        Ok(text) => {
+            let mut sink = |w: Workload| on_workload(&mut state, w);
+            ManifestReader::new(file, &mut out, &mut errs, &mut sink).read_text(&text);
+            out.summary.files = 1;
+        }
+        Err(e) => errs.push(e),
+    }
+    (out, errs, state)
 }
 
 /// What reading one file gave: its objects, its errors and its caller state.
@@ -1442,15 +1449,7 @@ items:
             assert!(states.len() > 2, "read in several parts");
             summarise(loaded, errors, states)
         });
-        let Ok(text) = read_file(file) else {
-            return (streamed, (Err(vec!["not UTF-8 text".into()]), Vec::new()));
-        };
-        let mut out = LoadedInput::default();
-        let mut errors = Vec::new();
-        let mut workloads = Vec::new();
-        let mut sink = |w: Workload| workloads.push(w);
-        ManifestReader::new(file, &mut out, &mut errors, &mut sink).read_text(&text);
-        out.summary.files = 1;
+        let (out, errors, workloads) = read_whole(file, &Vec::new, &push);
         (streamed, summarise(out, errors, vec![workloads]))
     }
 

@@ -40,8 +40,9 @@ impl Batch {
 pub const BLOCK: usize = 1 << 20;
 
 /// Reads one JSON object from `reader`, handing its `items` to `on_batch` a block of the file
-/// (`block` bytes, [`BLOCK`] but in tests) at a time. `fresh` gives the buffers blocks are read into (empty; the caller may hand back the blocks
-/// of batches it is done with, so the same memory is used again). `Ok(Some(n))`: it was a List of
+/// (`block` bytes, [`BLOCK`] but in tests) at a time. `fresh` gives the buffers blocks are read
+/// into (the caller may hand back the blocks of batches it is done with, so the same memory is
+/// used again). `Ok(Some(n))`: it was a List of
 /// `n` items, all handed over; `Ok(None)`: it is not a List this reader takes (the batches already
 /// handed over must be dropped). An I/O error is returned as it is.
 pub fn read_list<R: Read>(
@@ -51,8 +52,7 @@ pub fn read_list<R: Read>(
     on_batch: &mut dyn FnMut(Batch),
 ) -> io::Result<Option<usize>> {
     let mut reader = reader;
-    let mut buf = fresh();
-    buf.clear();
+    let mut buf = fresh_block(fresh);
     // The first three bytes, to see whether they are a byte order mark.
     reader.by_ref().take(3).read_to_end(&mut buf)?;
     let mut s = Scanner {
@@ -68,21 +68,23 @@ pub fn read_list<R: Read>(
     if s.buf.starts_with(&[0xEF, 0xBB, 0xBF]) {
         s.pos = 3;
     }
-    let mut newlines = 0;
-    s.skip_ws(&mut newlines)?;
-    let line = newlines + 1;
+    let mut line = 1;
+    s.advance_while(|b| {
+        line += usize::from(b == b'\n');
+        is_ws(b)
+    })?;
     if !s.eat(b'{')? {
         return Ok(None);
     }
     let mut kind: Option<String> = None;
     let mut api_version_seen = false;
     let mut count: Option<usize> = None;
-    s.skip_ws(&mut newlines)?;
+    s.skip_ws()?;
     if s.eat(b'}')? {
         return Ok(None);
     }
     loop {
-        s.skip_ws(&mut newlines)?;
+        s.skip_ws()?;
         if s.peek()? != Some(b'"') {
             return Ok(None);
         }
@@ -92,11 +94,11 @@ pub fn read_list<R: Read>(
         let Ok(key) = serde_json::from_slice::<String>(s.bytes(range)) else {
             return Ok(None);
         };
-        s.skip_ws(&mut newlines)?;
+        s.skip_ws()?;
         if !s.eat(b':')? {
             return Ok(None);
         }
-        s.skip_ws(&mut newlines)?;
+        s.skip_ws()?;
         if key == "items" {
             if count.is_some() {
                 return Ok(None);
@@ -133,14 +135,14 @@ pub fn read_list<R: Read>(
                 return Ok(None);
             }
         }
-        s.skip_ws(&mut newlines)?;
+        s.skip_ws()?;
         match s.next()? {
             Some(b',') => continue,
             Some(b'}') => break,
             _ => return Ok(None),
         }
     }
-    s.skip_ws(&mut newlines)?;
+    s.skip_ws()?;
     if s.peek()?.is_some() {
         return Ok(None);
     }
@@ -148,6 +150,17 @@ pub fn read_list<R: Read>(
         (Some(k), Some(n)) if super::typed_read::is_list_kind(&k) => Ok(Some(n)),
         _ => Ok(None),
     }
+}
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// A buffer from `fresh`, emptied.
+fn fresh_block(fresh: &mut dyn FnMut() -> Vec<u8>) -> Vec<u8> {
+    let mut block = fresh();
+    block.clear();
+    block
 }
 
 /// The items cut so far from the block being read.
@@ -179,14 +192,7 @@ impl<R: Read> Scanner<'_, R> {
         if self.pos < self.buf.len() {
             return Ok(true);
         }
-        let carry = self.keep.unwrap_or(self.pos);
-        let mut next = (self.fresh)();
-        next.clear();
-        next.extend_from_slice(self.bytes(carry..self.pos));
-        let block = std::mem::replace(&mut self.buf, next);
-        self.pos -= carry;
-        self.keep = self.keep.map(|k| k - carry);
-        self.hand_over(block);
+        self.next_block(self.keep.unwrap_or(self.pos));
         // A value longer than a block: read as much again as is carried, so a long value is
         // copied a few times, not once per block.
         let want = self.block.max(self.buf.len());
@@ -196,8 +202,14 @@ impl<R: Read> Scanner<'_, R> {
         Ok(n > 0)
     }
 
-    /// Hands over `block` with the items cut from it, if any.
-    fn hand_over(&mut self, block: Vec<u8>) {
+    /// Starts a new block with what this one holds from `from` on, and hands this one over with
+    /// the items cut from it, if any.
+    fn next_block(&mut self, from: usize) {
+        let mut next = fresh_block(self.fresh);
+        next.extend_from_slice(self.bytes(from..self.buf.len()));
+        let block = std::mem::replace(&mut self.buf, next);
+        self.pos -= from;
+        self.keep = self.keep.map(|k| k - from);
         if let Some(open) = self.batch.as_mut() {
             if !open.items.is_empty() {
                 let items = std::mem::take(&mut open.items);
@@ -242,21 +254,21 @@ impl<R: Read> Scanner<'_, R> {
         }
     }
 
-    /// Skips JSON whitespace, counting the newlines.
-    fn skip_ws(&mut self, newlines: &mut usize) -> io::Result<()> {
+    /// Moves past the bytes for which `go_on` holds, across blocks.
+    fn advance_while(&mut self, mut go_on: impl FnMut(u8) -> bool) -> io::Result<()> {
         while self.fill()? {
             let rest = self.bytes(self.pos..self.buf.len());
-            let n = rest
-                .iter()
-                .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-                .unwrap_or(rest.len());
-            *newlines += rest.iter().take(n).filter(|b| **b == b'\n').count();
+            let n = rest.iter().position(|b| !go_on(*b)).unwrap_or(rest.len());
             self.pos += n;
             if self.pos < self.buf.len() {
                 break;
             }
         }
         Ok(())
+    }
+
+    fn skip_ws(&mut self) -> io::Result<()> {
+        self.advance_while(is_ws)
     }
 
     /// Cuts the value that starts here: its range in `buf` (valid until the next read), leaving the
@@ -271,19 +283,7 @@ impl<R: Read> Scanner<'_, R> {
             b',' | b']' | b'}' | b':' => false,
             _ => {
                 // A number, true, false or null: up to the next delimiter.
-                while self.fill()? {
-                    let rest = self.bytes(self.pos..self.buf.len());
-                    let n = rest
-                        .iter()
-                        .position(|b| {
-                            matches!(b, b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r')
-                        })
-                        .unwrap_or(rest.len());
-                    self.pos += n;
-                    if self.pos < self.buf.len() {
-                        break;
-                    }
-                }
+                self.advance_while(|b| !is_ws(b) && !matches!(b, b',' | b']' | b'}'))?;
                 true
             }
         };
@@ -355,7 +355,6 @@ impl<R: Read> Scanner<'_, R> {
     /// The items array, from its `[` to its `]`: every item handed over. `None` when it is not an
     /// array of values.
     fn items(&mut self, line: usize) -> io::Result<Option<usize>> {
-        let mut newlines = 0;
         if !self.eat(b'[')? {
             return Ok(None);
         }
@@ -364,19 +363,17 @@ impl<R: Read> Scanner<'_, R> {
             line,
             items: Vec::new(),
         });
-        let mut count = 0;
-        self.skip_ws(&mut newlines)?;
+        self.skip_ws()?;
         if !self.eat(b']')? {
             loop {
-                self.skip_ws(&mut newlines)?;
+                self.skip_ws()?;
                 let Some(range) = self.value()? else {
                     return Ok(None);
                 };
                 if let Some(open) = self.batch.as_mut() {
                     open.items.push(range);
                 }
-                count += 1;
-                self.skip_ws(&mut newlines)?;
+                self.skip_ws()?;
                 match self.next()? {
                     Some(b',') => continue,
                     Some(b']') => break,
@@ -384,13 +381,12 @@ impl<R: Read> Scanner<'_, R> {
                 }
             }
         }
+        let count = self
+            .batch
+            .as_ref()
+            .map_or(0, |open| open.first + open.items.len());
         // Hand over what is cut from this block; the rest of the block stays to be read.
-        let mut rest = (self.fresh)();
-        rest.clear();
-        rest.extend_from_slice(self.bytes(self.pos..self.buf.len()));
-        let block = std::mem::replace(&mut self.buf, rest);
-        self.pos = 0;
-        self.hand_over(block);
+        self.next_block(self.pos);
         self.batch = None;
         Ok(Some(count))
     }
