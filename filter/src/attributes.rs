@@ -26,6 +26,53 @@ impl TrafficKind {
     }
 }
 
+/// Connection properties an HTTP request reads only when something looks at them: each is a
+/// host call (or two) on every request. What a configuration's rules, rate limits and checks
+/// can look at is worked out once, at configure time; the peer identity and the request head
+/// are always read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reads(u8);
+
+impl Reads {
+    pub const NONE: Reads = Reads(0);
+    /// `source.address` (and `source.port` without a port in it): `source.ip`, `source.port`,
+    /// `remote.ip`.
+    pub const SOURCE: Reads = Reads(1);
+    /// `destination.address` (and `destination.port`): `destination.ip`, `destination.port`.
+    pub const DESTINATION: Reads = Reads(2);
+    /// `connection.requested_server_name`: `connection.sni`.
+    pub const SNI: Reads = Reads(4);
+    /// `request.protocol` of an HTTP request: `request.protocol`, `connection.protocol`.
+    pub const PROTOCOL: Reads = Reads(8);
+    pub const ALL: Reads = Reads(15);
+
+    pub fn contains(self, other: Reads) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// What `self` has and `other` has not.
+    pub fn without(self, other: Reads) -> Reads {
+        Reads(self.0 & !other.0)
+    }
+}
+
+impl std::ops::BitOr for Reads {
+    type Output = Reads;
+    fn bitor(self, other: Reads) -> Reads {
+        Reads(self.0 | other.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Reads {
+    fn bitor_assign(&mut self, other: Reads) {
+        self.0 |= other.0;
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Attributes {
     /// Peer identity: the URI SAN of the client certificate without `spiffe://`.
@@ -187,7 +234,7 @@ impl HttpAttributes {
         };
         let raw_path = head
             .path
-            .map(|p| p.split(['?', '#']).next().unwrap_or("").to_string());
+            .map(|p| crate::normalize::strip_query(p).to_string());
         let mut headers: Vec<(String, String)> = Vec::new();
         if !wanted_headers.is_empty() {
             for (name, value) in head.headers {

@@ -9,7 +9,7 @@
 
 use crate::attributes::{
     parse_socket_address, principal_from_uri_san, AttributeError, Attributes, HttpAttributes,
-    RequestHead,
+    Reads, RequestHead,
 };
 use crate::matchers::host::normalize_sni;
 use crate::protocol::{HttpChecks, HttpViolation, Protocol};
@@ -75,11 +75,15 @@ impl HeaderList {
 
     /// Name and value of every header, in order.
     pub fn pairs(&self) -> Vec<(&[u8], &[u8])> {
+        self.iter().collect()
+    }
+
+    /// [`Self::pairs`] without collecting them.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         let at = |start: usize, len: usize| self.bytes.get(start..start + len).unwrap_or(&[]);
         self.spans
             .iter()
-            .map(|&[k, kl, v, vl]| (at(k, kl), at(v, vl)))
-            .collect()
+            .map(move |&[k, kl, v, vl]| (at(k, kl), at(v, vl)))
     }
 }
 
@@ -170,6 +174,14 @@ pub const WAYPOINT_PEER_PRINCIPAL: &str = "filter_state\0io.istio.peer_principal
 
 /// Connection-level attributes (all a TCP connection has).
 pub fn gather_connection(facts: &impl ProxyFacts) -> Result<Attributes, AttributeError> {
+    gather_connection_reading(facts, Reads::ALL)
+}
+
+/// The peer identity and the connection properties in `reads`; [`read_more`] adds the others.
+pub fn gather_connection_reading(
+    facts: &impl ProxyFacts,
+    reads: Reads,
+) -> Result<Attributes, AttributeError> {
     let mut attrs = Attributes::default();
     let mut san = read_string(
         facts,
@@ -200,41 +212,97 @@ pub fn gather_connection(facts: &impl ProxyFacts) -> Result<Attributes, Attribut
     if let Some(principal) = san.as_deref().and_then(principal_from_uri_san) {
         attrs = attrs.with_principal(principal);
     }
-
-    // Envoy's peer addresses exist on every connection (EXPR `PeerWrapper`); without them a
-    // DENY on `ipBlocks` could not match, and the stream would pass it unjudged.
-    let address = read_string(facts, "source\0address", "source.address")?
-        .ok_or(AttributeError::Absent("source.address"))?;
-    let (ip, port) = parse_socket_address(&address)?;
-    attrs.source_ip = Some(ip);
-    attrs.source_port = port;
-    // The address carries the port in Envoy; the separate property is read only without it
-    // (each host call costs time on every request).
-    if attrs.source_port.is_none() {
-        attrs.source_port = read_port(facts, "source\0port", "source.port")?;
-    }
-    // Envoy's downstream remote address already reflects the gateway's trusted-proxy settings
-    // (XFF hops, PROXY protocol); the filter never trusts x-forwarded-for on its own.
-    // (`parse_socket_address` returns canonical addresses.)
-    attrs.remote_ip = attrs.source_ip;
-
-    let address = read_string(facts, "destination\0address", "destination.address")?
-        .ok_or(AttributeError::Absent("destination.address"))?;
-    let (ip, port) = parse_socket_address(&address)?;
-    attrs.destination_ip = Some(ip);
-    attrs.destination_port = port;
-    if attrs.destination_port.is_none() {
-        attrs.destination_port = read_port(facts, "destination\0port", "destination.port")?;
-    }
-
-    if let Some(sni) = read_string(
-        facts,
-        "connection\0requested_server_name",
-        "connection.requested_server_name",
-    )? {
-        attrs.sni = normalize_sni(&sni);
-    }
+    read_more(facts, &mut attrs, reads)?;
     Ok(attrs)
+}
+
+/// Reads the connection properties in `reads` into `attrs`: all of them for a TCP connection,
+/// and for an HTTP request those its decision needs, then the rest when its decision line is
+/// written.
+pub fn read_more(
+    facts: &impl ProxyFacts,
+    attrs: &mut Attributes,
+    reads: Reads,
+) -> Result<(), AttributeError> {
+    if reads.contains(Reads::SOURCE) {
+        // Envoy's peer addresses exist on every connection (EXPR `PeerWrapper`); without them a
+        // DENY on `ipBlocks` could not match, and the stream would pass it unjudged.
+        let (ip, port) = read_address(facts, SOURCE)?;
+        attrs.source_ip = Some(ip);
+        attrs.source_port = port;
+        // Envoy's downstream remote address already reflects the gateway's trusted-proxy
+        // settings (XFF hops, PROXY protocol); the filter never trusts x-forwarded-for on its
+        // own. (`parse_socket_address` returns canonical addresses.)
+        attrs.remote_ip = attrs.source_ip;
+    }
+    if reads.contains(Reads::DESTINATION) {
+        let (ip, port) = read_address(facts, DESTINATION)?;
+        attrs.destination_ip = Some(ip);
+        attrs.destination_port = port;
+    }
+
+    if reads.contains(Reads::SNI) {
+        if let Some(sni) = read_string(
+            facts,
+            "connection\0requested_server_name",
+            "connection.requested_server_name",
+        )? {
+            attrs.sni = normalize_sni(&sni);
+        }
+    }
+
+    // Only a request has a protocol; its head is read by then.
+    if reads.contains(Reads::PROTOCOL) && attrs.http.is_some() {
+        let protocol = read_protocol(facts)?;
+        set_protocol(attrs, protocol);
+    }
+    Ok(())
+}
+
+/// The property paths of one side of the connection, and their attribute names: the address,
+/// then the port.
+type AddressPaths = [&'static str; 4];
+const SOURCE: AddressPaths = [
+    "source\0address",
+    "source.address",
+    "source\0port",
+    "source.port",
+];
+const DESTINATION: AddressPaths = [
+    "destination\0address",
+    "destination.address",
+    "destination\0port",
+    "destination.port",
+];
+
+/// A side's address, which Envoy reports on every connection, and its port: from the address,
+/// which carries it in Envoy, else from the port property (each host call costs time on every
+/// request).
+#[inline(never)]
+fn read_address(
+    facts: &impl ProxyFacts,
+    [address_path, address, port_path, port]: AddressPaths,
+) -> Result<(std::net::IpAddr, Option<u16>), AttributeError> {
+    let text = read_string(facts, address_path, address)?.ok_or(AttributeError::Absent(address))?;
+    let (ip, mut found) = parse_socket_address(&text)?;
+    if found.is_none() {
+        found = read_port(facts, port_path, port)?;
+    }
+    Ok((ip, found))
+}
+
+fn read_protocol(facts: &impl ProxyFacts) -> Result<Option<String>, AttributeError> {
+    read_string(facts, "request\0protocol", "request.protocol")
+}
+
+fn set_protocol(attrs: &mut Attributes, protocol: Option<String>) {
+    attrs.connection_protocol = protocol
+        .as_deref()
+        .and_then(Protocol::from_http_protocol)
+        .map(Protocol::as_str);
+    if let Some(http) = &mut attrs.http {
+        http.protocol = protocol;
+    }
 }
 
 /// Connection plus request attributes. `wanted_headers` (lower case) are the headers rules read.
@@ -242,37 +310,41 @@ pub fn gather_http(
     facts: &impl ProxyFacts,
     wanted_headers: &[String],
 ) -> Result<Attributes, AttributeError> {
-    gather_http_checked(facts, wanted_headers, None).map(|(attrs, _)| attrs)
+    gather_http_checked(facts, wanted_headers, None, Reads::ALL).map(|(attrs, _)| attrs)
 }
 
-/// [`gather_http`], also running the HTTP protocol `checks` over the raw header list (every
-/// header, as received). The violation is returned, not acted on: policies decide first.
+/// [`gather_http`] reading only the connection properties in `reads` (the SNI too with
+/// `checks`), also running the HTTP protocol `checks` over the raw header list (every header,
+/// as received). The violation is returned, not acted on: policies decide first.
 pub fn gather_http_checked(
     facts: &impl ProxyFacts,
     wanted_headers: &[String],
     checks: Option<&HttpChecks>,
+    reads: Reads,
 ) -> Result<(Attributes, Option<HttpViolation>), AttributeError> {
-    let mut attrs = gather_connection(facts)?;
-    let protocol = read_string(facts, "request\0protocol", "request.protocol")?;
+    // The checks compare the SNI with the host, and look at the protocol.
+    let reads = match checks {
+        Some(_) => reads | Reads::SNI | Reads::PROTOCOL,
+        None => reads,
+    };
+    let mut attrs = gather_connection_reading(facts, reads)?;
+    let protocol = match reads.contains(Reads::PROTOCOL) {
+        true => read_protocol(facts)?,
+        false => None,
+    };
     let list = facts.request_headers().map_err(|status| {
         AttributeError::Host("request headers".into(), format!("status {}", status.0))
     })?;
-    let raw_headers = list.pairs();
     let violation = checks.and_then(|c| {
-        c.check(&raw_headers, protocol.as_deref(), attrs.sni.as_deref())
+        c.check(&list.pairs(), protocol.as_deref(), attrs.sni.as_deref())
             .err()
     });
-    attrs.connection_protocol = protocol
-        .as_deref()
-        .and_then(Protocol::from_http_protocol)
-        .map(Protocol::as_str);
-
     // Values that are not UTF-8 are read lossily (they are rarely matched); names and
     // pseudo-header values must be UTF-8. Nothing is copied for valid text.
     let lossy: Vec<String>;
     let mut any_lossy = false;
-    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(raw_headers.len());
-    for (name, value) in &raw_headers {
+    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(list.len());
+    for (name, value) in list.iter() {
         let name = std::str::from_utf8(name).map_err(|_| AttributeError::NotUtf8("header name"))?;
         let value = match std::str::from_utf8(value) {
             Ok(value) => value,
@@ -288,7 +360,7 @@ pub fn gather_http_checked(
         pairs.push((name, value));
     }
     if any_lossy {
-        lossy = raw_headers
+        lossy = list
             .iter()
             .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
             .collect();
@@ -309,10 +381,13 @@ pub fn gather_http_checked(
         method: first(":method"),
         path: first(":path"),
         scheme: first(":scheme"),
-        protocol: protocol.as_deref(),
+        protocol: None,
         headers: &pairs,
     };
     attrs.http = Some(HttpAttributes::from_request(&head, wanted_headers)?);
+    if reads.contains(Reads::PROTOCOL) {
+        set_protocol(&mut attrs, protocol);
+    }
     Ok((attrs, violation))
 }
 

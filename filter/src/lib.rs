@@ -29,7 +29,7 @@ mod wasm;
 #[global_allocator]
 static HEAP: heap::SizeClasses<std::alloc::System> = heap::SizeClasses::new(std::alloc::System);
 
-pub use attributes::{Attributes, HttpAttributes, RequestHead, TrafficKind};
+pub use attributes::{Attributes, HttpAttributes, Reads, RequestHead, TrafficKind};
 pub use config::{ConfigError, ConfigPath};
 pub use policy::{
     CompiledPolicy, CompiledTiers, Decision, PolicyAction, Reason, TierName, TraceStep, Verdict,
@@ -62,7 +62,11 @@ pub struct CompiledConfig {
     /// `None`: the configuration has no `protocol` key, no protocol checks run.
     pub protocol: Option<ProtocolChecks>,
     header_names: Vec<String>,
+    /// What an HTTP request reads before its decision (see [`Reads`]).
+    http_reads: Reads,
     tcp_needs_inspection: bool,
+    /// What is logged, and where (`log`).
+    pub log: config::LogConfig,
 }
 
 /// Compiles rate limits in document order, keeping their names unique across the document
@@ -73,6 +77,7 @@ struct LimitCompiler {
     global: Vec<CompiledGlobalLimit>,
     paths: Vec<(String, ConfigPath)>,
     header_names: Vec<String>,
+    http_reads: Reads,
 }
 
 impl LimitCompiler {
@@ -104,7 +109,9 @@ impl LimitCompiler {
         for name in rule.http.header_names() {
             text::add_unique(&mut self.header_names, name);
         }
+        self.http_reads |= rule.http.reads();
         for attr in &spec.key {
+            self.http_reads |= attr.reads();
             if let KeyAttribute::RequestHeader(name) = attr {
                 text::add_unique(&mut self.header_names, name);
             }
@@ -116,8 +123,11 @@ impl LimitCompiler {
             }
             let limit = global.validate(&path.field("global"), &spec)?;
             for entry in limit.descriptors.iter().flatten() {
-                if let EntryValue::Attribute(KeyAttribute::RequestHeader(name)) = &entry.value {
-                    text::add_unique(&mut self.header_names, name);
+                if let EntryValue::Attribute(attr) = &entry.value {
+                    self.http_reads |= attr.reads();
+                    if let KeyAttribute::RequestHeader(name) = attr {
+                        text::add_unique(&mut self.header_names, name);
+                    }
                 }
             }
             self.global.push(CompiledGlobalLimit {
@@ -164,6 +174,19 @@ impl CompiledConfig {
             text::add_unique(&mut header_names, name);
         }
         text::sort_by(&mut header_names, |a, b| a < b);
+        let mut http_reads = policy.http_reads() | limits.http_reads;
+        if let Some(tiers) = &tiers {
+            http_reads |= tiers.http_reads();
+        }
+        if config.protocol.is_some() {
+            // The HTTP checks compare the SNI with the host, and look at the protocol.
+            http_reads |= Reads::SNI | Reads::PROTOCOL;
+        }
+        if !limits.global.is_empty() {
+            // A request waiting for the rate limit service is decided again on its answer,
+            // from attributes it keeps: it reads them all at once.
+            http_reads = Reads::ALL;
+        }
         let rate_limits = limits.limits;
         let global_limits = limits.global;
 
@@ -190,8 +213,17 @@ impl CompiledConfig {
             global_limits,
             protocol,
             header_names,
+            http_reads,
             tcp_needs_inspection,
+            log: config.log,
         })
+    }
+
+    /// The connection properties an HTTP request must have read before it is decided: those
+    /// some rule, rate limit key or protocol check looks at. The peer identity is always read.
+    /// The rest is read only for a decision line (see `log.allowed`).
+    pub fn http_reads(&self) -> Reads {
+        self.http_reads
     }
 
     /// Lower-case names of the request headers policies and rate limits read.

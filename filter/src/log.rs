@@ -173,22 +173,7 @@ fn line(
     outcome: Option<&Outcome<'_>>,
     attrs: Option<&Attributes>,
 ) -> String {
-    let mut w = JsonWriter::new();
-    // The fixed head in one piece: kinds and verdicts are plain identifiers.
-    w.raw(match kind {
-        TrafficKind::Http => r#"{"event":"decision","kind":"http","decision":""#,
-        TrafficKind::Tcp => r#"{"event":"decision","kind":"tcp","decision":""#,
-    });
-    w.raw(match outcome {
-        Some(o) => o.verdict().as_str(),
-        None => decision.verdict.as_str(),
-    });
-    w.raw("\"");
-    if let Some(tier) = decision.tier {
-        w.str("tier", Some(tier.as_str()));
-    }
-    w.str("policy", decision.policy);
-    rule(&mut w, decision.rule, decision.rule_name);
+    let mut w = head(Some(kind), decision, outcome);
     w.str("action", decision.action.map(|a| a.as_str()));
     if let Some(passed) = &decision.passed {
         w.key_object("passed");
@@ -239,6 +224,46 @@ fn line(
     attributes(&mut w, attrs.unwrap_or(&Attributes::default()));
     w.end_object();
     w.finish()
+}
+
+/// The decision as filter state for Envoy's access log (`wasm.egress_guard.decision`): one
+/// JSON object, `{"decision","tier" (tiers only),"policy","rule","reason"}`, with the values the
+/// decision line gives them. `outcome` is `None` for a stream that could not be evaluated.
+pub fn decision_state(outcome: Option<&Outcome<'_>>, decision: &Decision<'_>) -> String {
+    let mut w = head(None, decision, outcome);
+    w.str(
+        "reason",
+        Some(outcome.map_or(decision.reason.code(), Outcome::reason)),
+    );
+    w.end_object();
+    w.finish()
+}
+
+/// What the decision line and the filter state begin with: the decision, then `tier`,
+/// `policy` and `rule`; the line (`kind` given) puts `event` and `kind` first.
+fn head(
+    kind: Option<TrafficKind>,
+    decision: &Decision<'_>,
+    outcome: Option<&Outcome<'_>>,
+) -> JsonWriter {
+    let mut w = JsonWriter::new();
+    // The fixed head in one piece: kinds and verdicts are plain identifiers.
+    w.raw(match kind {
+        Some(TrafficKind::Http) => r#"{"event":"decision","kind":"http","decision":""#,
+        Some(TrafficKind::Tcp) => r#"{"event":"decision","kind":"tcp","decision":""#,
+        None => r#"{"decision":""#,
+    });
+    w.raw(match outcome {
+        Some(o) => o.verdict().as_str(),
+        None => decision.verdict.as_str(),
+    });
+    w.raw("\"");
+    if let Some(tier) = decision.tier {
+        w.str("tier", Some(tier.as_str()));
+    }
+    w.str("policy", decision.policy);
+    rule(&mut w, decision.rule, decision.rule_name);
+    w
 }
 
 /// `"rule"`: the rule's name when it has one, else its index (or `null`).

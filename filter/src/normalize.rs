@@ -43,11 +43,44 @@ fn hex_digit_upper(n: u8) -> u8 {
     }
 }
 
+/// The path without its query and fragment.
+pub fn strip_query(raw: &str) -> &str {
+    match raw.bytes().position(|b| b == b'?' || b == b'#') {
+        Some(end) => raw.get(..end).unwrap_or(raw),
+        None => raw,
+    }
+}
+
+/// A path that normalising leaves as it is: absolute, with no escape, backslash or NUL to
+/// rewrite, no segment that starts with a dot (so no `.` or `..` to resolve) and no empty
+/// segment (so nothing for the slash checks). Most request paths are.
+fn is_normal(path: &[u8]) -> bool {
+    if path.first() != Some(&b'/') {
+        return false;
+    }
+    let mut previous = 0u8;
+    for &b in path {
+        match b {
+            0 | b'%' | b'\\' => return false,
+            b'.' | b'/' if previous == b'/' => return false,
+            _ => {}
+        }
+        previous = b;
+    }
+    true
+}
+
 /// Normalises a request path (`:path`, query allowed) into the form rules are matched against.
 pub fn normalize_path(raw: &str) -> Result<String, PathError> {
-    let end = raw.find(['?', '#']).unwrap_or(raw.len());
-    let path = raw.get(..end).unwrap_or(raw).as_bytes();
+    let path = strip_query(raw);
+    if is_normal(path.as_bytes()) {
+        return Ok(path.to_string());
+    }
+    normalize_path_fully(path.as_bytes())
+}
 
+/// [`normalize_path`] of a path without its query, every step taken.
+fn normalize_path_fully(path: &[u8]) -> Result<String, PathError> {
     let mut decoded: Vec<u8> = Vec::with_capacity(path.len());
     let mut i = 0;
     while let Some(&b) = path.get(i) {
@@ -202,6 +235,35 @@ mod tests {
             let once = n(fine);
             assert_eq!(n(&once), once, "{fine}");
         }
+    }
+
+    #[test]
+    fn paths_left_as_they_are_are_those_full_normalisation_leaves() {
+        // Every path of up to six bytes over the bytes normalisation cares about.
+        let alphabet = [b'/', b'.', b'a', b'%', b'2', b'F', b'\\', b'?'];
+        let mut paths: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut checked = 0;
+        for _ in 0..6 {
+            let mut longer = Vec::new();
+            for path in &paths {
+                for &b in &alphabet {
+                    let mut p = path.clone();
+                    p.push(b);
+                    let raw = String::from_utf8(p.clone()).unwrap();
+                    let full = normalize_path_fully(strip_query(&raw).as_bytes());
+                    assert_eq!(normalize_path(&raw), full, "{raw:?}");
+                    if is_normal(strip_query(&raw).as_bytes()) {
+                        assert_eq!(full.as_deref(), Ok(strip_query(&raw)), "{raw:?}");
+                    }
+                    checked += 1;
+                    longer.push(p);
+                }
+            }
+            paths = longer;
+        }
+        assert_eq!(checked, 8 + 64 + 512 + 4_096 + 32_768 + 262_144);
+        assert!(is_normal(b"/v1/items"));
+        assert!(!is_normal(b"/v1/./items") && !is_normal(b"/v1//items") && !is_normal(b"v1"));
     }
 
     #[test]

@@ -88,6 +88,15 @@ fn config_with_protocol() -> Vec<u8> {
     format!(r#"{body},"protocol":{{}}}}"#).into_bytes()
 }
 
+/// `configuration` with `"log": {"allowed": false}`: an allowed request writes no decision
+/// line (its decision goes to filter state for Envoy's access log) and reads only the
+/// connection properties the rules look at.
+fn unlogged(configuration: Vec<u8>) -> Vec<u8> {
+    let base = String::from_utf8(configuration).unwrap_or_default();
+    let body = base.trim_end().trim_end_matches('}');
+    format!(r#"{body},"log":{{"allowed":false}}}}"#).into_bytes()
+}
+
 /// A ClientHello captured from curl (SNI api.example.com), whole.
 fn client_hello() -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../filter/tests/data/tls/curl.bin");
@@ -171,6 +180,36 @@ fn bench_http(c: &mut Criterion) {
         );
         group.bench_with_input(
             BenchmarkId::new("egress_filter_deny", hosts),
+            &denied,
+            |b, r| b.iter(|| worker.http(r).unwrap()),
+        );
+    }
+    for hosts in [1_000, 100_000] {
+        let mut worker = worker(&egress, unlogged(config(hosts)));
+        let allowed = request(&last_exact_host(hosts));
+        let denied = request("not-listed.example.org");
+        let outcome = worker.http(&allowed).unwrap();
+        assert_eq!(outcome.result, StreamResult::Continued);
+        assert!(!outcome
+            .messages()
+            .iter()
+            .any(|m| m.contains(r#""event":"decision""#)));
+        assert!(outcome
+            .filter_state("wasm.egress_guard.decision")
+            .is_some_and(|s| s.contains(r#""decision":"allow""#)));
+        let outcome = worker.http(&denied).unwrap();
+        assert_eq!(outcome.status(), Some(403));
+        assert!(outcome
+            .messages()
+            .iter()
+            .any(|m| m.contains(r#""source.ip""#)));
+        group.bench_with_input(
+            BenchmarkId::new("egress_filter_allow_unlogged", hosts),
+            &allowed,
+            |b, r| b.iter(|| worker.http(r).unwrap()),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("egress_filter_deny_unlogged", hosts),
             &denied,
             |b, r| b.iter(|| worker.http(r).unwrap()),
         );
@@ -260,6 +299,17 @@ fn print_ratios() {
         for hosts in HOST_COUNTS {
             rows.push((
                 format!("HTTP, egress_filter, {hosts} hosts, {what}"),
+                format!("http_request/{kind}/{hosts}"),
+            ));
+        }
+    }
+    for (kind, what) in [
+        ("egress_filter_allow_unlogged", "allowed"),
+        ("egress_filter_deny_unlogged", "denied"),
+    ] {
+        for hosts in [1_000, 100_000] {
+            rows.push((
+                format!("HTTP, egress_filter, {hosts} hosts, {what}, `log.allowed: false`"),
                 format!("http_request/{kind}/{hosts}"),
             ));
         }

@@ -152,6 +152,9 @@ pub struct HostOptions {
     pub node_metadata: Vec<(String, String)>,
     /// The node id (`xds.node.id`).
     pub node_id: String,
+    /// Keep the path of every property a stream's context reads, in order
+    /// ([`crate::StreamOutcome::properties_read`]); off by default, as it costs time per read.
+    pub record_property_reads: bool,
 }
 
 impl Default for HostOptions {
@@ -177,6 +180,7 @@ impl Default for HostOptions {
             node_id:
                 "router~10.0.0.2~istio-egressgateway-0.istio-system~istio-system.svc.cluster.local"
                     .to_string(),
+            record_property_reads: false,
         }
     }
 }

@@ -414,16 +414,21 @@ pub fn decision_log(logs: &[LogLine]) -> Option<serde_json::Map<String, serde_js
     })
 }
 
-/// How a stream's outcome reads as a decision.
-pub fn to_result(id: &str, outcome: &StreamOutcome) -> ReplayResult {
-    let logs: Vec<LogLine> = outcome
+/// A stream's log lines, as the replay output gives them.
+pub fn log_lines(outcome: &StreamOutcome) -> Vec<LogLine> {
+    outcome
         .logs
         .iter()
         .map(|l| LogLine {
             level: l.level.to_string(),
             message: l.message.clone(),
         })
-        .collect();
+        .collect()
+}
+
+/// How a stream's outcome reads as a decision.
+pub fn to_result(id: &str, outcome: &StreamOutcome) -> ReplayResult {
+    let logs = log_lines(outcome);
     let mut result = ReplayResult {
         id: id.to_string(),
         decision: Decision::Allow,

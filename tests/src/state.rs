@@ -268,6 +268,8 @@ pub(crate) struct StreamState {
     pub start_unix_nanos: u64,
     /// Values set with `proxy_set_property`, keyed "wasm." + path (Envoy filter state).
     pub filter_state: Vec<(Vec<u8>, Vec<u8>)>,
+    /// With `HostOptions::record_property_reads`: the paths read, segments joined by `.`.
+    pub properties_read: Vec<String>,
     pub protocol: StreamProtocol,
     /// Deferred requests from the module, applied when its callback returns (Envoy runs them as
     /// after-VM-call actions).

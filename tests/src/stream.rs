@@ -301,6 +301,12 @@ pub struct StreamOutcome {
     pub received_bytes: Vec<u8>,
     /// TCP: every data callback in order.
     pub data_calls: Vec<DataCall>,
+    /// The filter state the stream ended with (keys as Envoy names them: `wasm.` + the path
+    /// the module set), what an access log's `%FILTER_STATE(...)%` prints.
+    pub filter_state: Vec<(String, Vec<u8>)>,
+    /// With `HostOptions::record_property_reads`: every property the stream's context read, in
+    /// order (segments joined by `.`, e.g. `source.address`).
+    pub properties_read: Vec<String>,
 }
 
 impl StreamOutcome {
@@ -318,6 +324,14 @@ impl StreamOutcome {
             StreamResult::LocalReply(reply) => Some(reply),
             _ => None,
         }
+    }
+
+    /// A filter state value the stream ended with, as text (`key` as Envoy names it).
+    pub fn filter_state(&self, key: &str) -> Option<String> {
+        self.filter_state
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     }
 
     /// The module's messages, one string each.

@@ -38,15 +38,8 @@ fn deploy(config: &str) -> Deployment {
 }
 
 fn decision(outcome: &StreamOutcome) -> Map<String, Value> {
-    let logs: Vec<replay::LogLine> = outcome
-        .logs
-        .iter()
-        .map(|l| replay::LogLine {
-            level: l.level.to_string(),
-            message: l.message.clone(),
-        })
-        .collect();
-    replay::decision_log(&logs).unwrap_or_else(|| panic!("no decision line in {:?}", outcome.logs))
+    replay::decision_log(&replay::log_lines(outcome))
+        .unwrap_or_else(|| panic!("no decision line in {:?}", outcome.logs))
 }
 
 fn field(d: &Map<String, Value>, name: &str) -> String {

@@ -38,15 +38,8 @@ fn deploy(config: &[u8], workers: usize) -> Deployment {
 
 /// The filter's decision line for a stream.
 fn decision(outcome: &StreamOutcome) -> serde_json::Map<String, serde_json::Value> {
-    let logs: Vec<replay::LogLine> = outcome
-        .logs
-        .iter()
-        .map(|l| replay::LogLine {
-            level: l.level.to_string(),
-            message: l.message.clone(),
-        })
-        .collect();
-    replay::decision_log(&logs).unwrap_or_else(|| panic!("no decision line in {:?}", outcome.logs))
+    replay::decision_log(&replay::log_lines(outcome))
+        .unwrap_or_else(|| panic!("no decision line in {:?}", outcome.logs))
 }
 
 fn field<'a>(d: &'a serde_json::Map<String, serde_json::Value>, name: &str) -> &'a str {

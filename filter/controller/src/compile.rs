@@ -63,11 +63,12 @@ pub enum CompileError {
 }
 
 /// The global settings merged into every compiled configuration: a pluginConfig with
-/// `rateLimits`, `protocol` and `tiers.default` only.
+/// `rateLimits`, `protocol`, `log` and `tiers.default` only.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BaseConfig {
     rate_limits: Option<Value>,
     protocol: Option<Value>,
+    log: Option<Value>,
     default: Option<Value>,
 }
 
@@ -85,6 +86,7 @@ impl BaseConfig {
         };
         let rate_limits = map.remove("rateLimits");
         let protocol = map.remove("protocol");
+        let log = map.remove("log");
         let default = match map.remove("tiers") {
             None => None,
             Some(Value::Object(mut tiers)) => {
@@ -102,12 +104,13 @@ impl BaseConfig {
         if let Some(key) = map.keys().next() {
             return Err(base_error(
                 key,
-                "not a base setting; the base configuration holds only rateLimits, protocol and tiers.default".into(),
+                "not a base setting; the base configuration holds only rateLimits, protocol, log and tiers.default".into(),
             ));
         }
         let base = BaseConfig {
             rate_limits,
             protocol,
+            log,
             default,
         };
         // The filter is the judge of the settings themselves.
@@ -129,6 +132,9 @@ impl BaseConfig {
         }
         if let Some(protocol) = &self.protocol {
             root.insert("protocol".into(), protocol.clone());
+        }
+        if let Some(log) = &self.log {
+            root.insert("log".into(), log.clone());
         }
         Value::Object(root)
     }

@@ -191,6 +191,10 @@ fn a_duplicate_object_and_a_broken_base_configuration_are_refused() {
             r#"{"rateLimits": [{"name": "x", "maxTokens": 0, "fillInterval": "1s"}]}"#,
             "base.json: rateLimits[0].maxTokens",
         ),
+        (
+            r#"{"log": {"allowed": 1}}"#,
+            "base.json: log.allowed: expected a boolean",
+        ),
     ] {
         std::fs::write(&base, text).unwrap();
         let output = compile(&[
@@ -206,6 +210,35 @@ fn a_duplicate_object_and_a_broken_base_configuration_are_refused() {
             "expected {expected:?} in {stderr:?}"
         );
     }
+}
+
+#[test]
+fn the_base_configuration_sets_what_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = "apiVersion: policy.egress-guard.dev/v1alpha1\nkind: ClusterEgressPolicy\nmetadata:\n  name: deny-all\nspec:\n  tier: Admin\n  priority: 1\n  rules:\n  - name: r\n    action: Deny\n";
+    write(dir.path(), "p.yaml", policy);
+    let base = dir.path().join("base.json");
+    std::fs::write(&base, r#"{"log": {"allowed": false}}"#).unwrap();
+    let output = compile(&[
+        "--input",
+        dir.path().join("p.yaml").to_str().unwrap(),
+        "--base-config",
+        base.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(
+        config["log"],
+        serde_json::json!({"allowed": false}),
+        "{stdout}"
+    );
 }
 
 /// The golden decides the worked example's requests as docs/policies.md explains: (id, decision,

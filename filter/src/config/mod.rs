@@ -13,8 +13,8 @@ pub mod read;
 pub use error::{ConfigError, ConfigErrorKind, ConfigPath};
 pub use json::{Json, JsonWriter};
 pub use model::{
-    ConditionSpec, Config, FromSpec, OperationSpec, PolicySpec, RuleSpec, SourceSpec, TiersSpec,
-    ToSpec,
+    ConditionSpec, Config, FromSpec, LogConfig, OperationSpec, PolicySpec, RuleSpec, SourceSpec,
+    TiersSpec, ToSpec,
 };
 pub use read::Scalar;
 

@@ -14,6 +14,42 @@ pub struct Config {
     pub rate_limits: Vec<crate::ratelimit::RateLimitConfig>,
     /// `None`: no protocol checks.
     pub protocol: Option<crate::protocol::ProtocolConfig>,
+    pub log: LogConfig,
+}
+
+/// `log`: what the filter writes about its decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `allowed` (default `true`): a decision line for every allowed stream too. With `false`,
+    /// an allowed stream without audit or dry-run matches writes no line; its decision is in
+    /// filter state for Envoy's access log, and only what the decision needs is read.
+    pub allowed: bool,
+    /// `filterState` (default `true`): every decision is set as the stream's filter state
+    /// `wasm.egress_guard.decision`, which Envoy's access log prints with
+    /// `%FILTER_STATE(wasm.egress_guard.decision:PLAIN)%`.
+    pub filter_state: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            allowed: true,
+            filter_state: true,
+        }
+    }
+}
+
+impl LogConfig {
+    pub fn read(value: &Json, path: &ConfigPath) -> Result<Self, ConfigError> {
+        let mut obj = ObjectReader::new(value, path, &["allowed", "filterState"])?;
+        let default = Self::default();
+        let config = Self {
+            allowed: obj.bool("allowed")?.unwrap_or(default.allowed),
+            filter_state: obj.bool("filterState")?.unwrap_or(default.filter_state),
+        };
+        obj.finish()?;
+        Ok(config)
+    }
 }
 
 /// One AuthorizationPolicy: a name plus the fields of its `spec` that apply to the egress gateway.
@@ -105,7 +141,7 @@ impl Config {
         let mut obj = ObjectReader::new(
             value,
             path,
-            &["policies", "rateLimits", "protocol", "tiers"],
+            &["policies", "rateLimits", "protocol", "tiers", "log"],
         )?;
         let policies = obj.list("policies", PolicySpec::read)?;
         let tiers = obj.object("tiers", TiersSpec::read)?;
@@ -124,6 +160,7 @@ impl Config {
             .list("rateLimits", crate::ratelimit::RateLimitConfig::read)?
             .unwrap_or_default();
         config.protocol = obj.object("protocol", crate::protocol::ProtocolConfig::read)?;
+        config.log = obj.object("log", LogConfig::read)?.unwrap_or_default();
         obj.finish()?;
         Ok(config)
     }

@@ -341,7 +341,12 @@ pub fn normalize_host(authority: &str) -> Result<String, AuthorityError> {
     } else {
         name
     };
-    if name.is_empty() || (!name.starts_with('[') && name.split('.').any(str::is_empty)) {
+    let empty_label = |name: &str| {
+        name.starts_with('.')
+            || name.ends_with('.')
+            || name.as_bytes().windows(2).any(|w| w == b"..")
+    };
+    if name.is_empty() || (!name.starts_with('[') && empty_label(name)) {
         return Err(malformed());
     }
     Ok(name.to_ascii_lowercase())

@@ -17,7 +17,7 @@ pub use rule::{compile_rule, Check, CompiledRule, FieldMatcher, HttpOnlyOnTcp, R
 pub use tiers::{CompiledTiers, LimitPlan, RuleAction, TierPolicyInfo};
 pub use trace::{RuleResult, TraceStep, Tracer};
 
-use crate::attributes::{Attributes, TrafficKind};
+use crate::attributes::{Attributes, Reads, TrafficKind};
 use crate::config::{ConfigError, ConfigErrorKind, ConfigPath, PolicySpec, RuleSpec};
 use crate::matchers::host::{HostTable, HostTableBuilder};
 use crate::matchers::{fast_map, HostPattern};
@@ -240,6 +240,8 @@ pub struct CompiledPolicy {
     enforced_allow: bool,
     dry_run_allow: Vec<u32>,
     header_names: Vec<String>,
+    /// The connection properties some rule needs read for an HTTP request.
+    http_reads: Reads,
     /// Some rule that applies to TCP reads inspection facts (`connection.protocol`, ...).
     tcp_needs_inspection: bool,
 }
@@ -254,18 +256,21 @@ struct RuleAt<'a> {
 }
 
 /// Compiles a rule into its HTTP list and, when it applies to TCP, its TCP list; adds the
-/// headers it reads to `header_names`. Returns whether TCP connections must be inspected for it.
+/// headers it reads to `header_names` and the connection properties its HTTP form needs to
+/// `http_reads`. Returns whether TCP connections must be inspected for it.
 #[inline(never)]
 fn push_rule(
     [http, tcp]: [&mut RuleListBuilder; 2],
     spec: &RuleSpec,
     at: &RuleAt<'_>,
     header_names: &mut Vec<String>,
+    http_reads: &mut Reads,
 ) -> Result<bool, ConfigError> {
     let rule = compile_rule(spec, at.path, at.on_tcp)?;
     for name in rule.http.header_names() {
         crate::text::add_unique(header_names, name);
     }
+    *http_reads |= rule.http.reads();
     let mut needs_inspection = false;
     if let Some(matcher) = rule.tcp {
         needs_inspection = matcher.needs_inspection();
@@ -337,6 +342,7 @@ impl CompiledPolicy {
         let mut http = ActionListsBuilder::default();
         let mut tcp = ActionListsBuilder::default();
         let mut header_names: Vec<String> = Vec::new();
+        let mut http_reads = Reads::NONE;
         let mut tcp_needs_inspection = false;
 
         for (p, spec) in specs.iter().enumerate() {
@@ -377,7 +383,8 @@ impl CompiledPolicy {
                     path: &path.field("rules").index(r),
                     on_tcp,
                 };
-                tcp_needs_inspection |= push_rule(lists, rule_spec, &at, &mut header_names)?;
+                tcp_needs_inspection |=
+                    push_rule(lists, rule_spec, &at, &mut header_names, &mut http_reads)?;
             }
             policies.push(info);
         }
@@ -399,8 +406,14 @@ impl CompiledPolicy {
             enforced_allow,
             dry_run_allow,
             header_names,
+            http_reads,
             tcp_needs_inspection,
         })
+    }
+
+    /// The connection properties some rule needs read for an HTTP request.
+    pub fn http_reads(&self) -> Reads {
+        self.http_reads
     }
 
     /// TCP connections must be inspected before these policies can decide them.

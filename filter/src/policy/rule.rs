@@ -1,6 +1,6 @@
 //! One rule (`from`/`to`/`when`) compiled into matchers, for HTTP requests and TCP connections.
 
-use crate::attributes::Attributes;
+use crate::attributes::{Attributes, Reads};
 use crate::config::{
     ConditionSpec, ConfigError, ConfigErrorKind, ConfigPath, OperationSpec, RuleSpec, Scalar,
     SourceSpec,
@@ -73,6 +73,17 @@ impl FieldMatcher {
                 attrs.alpn.iter().any(|a| m.matches(a))
             }
         })
+    }
+
+    /// The connection properties this field needs read.
+    pub fn reads(&self) -> Reads {
+        match self {
+            Self::SourceIp(_) | Self::RemoteIp(_) => Reads::SOURCE,
+            Self::DestinationIp(_) | Self::DestinationPort(_) => Reads::DESTINATION,
+            Self::Sni(_) => Reads::SNI,
+            Self::ConnectionProtocol(_) => Reads::PROTOCOL,
+            _ => Reads::NONE,
+        }
     }
 
     /// Reads facts only known after the connection's first bytes were inspected.
@@ -210,6 +221,12 @@ impl RuleMatcher {
     /// Some check reads `connection.protocol`, `connection.tls_version` or `connection.alpn`.
     pub fn needs_inspection(&self) -> bool {
         self.checks().any(|c| c.field.needs_inspection())
+    }
+
+    /// The connection properties some check of the rule needs read.
+    pub fn reads(&self) -> Reads {
+        self.checks()
+            .fold(Reads::NONE, |reads, c| reads | c.field.reads())
     }
 
     fn has_http_only(&self) -> bool {

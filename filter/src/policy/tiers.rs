@@ -12,7 +12,7 @@ use super::{
     IndexKey, PolicyAction, Reason, RuleAt, RuleList, RuleListBuilder, RuleRef, RuleResult,
     TierName, TraceStep, Tracer, Verdict, WouldBe,
 };
-use crate::attributes::{Attributes, TrafficKind};
+use crate::attributes::{Attributes, Reads, TrafficKind};
 use crate::config::{ConfigError, ConfigErrorKind, ConfigPath, PolicySpec, RuleSpec, TiersSpec};
 use crate::matchers::{fast_map, insert_id, IdMap};
 use crate::ratelimit::RateLimitConfig;
@@ -136,6 +136,7 @@ pub struct CompiledTiers {
     unlisted_limits: Vec<u32>,
     default: Verdict,
     header_names: Vec<String>,
+    http_reads: Reads,
     tcp_needs_inspection: bool,
 }
 
@@ -144,6 +145,7 @@ struct TiersBuilder<'a> {
     namespace_ids: IdMap,
     namespaces: Vec<NamespaceTier>,
     header_names: Vec<String>,
+    http_reads: Reads,
     tcp_needs_inspection: bool,
     add_limit: AddLimit<'a>,
 }
@@ -201,6 +203,7 @@ impl TiersBuilder<'_> {
         for name in policy.header_names() {
             crate::text::add_unique(&mut self.header_names, name);
         }
+        self.http_reads |= policy.http_reads();
         self.tcp_needs_inspection |= policy.tcp_needs_inspection();
         let mut limits = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
@@ -269,8 +272,13 @@ impl TiersBuilder<'_> {
                 path: &rule_path,
                 on_tcp: rule.action.on_tcp(),
             };
-            self.tcp_needs_inspection |=
-                push_rule([http, tcp], rule_spec, &at, &mut self.header_names)?;
+            self.tcp_needs_inspection |= push_rule(
+                [http, tcp],
+                rule_spec,
+                &at,
+                &mut self.header_names,
+                &mut self.http_reads,
+            )?;
             rules.push(rule);
         }
         let subject = spec.subject.as_ref().map(|names| {
@@ -561,6 +569,7 @@ impl CompiledTiers {
             namespace_ids: fast_map(),
             namespaces: Vec::new(),
             header_names: Vec::new(),
+            http_reads: Reads::NONE,
             tcp_needs_inspection: false,
             add_limit,
         };
@@ -589,6 +598,7 @@ impl CompiledTiers {
                 _ => Verdict::Deny,
             },
             header_names: builder.header_names,
+            http_reads: builder.http_reads,
             tcp_needs_inspection: builder.tcp_needs_inspection,
         })
     }
@@ -596,6 +606,13 @@ impl CompiledTiers {
     /// Lower-case names of the request headers some rule reads (unsorted).
     pub fn header_names(&self) -> &[String] {
         &self.header_names
+    }
+
+    /// The connection properties some rule needs read for an HTTP request. Choosing a source
+    /// namespace's policies reads `source.namespace`, which comes from the peer identity, read
+    /// on every request.
+    pub fn http_reads(&self) -> Reads {
+        self.http_reads
     }
 
     pub fn tcp_needs_inspection(&self) -> bool {

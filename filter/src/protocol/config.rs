@@ -240,7 +240,8 @@ impl HttpConfig {
                 return Err(invalid(
                     at("allowedVersions").index(i),
                     format!(
-                        "{version:?} is not one of {}",
+                        "{} is not one of {}",
+                        crate::text::quote(version),
                         crate::text::joined(&HTTP_VERSIONS)
                     ),
                 ));

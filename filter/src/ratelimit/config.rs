@@ -96,6 +96,18 @@ pub enum KeyAttribute {
 }
 
 impl KeyAttribute {
+    /// The connection properties a bucket key of this attribute needs read. A request without
+    /// a host falls back to the SNI for `destination.host`.
+    pub fn reads(&self) -> crate::attributes::Reads {
+        use crate::attributes::Reads;
+        match self {
+            Self::SourceIp => Reads::SOURCE,
+            Self::DestinationPort => Reads::DESTINATION,
+            Self::DestinationHost | Self::ConnectionSni => Reads::SNI,
+            Self::SourcePrincipal | Self::SourceNamespace | Self::RequestHeader(_) => Reads::NONE,
+        }
+    }
+
     #[inline(never)]
     pub fn parse(text: &str) -> Result<KeyAttribute, String> {
         Ok(match text {
@@ -265,7 +277,10 @@ pub fn name_already_used(
     } else {
         "gives the same Prometheus metric (`-` becomes `_`) as"
     };
-    invalid(path.field("name"), format!("{name:?} {why} {first}"))
+    invalid(
+        path.field("name"),
+        format!("{} {why} {first}", crate::text::quote(name)),
+    )
 }
 
 fn validate_name(name: &str) -> Result<(), String> {
@@ -282,11 +297,12 @@ fn validate_name(name: &str) -> Result<(), String> {
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
     {
         return Err(format!(
-            "{name:?} may contain only letters, digits, '-' and '_' (it becomes a segment of metric names)"
+            "{} may contain only letters, digits, '-' and '_' (it becomes a segment of metric names)",
+            crate::text::quote(name)
         ));
     }
     if let Some(why) = crate::stat_name::tag_extraction_clash(name) {
-        return Err(format!("{name:?}: {why}"));
+        return Err(format!("{}: {why}", crate::text::quote(name)));
     }
     Ok(())
 }

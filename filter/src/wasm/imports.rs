@@ -37,6 +37,12 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_get_header_map_pairs(
         map_type: u32,
         return_map_data: *mut *mut u8,
@@ -144,6 +150,17 @@ pub fn get_property(path: &str) -> Result<Option<Vec<u8>>, HostStatus> {
     match status {
         STATUS_OK => Ok(Some(take_buffer(data, size))),
         STATUS_NOT_FOUND => Ok(None),
+        other => Err(HostStatus(other)),
+    }
+}
+
+/// Sets a property of the stream: Envoy keeps it in filter state as `wasm.` + `path`.
+pub fn set_property(path: &str, value: &[u8]) -> Result<(), HostStatus> {
+    // SAFETY: pointers and lengths describe live memory for the duration of the call.
+    let status =
+        unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) };
+    match status {
+        STATUS_OK => Ok(()),
         other => Err(HostStatus(other)),
     }
 }

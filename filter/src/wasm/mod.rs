@@ -5,14 +5,15 @@
 mod abi;
 mod imports;
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use abi::Action;
 
-use crate::attributes::{Attributes, TrafficKind};
+use crate::attributes::{Attributes, Reads, TrafficKind};
 use crate::gather::HostStatus;
-use crate::gather::{gather_connection, gather_http_checked};
-use crate::log::{decision_line, outcome_line, trace_line};
+use crate::gather::{gather_connection, gather_http_checked, read_more};
+use crate::log::{decision_line, decision_state, outcome_line, trace_line};
 use crate::metrics;
 use crate::policy::{
     Decision, PolicyAction, PolicyInfo, Reason, RuleAction, TierName, TraceStep, Verdict, WouldBe,
@@ -408,6 +409,38 @@ struct FilterState {
     /// The host logs at debug level (read at configure time): every evaluation step is logged
     /// for `explain`.
     explain: bool,
+    /// The connection properties an HTTP request reads before its decision: all of them when
+    /// every decision is logged (or explained), else what the configuration looks at.
+    http_reads: Reads,
+    /// The filter state value set last on this worker, with what it says: most streams in a
+    /// row get the same decision, and reuse it.
+    last_state: RefCell<Option<(StateKey, String)>>,
+}
+
+/// What a decision's filter state value says (a rule's name follows from its policy and
+/// index). Names are compared by address: they live in the configuration, as long as the state
+/// that caches them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct StateKey {
+    verdict: &'static str,
+    tier: Option<&'static str>,
+    policy: Option<(usize, usize)>,
+    rule: Option<usize>,
+    reason: &'static str,
+}
+
+impl StateKey {
+    fn of(outcome: &Outcome<'_>) -> Self {
+        let at = |name: &str| (name.as_ptr() as usize, name.len());
+        let decision = &outcome.decision;
+        Self {
+            verdict: outcome.verdict().as_str(),
+            tier: decision.tier.map(|t| t.as_str()),
+            policy: decision.policy.map(at),
+            rule: decision.rule,
+            reason: outcome.reason(),
+        }
+    }
 }
 
 #[derive(Default, Clone)]
@@ -456,10 +489,16 @@ impl EgressRoot {
                 }
                 // 0 is trace, 1 debug.
                 let explain = imports::log_level().is_some_and(|level| level <= 1);
+                let http_reads = match config.log.allowed || explain {
+                    true => Reads::ALL,
+                    false => config.http_reads(),
+                };
                 self.state = Some(Rc::new(FilterState {
                     config,
                     counters,
                     explain,
+                    http_reads,
+                    last_state: RefCell::new(None),
                 }));
                 true
             }
@@ -581,6 +620,9 @@ impl Reply {
 /// Denies a stream that cannot be evaluated, logging and counting it.
 fn cannot_evaluate(state: Option<&FilterState>, kind: TrafficKind, detail: String) -> Reply {
     let decision = Decision::cannot_evaluate(detail);
+    if state.is_none_or(|s| s.config.log.filter_state) {
+        set_decision_state(&decision_state(None, &decision));
+    }
     imports::log(LogLevel::Info, &decision_line(kind, &decision, None));
     if let Some(state) = state {
         state.counters.record(kind, &decision, None);
@@ -610,14 +652,56 @@ enum Next {
 /// The answer to a call: the response message, or the gRPC status and message of its close.
 type Answer = Result<Vec<u8>, (u32, Vec<u8>)>;
 
-/// Logs and counts a final outcome; the reply to send, if any.
+/// The filter state key of every decision (Envoy prefixes it with `wasm.`).
+const DECISION_STATE: &str = "egress_guard.decision";
+
+/// Sets the decision as the stream's filter state, for Envoy's access log.
+fn set_decision_state(value: &str) {
+    if imports::set_property(DECISION_STATE, value.as_bytes()).is_err() {
+        imports::log(
+            LogLevel::Warn,
+            "cannot set filter state egress_guard.decision",
+        );
+    }
+}
+
+/// Logs and counts a final outcome; the reply to send, if any. `unread`: the connection
+/// properties not read yet, read now if the decision line is written.
 fn conclude(
     state: &FilterState,
     kind: TrafficKind,
     outcome: &Outcome<'_>,
-    attrs: &Attributes,
+    attrs: &mut Attributes,
+    unread: Reads,
 ) -> Next {
-    imports::log(LogLevel::Info, &outcome_line(kind, outcome, Some(attrs)));
+    let log = state.config.log;
+    if log.filter_state {
+        let key = StateKey::of(outcome);
+        let mut last = state.last_state.borrow_mut();
+        match &*last {
+            Some((k, value)) if *k == key => set_decision_state(value),
+            _ => {
+                let value = decision_state(Some(outcome), &outcome.decision);
+                set_decision_state(&value);
+                *last = Some((key, value));
+            }
+        }
+    }
+    let decision = &outcome.decision;
+    let logged = log.allowed
+        || state.explain
+        || outcome.verdict() != FinalVerdict::Allow
+        || !decision.audit.is_empty()
+        || !decision.dry_run.is_empty();
+    if logged {
+        // The line holds every attribute; properties the decision did not need are read for
+        // it. One that cannot be read makes the stream unevaluable, as it would have before
+        // the decision.
+        if let Err(e) = read_more(&Host, attrs, unread) {
+            return Next::Reply(cannot_evaluate(Some(state), kind, e.to_string()));
+        }
+        imports::log(LogLevel::Info, &outcome_line(kind, outcome, Some(attrs)));
+    }
     let namespace = outcome.decision.namespace.map(|n| n as usize);
     state.counters.record_outcome(kind, outcome, namespace);
     match Reply::for_outcome(outcome) {
@@ -682,7 +766,7 @@ fn ask_global(
 fn after_global(
     state: &FilterState,
     kind: TrafficKind,
-    attrs: Attributes,
+    mut attrs: Attributes,
     local: Option<RateLimitHit>,
     index: usize,
     hit: GlobalHit,
@@ -703,7 +787,7 @@ fn after_global(
         rate_limit: local,
         global: Some(hit),
     };
-    conclude(state, kind, &outcome, &attrs)
+    conclude(state, kind, &outcome, &mut attrs, Reads::NONE)
 }
 
 /// The service's answer (or failure) for a waiting stream.
@@ -754,12 +838,13 @@ fn on_answer(
 }
 
 /// Evaluates (policies, then the protocol check result, then local rate limits, then global
-/// ones), logs and counts one stream.
+/// ones), logs and counts one stream; `unread`: the connection properties it has not read.
 fn decide(
     state: Option<&FilterState>,
     kind: TrafficKind,
-    attrs: Result<&Attributes, String>,
+    attrs: Result<&mut Attributes, String>,
     violation: Option<ProtocolViolation>,
+    unread: Reads,
 ) -> Next {
     let Some(state) = state else {
         return Next::Reply(cannot_evaluate(
@@ -801,7 +886,7 @@ fn decide(
             return ask_global(state, kind, attrs.clone(), local, index);
         }
     }
-    conclude(state, kind, &outcome, attrs)
+    conclude(state, kind, &outcome, attrs, unread)
 }
 
 /// Token of a call → the stream that waits for it. Envoy delivers answers to the root context;
@@ -844,15 +929,23 @@ impl EgressHttp {
         let checks = state
             .and_then(|s| s.config.protocol.as_ref())
             .map(|p| &p.http);
-        let (attrs, violation) = match gather_http_checked(&Host, wanted, checks) {
+        let reads = match (state, checks) {
+            (None, _) => Reads::ALL,
+            // The checks read the SNI and the protocol whatever the rules need.
+            (Some(s), Some(_)) => s.http_reads | Reads::SNI | Reads::PROTOCOL,
+            (Some(s), None) => s.http_reads,
+        };
+        let (mut attrs, violation) = match gather_http_checked(&Host, wanted, checks, reads) {
             Ok((attrs, violation)) => (Ok(attrs), violation.map(ProtocolViolation::Http)),
             Err(e) => (Err(e.to_string()), None),
         };
+        let unread = Reads::ALL.without(reads);
         let next = decide(
             state,
             TrafficKind::Http,
-            attrs.as_ref().map_err(Clone::clone),
+            attrs.as_mut().map_err(|e| e.clone()),
             violation,
+            unread,
         );
         self.act(next, false)
     }
@@ -935,11 +1028,18 @@ struct EgressStream {
 impl EgressStream {
     fn decide_now(
         &mut self,
-        attrs: Result<&Attributes, String>,
+        attrs: Result<&mut Attributes, String>,
         violation: Option<ProtocolViolation>,
     ) -> Action {
         let state = self.state.clone();
-        let next = decide(state.as_deref(), TrafficKind::Tcp, attrs, violation);
+        // A connection reads every property when it starts.
+        let next = decide(
+            state.as_deref(),
+            TrafficKind::Tcp,
+            attrs,
+            violation,
+            Reads::NONE,
+        );
         self.inspection = None;
         self.attrs = None;
         self.act(next, false)
@@ -1057,7 +1157,7 @@ impl EgressStream {
                     .err()
             })
             .map(ProtocolViolation::Tcp);
-        self.decide_now(Ok(&attrs), violation)
+        self.decide_now(Ok(&mut attrs), violation)
     }
 }
 
@@ -1104,7 +1204,8 @@ impl EgressStream {
             self.attrs = Some(attrs);
             return Action::Continue;
         }
-        self.decide_now(attrs.as_ref().map_err(Clone::clone), None)
+        let mut attrs = attrs;
+        self.decide_now(attrs.as_mut().map_err(|e| e.clone()), None)
     }
 
     fn on_downstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
@@ -1121,11 +1222,11 @@ impl EgressStream {
             self.attrs = Some(gather_connection(&Host).map_err(|e| e.to_string()));
         }
         if self.inspection.is_none() {
-            let attrs = self
+            let mut attrs = self
                 .attrs
                 .take()
                 .unwrap_or_else(|| Err("connection attributes missing".to_string()));
-            return self.decide_now(attrs.as_ref().map_err(Clone::clone), None);
+            return self.decide_now(attrs.as_mut().map_err(|e| e.clone()), None);
         }
         match self.inspect(data_size, end_of_stream) {
             Err(detail) => self.decide_now(Err(detail), None),
@@ -1150,11 +1251,11 @@ impl EgressStream {
             None => {}
         }
         if self.identity_pending && self.inspection.is_none() {
-            let attrs = gather_connection(&Host).map_err(|e| e.to_string());
+            let mut attrs = gather_connection(&Host).map_err(|e| e.to_string());
             if matches!(&attrs, Ok(a) if a.mtls == Some(true)) {
                 self.identity_pending = false;
                 self.attrs = None;
-                return self.decide_now(attrs.as_ref().map_err(Clone::clone), None);
+                return self.decide_now(attrs.as_mut().map_err(|e| e.clone()), None);
             }
         }
         self.decide_now(Err(UPSTREAM_BEFORE_DECISION.to_string()), None)

@@ -54,11 +54,35 @@ struct KubernetesResources {
     service: Value,
 }
 
-// MeshConfig (istio/api mesh/v1alpha1/config.proto): only outboundTrafficPolicy is set here.
+// MeshConfig (istio/api mesh/v1alpha1/config.proto): outboundTrafficPolicy, and the access log
+// provider of the egress gateway.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct MeshConfig {
     outbound_traffic_policy: OutboundTrafficPolicy,
+    extension_providers: Vec<ExtensionProvider>,
+}
+
+// MeshConfig.ExtensionProvider with its envoyFileAccessLog form (EnvoyFileAccessLogProvider:
+// path, logFormat with `labels` for JSON lines).
+#[derive(Deserialize, PartialEq, Debug)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ExtensionProvider {
+    name: String,
+    envoy_file_access_log: EnvoyFileAccessLog,
+}
+
+#[derive(Deserialize, PartialEq, Debug)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct EnvoyFileAccessLog {
+    path: String,
+    log_format: AccessLogFormat,
+}
+
+#[derive(Deserialize, PartialEq, Debug)]
+#[serde(deny_unknown_fields)]
+struct AccessLogFormat {
+    labels: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -160,6 +184,79 @@ fn istio_operator_sets_registry_only_and_the_egress_gateway() {
     );
     k8s::check_as::<ServiceSpec>(&gateway.k8s.service)
         .unwrap_or_else(|e| panic!("{path}: spec.components.egressGateways[0].k8s.service: {e}"));
+}
+
+/// The gateway's access log carries the filter's decision: the provider the Telemetry object
+/// selects is in both install forms alike, and the filter state it prints is the one the real
+/// filter sets on a stream.
+#[test]
+fn the_access_log_prints_the_decision_the_filter_sets() {
+    let helm: IstiodValues = parse(
+        "mesh/helm-values-istiod.yaml",
+        single_document("mesh/helm-values-istiod.yaml"),
+    );
+    let operator: IstioOperator = parse(
+        "mesh/istio-operator.yaml",
+        single_document("mesh/istio-operator.yaml"),
+    );
+    assert_eq!(
+        helm.mesh_config.extension_providers,
+        operator.spec.mesh_config.extension_providers
+    );
+    let telemetry = single_document("telemetry-decision-log.yaml");
+    let selected = telemetry["spec"]["accessLogging"][0]["providers"][0]["name"]
+        .as_str()
+        .unwrap_or_default();
+    let provider = helm
+        .mesh_config
+        .extension_providers
+        .iter()
+        .find(|p| p.name == selected)
+        .unwrap_or_else(|| panic!("no extension provider {selected:?} in the mesh settings"));
+    assert_eq!(
+        telemetry["spec"]["selector"]["matchLabels"]["istio"],
+        "egressgateway"
+    );
+    let labels = &provider.envoy_file_access_log.log_format.labels;
+    let operator_text = labels.get("egress_guard").expect("an egress_guard field");
+    let key = operator_text
+        .strip_prefix("%FILTER_STATE(")
+        .and_then(|rest| rest.strip_suffix(":PLAIN)%"))
+        .unwrap_or_else(|| panic!("not a plain FILTER_STATE operator: {operator_text}"));
+    // Queries are kept out of the log, as the filter keeps them out of its own line.
+    assert!(labels.values().all(|v| !v.contains(":PATH")), "{labels:?}");
+
+    // The filter sets that key, for an allowed and for a denied request.
+    let host = egress_sim::Host::from_file(
+        &common::built_filter_wasm(),
+        egress_sim::VmConfig::default(),
+        egress_sim::HostOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let config = br#"{"log":{"allowed":false},"policies":[{"name":"allow-api","rules":[{"to":[{"operation":{"hosts":["api.example.com"]}}]}]}]}"#;
+    let mut gateway = host
+        .start(
+            vec![egress_sim::PluginConfig::http(
+                "egress-guard",
+                "egress-guard",
+                config.to_vec(),
+            )],
+            1,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    for (authority, decision) in [("api.example.com", "allow"), ("evil.example", "deny")] {
+        let outcome = gateway
+            .worker(0)
+            .http(&egress_sim::HttpRequest::get(authority, "/"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let value = outcome
+            .filter_state(key)
+            .unwrap_or_else(|| panic!("{authority}: no {key} in {:?}", outcome.filter_state));
+        assert!(
+            value.contains(&format!(r#""decision":"{decision}""#)),
+            "{authority}: {value}"
+        );
+    }
 }
 
 #[test]

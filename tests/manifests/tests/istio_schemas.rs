@@ -333,13 +333,14 @@ fn istio_kustomization_renders_the_istio_objects() {
         "WasmPlugin istio-system/egress-filter-http",
         "WasmPlugin istio-system/egress-filter-network",
         "DestinationRule istio-system/limitador",
+        "Telemetry istio-system/egress-gateway-decisions",
     ] {
         assert!(
             names.contains(expected),
             "{expected} missing from {names:?}"
         );
     }
-    assert_eq!(names.len(), 9, "{names:?}");
+    assert_eq!(names.len(), 10, "{names:?}");
     if let Some(schemas) = istio_crds() {
         for object in &rendered {
             let violations = violations_of(&schemas, object);

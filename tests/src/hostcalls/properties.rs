@@ -22,7 +22,18 @@ pub(super) fn proxy_get_property(
         node_id: &state.options.node_id,
         node_metadata: &state.options.node_metadata,
     };
-    let value = match properties::get(state.active(), &env, path) {
+    let value = properties::get(state.active(), &env, path);
+    if state.options.record_property_reads {
+        let path: Vec<u8> = path
+            .iter()
+            .map(|&b| if b == 0 { b'.' } else { b })
+            .collect();
+        let path = String::from_utf8_lossy(&path).into_owned();
+        if let Some(stream) = caller.data_mut().active_mut().stream_mut() {
+            stream.properties_read.push(path);
+        }
+    }
+    let value = match value {
         Ok(v) => v,
         Err(s) => return status(s),
     };

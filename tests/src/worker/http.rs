@@ -164,9 +164,10 @@ impl Worker {
                 if let Some(h) = self.http_state(id) {
                     h.access_log_phase = false;
                 }
-                let result = result
-                    .and_then(|()| self.vm.done(id))
-                    .and_then(|_| self.vm.delete_context(id));
+                let result = result.and_then(|()| self.vm.done(id)).and_then(|_| {
+                    self.keep_stream_state(id);
+                    self.vm.delete_context(id)
+                });
                 if let Err(trap) = result {
                     self.fail_stream(id, trap);
                 }

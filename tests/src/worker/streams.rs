@@ -33,6 +33,9 @@ pub(super) struct OpenStream {
     pub(super) result: Option<StreamResult>,
     pub(super) logs: Vec<LogRecord>,
     pub(super) driver: Driver,
+    /// The stream's filter state when it ended, as Envoy's access log reads it.
+    pub(super) filter_state: Vec<(String, Vec<u8>)>,
+    pub(super) properties_read: Vec<String>,
 }
 
 impl Worker {
@@ -169,6 +172,31 @@ impl Worker {
             forwarded_bytes,
             received_bytes,
             data_calls,
+            filter_state: stream.filter_state,
+            properties_read: stream.properties_read,
+        }
+    }
+
+    /// Keeps what the stream's filter state holds (and the properties it read) before its
+    /// context goes: the access log is written at the end of the stream.
+    pub(super) fn keep_stream_state(&mut self, id: u32) {
+        let kept = self
+            .vm
+            .state_mut()
+            .contexts
+            .get_mut(&id)
+            .and_then(|c| c.stream_mut())
+            .map(|s| {
+                let state = s
+                    .filter_state
+                    .iter()
+                    .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.clone()))
+                    .collect();
+                (state, std::mem::take(&mut s.properties_read))
+            });
+        if let (Some((state, read)), Some(stream)) = (kept, self.streams.get_mut(&id)) {
+            stream.filter_state = state;
+            stream.properties_read = read;
         }
     }
 
@@ -211,6 +239,8 @@ impl Worker {
                     forwarded_headers: None,
                     forwarded: Vec::new(),
                 })),
+                filter_state: Vec::new(),
+                properties_read: Vec::new(),
             },
         );
         StreamHandle(id)
@@ -239,6 +269,7 @@ impl Worker {
             connection_id: self.host.next_connection_id(),
             start_unix_nanos: self.host.clock.realtime_nanos(),
             filter_state: Vec::new(),
+            properties_read: Vec::new(),
             protocol,
             requests: StreamRequests::default(),
         };
@@ -271,6 +302,8 @@ impl Worker {
                 result,
                 logs: Vec::new(),
                 driver,
+                filter_state: Vec::new(),
+                properties_read: Vec::new(),
             },
         );
         StreamHandle(id)

@@ -131,7 +131,10 @@ impl Worker {
                 }
                 .and_then(|()| self.vm.done(id))
                 .and_then(|_| self.vm.log(id))
-                .and_then(|()| self.vm.delete_context(id));
+                .and_then(|()| {
+                    self.keep_stream_state(id);
+                    self.vm.delete_context(id)
+                });
                 if let Err(trap) = result {
                     self.fail_stream(id, trap);
                     return;
