@@ -6,8 +6,22 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use egress_auditor::cli;
 
+mod allocator;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Sets the allocator's options before its first allocation: the Rust runtime allocates before
+/// `main`, and the first arena takes the options in force then. The loader runs `.init_array`
+/// before the runtime starts.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static SET_ALLOCATOR_OPTIONS: extern "C" fn() = {
+    extern "C" fn set() {
+        allocator::return_freed_memory_at_once();
+    }
+    set
+};
 
 #[derive(Parser)]
 #[command(
