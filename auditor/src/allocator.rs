@@ -14,7 +14,7 @@ use std::os::raw::{c_int, c_long};
 
 // Linked through the `mimalloc` dependency (libmimalloc-sys builds mimalloc v3).
 extern "C" {
-    #[cfg(test)]
+    #[cfg(all(test, target_os = "linux"))]
     fn mi_option_get(option: c_int) -> c_long;
     fn mi_option_set(option: c_int, value: c_long);
 }
@@ -34,7 +34,8 @@ pub fn return_freed_memory_at_once() {
     }
 }
 
-#[cfg(test)]
+// On Linux the options are set before the first allocation (see `main.rs`).
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 

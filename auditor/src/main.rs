@@ -13,7 +13,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Sets the allocator's options before its first allocation: the Rust runtime allocates before
 /// `main`, and the first arena takes the options in force then. The loader runs `.init_array`
-/// before the runtime starts.
+/// before the runtime starts (ELF; elsewhere `main` sets them, later).
+#[cfg(target_os = "linux")]
 #[used]
 #[unsafe(link_section = ".init_array")]
 static SET_ALLOCATOR_OPTIONS: extern "C" fn() = {
@@ -47,6 +48,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    #[cfg(not(target_os = "linux"))]
+    allocator::return_freed_memory_at_once();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Scan(args) => cli::scan::run(args),
